@@ -1,0 +1,1 @@
+"""IAPO: Input Attribution-Aware Policy Optimization for visual tool use in small vision-language agents."""

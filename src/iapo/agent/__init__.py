@@ -1,0 +1,1 @@
+"""The agent: tools, tool-call parsing, trajectories and the batched multi-turn rollout."""

@@ -1,0 +1,56 @@
+"""Parse one assistant turn into an action: a tool call, a final answer, or nothing usable.
+
+The grammar: `<tool_call>{"name": ..., "arguments": {...}}</tool_call>` or `<answer>…</answer>`; whichever closes
+first wins (generation stops at the first closing tag). Malformed output never raises: the action carries an
+`error` kind that the rollout counts (`bad_json`, `missing_name`, `missing_arguments`, `text_after_answer`,
+`no_action`, `truncated`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+
+from iapo.agent.tools import ToolCall
+
+TOOL_CALL = re.compile(r"<tool_call>(.*?)</tool_call>", re.DOTALL)
+ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
+STOP_STRINGS = ("</tool_call>", "</answer>")
+
+
+@dataclass
+class Action:
+    """`kind` is "tool_call", "answer" or "none"; `error` names what was malformed (None when well formed)."""
+
+    kind: str
+    call: ToolCall | None = None
+    answer: str | None = None
+    error: str | None = None
+
+
+def parse_tool_call(payload: str) -> tuple[ToolCall | None, str | None]:
+    """Parse the JSON between the tool-call tags; return (call, None) or (None, error kind)."""
+    try:
+        data = json.loads(payload)
+    except json.JSONDecodeError:
+        return None, "bad_json"
+    if not isinstance(data, dict) or not isinstance(data.get("name"), str):
+        return None, "missing_name"
+    arguments = data.get("arguments", data.get("parameters"))
+    if not isinstance(arguments, dict):
+        return None, "missing_arguments"
+    return ToolCall(name=data["name"], arguments=arguments), None
+
+
+def parse_turn(text: str, truncated: bool = False) -> Action:
+    """Parse the text of one assistant turn. `truncated` says generation hit its token limit."""
+    tool = TOOL_CALL.search(text)
+    answer = ANSWER.search(text)
+    if answer and (tool is None or answer.end() <= tool.end()):
+        trailing = text[answer.end() :].replace("<|im_end|>", "").replace("<|endoftext|>", "").strip()
+        return Action("answer", answer=answer.group(1).strip(), error="text_after_answer" if trailing else None)
+    if tool:
+        call, error = parse_tool_call(tool.group(1).strip())
+        return Action("tool_call", call=call, error=error)
+    return Action("none", error="truncated" if truncated else "no_action")

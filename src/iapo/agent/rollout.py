@@ -1,0 +1,262 @@
+"""Batched multi-turn rollout: B prompts × G samples generated together, tools answered with image crops.
+
+Each turn, every unfinished trajectory is left-padded into one batch (all its images included) and the policy
+generates until `</tool_call>`, `</answer>`, EOS or `max_new_tokens`. A tool call is executed on the full-resolution
+original and its observation (a `user` turn with the crop) is appended as tokens, masked out of the policy loss.
+Token ids are concatenated, never re-tokenized, so the trajectory holds exactly the tokens the policy produced.
+
+    policy = HFPolicy(model, processor, SamplingSettings(max_turns=3, max_new_tokens=64))
+    trajectories = rollout(policy, processor, samples, images, group_size=4)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import torch
+from PIL import Image
+
+from iapo.agent.parsing import STOP_STRINGS, parse_turn
+from iapo.agent.prompts import SYSTEM_PROMPT, observation_text, prompt_messages
+from iapo.agent.tools import ToolContext, run_tool
+from iapo.agent.trajectory import ToolStats, Trajectory, Turn, collate, image_token_spans
+from iapo.data.sample import VQASample
+
+
+@dataclass
+class SamplingSettings:
+    """Sampling and agent-loop limits (all from config)."""
+
+    max_turns: int = 3
+    max_new_tokens: int = 128
+    do_sample: bool = True
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    min_crop_size: int = 28
+    system_prompt: str = SYSTEM_PROMPT
+
+
+@dataclass
+class Generation:
+    """Token ids one turn produced (cut at its stop) and whether it ran out of tokens."""
+
+    token_ids: list[int]
+    truncated: bool
+
+
+class Policy(Protocol):
+    def generate(self, batch: dict[str, torch.Tensor], max_new_tokens: int) -> list[Generation]: ...
+
+
+class HFPolicy:
+    """A transformers model as the policy: `model.generate` with stop strings for the tool protocol."""
+
+    def __init__(self, model, processor, sampling: SamplingSettings) -> None:
+        self.model = model
+        self.tokenizer = processor.tokenizer
+        self.sampling = sampling
+        self.stop_ids = {self.tokenizer.convert_tokens_to_ids(t) for t in ("<|im_end|>", "<|endoftext|>")}
+
+    @torch.no_grad()
+    def generate(self, batch: dict[str, torch.Tensor], max_new_tokens: int) -> list[Generation]:
+        device = next(self.model.parameters()).device
+        inputs = {k: v.to(device) for k, v in batch.items()}
+        inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
+        s = self.sampling
+        sampling = {"temperature": s.temperature, "top_p": s.top_p, "top_k": s.top_k} if s.do_sample else {}
+        output = self.model.generate(
+            **inputs,
+            max_new_tokens=max_new_tokens,
+            do_sample=s.do_sample,
+            stop_strings=list(STOP_STRINGS),
+            tokenizer=self.tokenizer,
+            pad_token_id=self.tokenizer.pad_token_id,
+            eos_token_id=sorted(self.stop_ids),
+            **sampling,
+        )
+        new_tokens = output[:, inputs["input_ids"].shape[1] :].tolist()
+        return [self._cut(row) for row in new_tokens]
+
+    def _cut(self, row: list[int]) -> Generation:
+        """Keep a row up to its stop: an EOS the model produced is kept; padding after a stop string is not."""
+        for i, token in enumerate(row):
+            if token in self.stop_ids:
+                text = self.tokenizer.decode(row[:i])
+                stopped_on_string = text.rstrip().endswith(STOP_STRINGS)
+                return Generation(row[:i] if stopped_on_string else row[: i + 1], truncated=False)
+        text = self.tokenizer.decode(row)
+        return Generation(row, truncated=not text.rstrip().endswith(STOP_STRINGS))
+
+
+@dataclass
+class _Episode:
+    """Mutable state of one trajectory during the rollout."""
+
+    uid: str
+    sample_index: int
+    image: Image.Image
+    model_size: tuple[int, int]
+    chunks: list[torch.Tensor]
+    masks: list[torch.Tensor]
+    pixel_values: list[torch.Tensor]
+    grids: list[torch.Tensor]
+    images: list[Image.Image]
+    question_span: tuple[int, int]
+    turns: list[Turn] = field(default_factory=list)
+    stats: ToolStats = field(default_factory=ToolStats)
+    answer: str | None = None
+    done: bool = False
+
+    def model_inputs(self) -> dict[str, torch.Tensor]:
+        return {
+            "input_ids": torch.cat(self.chunks),
+            "pixel_values": torch.cat(self.pixel_values),
+            "image_grid_thw": torch.cat(self.grids),
+        }
+
+    def append(self, token_ids: torch.Tensor, generated: bool) -> None:
+        self.chunks.append(token_ids)
+        self.masks.append(torch.full(token_ids.shape, generated, dtype=torch.bool))
+
+    def finish(self, error: str | None = None) -> None:
+        if error:
+            self.stats.errors[error] += 1
+        self.done = True
+
+
+def grid_to_model_size(grid_thw: torch.Tensor, patch_size: int) -> tuple[int, int]:
+    """(height, width) in pixels of an image as the model sees it, from its processor grid (t, h, w)."""
+    return int(grid_thw[1]) * patch_size, int(grid_thw[2]) * patch_size
+
+
+def _question_span(input_ids: torch.Tensor, tokenizer) -> tuple[int, int]:
+    """Tokens of the question text: after the first image's `<|vision_end|>`, up to the next `<|im_end|>`."""
+    vision_end = tokenizer.convert_tokens_to_ids("<|vision_end|>")
+    im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    start = int(torch.nonzero(input_ids == vision_end)[0]) + 1
+    end = start + int(torch.nonzero(input_ids[start:] == im_end)[0])
+    return start, end
+
+
+def start_episodes(
+    processor, samples: Sequence[VQASample], images: Sequence[Image.Image], group_size: int, system_prompt: str
+) -> list[_Episode]:
+    """Encode each prompt once and open `group_size` episodes on it (prompt-major order)."""
+    patch_size = processor.image_processor.patch_size
+    episodes = []
+    for index, (sample, image) in enumerate(zip(samples, images, strict=True)):
+        text = processor.apply_chat_template(
+            prompt_messages(sample, system_prompt), add_generation_prompt=True, tokenize=False
+        )
+        encoded = processor(text=[text], images=[image], return_tensors="pt")
+        input_ids = encoded["input_ids"][0]
+        question_span = _question_span(input_ids, processor.tokenizer)
+        for _ in range(group_size):
+            episodes.append(
+                _Episode(
+                    uid=sample.uid,
+                    sample_index=index,
+                    image=image,
+                    model_size=grid_to_model_size(encoded["image_grid_thw"][0], patch_size),
+                    chunks=[input_ids.clone()],
+                    masks=[torch.zeros(input_ids.shape, dtype=torch.bool)],
+                    pixel_values=[encoded["pixel_values"]],
+                    grids=[encoded["image_grid_thw"]],
+                    images=[image],
+                    question_span=question_span,
+                )
+            )
+    return episodes
+
+
+def _step(episode: _Episode, generation: Generation, processor, settings: SamplingSettings, last_turn: bool) -> None:
+    """Record one generated turn and answer it: finish, or append the tool observation."""
+    tokenizer = processor.tokenizer
+    episode.append(torch.tensor(generation.token_ids, dtype=torch.long), generated=True)
+    text = tokenizer.decode(generation.token_ids, skip_special_tokens=False)
+    action = parse_turn(text, truncated=generation.truncated)
+    turn = Turn(text=text, action=action.kind, call=action.call, error=action.error)
+    episode.turns.append(turn)
+    if action.error:
+        episode.stats.errors[action.error] += 1
+    if action.kind == "answer":
+        episode.answer = action.answer
+        episode.finish()
+        return
+    if action.kind == "none":
+        episode.finish("no_answer")
+        return
+    episode.stats.calls += 1
+    if action.call is None:
+        result_text, crop = f"Error: malformed tool call ({action.error}).", None
+    else:
+        context = ToolContext(episode.image, episode.model_size, settings.min_crop_size)
+        result = run_tool(action.call, context)
+        if result.error:
+            episode.stats.errors[result.error] += 1
+            turn.error = turn.error or result.error
+        turn.crop_box = result.box
+        result_text, crop = result.text, result.image
+    turn.observation = result_text
+    if last_turn:
+        episode.finish("no_answer")
+        return
+    closed = bool(generation.token_ids) and generation.token_ids[-1] == tokenizer.convert_tokens_to_ids("<|im_end|>")
+    observation = observation_text(result_text, with_image=crop is not None, assistant_closed=closed)
+    encoded = processor(text=[observation], images=[crop] if crop is not None else None, return_tensors="pt")
+    episode.append(encoded["input_ids"][0], generated=False)
+    if crop is not None:
+        episode.pixel_values.append(encoded["pixel_values"])
+        episode.grids.append(encoded["image_grid_thw"])
+        episode.images.append(crop)
+
+
+def _to_trajectory(episode: _Episode, processor) -> Trajectory:
+    input_ids = torch.cat(episode.chunks)
+    grids = torch.cat(episode.grids)
+    patch_size = processor.image_processor.patch_size
+    spans = image_token_spans(input_ids, processor.tokenizer.convert_tokens_to_ids("<|image_pad|>"))
+    if len(spans) != len(episode.images):
+        raise RuntimeError(f"trajectory {episode.uid}: {len(spans)} image-token runs for {len(episode.images)} images")
+    return Trajectory(
+        uid=episode.uid,
+        sample_index=episode.sample_index,
+        input_ids=input_ids,
+        policy_mask=torch.cat(episode.masks),
+        images=episode.images,
+        pixel_values=torch.cat(episode.pixel_values),
+        image_grid_thw=grids,
+        image_spans=spans,
+        model_image_sizes=[grid_to_model_size(g, patch_size) for g in grids],
+        question_span=episode.question_span,
+        prompt_length=int(episode.chunks[0].shape[0]),
+        turns=episode.turns,
+        final_answer=episode.answer,
+        stats=episode.stats,
+    )
+
+
+def rollout(
+    policy: Policy,
+    processor,
+    samples: Sequence[VQASample],
+    images: Sequence[Image.Image],
+    group_size: int = 1,
+    settings: SamplingSettings | None = None,
+) -> list[Trajectory]:
+    """Run the agent loop for every sample `group_size` times; returns trajectories in prompt-major order."""
+    settings = settings or SamplingSettings()
+    episodes = start_episodes(processor, samples, images, group_size, settings.system_prompt)
+    pad_token_id = processor.tokenizer.pad_token_id
+    for turn in range(settings.max_turns):
+        active = [e for e in episodes if not e.done]
+        if not active:
+            break
+        batch = collate([e.model_inputs() for e in active], pad_token_id)
+        generations = policy.generate(batch, settings.max_new_tokens)
+        for episode, generation in zip(active, generations, strict=True):
+            _step(episode, generation, processor, settings, last_turn=turn == settings.max_turns - 1)
+    return [_to_trajectory(e, processor) for e in episodes]

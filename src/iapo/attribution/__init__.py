@@ -1,0 +1,1 @@
+"""Input attribution: components of a trajectory, attribution methods, and divergences between distributions."""

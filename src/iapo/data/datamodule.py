@@ -1,0 +1,161 @@
+"""`VQADataModule`: training, validation, test and predict sets chosen by name in the config.
+
+A set is a `DataSpec`: `synthetic` (the built-in visual-search set), `jsonl` (any `{image, question, options?,
+answer}` file) or one of the six benchmarks by name (`vstar_bench`, `hr_bench_4k`, ...; see `data/README.md`).
+Rows are listed eagerly and cheaply; images are decoded lazily in DataLoader workers. A row whose image cannot be
+decoded arrives as a counted skip (`batch["skipped"]`), never as an exception; `strict: true` raises instead.
+
+    # configs/tiny.yaml
+    data:
+      predict: [{name: synthetic, split: test, n: 8}]
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+from torch.utils.data import ConcatDataset, DataLoader, Dataset
+
+from iapo.data.sample import BadRowError, SkipLog, VQASample, load_image
+from iapo.data.synthetic import SyntheticConfig, build_split
+
+
+@dataclass
+class DataSpec:
+    """One data set. `n`: rows for `synthetic`, a deterministic subset size for the others (None = all)."""
+
+    name: str
+    split: str = "test"
+    n: int | None = None
+    path: str | None = None
+    seed: int = 0
+
+
+SYNTHETIC_DEFAULT_ROWS = 256
+
+
+def load_rows(spec: DataSpec, root: Path, synthetic: SyntheticConfig, skips: SkipLog) -> list[VQASample]:
+    """The samples of one `DataSpec` (image decoding deferred)."""
+    if spec.name == "synthetic":
+        return build_split(spec.split, spec.n or SYNTHETIC_DEFAULT_ROWS, synthetic, seed=spec.seed)
+    if spec.name == "jsonl":
+        from iapo.data.jsonl import read_jsonl
+
+        if not spec.path:
+            raise ValueError("a `jsonl` data set needs `path: <file.jsonl>`")
+        rows = read_jsonl(spec.path, skips=skips)
+        return rows[: spec.n] if spec.n else rows
+    from iapo.data.benchmarks import BENCHMARKS, load_benchmark
+
+    if spec.name not in BENCHMARKS:
+        raise ValueError(f"unknown data set {spec.name!r}; use synthetic, jsonl or one of {sorted(BENCHMARKS)}")
+    rows, bench_skips = load_benchmark(spec.name, root, strict=skips.strict, limit=spec.n, seed=spec.seed)
+    for reason, count in bench_skips.counts.items():
+        skips.counts[reason] += count
+    return rows
+
+
+class VQADataset(Dataset):
+    """Samples of one set; `__getitem__` decodes the image, or returns the skip reason when it cannot."""
+
+    def __init__(self, name: str, samples: list[VQASample], strict: bool = False) -> None:
+        self.name = name
+        self.samples = samples
+        self.strict = strict
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> dict:
+        sample = self.samples[index]
+        try:
+            return {"sample": sample, "image": load_image(sample.image), "skip": None}
+        except BadRowError as err:
+            if self.strict:
+                raise BadRowError(f"{self.name} row {sample.uid}: {err}") from err
+            return {"sample": sample, "image": None, "skip": "undecodable_image"}
+
+
+def collate_samples(items: list[dict]) -> dict:
+    """Keep decoded rows; count the others by reason under `skipped`."""
+    kept = [item for item in items if item["skip"] is None]
+    return {
+        "samples": [item["sample"] for item in kept],
+        "images": [item["image"] for item in kept],
+        "skipped": Counter(item["skip"] for item in items if item["skip"] is not None),
+    }
+
+
+class VQADataModule(L.LightningDataModule):
+    """Data sets by stage. Each of `train`, `val`, `test`, `predict` is a list of `DataSpec`."""
+
+    def __init__(
+        self,
+        root: str = "data",
+        train: list[DataSpec] | None = None,
+        val: list[DataSpec] | None = None,
+        test: list[DataSpec] | None = None,
+        predict: list[DataSpec] | None = None,
+        synthetic: SyntheticConfig | None = None,
+        batch_size: int = 4,
+        num_workers: int = 0,
+        strict: bool = False,
+    ) -> None:
+        super().__init__()
+        self.root = Path(root)
+        self.specs = {"train": train or [], "val": val or [], "test": test or [], "predict": predict or []}
+        self.synthetic = synthetic or SyntheticConfig()
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.strict = strict
+        self.datasets: dict[str, list[VQADataset]] = {}
+        self.load_skips: dict[str, dict[str, int]] = {}
+
+    def _build(self, stage: str) -> list[VQADataset]:
+        if stage not in self.datasets:
+            datasets = []
+            for spec in self.specs[stage]:
+                skips = SkipLog(strict=self.strict)
+                rows = load_rows(spec, self.root, self.synthetic, skips)
+                datasets.append(VQADataset(spec.name, rows, strict=self.strict))
+                self.load_skips[spec.name] = skips.as_dict()
+            self.datasets[stage] = datasets
+        return self.datasets[stage]
+
+    def _loader(self, dataset: Dataset, shuffle: bool = False) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            collate_fn=collate_samples,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def _loaders(self, stage: str) -> list[DataLoader]:
+        datasets = self._build(stage)
+        if not datasets:
+            raise ValueError(f"no `data.{stage}` sets configured; add e.g. `- {{name: synthetic, split: {stage}}}`")
+        return [self._loader(dataset) for dataset in datasets]
+
+    def train_dataloader(self):
+        """All training sets mixed into one shuffled stream."""
+        datasets = self._build("train")
+        if not datasets:
+            raise ValueError("no `data.train` sets configured; add e.g. `- {name: synthetic, split: train}`")
+        return self._loader(ConcatDataset(datasets), shuffle=True)
+
+    def val_dataloader(self):
+        return self._loaders("val")
+
+    def test_dataloader(self):
+        return self._loaders("test")
+
+    def predict_dataloader(self):
+        return self._loaders("predict")
+
+    def set_names(self, stage: str) -> list[str]:
+        return [d.name for d in self._build(stage)]

@@ -1,0 +1,386 @@
+"""Load the student and the teacher: a Hugging Face id, a local directory, or an offline `tiny-*` spec.
+
+Every model goes through the same `from_pretrained` path of the real transformers classes
+(`Qwen2_5_VLForConditionalGeneration` + `Qwen2_5_VLProcessor`). The offline specs `tiny-student` and `tiny-teacher`
+are Qwen2.5-VL architecture built from config with a byte-level BPE tokenizer trained here (Qwen's special tokens,
+a Qwen-style chat template); they are deterministic, written once to a cache directory and then loaded like any
+checkpoint, so tests exercise the real code path.
+
+    from iapo.models import load_model
+    model, processor = load_model("tiny-student")                       # offline, seconds
+    model, processor = load_model("Qwen/Qwen2.5-VL-3B-Instruct", quantization="nf4", lora=LoraSettings())
+
+Build the tiny specs ahead of time with `python -m iapo.models tiny-student tiny-teacher`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from iapo.agent.prompts import CHAT_TEMPLATE, SYSTEM_PROMPT
+
+QWEN_SPECIAL_TOKENS = (
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|object_ref_start|>",
+    "<|object_ref_end|>",
+    "<|box_start|>",
+    "<|box_end|>",
+    "<|quad_start|>",
+    "<|quad_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|vision_pad|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+)
+QWEN_ADDED_TOKENS = ("<tool_call>", "</tool_call>")
+"""Added (non-special) tokens of the Qwen2.5 tokenizer, kept so tool calls decode as text."""
+
+
+class ModelNotFoundError(FileNotFoundError):
+    """A model id or directory that cannot be loaded here; the message says how to get it."""
+
+
+@dataclass(frozen=True)
+class TinySpec:
+    """Sizes of an offline Qwen2.5-VL-architecture model built from config."""
+
+    hidden_size: int
+    num_layers: int
+    intermediate_size: int
+    num_heads: int = 4
+    num_kv_heads: int = 2
+    vision_depth: int = 2
+    vision_hidden_size: int = 32
+    max_pixels: int = 224 * 224
+    min_pixels: int = 28 * 28
+    vocab_size: int = 1024
+    seed: int = 0
+
+    @property
+    def mrope_section(self) -> list[int]:
+        half = self.hidden_size // self.num_heads // 2
+        temporal = half // 4
+        return [temporal, (half - temporal) // 2, half - temporal - (half - temporal) // 2]
+
+
+TINY_SPECS: dict[str, TinySpec] = {
+    "tiny-student": TinySpec(hidden_size=64, num_layers=2, intermediate_size=128),
+    "tiny-teacher": TinySpec(
+        hidden_size=128, num_layers=4, intermediate_size=256, vision_hidden_size=64, max_pixels=280 * 280, seed=1
+    ),
+}
+
+
+@dataclass
+class LoraSettings:
+    """LoRA on the language model's linear layers (the vision tower stays frozen and adapter-free)."""
+
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+
+
+@dataclass
+class ModelSettings:
+    """Which model to load and how (the `model.student` / `model.teacher` blocks of a config)."""
+
+    name: str = "tiny-student"
+    quantization: str = "none"
+    dtype: str = "float32"
+    lora: LoraSettings | None = None
+    gradient_checkpointing: bool = False
+    attn_implementation: str = "sdpa"
+
+    def load(self, device: str | None = None):
+        """(model, processor) as `load_model` gives them."""
+        return load_model(
+            self.name,
+            quantization=self.quantization,
+            dtype=self.dtype,
+            lora=self.lora,
+            gradient_checkpointing=self.gradient_checkpointing,
+            attn_implementation=self.attn_implementation,
+            device=device,
+        )
+
+
+def cache_dir() -> Path:
+    """Where tiny specs are built: `$IAPO_CACHE` or `~/.cache/iapo`."""
+    return Path(os.environ.get("IAPO_CACHE", Path.home() / ".cache" / "iapo"))
+
+
+def _tokenizer_corpus() -> list[str]:
+    """Text the tiny tokenizer is trained on: the agent's prompts, tool calls, numbers and plain English."""
+    from iapo.agent.prompts import format_question
+    from iapo.data.synthetic import build_split
+
+    words = (
+        "the a an is are of in on at to and or what which where how many color colour pattern shape object left "
+        "right top bottom above below inside image picture question answer option options choose letter zoom "
+        "crop look closer region detail small large red green blue yellow purple orange white black gray circle "
+        "square triangle star stripes dots grid cross yes no there chart value number percent text sign read"
+    ).split()
+    lines = [SYSTEM_PROMPT, " ".join(words), " ".join(w.capitalize() for w in words)]
+    lines += [f"{i} {i * 7 % 1000} {i / 4:.2f} {i}%" for i in range(200)]
+    lines += [
+        f'<tool_call>{{"name": "zoom_in", "arguments": {{"bbox_2d": [{x}, {y}, {x + 40}, {y + 56}]}}}}</tool_call>'
+        for x, y in zip(range(0, 400, 7), range(3, 400, 9), strict=False)
+    ]
+    lines += [f"<answer>{c}</answer>" for c in "ABCDE"] + ["<answer>yes</answer>", "<answer>no</answer>"]
+    lines += ["<tool_response>", "</tool_response>", "Error: the box is outside the image."]
+    lines += [format_question(sample) for sample in build_split("train", 64, seed=0)]
+    return lines
+
+
+def _train_tokenizer(vocab_size: int):
+    """Byte-level BPE with Qwen2's pre-tokenizer, wrapped as a real `Qwen2Tokenizer` with Qwen's special tokens."""
+    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    from transformers import Qwen2Tokenizer
+    from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
+
+    bpe = Tokenizer(models.BPE())
+    bpe.normalizer = normalizers.NFC()
+    bpe.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    bpe.decoder = decoders.ByteLevel()
+    budget = vocab_size - len(QWEN_SPECIAL_TOKENS) - len(QWEN_ADDED_TOKENS)
+    trainer = trainers.BpeTrainer(
+        vocab_size=budget, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+    )
+    bpe.train_from_iterator(_tokenizer_corpus(), trainer)
+    state = json.loads(bpe.to_str())["model"]
+    tokenizer = Qwen2Tokenizer(
+        vocab=state["vocab"],
+        merges=[tuple(m) for m in state["merges"]],
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        extra_special_tokens=list(QWEN_SPECIAL_TOKENS),
+        model_max_length=32768,
+    )
+    tokenizer.add_tokens([AddedToken(t, special=False, normalized=False) for t in QWEN_ADDED_TOKENS])
+    return tokenizer
+
+
+def _build_tiny(spec: TinySpec, out: Path) -> None:
+    from transformers import (
+        Qwen2_5_VLConfig,
+        Qwen2_5_VLForConditionalGeneration,
+        Qwen2_5_VLProcessor,
+        Qwen2VLImageProcessor,
+        Qwen2VLVideoProcessor,
+    )
+
+    tokenizer = _train_tokenizer(spec.vocab_size)
+    processor = Qwen2_5_VLProcessor(
+        image_processor=Qwen2VLImageProcessor(min_pixels=spec.min_pixels, max_pixels=spec.max_pixels),
+        tokenizer=tokenizer,
+        video_processor=Qwen2VLVideoProcessor(),
+        chat_template=CHAT_TEMPLATE,
+    )
+    token_id = tokenizer.convert_tokens_to_ids
+    config = Qwen2_5_VLConfig(
+        text_config=dict(
+            vocab_size=len(tokenizer),
+            hidden_size=spec.hidden_size,
+            intermediate_size=spec.intermediate_size,
+            num_hidden_layers=spec.num_layers,
+            num_attention_heads=spec.num_heads,
+            num_key_value_heads=spec.num_kv_heads,
+            max_position_embeddings=8192,
+            rope_parameters={"rope_type": "default", "mrope_section": spec.mrope_section, "rope_theta": 10000.0},
+            bos_token_id=token_id("<|endoftext|>"),
+            eos_token_id=token_id("<|im_end|>"),
+            pad_token_id=token_id("<|endoftext|>"),
+        ),
+        vision_config=dict(
+            depth=spec.vision_depth,
+            hidden_size=spec.vision_hidden_size,
+            intermediate_size=2 * spec.vision_hidden_size,
+            num_heads=2,
+            out_hidden_size=spec.hidden_size,
+            window_size=56,
+            fullatt_block_indexes=[spec.vision_depth - 1],
+        ),
+        image_token_id=token_id("<|image_pad|>"),
+        video_token_id=token_id("<|video_pad|>"),
+        vision_start_token_id=token_id("<|vision_start|>"),
+        vision_end_token_id=token_id("<|vision_end|>"),
+    )
+    torch.manual_seed(spec.seed)
+    model = Qwen2_5_VLForConditionalGeneration(config)
+    model.generation_config.pad_token_id = token_id("<|endoftext|>")
+    model.generation_config.eos_token_id = [token_id("<|im_end|>"), token_id("<|endoftext|>")]
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    (out / "tiny_spec.json").write_text(json.dumps(asdict(spec), indent=2, sort_keys=True))
+
+
+def _spec_hash(spec: TinySpec) -> str:
+    corpus = "\n".join(_tokenizer_corpus())
+    payload = json.dumps(asdict(spec), sort_keys=True) + CHAT_TEMPLATE + corpus
+    return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+
+def build_tiny(name: str, root: Path | None = None, force: bool = False) -> Path:
+    """Build the tiny spec `name` once (atomically) and return its directory; later calls reuse the cache."""
+    if name not in TINY_SPECS:
+        raise ModelNotFoundError(f"unknown tiny spec {name!r}; known: {sorted(TINY_SPECS)}")
+    spec = TINY_SPECS[name]
+    out = (root or cache_dir()) / "tiny" / f"{name}-{_spec_hash(spec)}"
+    if out.is_dir() and not force:
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=out.parent))
+    try:
+        _build_tiny(spec, staging)
+        if out.exists():
+            shutil.rmtree(out)
+        staging.rename(out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return out
+
+
+def resolve_model_path(name_or_path: str) -> str:
+    """Map a tiny spec to its built directory; check that a HF id or directory can be loaded here."""
+    if name_or_path in TINY_SPECS:
+        return str(build_tiny(name_or_path))
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelNotFoundError(f"{path} is a directory but has no config.json: not a saved model")
+        return str(path)
+    if name_or_path.startswith((".", "/", "~")):
+        raise ModelNotFoundError(f"model directory {path} does not exist")
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(name_or_path, "config.json")
+    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false")
+    if not isinstance(cached, str) and offline:
+        raise _not_found(name_or_path, "HF_HUB_OFFLINE is set and it is not in the local Hugging Face cache")
+    return name_or_path
+
+
+def _not_found(name: str, why: str) -> ModelNotFoundError:
+    return ModelNotFoundError(
+        f"cannot load model {name!r}: {why}. Download it where the hub is reachable, e.g. "
+        f"`huggingface-cli download {name}` (fills the cache at $HF_HOME), or pass a local directory holding "
+        f"config.json, weights and processor files. Offline, use the tiny specs: {sorted(TINY_SPECS)}."
+    )
+
+
+def load_processor(name_or_path: str):
+    """The real `AutoProcessor` of a model (a `Qwen2_5_VLProcessor` for Qwen2.5-VL and the tiny specs)."""
+    from transformers import AutoProcessor
+
+    path = resolve_model_path(name_or_path)
+    try:
+        processor = AutoProcessor.from_pretrained(path)
+    except OSError as err:
+        raise _not_found(name_or_path, f"{type(err).__name__}: {err}") from err
+    processor.tokenizer.padding_side = "left"
+    return processor
+
+
+def load_model(
+    name_or_path: str,
+    quantization: str = "none",
+    dtype: str = "float32",
+    lora: LoraSettings | None = None,
+    gradient_checkpointing: bool = False,
+    attn_implementation: str = "sdpa",
+    device: str | None = None,
+):
+    """Load a Qwen2.5-VL model and its processor.
+
+    Args:
+        name_or_path: a HF id (`Qwen/Qwen2.5-VL-3B-Instruct`), a local directory, or a tiny spec (`tiny-student`).
+        quantization: `"none"` or `"nf4"` (bitsandbytes 4-bit, double-quantised; runs on CUDA and on the CPU).
+            The vision tower and the LM head stay unquantised.
+        dtype: compute dtype, e.g. `"bfloat16"` on GPUs, `"float32"` on the CPU.
+        lora: wrap the language model's linear layers in a trainable LoRA adapter (QLoRA when `nf4`); None freezes
+            the model (a teacher or reference).
+        gradient_checkpointing: non-reentrant checkpointing, which attribution by `torch.autograd.grad` requires.
+        attn_implementation: `"sdpa"` or `"eager"` (needed by the `attention` attribution method).
+        device: where to put the model; default CUDA when available.
+
+    Returns:
+        (model, processor); the model is in eval mode with `requires_grad` only on LoRA parameters.
+    """
+    from transformers import BitsAndBytesConfig, Qwen2_5_VLForConditionalGeneration
+
+    if quantization not in ("none", "nf4"):
+        raise ValueError(f"quantization must be 'none' or 'nf4', got {quantization!r}")
+    torch_dtype = getattr(torch, dtype, None)
+    if not isinstance(torch_dtype, torch.dtype):
+        raise ValueError(f"unknown dtype {dtype!r}; use float32, bfloat16 or float16")
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    path = resolve_model_path(name_or_path)
+    kwargs: dict = {"dtype": torch_dtype, "attn_implementation": attn_implementation}
+    if quantization == "nf4":
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch_dtype,
+            llm_int8_skip_modules=["visual", "lm_head"],
+        )
+        kwargs["device_map"] = {"": device}
+    try:
+        model = Qwen2_5_VLForConditionalGeneration.from_pretrained(path, **kwargs)
+    except OSError as err:
+        raise _not_found(name_or_path, f"{type(err).__name__}: {err}") from err
+    if quantization == "none":
+        model.to(device)
+    processor = load_processor(name_or_path)
+    model.requires_grad_(False)
+    if gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+    if lora is not None:
+        from peft import LoraConfig, get_peft_model
+
+        config = LoraConfig(
+            r=lora.r,
+            lora_alpha=lora.alpha,
+            lora_dropout=lora.dropout,
+            target_modules=rf"^(?!.*visual).*\.({'|'.join(lora.target_modules)})$",
+            task_type="CAUSAL_LM",
+        )
+        model = get_peft_model(model, config)
+    model.eval()
+    return model, processor
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m iapo.models tiny-student tiny-teacher`: build (or rebuild with --force) tiny specs."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("names", nargs="+", choices=sorted(TINY_SPECS))
+    parser.add_argument("--force", action="store_true")
+    args = parser.parse_args(argv)
+    for name in args.names:
+        print(f"{name}: {build_tiny(name, force=args.force)}")
+
+
+if __name__ == "__main__":
+    main()
