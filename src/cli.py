@@ -1,7 +1,7 @@
 """Command line of the project (LightningCLI): fit / validate / test / predict with layered YAML configs.
 
-    python src/cli.py predict --config configs/tiny.yaml
-    python src/cli.py predict --config configs/tiny.yaml --print_config     # the fully resolved config
+python src/cli.py predict --config configs/tiny.yaml
+python src/cli.py predict --config configs/tiny.yaml --print_config     # the fully resolved config
 """
 
 from __future__ import annotations

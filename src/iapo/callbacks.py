@@ -1,9 +1,9 @@
 """Lightning callbacks: `RolloutWriter` saves predicted trajectories as JSON lines plus their crops as PNG.
 
-    trainer:
-      callbacks:
-        - class_path: iapo.callbacks.RolloutWriter
-          init_args: {output_dir: logs/predict}
+trainer:
+  callbacks:
+    - class_path: iapo.callbacks.RolloutWriter
+      init_args: {output_dir: logs/predict}
 """
 
 from __future__ import annotations

@@ -20,19 +20,19 @@ SYSTEM_PROMPT = (
 )
 
 CHAT_TEMPLATE = (
-    "{%- for message in messages -%}"
-    "{%- if loop.first and message['role'] != 'system' -%}"
+    "{% for message in messages %}"
+    "{% if loop.first and message['role'] != 'system' %}"
     "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
-    "{%- endif -%}"
+    "{% endif %}"
     "<|im_start|>{{ message['role'] }}\n"
-    "{%- if message['content'] is string -%}{{ message['content'] }}"
-    "{%- else -%}{%- for part in message['content'] -%}"
-    "{%- if part['type'] == 'image' -%}<|vision_start|><|image_pad|><|vision_end|>"
-    "{%- elif part['type'] == 'text' -%}{{ part['text'] }}{%- endif -%}"
-    "{%- endfor -%}{%- endif -%}"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for part in message['content'] %}"
+    "{% if part['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}"
     "<|im_end|>\n"
-    "{%- endfor -%}"
-    "{%- if add_generation_prompt -%}<|im_start|>assistant\n{%- endif -%}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 """Qwen2.5-VL's chat template without video and with the system default; images are `{"type": "image"}` parts."""
 
@@ -67,7 +67,9 @@ def observation_text(message: str, with_image: bool, assistant_closed: bool) -> 
     """
     close = "\n" if assistant_closed else "<|im_end|>\n"
     image = VISION_PLACEHOLDER if with_image else ""
-    return f"{close}<|im_start|>user\n<tool_response>{image}{message}</tool_response><|im_end|>\n<|im_start|>assistant\n"
+    return (
+        f"{close}<|im_start|>user\n<tool_response>{image}{message}</tool_response><|im_end|>\n<|im_start|>assistant\n"
+    )
 
 
 def observation_message(message: str, with_image: bool) -> dict:

@@ -39,6 +39,10 @@ class SamplingSettings:
     system_prompt: str = SYSTEM_PROMPT
 
 
+VISION_TOKENS = ("<|vision_start|>", "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>")
+"""Never sampled: a generated image placeholder would have no pixels behind it and break the next model call."""
+
+
 @dataclass
 class Generation:
     """Token ids one turn produced (cut at its stop) and whether it ran out of tokens."""
@@ -59,6 +63,7 @@ class HFPolicy:
         self.tokenizer = processor.tokenizer
         self.sampling = sampling
         self.stop_ids = {self.tokenizer.convert_tokens_to_ids(t) for t in ("<|im_end|>", "<|endoftext|>")}
+        self.suppressed_ids = self.tokenizer.convert_tokens_to_ids(list(VISION_TOKENS))
 
     @torch.no_grad()
     def generate(self, batch: dict[str, torch.Tensor], max_new_tokens: int) -> list[Generation]:
@@ -75,6 +80,7 @@ class HFPolicy:
             tokenizer=self.tokenizer,
             pad_token_id=self.tokenizer.pad_token_id,
             eos_token_id=sorted(self.stop_ids),
+            suppress_tokens=self.suppressed_ids,
             **sampling,
         )
         new_tokens = output[:, inputs["input_ids"].shape[1] :].tolist()

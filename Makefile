@@ -1,0 +1,38 @@
+# IAPO — make help lists the targets.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+TORCH := torch==2.14.1 torchvision==0.29.1
+CONFIG ?= configs/tiny.yaml
+
+.DEFAULT_GOAL := help
+.PHONY: help setup test test-all lint predict tiny
+
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH)
+	$(PY) -m pip install -q -e ".[dev]" $(TORCH)
+	touch $(STAMP)
+
+setup: $(STAMP) ## create .venv with torch 2.14.1 + torchvision 0.29.1 and the package with dev extras (idempotent)
+
+tiny: $(STAMP) ## build the offline tiny-student / tiny-teacher models into the cache
+	$(PY) -m iapo.models tiny-student tiny-teacher
+
+test: $(STAMP) ## fast test suite (no `slow` tests)
+	$(PY) -m pytest -q
+
+test-all: $(STAMP) ## every test, `slow` included
+	$(PY) -m pytest -q -m ""
+
+lint: $(STAMP) ## ruff lint and format check
+	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/ruff format --check src tests
+
+predict: $(STAMP) ## roll out the agent (CONFIG=configs/tiny.yaml) and write trajectories under logs/predict/
+	$(PY) src/cli.py predict --config $(CONFIG)

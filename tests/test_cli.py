@@ -1,0 +1,43 @@
+"""`python src/cli.py predict --config configs/tiny.yaml` writes one JSON line per trajectory plus crops."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_cli():
+    spec = importlib.util.spec_from_file_location("iapo_cli", ROOT / "src" / "cli.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_predict_writes_trajectories(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    load_cli().main(["predict", "--config", str(ROOT / "configs" / "tiny.yaml"), "--trainer.enable_progress_bar=false"])
+    [run] = list((tmp_path / "logs" / "predict").iterdir())
+    records = [json.loads(line) for line in (run / "rollouts.jsonl").read_text().splitlines()]
+    assert len(records) == 8 * 2  # 8 test prompts × predict_group_size 2
+    for record in records:
+        assert record["question"] and record["options"] and record["turns"]
+        assert {"text", "tool_call", "crop_file", "error"} <= set(record["turns"][0])
+        for turn in record["turns"]:
+            if turn["crop_file"]:
+                assert (run / turn["crop_file"]).is_file()
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["trajectories"] == 16
+    assert sum(r["tool_calls"] for r in records) == summary.get("tool_calls", 0)
+
+
+def test_unknown_config_keys_are_rejected(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit):
+        load_cli().main(
+            ["predict", "--config", str(ROOT / "configs" / "tiny.yaml"), "--model.init_args.samplng.max_turns=2"]
+        )
