@@ -1,0 +1,150 @@
+"""The policy update: μ epochs of PPO-clip over mini-batches of trajectories, KL to the adapter-free reference.
+
+Plain torch around `algo.py`, no Lightning: the LightningModule passes its `manual_backward` and optimizer, tests pass
+`Tensor.backward` and a bare optimizer.
+
+    stats = policy_update(model, optimizer, trajectories, advantages, PPOSettings(), pad_token_id=pad)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from iapo.agent.trajectory import Trajectory, collate_trajectories, token_logprobs
+from iapo.algo import aggregate, kl_k3, ppo_clip_loss, token_entropy_from_logits
+
+
+@dataclass
+class PPOSettings:
+    """Knobs of the update (DESIGN §3 "Update")."""
+
+    epochs: int = 1
+    mini_batch_size: int = 8
+    eps_low: float = 0.2
+    eps_high: float = 0.28
+    kl_beta: float = 0.0
+    aggregation: str = "token-mean"
+    max_grad_norm: float = 1.0
+
+
+def policy_forward(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token log-probs [B, T] (with grad) and entropies [B, T] (detached) of a collated batch."""
+    device = next(p for p in model.parameters()).device
+    inputs = {k: v.to(device) for k, v in batch.items() if k != "policy_mask"}
+    inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
+    logits = model(**inputs, use_cache=False).logits
+    logp = token_logprobs(logits, inputs["input_ids"])
+    with torch.no_grad():
+        entropy = torch.zeros_like(logp)
+        entropy[:, 1:] = token_entropy_from_logits(logits[:, :-1].float())
+    return logp, entropy
+
+
+def reference_adapter_off(model):
+    """Context in which `model` is the reference: its LoRA adapter disabled (no second copy of the weights)."""
+    if hasattr(model, "disable_adapter"):
+        return model.disable_adapter()
+    raise ValueError("KL to the reference needs a LoRA (peft) student: set `student.lora` or `kl_beta: 0`")
+
+
+@torch.no_grad()
+def score_logprobs(model, trajectories: list[Trajectory], pad_token_id: int, size: int) -> list[torch.Tensor]:
+    """Log-probs of each trajectory's tokens (unpadded, on CPU), in chunks of `size` trajectories."""
+    out = []
+    for start in range(0, len(trajectories), size):
+        chunk = trajectories[start : start + size]
+        batch = collate_trajectories(chunk, pad_token_id)
+        logp, _ = policy_forward(model, batch)
+        for row, t in enumerate(chunk):
+            out.append(logp[row, logp.shape[1] - t.input_ids.shape[0] :].float().cpu())
+    return out
+
+
+def _pad_left(rows: list[torch.Tensor], length: int) -> torch.Tensor:
+    out = torch.zeros(len(rows), length)
+    for i, row in enumerate(rows):
+        out[i, length - row.shape[0] :] = row
+    return out
+
+
+def policy_update(
+    model,
+    optimizer: torch.optim.Optimizer,
+    trajectories: list[Trajectory],
+    advantages: torch.Tensor,
+    settings: PPOSettings,
+    pad_token_id: int,
+    backward: Callable[[torch.Tensor], None] = torch.Tensor.backward,
+    on_step: Callable[[], None] | None = None,
+    generator: torch.Generator | None = None,
+) -> dict[str, float]:
+    """Run the PPO-clip update and return averaged statistics.
+
+    Old log-probs come from the policy before the update; reference log-probs (when `kl_beta > 0`) from the same
+    model with its adapter disabled. A mini-batch whose loss or gradient norm is not finite is skipped (optimizer
+    not stepped, gradients dropped) and counted in `skipped_nonfinite`.
+    """
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if not trainable:
+        raise ValueError("the policy has no trainable parameters: set `student.lora` (or unfreeze the model)")
+    was_training = model.training
+    model.eval()
+    old = score_logprobs(model, trajectories, pad_token_id, settings.mini_batch_size)
+    ref = None
+    if settings.kl_beta > 0:
+        with reference_adapter_off(model):
+            ref = score_logprobs(model, trajectories, pad_token_id, settings.mini_batch_size)
+    model.train()  # gradient checkpointing is active only in train mode; keep LoRA dropout at 0 for RL
+    totals: dict[str, float] = {}
+    steps = skipped = 0
+    for _ in range(settings.epochs):
+        order = torch.randperm(len(trajectories), generator=generator).tolist()
+        for start in range(0, len(order), settings.mini_batch_size):
+            index = order[start : start + settings.mini_batch_size]
+            chunk = [trajectories[i] for i in index]
+            batch = collate_trajectories(chunk, pad_token_id)
+            length = batch["input_ids"].shape[1]
+            logp, entropy = policy_forward(model, batch)
+            mask = batch["policy_mask"].to(logp.device)
+            old_logp = _pad_left([old[i] for i in index], length).to(logp.device)
+            loss, stats = ppo_clip_loss(
+                logp,
+                old_logp,
+                advantages[index].to(logp.device),
+                mask,
+                settings.eps_low,
+                settings.eps_high,
+                settings.aggregation,
+            )
+            if ref is not None:
+                ref_logp = _pad_left([ref[i] for i in index], length).to(logp.device)
+                kl = aggregate(kl_k3(logp, ref_logp), mask, settings.aggregation)
+                loss = loss + settings.kl_beta * kl
+                stats["kl"] = kl.detach()
+            optimizer.zero_grad(set_to_none=True)
+            if not torch.isfinite(loss):
+                skipped += 1
+                continue
+            backward(loss)
+            grad_norm = torch.nn.utils.clip_grad_norm_(trainable, settings.max_grad_norm)
+            if not math.isfinite(float(grad_norm)):
+                optimizer.zero_grad(set_to_none=True)
+                skipped += 1
+                continue
+            optimizer.step()
+            if on_step is not None:
+                on_step()
+            steps += 1
+            stats.update(loss=loss.detach(), grad_norm=grad_norm, entropy=(entropy * mask).sum() / mask.sum().clamp(min=1))
+            for key, value in stats.items():
+                totals[key] = totals.get(key, 0.0) + float(value)
+    model.train(was_training)
+    result = {key: value / max(steps, 1) for key, value in totals.items()}
+    result["skipped_nonfinite"] = float(skipped)
+    result["optimizer_steps"] = float(steps)
+    return result
+
