@@ -5,9 +5,10 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 TORCH := torch==2.14.1 torchvision==0.29.1
 CONFIG ?= configs/tiny.yaml
+TRAIN_CONFIG ?= configs/iapo.yaml configs/tiny.yaml
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test test-all lint predict tiny
+.PHONY: help setup test test-all lint predict tiny train data
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -35,4 +36,10 @@ lint: $(STAMP) ## ruff lint and format check
 	$(VENV)/bin/ruff format --check src tests
 
 predict: $(STAMP) ## roll out the agent (CONFIG=configs/tiny.yaml) and write trajectories under logs/predict/
-	$(PY) src/cli.py predict --config $(CONFIG)
+	$(PY) src/cli.py predict $(foreach c,$(CONFIG),--config $(c)) $(ARGS)
+
+train: $(STAMP) ## train IAPO offline on the tiny preset; TRAIN_CONFIG=configs/iapo.yaml for the paper setting
+	$(PY) src/cli.py fit $(foreach c,$(TRAIN_CONFIG),--config $(c)) $(ARGS)
+
+data: $(STAMP) ## download the six test sets into data/ (needs the Hugging Face Hub; idempotent)
+	$(PY) -m iapo.data.download --root data

@@ -1,0 +1,145 @@
+"""The generic training-data reader: one JSON object per line, each a visual question.
+
+Row format (one object per line; blank lines are ignored)::
+
+    {"image": "imgs/0001.png",          # relative to the JSONL file's folder, or absolute
+     "question": "What colour is the cup?",
+     "options": ["red", "blue", ...],   # optional; lettered A, B, ... in this order
+     "answer": "B",                     # with options: the letter or the option's text
+     "answer_type": "mcq",              # optional: "mcq" with options, else "exact"
+     "category": "colour",              # optional
+     "meta": {"bbox": [x1, y1, x2, y2]},  # optional, kept for analysis
+     "id": "0001"}                      # optional, default "<source>-<line number>"
+
+A row that cannot be used is skipped and counted in the `SkipLog` by reason: "bad_json" (not a JSON object),
+"missing_field" (no image, question or answer, or "mcq" without options), "bad_field" (a field of the wrong type
+or an unknown answer_type), "missing_image" (the file does not exist; images are not decoded here) and
+"unknown_answer" (an "mcq" answer that is neither a letter of the options nor an option's text, compared
+exactly, then ignoring case; or a "yes_no" answer other than yes/no). With `SkipLog(strict=True)` the first bad
+row raises `BadRowError` naming file and line.
+
+    from iapo.data.jsonl import read_jsonl
+    from iapo.data.sample import SkipLog
+    skips = SkipLog()
+    samples = read_jsonl("data/synthetic/train.jsonl", source="synthetic", skips=skips)
+    print(len(samples), skips.as_dict())
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from iapo.data.sample import ANSWER_TYPES, SkipLog, VQASample
+
+log = logging.getLogger(__name__)
+
+REQUIRED_FIELDS = ("image", "question", "answer")
+
+
+class _RowError(Exception):
+    """A bad row: `reason` is the SkipLog reason, the message its detail."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+
+def read_jsonl(path: str | Path, source: str | None = None, skips: SkipLog | None = None) -> list[VQASample]:
+    """Read a JSONL file of visual questions into `VQASample`s with lazy images (resolved path strings).
+
+    `source` names the data set in every sample (default: the file's stem). Bad rows are skipped and counted in
+    `skips`; when no `SkipLog` is given, skipped rows are counted in a fresh one and reported as a warning.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"JSONL file not found: {path}. Give a JSONL of {{image, question, options?, answer}} rows, or write the "
+            "synthetic set with `python -m iapo.data.synthetic --out data/synthetic`."
+        )
+    source = source or path.stem
+    report = skips is None
+    skips = SkipLog() if skips is None else skips
+    samples = []
+    with path.open(encoding="utf-8-sig") as handle:
+        for lineno, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                samples.append(_parse_row(line, path.parent, source, default_uid=f"{source}-{lineno}"))
+            except _RowError as err:
+                skips.skip(err.reason, f"{path}:{lineno}", err)
+    if report and skips.total:
+        log.warning("%s: skipped %d bad rows %s, e.g. %s", path, skips.total, skips.as_dict(), skips.examples)
+    return samples
+
+
+def _parse_row(line: str, folder: Path, source: str, default_uid: str) -> VQASample:
+    """One JSONL line to a `VQASample`; raises `_RowError` with the skip reason for a bad row."""
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as err:
+        raise _RowError("bad_json", str(err)) from err
+    if not isinstance(row, dict):
+        raise _RowError("bad_json", f"expected a JSON object, got {type(row).__name__}")
+    missing = [name for name in REQUIRED_FIELDS if row.get(name) in (None, "")]
+    if missing:
+        raise _RowError("missing_field", f"missing {', '.join(missing)}")
+    if isinstance(row["answer"], int | float) and not isinstance(row["answer"], bool):
+        row["answer"] = str(row["answer"])  # numeric answers (counts, chart values) are read as text
+    image, question, answer = (_typed(row, name, str) for name in REQUIRED_FIELDS)
+    options = _typed(row, "options", list, default=[])
+    if not all(isinstance(option, str) for option in options):
+        raise _RowError("bad_field", "options must be a list of strings")
+    answer_type = _typed(row, "answer_type", str, default="mcq" if options else "exact")
+    if answer_type not in ANSWER_TYPES:
+        raise _RowError("bad_field", f"answer_type must be one of {ANSWER_TYPES}, got {answer_type!r}")
+    if answer_type == "mcq" and not options:
+        raise _RowError("missing_field", "an mcq row needs options")
+    image_path = Path(image) if Path(image).is_absolute() else folder / image
+    if not image_path.is_file():
+        raise _RowError("missing_image", f"image file not found: {image_path}")
+    return VQASample(
+        uid=str(row.get("id", default_uid)),
+        source=source,
+        image=str(image_path.resolve()),
+        question=question,
+        answer=_normalise_answer(answer, answer_type, tuple(options)),
+        answer_type=answer_type,
+        options=tuple(options),
+        category=str(row.get("category") or ""),
+        meta=_typed(row, "meta", dict, default={}),
+    )
+
+
+def _typed(row: dict[str, Any], name: str, kind: type, default: Any = None) -> Any:
+    """Field `name` of `row`, checked to be of type `kind`; `default` when absent or null."""
+    value = row.get(name)
+    if value is None:
+        return default
+    if not isinstance(value, kind):
+        raise _RowError("bad_field", f"{name} must be a {kind.__name__}, got {type(value).__name__}")
+    return value
+
+
+def _normalise_answer(answer: str, answer_type: str, options: tuple[str, ...]) -> str:
+    """The stored form of an answer: the option letter for "mcq", "yes"/"no" for "yes_no", else the text."""
+    text = answer.strip()
+    if answer_type == "yes_no":
+        if text.lower() not in ("yes", "no"):
+            raise _RowError("unknown_answer", f"yes_no answer must be yes or no, got {answer!r}")
+        return text.lower()
+    if answer_type != "mcq":
+        return text
+    letters = [chr(ord("A") + i) for i in range(len(options))]
+    if text in letters:
+        return text
+    stripped = [option.strip() for option in options]
+    if text in stripped:
+        return letters[stripped.index(text)]
+    folded = [option.casefold() for option in stripped]
+    if folded.count(text.casefold()) == 1:
+        return letters[folded.index(text.casefold())]
+    raise _RowError("unknown_answer", f"answer {answer!r} is neither a letter in {letters} nor an option")
