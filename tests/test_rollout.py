@@ -9,7 +9,7 @@ import torch
 
 from iapo.agent.prompts import observation_message, prompt_messages
 from iapo.agent.rollout import HFPolicy, SamplingSettings, rollout
-from iapo.agent.trajectory import TOOL_FAILURES, collate_trajectories, forward_logprobs
+from iapo.agent.trajectory import TOOL_FAILURES, collate_trajectories, forward_logprobs, token_logprobs
 from iapo.data.sample import load_image
 from iapo.data.synthetic import build_split
 
@@ -48,8 +48,10 @@ def test_crop_enters_the_next_model_call(tiny_processor, samples, scripted):
     assert trajectory.stats.calls == 1 and not trajectory.stats.errors and trajectory.well_formed
 
 
-def test_tokens_equal_the_chat_template_of_the_conversation(tiny_processor, samples, scripted):
-    """Token-level concatenation in the rollout == rendering the whole conversation with the chat template."""
+def test_tokens_equal_the_chat_template_of_the_conversation(tiny_student, samples, scripted):
+    """Token-level concatenation in the rollout == rendering the whole conversation with the chat template, and the
+    trajectory scores exactly as the processor's own encoding does (3-D mRoPE positions for every image)."""
+    model, tiny_processor = tiny_student
     rows, images = samples
     turn0, turn1 = "Look closer. " + ZOOM.format(0, 0, 100, 100), "It has dots.<answer>C</answer>"
     policy = scripted(tiny_processor.tokenizer, [turn0, turn1])
@@ -60,10 +62,16 @@ def test_tokens_equal_the_chat_template_of_the_conversation(tiny_processor, samp
         {"role": "assistant", "content": turn1},
     ]
     text = tiny_processor.apply_chat_template(conversation, tokenize=False)
-    expected = tiny_processor(text=[text], images=trajectory.images, return_tensors="pt")["input_ids"][0]
+    encoded = tiny_processor(text=[text], images=trajectory.images, return_tensors="pt")
+    expected = encoded["input_ids"][0]
     im_end_newline = len(tiny_processor.tokenizer("<|im_end|>\n")["input_ids"])
     # the rollout stops right after </answer>; the template closes the turn with <|im_end|>\n
     assert torch.equal(trajectory.input_ids, expected[:-im_end_newline])
+    assert torch.equal(trajectory.mm_token_type_ids, encoded["mm_token_type_ids"][0][:-im_end_newline])
+    with torch.no_grad():
+        reference = token_logprobs(model(**encoded).logits, encoded["input_ids"])[0, : -im_end_newline]
+        mine = forward_logprobs(model, collate_trajectories([trajectory], tiny_processor.tokenizer.pad_token_id))[0]
+    torch.testing.assert_close(mine, reference, atol=1e-5, rtol=0)
     policy_text = tiny_processor.tokenizer.decode(trajectory.input_ids[trajectory.policy_mask])
     assert policy_text == turn0 + turn1
     question = tiny_processor.tokenizer.decode(trajectory.input_ids[slice(*trajectory.question_span)])

@@ -1,21 +1,148 @@
-"""Lightning callbacks: `RolloutWriter` saves predicted trajectories as JSON lines plus their crops as PNG.
+"""Lightning callbacks: adapter checkpoints, attribution pictures, and predicted-rollout files.
 
-trainer:
-  callbacks:
-    - class_path: iapo.callbacks.RolloutWriter
-      init_args: {output_dir: logs/predict}
+    trainer:
+      callbacks:
+        - class_path: iapo.callbacks.AdapterCheckpoint      # LoRA adapter + processor + config, PeftModel-loadable
+          init_args: {dirpath: logs/adapters, monitor: val/acc, save_top_k: 2}
+        - class_path: iapo.callbacks.AttributionMapLogger    # student vs teacher pictures every N steps
+        - class_path: iapo.callbacks.RolloutWriter           # predict: JSON lines + crops
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import shutil
 import time
 from collections import Counter
 from pathlib import Path
 
-from lightning.pytorch.callbacks import BasePredictionWriter
+import matplotlib.pyplot as plt
+import yaml
+from lightning.pytorch.callbacks import BasePredictionWriter, Callback
+from lightning.pytorch.loggers import WandbLogger
 
 from iapo.agent.trajectory import trajectory_record
+from iapo.plots import attribution_figure
+
+
+def plain(value):
+    """Config values (dataclasses, tuples, nested) as YAML-safe builtins."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return plain(dataclasses.asdict(value))
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    return value
+
+
+def write_directory_atomically(target: Path, fill) -> None:
+    """Write into a temporary sibling with `fill(path)`, then swap it in, so readers never see half a directory."""
+    staging = target.with_name(f".{target.name}.tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    fill(staging)
+    retired = target.with_name(f".{target.name}.old")
+    if target.exists():
+        target.rename(retired)
+    staging.rename(target)
+    shutil.rmtree(retired, ignore_errors=True)
+
+
+class AdapterCheckpoint(Callback):
+    """Saves the LoRA adapter, the processor and the resolved hyper-parameters as a directory that
+    `peft.PeftModel.from_pretrained(base_model, dir)` loads directly.
+
+    `last/` is refreshed every `every_n_steps` optimizer steps and at the end of training; when `monitor` is logged
+    (e.g. `val/acc` after validation), `step-<N>/` is written and only the best `save_top_k` of them are kept.
+    """
+
+    def __init__(
+        self,
+        dirpath: str = "logs/adapters",
+        every_n_steps: int = 50,
+        monitor: str | None = "val/acc",
+        mode: str = "max",
+        save_top_k: int = 2,
+    ) -> None:
+        if mode not in ("max", "min"):
+            raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
+        self.dirpath = Path(dirpath)
+        self.every_n_steps = every_n_steps
+        self.monitor = monitor
+        self.mode = mode
+        self.save_top_k = save_top_k
+        self.best: list[tuple[float, str]] = []
+
+    def save(self, trainer, module, name: str, metric: float | None = None) -> Path:
+        target = self.dirpath / name
+
+        def fill(path: Path) -> None:
+            module.policy_model.save_pretrained(path)
+            module.processor.save_pretrained(path)
+            info = {"global_step": trainer.global_step, "monitor": self.monitor, "metric": metric}
+            config = {"hyper_parameters": plain(dict(module.hparams)), "checkpoint": info}
+            (path / "iapo_config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+
+        if trainer.is_global_zero:
+            write_directory_atomically(target, fill)
+        return target
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self.every_n_steps and trainer.global_step and trainer.global_step % self.every_n_steps == 0:
+            self.save(trainer, pl_module, "last")
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self.save(trainer, pl_module, "last")
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking or not self.monitor or self.monitor not in trainer.callback_metrics:
+            return
+        value = float(trainer.callback_metrics[self.monitor])
+        name = f"step-{trainer.global_step}"
+        self.save(trainer, pl_module, name, metric=value)
+        self.best.append((value, name))
+        self.best.sort(key=lambda item: item[0], reverse=self.mode == "max")
+        for _, stale in self.best[self.save_top_k :]:
+            shutil.rmtree(self.dirpath / stale, ignore_errors=True)
+        self.best = self.best[: self.save_top_k]
+
+    def state_dict(self) -> dict:
+        return {"best": self.best}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.best = [tuple(item) for item in state_dict.get("best", [])]
+
+
+class AttributionMapLogger(Callback):
+    """Every `every_n_steps`, draws student vs teacher attribution of the first attributed trajectory of the step:
+    saved as PNG under `<dirpath>/step-<N>.png` and logged to W&B when a `WandbLogger` is attached."""
+
+    def __init__(self, every_n_steps: int = 10, dirpath: str = "logs/attribution") -> None:
+        self.every_n_steps = every_n_steps
+        self.dirpath = Path(dirpath)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step
+        if not trainer.is_global_zero or pl_module.last_rollout is None or step % self.every_n_steps:
+            return
+        trajectories, scored = pl_module.last_rollout
+        pairs = zip(trajectories, scored["attributions"]["student"], scored["attributions"]["teacher"], strict=True)
+        found = next(((t, s, te) for t, s, te in pairs if s and te), None)
+        if found is None:
+            return
+        trajectory, student, teacher = found
+        sample = scored["samples"][trajectory.sample_index]
+        title = f"step {step}: {sample.question} → {trajectory.final_answer} (gold {sample.answer})"
+        figure = attribution_figure(trajectory.images, student, teacher, pl_module.attribution.grid, title)
+        self.dirpath.mkdir(parents=True, exist_ok=True)
+        path = self.dirpath / f"step-{step}.png"
+        figure.savefig(path, dpi=80)
+        plt.close(figure)
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                logger.log_image("attribution/map", [str(path)], step=step)
 
 
 class RolloutWriter(BasePredictionWriter):
@@ -49,16 +176,14 @@ class RolloutWriter(BasePredictionWriter):
                 self.errors.update(trajectory.stats.errors)
 
     def _save_crops(self, trajectory, stem: str) -> list[str | None]:
-        """Save each turn's returned crop; images[0] is the original, images[k] the k-th successful crop."""
+        """Save the crop each turn's observation showed (None for turns that showed none)."""
         files: list[str | None] = []
-        crops = iter(trajectory.images[1:])
         for turn_index, turn in enumerate(trajectory.turns):
-            crop = next(crops, None) if turn.crop_box is not None else None
-            if crop is None:
+            if turn.image_index is None:
                 files.append(None)
                 continue
             path = self.run_dir / "crops" / f"{stem}-turn{turn_index}.png"
-            crop.save(path)
+            trajectory.images[turn.image_index].save(path)
             files.append(str(path.relative_to(self.run_dir)))
         return files
 

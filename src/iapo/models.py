@@ -341,7 +341,7 @@ def load_model(
             bnb_4bit_quant_type="nf4",
             bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=torch_dtype,
-            llm_int8_skip_modules=["visual", "lm_head"],
+            llm_int8_skip_modules=["model.visual", "lm_head"],
         )
         kwargs["device_map"] = {"": device}
     try:
@@ -350,6 +350,8 @@ def load_model(
         raise _not_found(name_or_path, f"{type(err).__name__}: {err}") from err
     if quantization == "none":
         model.to(device)
+    else:
+        _keep_nf4_weights_trainable_on_cpu(model)
     processor = load_processor(name_or_path)
     model.requires_grad_(False)
     if gradient_checkpointing:
@@ -368,6 +370,16 @@ def load_model(
         model = get_peft_model(model, config)
     model.eval()
     return model, processor
+
+
+def _keep_nf4_weights_trainable_on_cpu(model) -> None:
+    """bitsandbytes repacks NF4 weights for an AVX512-BF16 CPU kernel at the first no-grad eval forward; later
+    forwards that need gradients (attribution, the LoRA update) then fail. Keep the trainable layout everywhere."""
+    import bitsandbytes as bnb
+
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            module.support_avx512bf16_for_cpu = False
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from iapo.agent.trajectory import Trajectory, collate_trajectories, token_logprobs
+from iapo.agent.trajectory import Trajectory, collate_trajectories, device_inputs, token_logprobs
 from iapo.algo import aggregate, kl_k3, ppo_clip_loss, token_entropy_from_logits
 
 
@@ -33,9 +33,7 @@ class PPOSettings:
 
 def policy_forward(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-token log-probs [B, T] (with grad) and entropies [B, T] (detached) of a collated batch."""
-    device = next(p for p in model.parameters()).device
-    inputs = {k: v.to(device) for k, v in batch.items() if k != "policy_mask"}
-    inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
+    inputs = device_inputs(model, batch)
     logits = model(**inputs, use_cache=False).logits
     logp = token_logprobs(logits, inputs["input_ids"])
     with torch.no_grad():

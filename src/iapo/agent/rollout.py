@@ -21,7 +21,7 @@ from PIL import Image
 from iapo.agent.parsing import STOP_STRINGS, parse_turn
 from iapo.agent.prompts import SYSTEM_PROMPT, observation_text, prompt_messages
 from iapo.agent.tools import ToolContext, run_tool
-from iapo.agent.trajectory import ToolStats, Trajectory, Turn, collate, image_token_spans
+from iapo.agent.trajectory import ToolStats, Trajectory, Turn, collate, device_inputs, image_token_spans
 from iapo.data.sample import VQASample
 
 
@@ -67,9 +67,7 @@ class HFPolicy:
 
     @torch.no_grad()
     def generate(self, batch: dict[str, torch.Tensor], max_new_tokens: int) -> list[Generation]:
-        device = next(self.model.parameters()).device
-        inputs = {k: v.to(device) for k, v in batch.items()}
-        inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
+        inputs = device_inputs(self.model, batch)
         s = self.sampling
         sampling = {"temperature": s.temperature, "top_p": s.top_p, "top_k": s.top_k} if s.do_sample else {}
         output = self.model.generate(
@@ -106,6 +104,7 @@ class _Episode:
     image: Image.Image
     model_size: tuple[int, int]
     chunks: list[torch.Tensor]
+    token_types: list[torch.Tensor]
     masks: list[torch.Tensor]
     pixel_values: list[torch.Tensor]
     grids: list[torch.Tensor]
@@ -119,12 +118,15 @@ class _Episode:
     def model_inputs(self) -> dict[str, torch.Tensor]:
         return {
             "input_ids": torch.cat(self.chunks),
+            "mm_token_type_ids": torch.cat(self.token_types),
             "pixel_values": torch.cat(self.pixel_values),
             "image_grid_thw": torch.cat(self.grids),
         }
 
-    def append(self, token_ids: torch.Tensor, generated: bool) -> None:
+    def append(self, token_ids: torch.Tensor, generated: bool, token_types: torch.Tensor | None = None) -> None:
+        """Append tokens; `token_types` are the processor's `mm_token_type_ids` (zeros for generated text)."""
         self.chunks.append(token_ids)
+        self.token_types.append(torch.zeros_like(token_ids) if token_types is None else token_types)
         self.masks.append(torch.full(token_ids.shape, generated, dtype=torch.bool))
 
     def finish(self, error: str | None = None) -> None:
@@ -138,7 +140,7 @@ def grid_to_model_size(grid_thw: torch.Tensor, patch_size: int) -> tuple[int, in
     return int(grid_thw[1]) * patch_size, int(grid_thw[2]) * patch_size
 
 
-def _question_span(input_ids: torch.Tensor, tokenizer) -> tuple[int, int]:
+def find_question_span(input_ids: torch.Tensor, tokenizer) -> tuple[int, int]:
     """Tokens of the question text: after the first image's `<|vision_end|>`, up to the next `<|im_end|>`."""
     vision_end = tokenizer.convert_tokens_to_ids("<|vision_end|>")
     im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
@@ -159,7 +161,7 @@ def start_episodes(
         )
         encoded = processor(text=[text], images=[image], return_tensors="pt")
         input_ids = encoded["input_ids"][0]
-        question_span = _question_span(input_ids, processor.tokenizer)
+        question_span = find_question_span(input_ids, processor.tokenizer)
         for _ in range(group_size):
             episodes.append(
                 _Episode(
@@ -168,6 +170,7 @@ def start_episodes(
                     image=image,
                     model_size=grid_to_model_size(encoded["image_grid_thw"][0], patch_size),
                     chunks=[input_ids.clone()],
+                    token_types=[encoded["mm_token_type_ids"][0].clone()],
                     masks=[torch.zeros(input_ids.shape, dtype=torch.bool)],
                     pixel_values=[encoded["pixel_values"]],
                     grids=[encoded["image_grid_thw"]],
@@ -213,11 +216,12 @@ def _step(episode: _Episode, generation: Generation, processor, settings: Sampli
     closed = bool(generation.token_ids) and generation.token_ids[-1] == tokenizer.convert_tokens_to_ids("<|im_end|>")
     observation = observation_text(result_text, with_image=crop is not None, assistant_closed=closed)
     encoded = processor(text=[observation], images=[crop] if crop is not None else None, return_tensors="pt")
-    episode.append(encoded["input_ids"][0], generated=False)
+    episode.append(encoded["input_ids"][0], generated=False, token_types=encoded["mm_token_type_ids"][0])
     if crop is not None:
         episode.pixel_values.append(encoded["pixel_values"])
         episode.grids.append(encoded["image_grid_thw"])
         episode.images.append(crop)
+        turn.image_index = len(episode.images) - 1
 
 
 def _to_trajectory(episode: _Episode, processor) -> Trajectory:
@@ -231,6 +235,7 @@ def _to_trajectory(episode: _Episode, processor) -> Trajectory:
         uid=episode.uid,
         sample_index=episode.sample_index,
         input_ids=input_ids,
+        mm_token_type_ids=torch.cat(episode.token_types),
         policy_mask=torch.cat(episode.masks),
         images=episode.images,
         pixel_values=torch.cat(episode.pixel_values),

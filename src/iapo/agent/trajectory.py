@@ -30,6 +30,7 @@ class Turn:
     error: str | None = None
     crop_box: tuple[int, int, int, int] | None = None
     observation: str = ""
+    image_index: int | None = None  # index in `Trajectory.images` of the crop this turn's observation showed
 
 
 @dataclass
@@ -64,6 +65,7 @@ class Trajectory:
     uid: str
     sample_index: int
     input_ids: torch.Tensor
+    mm_token_type_ids: torch.Tensor
     policy_mask: torch.Tensor
     images: list[Image.Image]
     pixel_values: torch.Tensor
@@ -104,15 +106,18 @@ def image_token_spans(input_ids: torch.Tensor, image_token_id: int) -> list[tupl
 
 
 def collate(sequences: list[dict], pad_token_id: int) -> dict[str, torch.Tensor]:
-    """Left-pad model inputs (`input_ids`, optional `pixel_values`/`image_grid_thw`) into one batch."""
+    """Left-pad model inputs into one batch: `input_ids`, `mm_token_type_ids` (the processor's 1 for image tokens,
+    which Qwen2.5-VL needs to give visual tokens their 3-D mRoPE positions) and optional images."""
     length = max(int(s["input_ids"].shape[0]) for s in sequences)
     input_ids = torch.full((len(sequences), length), pad_token_id, dtype=torch.long)
+    token_types = torch.zeros((len(sequences), length), dtype=torch.long)
     attention_mask = torch.zeros((len(sequences), length), dtype=torch.long)
     for row, s in enumerate(sequences):
         n = int(s["input_ids"].shape[0])
         input_ids[row, length - n :] = s["input_ids"]
+        token_types[row, length - n :] = s["mm_token_type_ids"]
         attention_mask[row, length - n :] = 1
-    batch = {"input_ids": input_ids, "attention_mask": attention_mask}
+    batch = {"input_ids": input_ids, "mm_token_type_ids": token_types, "attention_mask": attention_mask}
     with_images = [s for s in sequences if s.get("pixel_values") is not None]
     if with_images:
         batch["pixel_values"] = torch.cat([s["pixel_values"] for s in with_images])
@@ -123,6 +128,7 @@ def collate(sequences: list[dict], pad_token_id: int) -> dict[str, torch.Tensor]
 def model_inputs(trajectory: Trajectory) -> dict[str, torch.Tensor]:
     return {
         "input_ids": trajectory.input_ids,
+        "mm_token_type_ids": trajectory.mm_token_type_ids,
         "pixel_values": trajectory.pixel_values,
         "image_grid_thw": trajectory.image_grid_thw,
     }
@@ -151,13 +157,18 @@ def token_logprobs(logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tenso
     return out
 
 
-def forward_logprobs(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Per-token log-probs [B, T] of a collated batch under `model` (positions from the attention mask)."""
-    inputs = {k: v for k, v in batch.items() if k != "policy_mask"}
+def device_inputs(model, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A collated batch as model kwargs: on the model's device, pixel values in its dtype, no `policy_mask`."""
     device = next(model.parameters()).device
-    inputs = {k: v.to(device) for k, v in inputs.items()}
+    inputs = {k: v.to(device) for k, v in batch.items() if k != "policy_mask"}
     if "pixel_values" in inputs:
         inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
+    return inputs
+
+
+def forward_logprobs(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Per-token log-probs [B, T] of a collated batch under `model` (positions from the attention mask)."""
+    inputs = device_inputs(model, batch)
     logits = model(**inputs, use_cache=False).logits
     return token_logprobs(logits, inputs["input_ids"])
 
@@ -177,6 +188,7 @@ def trajectory_record(trajectory: Trajectory, sample, crop_files: list[str | Non
                 "tool_call": call,
                 "error": turn.error,
                 "crop_box": list(turn.crop_box) if turn.crop_box else None,
+                "image_index": turn.image_index,
                 "crop_file": crop_file,
                 "observation": turn.observation,
             }

@@ -1,0 +1,279 @@
+"""Attribution of a target's log-prob to the named components of trajectories: gradient × input, occlusion, attention.
+
+`attribute` batches trajectories (left-padded, `collate_trajectories`), reads the language model's input embeddings
+*after* the image features are scattered in (a forward pre-hook on the language model, so the vision tower runs once
+and is never back-propagated), and scores every component of every trajectory with one method:
+
+- `grad_x_input`: a_k = Σ_{i in k} |∂ log p(target) / ∂ e_i · (e_i − b_i)| (b = 0 by default), one forward and one
+  backward for the whole batch; `torch.autograd.grad` w.r.t. the embeddings only, so no parameter gets a `.grad`,
+  and it works with non-reentrant gradient checkpointing, NF4 weights and LoRA;
+- `occlusion`: a_k = max(0, log p(target) − log p(target | e_k := b)), K+1 batched forwards, no backward;
+- `attention`: attention mass from the positions that predict target tokens to component k, averaged over target
+  positions, layers and heads (eager attention only).
+
+log p(target) = Σ over target tokens t of log p(x_t | x_<t), read at position t − 1 (`token_logprobs` semantics);
+logits are computed only at those positions. Scores are raw and non-negative; normalise with `align.normalize`.
+The model runs without dropout (eval mode), with its checkpointed layers still checkpointing, and every module's
+train/eval flag is restored afterwards.
+
+    components = [trajectory_components(t, merge_size=2) for t in trajectories]
+    targets = [target_mask(t, processor.tokenizer) for t in trajectories]
+    scores = attribute(model, trajectories, components, targets, processor.tokenizer.pad_token_id)
+
+Run the checks with `python -m pytest tests/test_attribution.py -q`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import Tensor, nn
+from transformers.modeling_layers import GradientCheckpointingLayer
+
+from iapo.agent.trajectory import Trajectory, collate_trajectories, device_inputs
+
+BASELINES = ("zero", "mean")
+
+
+def attribute(
+    model,
+    trajectories: list[Trajectory],
+    components: list[dict[str, Tensor]],
+    targets: list[Tensor],
+    pad_token_id: int,
+    method: str = "grad_x_input",
+    baseline: str = "zero",
+) -> list[dict[str, float]]:
+    """Raw non-negative score of each component of each trajectory for its target.
+
+    Args:
+        model: a Qwen2.5-VL-style model (possibly a peft `PeftModel`, NF4, gradient-checkpointed).
+        trajectories: B trajectories (student tokens or a teacher's `retokenize`d view).
+        components: per trajectory, {key: BoolTensor [T_b]} (`trajectory_components`).
+        targets: per trajectory, BoolTensor [T_b] of target tokens (`target_mask`).
+        pad_token_id: left-padding id.
+        method: a key of `METHODS`.
+        baseline: the reference input b, `"zero"` or `"mean"` (the row's mean embedding).
+
+    Returns:
+        Per trajectory {key: score}; `{}` for a trajectory with an empty target (it is not run through the model).
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown attribution method {method!r}; known: {sorted(METHODS)}")
+    if baseline not in BASELINES:
+        raise ValueError(f"baseline must be one of {BASELINES}, got {baseline!r}")
+    results: list[dict[str, float]] = [{} for _ in trajectories]
+    active = [i for i, target in enumerate(targets) if bool(target.any())]
+    if not active:
+        return results
+    batch = collate_trajectories([trajectories[i] for i in active], pad_token_id)
+    keys = sorted(set().union(*(components[i] for i in active)))
+    rows, length = batch["input_ids"].shape
+    masks = torch.zeros((rows, len(keys), length), dtype=torch.bool)
+    target = torch.zeros((rows, length), dtype=torch.bool)
+    for row, i in enumerate(active):
+        offset = length - int(trajectories[i].input_ids.shape[0])
+        target[row, offset:] = targets[i]
+        for k, key in enumerate(keys):
+            if key in components[i]:
+                masks[row, k, offset:] = components[i][key]
+    inputs = device_inputs(model, batch)
+    device = inputs["input_ids"].device
+    with attribution_mode(model):
+        embeddings = input_embeddings(model, inputs)
+        reference = baseline_embeddings(embeddings, inputs["attention_mask"], baseline)
+        scores = METHODS[method](model, inputs, embeddings, reference, masks.to(device), target.to(device))
+    scores = scores.detach().float().cpu()
+    for row, i in enumerate(active):
+        results[i] = {key: float(scores[row, k]) for k, key in enumerate(keys) if key in components[i]}
+    return results
+
+
+def grad_x_input_scores(
+    objective_fn: Callable[[Tensor], Tensor], embeddings: Tensor, masks: Tensor, reference: Tensor | None = None
+) -> Tensor:
+    """Gradient × input summed per component: [B, K] = Σ_{i in k} |∂ objective_b / ∂ e_i · (e_i − r_i)|.
+
+    Args:
+        objective_fn: embeddings [B, T, D] -> objective [B] (each row's objective depends on its row only).
+        embeddings: [B, T, D], the point where the gradient is taken (detached here).
+        masks: BoolTensor [B, K, T], component k of row b.
+        reference: baseline [B, T, D] or broadcastable (e.g. [B, 1, D]); None for zero.
+    """
+    leaf = embeddings.detach().requires_grad_(True)
+    with torch.enable_grad():
+        (grad,) = torch.autograd.grad(objective_fn(leaf).sum(), leaf)
+    delta = embeddings.detach() if reference is None else embeddings.detach() - reference
+    saliency = (grad.float() * delta.float()).sum(-1).abs()
+    return torch.einsum("bt,bkt->bk", saliency, masks.float())
+
+
+def occlusion_scores(
+    objective_fn: Callable[[Tensor], Tensor], embeddings: Tensor, masks: Tensor, reference: Tensor
+) -> Tensor:
+    """Drop of the objective when a component is replaced by the reference: [B, K], clamped at 0.
+
+    Args:
+        objective_fn: embeddings [B, T, D] -> objective [B].
+        embeddings: [B, T, D].
+        masks: BoolTensor [B, K, T].
+        reference: [B, T, D] or broadcastable (e.g. [B, 1, D]).
+    """
+    with torch.no_grad():
+        full = objective_fn(embeddings)
+        drops = [
+            full - objective_fn(torch.where(masks[:, k, :, None], reference, embeddings)) for k in range(masks.shape[1])
+        ]
+    return torch.stack(drops, dim=1).float().clamp_min(0.0)
+
+
+def baseline_embeddings(embeddings: Tensor, attention_mask: Tensor, baseline: str) -> Tensor:
+    """Reference input [B, 1, D]: zeros, or the mean embedding of each row's real (unpadded) tokens."""
+    if baseline == "zero":
+        return torch.zeros_like(embeddings[:, :1])
+    weights = attention_mask[..., None].to(embeddings.dtype)
+    return (embeddings * weights).sum(1, keepdim=True) / weights.sum(1, keepdim=True).clamp_min(1)
+
+
+def language_model(model) -> nn.Module:
+    """The decoder that receives `inputs_embeds` (`model.model.language_model`), through a peft wrapper too."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    inner = getattr(base, "model", None)
+    decoder = getattr(inner, "language_model", None)
+    if not isinstance(decoder, nn.Module):
+        raise TypeError(
+            f"{type(base).__name__} has no `.model.language_model`; attribution needs a Qwen2.5-VL-style model"
+        )
+    return decoder
+
+
+class _EmbeddingsReady(Exception):
+    def __init__(self, embeddings: Tensor) -> None:
+        super().__init__("input embeddings captured")
+        self.embeddings = embeddings
+
+
+def input_embeddings(model, inputs: dict[str, Tensor]) -> Tensor:
+    """The language model's input embeddings [B, T, D] with image features scattered in (no grad).
+
+    Runs the model only up to the language model: the embedding lookup and the vision tower.
+    """
+
+    def stop(module, args, kwargs):
+        raise _EmbeddingsReady(kwargs["inputs_embeds"].detach())
+
+    handle = language_model(model).register_forward_pre_hook(stop, with_kwargs=True)
+    try:
+        with torch.no_grad():
+            model(**inputs, use_cache=False)
+    except _EmbeddingsReady as ready:
+        return ready.embeddings
+    finally:
+        handle.remove()
+    raise RuntimeError("the model never called its language model")
+
+
+def forward_from_embeddings(model, inputs: dict[str, Tensor], embeddings: Tensor, **kwargs):
+    """Run the model with the language model's `inputs_embeds` replaced by `embeddings` [B, T, D].
+
+    The vision tower is skipped (no pixels are passed); mRoPE positions still come from `input_ids`,
+    `mm_token_type_ids`, `image_grid_thw` and the attention mask.
+    """
+
+    def replace(module, args, hook_kwargs):
+        hook_kwargs["inputs_embeds"] = embeddings
+        return args, hook_kwargs
+
+    text_inputs = {k: v for k, v in inputs.items() if k != "pixel_values"}
+    handle = language_model(model).register_forward_pre_hook(replace, with_kwargs=True)
+    try:
+        return model(**text_inputs, use_cache=False, **kwargs)
+    finally:
+        handle.remove()
+
+
+def target_logprob_fn(model, inputs: dict[str, Tensor], targets: Tensor) -> Callable[[Tensor], Tensor]:
+    """objective(embeddings [B, T, D]) -> [B]: Σ over target tokens t of log p(x_t | x_<t) (logits at t − 1 only)."""
+    predicting = torch.zeros_like(targets)
+    predicting[:, :-1] = targets[:, 1:]
+    rows = torch.nonzero(predicting)[:, 0]
+    next_ids = inputs["input_ids"][:, 1:][targets[:, 1:]]
+
+    def objective(embeddings: Tensor) -> Tensor:
+        logits = forward_from_embeddings(model, inputs, embeddings, logits_to_keep=predicting).logits
+        logp = torch.log_softmax(logits.float(), dim=-1).gather(-1, next_ids[:, None]).squeeze(-1)
+        return torch.zeros(targets.shape[0], device=logp.device).index_add(0, rows, logp)
+
+    return objective
+
+
+def _grad_x_input(model, inputs, embeddings, reference, masks, targets) -> Tensor:
+    if torch.is_inference_mode_enabled():
+        raise RuntimeError("grad_x_input needs autograd: call it outside torch.inference_mode")
+    return grad_x_input_scores(target_logprob_fn(model, inputs, targets), embeddings, masks, reference)
+
+
+def _occlusion(model, inputs, embeddings, reference, masks, targets) -> Tensor:
+    return occlusion_scores(target_logprob_fn(model, inputs, targets), embeddings, masks, reference)
+
+
+def _attention(model, inputs, embeddings, reference, masks, targets) -> Tensor:
+    """Attention from target-predicting positions to each component, averaged over positions, layers and heads.
+
+    `reference` is not used (attention has no baseline input).
+    """
+    decoder = language_model(model)
+    implementation = decoder.config._attn_implementation
+    if implementation != "eager":
+        raise ValueError(
+            f"the attention method needs attn_implementation='eager' (the model uses {implementation!r}): "
+            "load it with load_model(..., attn_implementation='eager')"
+        )
+    predicting = torch.zeros_like(targets)
+    predicting[:, :-1] = targets[:, 1:]
+    query_weights = predicting.float() / predicting.sum(1, keepdim=True).clamp_min(1)
+    mass = torch.zeros(targets.shape, dtype=torch.float32, device=targets.device)
+
+    def accumulate(module, args, output):
+        weights = output[1]
+        nonlocal mass
+        mass = mass + torch.einsum("bhqk,bq->bk", weights.float(), query_weights) / weights.shape[1]
+
+    layers = decoder.layers
+    handles = [layer.self_attn.register_forward_hook(accumulate) for layer in layers]
+    try:
+        with torch.no_grad():
+            forward_from_embeddings(model, inputs, embeddings, logits_to_keep=1)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return torch.einsum("bt,bkt->bk", mass / len(layers), masks.float())
+
+
+METHODS: dict[str, Callable[..., Tensor]] = {
+    "grad_x_input": _grad_x_input,
+    "occlusion": _occlusion,
+    "attention": _attention,
+}
+"""name -> fn(model, inputs, embeddings [B,T,D], reference [B,1,D], masks [B,K,T], targets [B,T]) -> scores [B,K]."""
+
+
+@contextmanager
+def attribution_mode(model: nn.Module) -> Iterator[None]:
+    """Eval mode (no dropout) while gradient-checkpointed layers keep checkpointing; restores every module's flag.
+
+    transformers checkpoints a layer only when the layer itself is in training mode, so those layers (not their
+    submodules) get `training = True`; checkpointing then bounds the memory of the backward of `grad_x_input`.
+    """
+    flags = {module: module.training for module in model.modules()}
+    model.eval()
+    for module in model.modules():
+        if isinstance(module, GradientCheckpointingLayer) and module.gradient_checkpointing:
+            module.training = True
+    try:
+        yield
+    finally:
+        for module, flag in flags.items():
+            module.training = flag

@@ -1,0 +1,76 @@
+"""Attribution pictures: where the student and the teacher looked, over the image grid and each crop.
+
+    figure = attribution_figure(trajectory.images, student, teacher, grid=(3, 3))
+    figure.savefig("attribution.png")
+
+Panels: row 1 the student, row 2 the teacher — the original image with its grid regions shaded by weight, then each
+crop titled with its weight; a last column with both distributions over all components as bars.
+"""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+
+def region_heatmap(weights: dict[str, float], grid: tuple[int, int]) -> np.ndarray:
+    """[R, C] array of the `image/r{i}c{j}` weights (0 where absent)."""
+    rows, cols = grid
+    heat = np.zeros((rows, cols))
+    for i in range(rows):
+        for j in range(cols):
+            heat[i, j] = weights.get(f"image/r{i}c{j}", 0.0)
+    return heat
+
+
+def attribution_figure(
+    images: list[Image.Image],
+    student: dict[str, float],
+    teacher: dict[str, float],
+    grid: tuple[int, int] = (3, 3),
+    title: str = "",
+):
+    """A matplotlib figure comparing two attribution distributions over one trajectory's inputs."""
+    crops = images[1:]
+    columns = 2 + len(crops)
+    figure, axes = plt.subplots(2, columns, figsize=(3.2 * columns, 6.4), squeeze=False)
+    vmax = max([*student.values(), *teacher.values(), 1e-9])
+    for row, (name, weights) in enumerate((("student", student), ("teacher", teacher))):
+        ax = axes[row, 0]
+        ax.imshow(images[0])
+        width, height = images[0].size
+        ax.imshow(
+            region_heatmap(weights, grid),
+            extent=(0, width, height, 0),
+            cmap="magma",
+            alpha=0.55,
+            vmin=0,
+            vmax=vmax,
+            interpolation="nearest",
+        )
+        ax.set_title(f"{name}: image regions")
+        for t, crop in enumerate(crops, start=1):
+            axes[row, t].imshow(crop)
+            axes[row, t].set_title(f"{name}: crop/{t} = {weights.get(f'crop/{t}', 0.0):.2f}")
+        for ax in axes[row, : columns - 1]:
+            ax.axis("off")
+    keys = sorted(set(student) | set(teacher))
+    positions = np.arange(len(keys))
+    bars = plt.subplot2grid((2, columns), (0, columns - 1), rowspan=2, fig=figure)
+    axes[0, columns - 1].remove()
+    axes[1, columns - 1].remove()
+    bars.barh(positions - 0.2, [student.get(k, 0.0) for k in keys], height=0.4, label="student")
+    bars.barh(positions + 0.2, [teacher.get(k, 0.0) for k in keys], height=0.4, label="teacher")
+    bars.set_yticks(positions, keys, fontsize=7)
+    bars.invert_yaxis()
+    bars.legend(loc="lower right")
+    bars.set_title("components")
+    if title:
+        figure.suptitle(title)
+    figure.tight_layout()
+    return figure

@@ -1,0 +1,203 @@
+"""Attribution methods: the gradient × input and occlusion cores against analytic values, and on the tiny student:
+the objective is the model's own log-prob, a batch scores as its trajectories alone, inputs the target cannot see
+score 0, answerless trajectories are skipped, and an NF4 + LoRA + checkpointed model is attributed without leaving
+gradients or changing its mode."""
+
+from __future__ import annotations
+
+import bitsandbytes as bnb
+import pytest
+import torch
+
+from conftest import ScriptedPolicy
+from iapo.agent.rollout import SamplingSettings, rollout
+from iapo.agent.trajectory import collate_trajectories, device_inputs, token_logprobs
+from iapo.attribution.components import target_mask, trajectory_components
+from iapo.attribution.methods import (
+    attribute,
+    grad_x_input_scores,
+    input_embeddings,
+
+    occlusion_scores,
+    target_logprob_fn,
+)
+from iapo.data.sample import load_image
+from iapo.data.synthetic import build_split
+from iapo.models import LoraSettings, load_model
+
+ZOOM = '<tool_call>{{"name": "zoom_in", "arguments": {{"bbox_2d": [{}, {}, {}, {}]}}}}</tool_call>'
+SCRIPTS = [
+    ["It has dots. <answer>A</answer>"],
+    ["Let me see. " + ZOOM.format(0, 0, 120, 90), "<answer>D</answer>"],
+    [ZOOM.format(0, 0, 120, 90), "Again. " + ZOOM.format(100, 100, 224, 224), "Now I know. <answer>B</answer>"],
+    ["Hmm."],
+]
+
+
+@pytest.fixture(scope="module")
+def attributed(tiny_processor):
+    """(trajectories, components, answer targets) for `SCRIPTS`: 1, 2 and 3 images, then one without an answer."""
+    rows = build_split("test", len(SCRIPTS), seed=0)
+    images = [load_image(s.image) for s in rows]
+    turns = [[script[k] for script in SCRIPTS if len(script) > k] for k in range(max(map(len, SCRIPTS)))]
+    policy = ScriptedPolicy(tiny_processor.tokenizer, turns)
+    trajectories = rollout(policy, tiny_processor, rows, images, settings=SamplingSettings(max_turns=3))
+    components = [trajectory_components(t, 2, include_history=True, include_system=True) for t in trajectories]
+    targets = [target_mask(t, tiny_processor.tokenizer) for t in trajectories]
+    return trajectories, components, targets
+
+
+def test_grad_x_input_scores_equal_the_analytic_value():
+    """objective_b = Σ_i (e_bi · w)²: ∂/∂e_bi = 2 (e_bi · w) w, so grad · (e − r) = 2 (e_bi · w)((e_bi − r_b) · w)."""
+    torch.manual_seed(0)
+    embeddings, w, reference = torch.randn(2, 6, 4), torch.randn(4), torch.randn(2, 1, 4)
+    masks = torch.rand(2, 3, 6) > 0.5
+
+    def objective(e):
+        return ((e @ w) ** 2).sum(-1)
+
+    projection = embeddings @ w
+    expected = torch.einsum("bt,bkt->bk", 2 * projection**2, masks.float())
+    torch.testing.assert_close(grad_x_input_scores(objective, embeddings, masks), expected)
+    shifted = (2 * projection * ((embeddings - reference) @ w)).abs()
+    expected = torch.einsum("bt,bkt->bk", shifted, masks.float())
+    torch.testing.assert_close(grad_x_input_scores(objective, embeddings, masks, reference), expected)
+
+
+def test_occlusion_scores_equal_the_analytic_value():
+    """objective_b = Σ_i e_bi · w: replacing component k by r drops it by Σ_{i in k} (e_bi − r_b) · w."""
+    torch.manual_seed(0)
+    embeddings, w, reference = torch.randn(2, 6, 4), torch.randn(4), torch.randn(2, 1, 4)
+    masks = torch.rand(2, 3, 6) > 0.5
+    drop = torch.einsum("bt,bkt->bk", (embeddings - reference) @ w, masks.float())
+    scores = occlusion_scores(lambda e: (e @ w).sum(-1), embeddings, masks, reference)
+    torch.testing.assert_close(scores, drop.clamp_min(0))
+
+
+def test_objective_is_the_models_log_prob_of_the_target(tiny_student, attributed):
+    """Embeddings read at the language model and fed back (no pixels) give the full model's log-probs."""
+    model, processor = tiny_student
+    trajectories, _, _ = attributed
+    batch = collate_trajectories(trajectories, processor.tokenizer.pad_token_id)
+    inputs = device_inputs(model, batch)
+    with torch.no_grad():
+        objective = target_logprob_fn(model, inputs, batch["policy_mask"])(input_embeddings(model, inputs))
+        logprobs = token_logprobs(model(**inputs, use_cache=False).logits, inputs["input_ids"])
+    torch.testing.assert_close(objective, (logprobs * batch["policy_mask"]).sum(-1))
+
+
+@pytest.mark.parametrize("method", ["grad_x_input", "occlusion"])
+def test_a_batch_scores_as_its_trajectories_alone(tiny_student, attributed, method):
+    """Left padding and mRoPE changes nothing: grad × input to 1e-5 of the largest score; occlusion to 2e-5 in
+    absolute terms, as it differences float32 log-probs of size ~10."""
+    model, processor = tiny_student
+    trajectories, components, targets = attributed
+    pad = processor.tokenizer.pad_token_id
+    together = attribute(model, trajectories, components, targets, pad, method=method)
+    assert together[-1] == {} and all(together[:-1])
+    for row, scores in enumerate(together[:-1]):
+        [alone] = attribute(model, [trajectories[row]], [components[row]], [targets[row]], pad, method=method)
+        assert scores.keys() == alone.keys() == components[row].keys()
+        scale = max(alone.values())
+        assert scale > 0 and min(alone.values()) >= 0
+        for key, value in alone.items():
+            assert scores[key] == pytest.approx(value, abs=1e-5 * scale if method == "grad_x_input" else 2e-5)
+
+
+@pytest.mark.parametrize("method", ["grad_x_input", "occlusion"])
+def test_tokens_after_the_target_score_zero(tiny_student, attributed, method):
+    """Causal attention: the answer's log-prob cannot depend on tokens after it (the closing `</answer>`)."""
+    model, processor = tiny_student
+    trajectories, components, targets = attributed
+    after = []
+    for parts, target in zip(components[:-1], targets[:-1], strict=True):
+        last = int(torch.nonzero(target).max())
+        later = torch.zeros_like(target)
+        later[last + 1 :] = True
+        assert later.any()
+        after.append({**parts, "after": later})
+    scores = attribute(model, trajectories[:-1], after, targets[:-1], processor.tokenizer.pad_token_id, method=method)
+    for row in scores:
+        assert row["after"] == pytest.approx(0.0, abs=1e-7)
+        assert max(row.values()) > 0
+
+
+def test_trajectories_without_answer_are_not_run(tiny_student, attributed):
+    model, processor = tiny_student
+    trajectories, components, targets = attributed
+    seen = []
+    handle = model.register_forward_pre_hook(
+        lambda module, args, kwargs: seen.append(kwargs["input_ids"].shape[0]), with_kwargs=True
+    )
+    try:
+        pad = processor.tokenizer.pad_token_id
+        assert attribute(model, trajectories[-1:], components[-1:], targets[-1:], pad) == [{}]
+        assert seen == []
+        attribute(model, trajectories, components, targets, pad)
+        assert seen and set(seen) == {len(trajectories) - 1}
+    finally:
+        handle.remove()
+
+
+def test_mean_baseline_and_bad_arguments(tiny_student, attributed):
+    model, processor = tiny_student
+    trajectories, components, targets = attributed
+    pad = processor.tokenizer.pad_token_id
+    scores = attribute(model, trajectories, components, targets, pad, method="occlusion", baseline="mean")
+    assert all(value >= 0 for row in scores for value in row.values()) and scores[-1] == {}
+    with pytest.raises(ValueError, match="method"):
+        attribute(model, trajectories, components, targets, pad, method="saliency")
+    with pytest.raises(ValueError, match="baseline"):
+        attribute(model, trajectories, components, targets, pad, baseline="blur")
+
+
+def test_attention_needs_eager_and_gives_attention_mass(tiny_student, attributed):
+    model, processor = tiny_student
+    trajectories, components, targets = attributed
+    pad = processor.tokenizer.pad_token_id
+    with pytest.raises(ValueError, match="eager"):
+        attribute(model, trajectories, components, targets, pad, method="attention")
+    eager, _ = load_model("tiny-student", attn_implementation="eager", device="cpu")
+    everything = [{**parts, "all": torch.ones_like(target)} for parts, target in zip(components, targets, strict=True)]
+    scores = attribute(eager, trajectories, everything, targets, pad, method="attention")
+    for row in scores[:-1]:
+        assert row["all"] == pytest.approx(1.0, abs=1e-5)  # each query's attention sums to 1
+        assert sum(v for k, v in row.items() if k != "all") <= 1.0 + 1e-5
+        assert min(row.values()) >= 0 and row["question"] > 0
+
+
+def test_nf4_lora_checkpointed_model(attributed, tiny_processor):
+    """QLoRA student in training mode: checkpointing recomputes each layer in the backward, no parameter gets a
+    gradient, dropout is off (repeatable scores) and every module's mode is restored."""
+    model, _ = load_model(
+        "tiny-student", quantization="nf4", lora=LoraSettings(r=4), gradient_checkpointing=True, device="cpu"
+    )
+    assert not any(isinstance(m, bnb.nn.Linear4bit) for name, m in model.named_modules() if ".visual." in name)
+    assert any(isinstance(m, bnb.nn.Linear4bit) for name, m in model.named_modules() if "language_model" in name)
+    model.train()
+    modes = {name: module.training for name, module in model.named_modules()}
+    trajectories, components, targets = attributed
+    calls = []
+    attention = next(m for name, m in model.named_modules() if name.endswith("language_model.layers.0.self_attn"))
+    handle = attention.register_forward_hook(lambda module, args, output: calls.append(module.training))
+    try:
+        first = attribute(model, trajectories, components, targets, tiny_processor.tokenizer.pad_token_id)
+    finally:
+        handle.remove()
+    assert calls == [False, False]  # forward + checkpoint recompute, both without dropout
+    assert all(p.grad is None for p in model.parameters())
+    assert {name: module.training for name, module in model.named_modules()} == modes
+    second = attribute(model, trajectories, components, targets, tiny_processor.tokenizer.pad_token_id)
+    assert first == second and first[-1] == {}
+    assert min(v for row in first for v in row.values()) >= 0 and first[0]["question"] > 0
+
+
+def test_nf4_model_still_back_propagates_after_a_no_grad_forward(attributed, tiny_processor):
+    """Occlusion (no-grad eval forwards) followed by grad×input on the same NF4 model: the CPU weight repacking of
+    bitsandbytes must not break later forwards that need gradients."""
+    model, _ = load_model("tiny-student", quantization="nf4", lora=LoraSettings(r=4), device="cpu")
+    trajectories, components, targets = attributed
+    pad = tiny_processor.tokenizer.pad_token_id
+    occluded = attribute(model, trajectories, components, targets, pad, method="occlusion")
+    gradient = attribute(model, trajectories, components, targets, pad, method="grad_x_input")
+    assert occluded[0] and gradient[0]["question"] > 0

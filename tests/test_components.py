@@ -1,0 +1,191 @@
+"""Components and targets of trajectories, and the teacher's view of them: region masks partition the original
+image's visual tokens, the visual-token order is row-major, retokenizing with the student's processor gives back the
+rollout's tokens, and the teacher's view has the same keys with other token counts."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from PIL import Image
+from transformers.vision_utils import get_vision_window_index
+
+from conftest import ScriptedPolicy
+from iapo.agent.retokenize import retokenize
+from iapo.agent.rollout import SamplingSettings, rollout
+from iapo.attribution.components import (
+    final_turn_span,
+    image_region_masks,
+    target_mask,
+    trajectory_components,
+)
+from iapo.data.sample import load_image
+from iapo.data.synthetic import build_split
+from iapo.models import load_processor
+
+ZOOM = '<tool_call>{{"name": "zoom_in", "arguments": {{"bbox_2d": [{}, {}, {}, {}]}}}}</tool_call>'
+SCRIPTS = [
+    ["<answer>A</answer>"],
+    ["Let me see. " + ZOOM.format(0, 0, 120, 90), "<answer>D</answer>"],
+    [ZOOM.format(0, 0, 120, 90), "Again. " + ZOOM.format(100, 100, 224, 224), "Now I know. <answer>B</answer>"],
+    [ZOOM.format(500, 500, 600, 600) + "<|im_end|>", "It is <answer>C</answer><|im_end|>"],
+    ["Hmm."],
+]
+"""The turns of each trajectory: 1, 2 and 3 images; an error observation (box outside the image) and turns closed by
+the model's own `<|im_end|>` (on a non-square image); no answer."""
+
+
+@pytest.fixture(scope="module")
+def teacher_processor():
+    return load_processor("tiny-teacher")
+
+
+@pytest.fixture(scope="module")
+def trajectories(tiny_processor):
+    """(samples, trajectories) of `SCRIPTS`."""
+    rows = build_split("test", len(SCRIPTS), seed=0)
+    images = [load_image(s.image) for s in rows]
+    images[3] = images[3].resize((300, 180))
+    turns = [[script[k] for script in SCRIPTS if len(script) > k] for k in range(max(map(len, SCRIPTS)))]
+    policy = ScriptedPolicy(tiny_processor.tokenizer, turns)
+    return rows, rollout(policy, tiny_processor, rows, images, settings=SamplingSettings(max_turns=3))
+
+
+def test_fixture_covers_the_cases(trajectories):
+    _, trajectories = trajectories
+    assert [t.num_images for t in trajectories] == [1, 2, 3, 1, 1]
+    assert [t.final_answer for t in trajectories] == ["A", "D", "B", "C", None]
+    assert trajectories[3].stats.errors["bbox_outside_image"] == 1
+    assert all(turn.text.endswith("<|im_end|>") for turn in trajectories[3].turns)
+
+
+@pytest.mark.parametrize("grid_thw", [(1, 16, 16), (1, 12, 20), (1, 4, 30), (1, 22, 6), (1, 2, 2)])
+@pytest.mark.parametrize("cells", [(1, 1), (2, 3), (3, 3), (4, 4), (5, 2)])
+def test_region_masks_cover_every_visual_token_exactly_once(grid_thw, cells):
+    t, h, w = grid_thw
+    height, width = h // 2, w // 2
+    start, length = 7, 7 + height * width + 5
+    masks = image_region_masks((start, start + height * width), torch.tensor(grid_thw), 2, *cells, length)
+    rows, cols = cells
+    assert list(masks) == [f"image/r{i}c{j}" for i in range(rows) for j in range(cols)]
+    count = torch.stack(list(masks.values())).sum(0)
+    assert count[start : start + height * width].eq(1).all() and count.sum() == height * width
+    for key, mask in masks.items():
+        i, j = (int(v) for v in key.removeprefix("image/r").split("c"))
+        for k in torch.nonzero(mask).flatten().tolist():
+            y, x = divmod(k - start, width)
+            assert (y * rows // height, x * cols // width) == (i, j)
+
+
+def test_region_masks_reject_a_span_that_does_not_match_the_grid():
+    with pytest.raises(ValueError, match="grid"):
+        image_region_masks((0, 10), torch.tensor([1, 8, 8]), 2, 3, 3, 20)
+
+
+def test_visual_tokens_are_row_major_over_the_merged_grid(tiny_student, monkeypatch):
+    """A change in one 28×28 cell of the image changes exactly merged token row * W + col of the vision tower's
+    output (blocks made identity so nothing mixes; the window permutation is still applied and undone), and the
+    language model's mRoPE positions of the image tokens are (row, col) in the same order."""
+    model, processor = tiny_student
+    visual = model.model.visual
+    for block in visual.blocks:
+        monkeypatch.setattr(block, "forward", lambda hidden_states, **kwargs: hidden_states)
+    base = Image.new("RGB", (280, 168), (120, 120, 120))
+    encoded = processor.image_processor(images=[base], return_tensors="pt")
+    grid = encoded["image_grid_thw"]
+    assert grid.tolist() == [[1, 12, 20]]
+    height, width = 6, 10
+    config = visual.config
+    window_index, _ = get_vision_window_index(grid, 2, config.window_size, config.patch_size)
+    assert not torch.equal(window_index, torch.arange(height * width))  # windows really reorder the tokens
+    with torch.no_grad():
+        reference = visual(encoded["pixel_values"], grid_thw=grid).pooler_output
+        for row, col in [(0, 7), (3, 2), (5, 9)]:
+            image = base.copy()
+            image.paste((255, 0, 0), (col * 28, row * 28, col * 28 + 28, row * 28 + 28))
+            pixels = processor.image_processor(images=[image], return_tensors="pt")["pixel_values"]
+            changed = (visual(pixels, grid_thw=grid).pooler_output - reference).abs().sum(-1) > 1e-6
+            assert torch.nonzero(changed).flatten().tolist() == [row * width + col]
+
+    text = "Look: <|vision_start|><|image_pad|><|vision_end|> ok"
+    encoded = processor(text=[text], images=[base], return_tensors="pt")
+    positions, _ = model.model.get_rope_index(
+        encoded["input_ids"], encoded["mm_token_type_ids"], image_grid_thw=encoded["image_grid_thw"]
+    )
+    image = encoded["input_ids"][0] == model.config.image_token_id
+    hw = positions[1:, 0, image] - positions[1:, 0, image].min(dim=1, keepdim=True).values
+    k = torch.arange(height * width)
+    assert torch.equal(hw[0], k // width) and torch.equal(hw[1], k % width)
+
+
+def test_retokenize_with_own_processor_gives_back_the_rollout(tiny_processor, trajectories):
+    rows, trajectories = trajectories
+    for sample, trajectory in zip(rows, trajectories, strict=True):
+        view = retokenize(trajectory, sample, tiny_processor)
+        assert torch.equal(view.input_ids, trajectory.input_ids)
+        assert torch.equal(view.policy_mask, trajectory.policy_mask)
+        assert torch.equal(view.pixel_values, trajectory.pixel_values)
+        assert torch.equal(view.image_grid_thw, trajectory.image_grid_thw)
+        assert view.image_spans == trajectory.image_spans
+        assert view.model_image_sizes == trajectory.model_image_sizes
+        assert view.question_span == trajectory.question_span
+        assert view.prompt_length == trajectory.prompt_length
+        assert view.turns is trajectory.turns and view.final_answer == trajectory.final_answer
+
+
+def test_teacher_view_has_the_same_keys_and_other_token_counts(tiny_processor, teacher_processor, trajectories):
+    rows, trajectories = trajectories
+    for sample, trajectory in zip(rows, trajectories, strict=True):
+        view = retokenize(trajectory, sample, teacher_processor)
+        mine = trajectory_components(trajectory, 2, include_history=True, include_system=True)
+        theirs = trajectory_components(view, 2, include_history=True, include_system=True)
+        assert list(mine) == list(theirs)
+        assert [k for k in mine if k.startswith("crop/")] == [f"crop/{t}" for t in range(1, trajectory.num_images)]
+        image_tokens = [int(theirs[k].sum()) for k in theirs if k.startswith("image/")]
+        assert sum(image_tokens) == view.image_spans[0][1] - view.image_spans[0][0]
+        assert sum(image_tokens) > sum(int(mine[k].sum()) for k in mine if k.startswith("image/"))
+        for t, (start, end) in enumerate(view.image_spans[1:], start=1):
+            assert torch.equal(torch.nonzero(theirs[f"crop/{t}"]).flatten(), torch.arange(start, end))
+        decode = teacher_processor.tokenizer.decode
+        assert decode(view.input_ids[view.policy_mask]) == "".join(turn.text for turn in trajectory.turns)
+        assert decode(view.input_ids[theirs["question"]]) == tiny_processor.tokenizer.decode(
+            trajectory.input_ids[mine["question"]]
+        )
+        assert decode(view.input_ids[theirs["system"]]).startswith("<|im_start|>system\nYou are a visual assistant")
+        assert not (torch.stack(list(theirs.values())).sum(0) > 1).any()  # disjoint
+
+
+def test_components_of_a_trajectory(trajectories):
+    _, trajectories = trajectories
+    three = trajectories[2]
+    components = trajectory_components(three, 2, grid=(2, 2), include_history=True)
+    assert sorted(components) == ["crop/1", "crop/2", "history", "image/r0c0", "image/r0c1", "image/r1c0"] + [
+        "image/r1c1",
+        "question",
+    ]
+    start, _ = final_turn_span(three.policy_mask)
+    assert torch.equal(components["history"], three.policy_mask & (torch.arange(len(three.policy_mask)) < start))
+    assert int(components["history"].sum()) > 0
+    assert not trajectory_components(trajectories[0], 2, include_history=True)["history"].any()
+
+
+def test_target_mask(tiny_processor, trajectories):
+    _, trajectories = trajectories
+    tokenizer = tiny_processor.tokenizer
+    for trajectory in trajectories:
+        answer = target_mask(trajectory, tokenizer)
+        assert torch.equal(target_mask(trajectory, tokenizer, "generated"), trajectory.policy_mask)
+        if trajectory.final_answer is None:
+            assert not answer.any()
+            continue
+        start, end = final_turn_span(trajectory.policy_mask)
+        assert answer.any() and not answer[:start].any() and not answer[end:].any()
+        assert trajectory.final_answer in tokenizer.decode(trajectory.input_ids[answer])
+        assert "</answer>" not in tokenizer.decode(trajectory.input_ids[answer])
+    untagged = dataclasses.replace(trajectories[0], input_ids=trajectories[0].input_ids.clone())
+    start, end = final_turn_span(untagged.policy_mask)
+    untagged.input_ids[start:end] = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    assert torch.equal(target_mask(untagged, tokenizer)[start:end], torch.ones(end - start, dtype=torch.bool))
+    with pytest.raises(ValueError, match="target"):
+        target_mask(trajectories[0], tokenizer, "everything")

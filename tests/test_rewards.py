@@ -1,0 +1,84 @@
+"""Rewards share one signature and combine with config weights; w_attr = 0 is GRPO."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from iapo.agent.trajectory import ToolStats, Trajectory
+from iapo.data.sample import VQASample
+from iapo.rewards import AccuracyReward, AttributionReward, FormatReward, compute_rewards
+
+
+def make_trajectory(answer, errors=None, sample_index=0):
+    stats = ToolStats(calls=1)
+    stats.errors.update(errors or {})
+    empty = torch.zeros(0, dtype=torch.long)
+    return Trajectory(
+        uid="u",
+        sample_index=sample_index,
+        input_ids=empty,
+        mm_token_type_ids=empty,
+        policy_mask=empty.bool(),
+        images=[],
+        pixel_values=torch.zeros(0, 1),
+        image_grid_thw=torch.zeros(0, 3, dtype=torch.long),
+        image_spans=[],
+        model_image_sizes=[],
+        question_span=(0, 0),
+        prompt_length=0,
+        final_answer=answer,
+        stats=stats,
+    )
+
+
+@pytest.fixture
+def batch():
+    mcq = VQASample("q0", "synthetic", b"", "What pattern?", "B", "mcq", ("dots", "stripes", "grid"))
+    chart = VQASample("q1", "chartqa", b"", "How many?", "40", "relaxed")
+    return {"samples": [mcq, chart]}
+
+
+def test_accuracy_uses_each_data_sets_own_scorer(batch):
+    trajectories = [
+        make_trajectory("B"),
+        make_trajectory("(B) stripes"),
+        make_trajectory("A"),
+        make_trajectory(None),
+        make_trajectory("41.9", sample_index=1),
+        make_trajectory("43", sample_index=1),
+    ]
+    assert AccuracyReward()(trajectories, batch).tolist() == [1.0, 1.0, 0.0, 0.0, 1.0, 0.0]
+
+
+def test_format_reward_needs_an_answer_and_no_errors(batch):
+    trajectories = [make_trajectory("B"), make_trajectory("B", {"bad_json": 1}), make_trajectory(None, {"no_answer": 1})]
+    assert FormatReward()(trajectories, batch).tolist() == [1.0, 0.0, 0.0]
+
+
+def test_attribution_reward_is_one_minus_jsd(batch):
+    same = {"image/r0c0": 0.5, "question": 0.5}
+    scored = {
+        **batch,
+        "attributions": {
+            "student": [same, {"image/r0c0": 1.0}, {}, {"crop/1": 1.0}],
+            "teacher": [same, {"question": 1.0}, same, {"crop/1": 0.5, "question": 0.5}],
+        },
+    }
+    trajectories = [make_trajectory("B") for _ in range(4)]
+    values = AttributionReward()(trajectories, scored)
+    assert values[0] == pytest.approx(1.0)
+    assert values[1] == pytest.approx(0.0, abs=1e-6)  # disjoint supports: JSD₂ = 1
+    assert values[2] == 0.0  # no target on the student side: not attributed, no reward
+    # JSD₂([1, 0], [.5, .5]) = ½·KL(p‖m) + ½·KL(q‖m) with m = [.75, .25]: 0.31128
+    assert values[3] == pytest.approx(1 - 0.31128, abs=1e-4)
+
+
+def test_weights_combine_and_unknown_weights_fail(batch):
+    trajectories = [make_trajectory("B"), make_trajectory("A", {"bad_json": 1})]
+    rewards = {"accuracy": AccuracyReward(), "format": FormatReward()}
+    total, parts = compute_rewards(rewards, {"accuracy": 1.0, "format": 0.5}, trajectories, batch)
+    assert total.tolist() == [1.5, 0.0]
+    assert set(parts) == {"accuracy", "format"}
+    with pytest.raises(ValueError, match="attribution"):
+        compute_rewards(rewards, {"accuracy": 1.0, "attribution": 0.5}, trajectories, batch)
