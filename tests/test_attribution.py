@@ -17,7 +17,6 @@ from iapo.attribution.methods import (
     attribute,
     grad_x_input_scores,
     input_embeddings,
-
     occlusion_scores,
     target_logprob_fn,
 )

@@ -52,7 +52,11 @@ def test_accuracy_uses_each_data_sets_own_scorer(batch):
 
 
 def test_format_reward_needs_an_answer_and_no_errors(batch):
-    trajectories = [make_trajectory("B"), make_trajectory("B", {"bad_json": 1}), make_trajectory(None, {"no_answer": 1})]
+    trajectories = [
+        make_trajectory("B"),
+        make_trajectory("B", {"bad_json": 1}),
+        make_trajectory(None, {"no_answer": 1}),
+    ]
     assert FormatReward()(trajectories, batch).tolist() == [1.0, 0.0, 0.0]
 
 

@@ -69,7 +69,7 @@ def test_tokens_equal_the_chat_template_of_the_conversation(tiny_student, sample
     assert torch.equal(trajectory.input_ids, expected[:-im_end_newline])
     assert torch.equal(trajectory.mm_token_type_ids, encoded["mm_token_type_ids"][0][:-im_end_newline])
     with torch.no_grad():
-        reference = token_logprobs(model(**encoded).logits, encoded["input_ids"])[0, : -im_end_newline]
+        reference = token_logprobs(model(**encoded).logits, encoded["input_ids"])[0, :-im_end_newline]
         mine = forward_logprobs(model, collate_trajectories([trajectory], tiny_processor.tokenizer.pad_token_id))[0]
     torch.testing.assert_close(mine, reference, atol=1e-5, rtol=0)
     policy_text = tiny_processor.tokenizer.decode(trajectory.input_ids[trajectory.policy_mask])

@@ -45,7 +45,9 @@ def test_preferred_answer_becomes_more_likely(lora_student, answered):
     before = sequence_logprob(model, answered, pad)
     settings = PPOSettings(epochs=2, mini_batch_size=4, kl_beta=0.0)
     for _ in range(4):
-        stats = policy_update(model, optimizer, answered, advantages, settings, pad, generator=torch.Generator().manual_seed(0))
+        stats = policy_update(
+            model, optimizer, answered, advantages, settings, pad, generator=torch.Generator().manual_seed(0)
+        )
         assert stats["optimizer_steps"] == 4 and stats["skipped_nonfinite"] == 0
     after = sequence_logprob(model, answered, pad)
     preferred = rewards.bool()
@@ -58,7 +60,9 @@ def test_non_finite_loss_skips_the_update_and_keeps_the_weights(lora_student, an
     trainable = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
     advantages = torch.full((len(answered),), float("nan"))
-    stats = policy_update(model, optimizer, answered, advantages, PPOSettings(mini_batch_size=4), processor.tokenizer.pad_token_id)
+    stats = policy_update(
+        model, optimizer, answered, advantages, PPOSettings(mini_batch_size=4), processor.tokenizer.pad_token_id
+    )
     assert stats["skipped_nonfinite"] == 2 and stats["optimizer_steps"] == 0
     for name, parameter in model.named_parameters():
         if parameter.requires_grad:

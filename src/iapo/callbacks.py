@@ -1,16 +1,15 @@
 """Lightning callbacks: adapter checkpoints, attribution pictures, and predicted-rollout files.
 
-    trainer:
-      callbacks:
-        - class_path: iapo.callbacks.AdapterCheckpoint      # LoRA adapter + processor + config, PeftModel-loadable
-          init_args: {dirpath: logs/adapters, monitor: val/acc, save_top_k: 2}
-        - class_path: iapo.callbacks.AttributionMapLogger    # student vs teacher pictures every N steps
-        - class_path: iapo.callbacks.RolloutWriter           # predict: JSON lines + crops
+trainer:
+  callbacks:
+    - class_path: iapo.callbacks.AdapterCheckpoint      # LoRA adapter + processor + config, PeftModel-loadable
+      init_args: {dirpath: logs/adapters, monitor: val/acc, save_top_k: 2}
+    - class_path: iapo.callbacks.AttributionMapLogger    # student vs teacher pictures every N steps
+    - class_path: iapo.callbacks.RolloutWriter           # predict: JSON lines + crops
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
 import time
@@ -24,17 +23,7 @@ from lightning.pytorch.loggers import WandbLogger
 
 from iapo.agent.trajectory import trajectory_record
 from iapo.plots import attribution_figure
-
-
-def plain(value):
-    """Config values (dataclasses, tuples, nested) as YAML-safe builtins."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return plain(dataclasses.asdict(value))
-    if isinstance(value, dict):
-        return {str(k): plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [plain(v) for v in value]
-    return value
+from iapo.serialization import plain
 
 
 def write_directory_atomically(target: Path, fill) -> None:

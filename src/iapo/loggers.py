@@ -1,9 +1,9 @@
 """`WandbLogger` that never blocks: offline (synced later with `wandb sync`) when no API key is configured.
 
-    trainer:
-      logger:
-        - class_path: iapo.loggers.OfflineFallbackWandbLogger
-          init_args: {project: iapo, name: iapo-3b, tags: [iapo]}
+trainer:
+  logger:
+    - class_path: iapo.loggers.OfflineFallbackWandbLogger
+      init_args: {project: iapo, name: iapo-3b, tags: [iapo]}
 """
 
 from __future__ import annotations

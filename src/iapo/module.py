@@ -29,6 +29,7 @@ from iapo.attribution.score import AttributionSettings, attribution_distribution
 from iapo.data.scoring import score_sample
 from iapo.models import ModelSettings
 from iapo.rewards import AccuracyReward, AttributionReward, FormatReward, compute_rewards
+from iapo.serialization import plain
 from iapo.update import PPOSettings, policy_update
 
 
@@ -110,10 +111,6 @@ class IAPOModule(L.LightningModule):
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
-    def transfer_batch_to_device(self, batch: dict, device, dataloader_idx: int) -> dict:
-        """Batches hold samples and PIL images; the rollout moves the tensors it builds itself."""
-        return batch
-
     # ---------------------------------------------------------------- training
 
     def training_step(self, batch: dict, batch_idx: int) -> None:
@@ -180,7 +177,10 @@ class IAPOModule(L.LightningModule):
         metrics["reward_std"] = float(total.std()) if len(total) > 1 else 0.0
         metrics["frac_reward_zero_std"] = float((grouped.max(1).values == grouped.min(1).values).float().mean())
         if "attribution" in parts:
-            attributed = [s and t for s, t in zip(scored["attributions"]["student"], scored["attributions"]["teacher"])]
+            attributed = [
+                s and t
+                for s, t in zip(scored["attributions"]["student"], scored["attributions"]["teacher"], strict=True)
+            ]
             values = parts["attribution"][[bool(a) for a in attributed]]
             metrics["attribution/jsd"] = float(1 - values.mean()) if len(values) else float("nan")
             metrics["attribution/unattributed"] = float(sum(not a for a in attributed))
@@ -222,7 +222,9 @@ class IAPOModule(L.LightningModule):
         self.val_accuracy[dataloader_idx].update(scores.to(self.device))
 
     def on_validation_epoch_end(self) -> None:
-        values = {f"val/acc/{name}": metric.compute() for name, metric in zip(self.val_names, self.val_accuracy)}
+        values = {
+            f"val/acc/{name}": metric.compute() for name, metric in zip(self.val_names, self.val_accuracy, strict=True)
+        }
         if values:
             self.log_dict(values)
             self.log("val/acc", torch.stack(list(values.values())).mean(), prog_bar=True)
@@ -238,13 +240,16 @@ class IAPOModule(L.LightningModule):
     # ---------------------------------------------------------------- checkpoints
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        """Keep only trainable weights, and the RNG states so a resumed run samples what the original would."""
+        """Keep only trainable weights, plain hyper-parameters (the file loads with `weights_only=True`), and the
+        RNG states so a resumed run samples what the original would have."""
         trainable = {n for n, p in self.named_parameters() if p.requires_grad}
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
+        checkpoint["hyper_parameters"] = plain(checkpoint.get("hyper_parameters", {}))
+        name, keys, position, has_gauss, cached = np.random.get_state()
         checkpoint["rng"] = {
             "torch": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            "numpy": np.random.get_state(),
+            "numpy": [name, torch.from_numpy(keys.astype(np.int64)), int(position), int(has_gauss), float(cached)],
             "python": random.getstate(),
         }
 
@@ -254,5 +259,6 @@ class IAPOModule(L.LightningModule):
             torch.set_rng_state(rng["torch"])
             if rng["cuda"] and torch.cuda.is_available():
                 torch.cuda.set_rng_state_all(rng["cuda"])
-            np.random.set_state(rng["numpy"])
+            name, keys, position, has_gauss, cached = rng["numpy"]
+            np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss, cached))
             random.setstate(rng["python"])

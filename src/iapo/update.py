@@ -27,6 +27,7 @@ class PPOSettings:
     eps_low: float = 0.2
     eps_high: float = 0.28
     kl_beta: float = 0.0
+    log_kl: bool = True
     aggregation: str = "token-mean"
     max_grad_norm: float = 1.0
 
@@ -82,8 +83,8 @@ def policy_update(
 ) -> dict[str, float]:
     """Run the PPO-clip update and return averaged statistics.
 
-    Old log-probs come from the policy before the update; reference log-probs (when `kl_beta > 0`) from the same
-    model with its adapter disabled. A mini-batch whose loss or gradient norm is not finite is skipped (optimizer
+    Old log-probs come from the policy before the update; reference log-probs (when `kl_beta > 0`, or for the `kl`
+    statistic alone when `log_kl`) from the same model with its adapter disabled. A mini-batch whose loss or gradient norm is not finite is skipped (optimizer
     not stepped, gradients dropped) and counted in `skipped_nonfinite`.
     """
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -93,7 +94,7 @@ def policy_update(
     model.eval()
     old = score_logprobs(model, trajectories, pad_token_id, settings.mini_batch_size)
     ref = None
-    if settings.kl_beta > 0:
+    if settings.kl_beta > 0 or (settings.log_kl and hasattr(model, "disable_adapter")):
         with reference_adapter_off(model):
             ref = score_logprobs(model, trajectories, pad_token_id, settings.mini_batch_size)
     model.train()  # gradient checkpointing is active only in train mode; keep LoRA dropout at 0 for RL
@@ -121,7 +122,8 @@ def policy_update(
             if ref is not None:
                 ref_logp = _pad_left([ref[i] for i in index], length).to(logp.device)
                 kl = aggregate(kl_k3(logp, ref_logp), mask, settings.aggregation)
-                loss = loss + settings.kl_beta * kl
+                if settings.kl_beta > 0:
+                    loss = loss + settings.kl_beta * kl
                 stats["kl"] = kl.detach()
             optimizer.zero_grad(set_to_none=True)
             if not torch.isfinite(loss):
@@ -137,7 +139,9 @@ def policy_update(
             if on_step is not None:
                 on_step()
             steps += 1
-            stats.update(loss=loss.detach(), grad_norm=grad_norm, entropy=(entropy * mask).sum() / mask.sum().clamp(min=1))
+            stats.update(
+                loss=loss.detach(), grad_norm=grad_norm, entropy=(entropy * mask).sum() / mask.sum().clamp(min=1)
+            )
             for key, value in stats.items():
                 totals[key] = totals.get(key, 0.0) + float(value)
     model.train(was_training)
@@ -145,4 +149,3 @@ def policy_update(
     result["skipped_nonfinite"] = float(skipped)
     result["optimizer_steps"] = float(steps)
     return result
-

@@ -157,5 +157,9 @@ class VQADataModule(L.LightningDataModule):
     def predict_dataloader(self):
         return self._loaders("predict")
 
+    def transfer_batch_to_device(self, batch: dict, device, dataloader_idx: int) -> dict:
+        """Batches hold samples and PIL images; the rollout moves the tensors it builds to the model itself."""
+        return batch
+
     def set_names(self, stage: str) -> list[str]:
         return [d.name for d in self._build(stage)]
