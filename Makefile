@@ -6,9 +6,10 @@ STAMP := $(VENV)/.installed
 TORCH := torch==2.14.1 torchvision==0.29.1
 CONFIG ?= configs/tiny.yaml
 TRAIN_CONFIG ?= configs/iapo.yaml configs/tiny.yaml
+EVAL_CONFIG ?= configs/eval.yaml
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test test-all lint predict tiny train data
+.PHONY: help setup test test-all lint predict tiny train data eval compare
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -43,3 +44,9 @@ train: $(STAMP) ## train IAPO offline on the tiny preset; TRAIN_CONFIG=configs/i
 
 data: $(STAMP) ## download the six test sets into data/ (needs the Hugging Face Hub; idempotent)
 	$(PY) -m iapo.data.download --root data
+
+eval: $(STAMP) ## evaluate on the test sets under data/ (EVAL_CONFIG, ADAPTER=dir for base + adapter, ARGS=...)
+	$(PY) src/cli.py test $(foreach c,$(EVAL_CONFIG),--config $(c)) $(if $(ADAPTER),--ckpt_path $(ADAPTER)) $(ARGS)
+
+compare: $(STAMP) ## one table from several evaluations: make compare RUNS="logs/eval/a logs/eval/b"
+	$(PY) -m iapo.evaluation compare $(RUNS) --out logs/eval/compare.md

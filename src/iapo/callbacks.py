@@ -22,6 +22,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter, Callback
 from lightning.pytorch.loggers import WandbLogger
 
 from iapo.agent.trajectory import trajectory_record
+from iapo.evaluation import write_results
 from iapo.plots import attribution_figure
 from iapo.serialization import plain
 
@@ -132,6 +133,22 @@ class AttributionMapLogger(Callback):
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
                 logger.log_image("attribution/map", [str(path)], step=step)
+
+
+class EvalResultsWriter(Callback):
+    """After `test`, writes `<output_dir>/<run>/results.json`, `results.md` and `predictions.jsonl`."""
+
+    def __init__(self, output_dir: str = "logs/eval", run_name: str | None = None) -> None:
+        self.output_dir = Path(output_dir)
+        self.run_name = run_name
+
+    def on_test_end(self, trainer, pl_module) -> None:
+        results = pl_module.test_results
+        if not trainer.is_global_zero or results is None:
+            return
+        run_dir = self.output_dir / (self.run_name or f"{results['label']}-{time.strftime('%Y%m%d-%H%M%S')}")
+        write_results(run_dir, results, [record for tally in pl_module.tallies for record in tally.records])
+        print(f"results: {run_dir / 'results.md'}\n{(run_dir / 'results.md').read_text()}")
 
 
 class RolloutWriter(BasePredictionWriter):

@@ -102,6 +102,7 @@ class ModelSettings:
     quantization: str = "none"
     dtype: str = "float32"
     lora: LoraSettings | None = None
+    adapter: str | None = None
     gradient_checkpointing: bool = False
     attn_implementation: str = "sdpa"
 
@@ -112,6 +113,7 @@ class ModelSettings:
             quantization=self.quantization,
             dtype=self.dtype,
             lora=self.lora,
+            adapter=self.adapter,
             gradient_checkpointing=self.gradient_checkpointing,
             attn_implementation=self.attn_implementation,
             device=device,
@@ -308,6 +310,7 @@ def load_model(
     gradient_checkpointing: bool = False,
     attn_implementation: str = "sdpa",
     device: str | None = None,
+    adapter: str | None = None,
 ):
     """Load a Qwen2.5-VL model and its processor.
 
@@ -318,6 +321,8 @@ def load_model(
         dtype: compute dtype, e.g. `"bfloat16"` on GPUs, `"float32"` on the CPU.
         lora: wrap the language model's linear layers in a trainable LoRA adapter (QLoRA when `nf4`); None freezes
             the model (a teacher or reference).
+        adapter: a saved LoRA adapter directory (`AdapterCheckpoint` output) to load on top, frozen; trainable
+            when `lora` is also given (to continue training it).
         gradient_checkpointing: non-reentrant checkpointing, which attribution by `torch.autograd.grad` requires.
         attn_implementation: `"sdpa"` or `"eager"` (needed by the `attention` attribution method).
         device: where to put the model; default CUDA when available.
@@ -357,7 +362,13 @@ def load_model(
     if gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
-    if lora is not None:
+    if adapter is not None:
+        from peft import PeftModel
+
+        if not (Path(adapter) / "adapter_config.json").is_file():
+            raise ModelNotFoundError(f"{adapter} is not a LoRA adapter directory (no adapter_config.json)")
+        model = PeftModel.from_pretrained(model, adapter, is_trainable=lora is not None)
+    elif lora is not None:
         from peft import LoraConfig, get_peft_model
 
         config = LoraConfig(

@@ -13,20 +13,23 @@ The checkpoint holds only the trainable (LoRA) weights, the optimizer, scheduler
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import time
 from collections import Counter
+from pathlib import Path
 
 import lightning as L
 import numpy as np
 import torch
-from torchmetrics import MeanMetric
+from torch import nn
 
+from iapo.agent.prompts import DIRECT_SYSTEM_PROMPT
 from iapo.agent.rollout import HFPolicy, SamplingSettings, rollout
 from iapo.agent.trajectory import Trajectory
 from iapo.algo import ADVANTAGE_SCALES, group_advantages
 from iapo.attribution.score import AttributionSettings, attribution_distributions
-from iapo.data.scoring import score_sample
+from iapo.evaluation import HEADLINE_METRIC, BenchmarkTally
 from iapo.models import ModelSettings
 from iapo.rewards import AccuracyReward, AttributionReward, FormatReward, compute_rewards
 from iapo.serialization import plain
@@ -48,6 +51,8 @@ class IAPOModule(L.LightningModule):
         advantage_scale: "group" (default), "batch" or "none".
         lr, weight_decay, warmup_steps: AdamW with linear warm-up, then constant.
         predict_group_size: trajectories per prompt in `predict`.
+        tools: evaluate (validate / test) with the zoom tool; False answers directly in one turn.
+        label: the model's name in result tables (default: the adapter or model directory name).
     """
 
     def __init__(
@@ -65,6 +70,8 @@ class IAPOModule(L.LightningModule):
         weight_decay: float = 0.0,
         warmup_steps: int = 0,
         predict_group_size: int = 1,
+        tools: bool = True,
+        label: str | None = None,
     ) -> None:
         super().__init__()
         if advantage_scale not in ADVANTAGE_SCALES:
@@ -87,7 +94,8 @@ class IAPOModule(L.LightningModule):
         self.policy_model = None
         self.processor = None
         self._teacher: tuple | None = None  # (model, processor); kept out of the module tree: frozen, not saved
-        self.val_accuracy: list[MeanMetric] = []
+        self.tallies = nn.ModuleList()
+        self.test_results: dict | None = None
         self.last_rollout: tuple[list[Trajectory], dict] | None = None  # for callbacks that draw or log it
 
     @property
@@ -200,34 +208,59 @@ class IAPOModule(L.LightningModule):
 
     # ---------------------------------------------------------------- validation and predict
 
+    def _greedy_rollout(self, batch: dict) -> list[Trajectory]:
+        """One greedy trajectory per prompt; with `tools: false`, one turn under the direct-answer prompt."""
+        settings = dataclasses.replace(self.sampling, do_sample=False)
+        if not self.hparams.tools:
+            settings = dataclasses.replace(settings, max_turns=1, system_prompt=DIRECT_SYSTEM_PROMPT)
+        policy = HFPolicy(self.policy_model, self.processor, settings)
+        return rollout(policy, self.processor, batch["samples"], batch["images"], 1, settings)
+
+    def _start_tallies(self, stage: str) -> None:
+        datamodule = self.trainer.datamodule
+        self.tallies = nn.ModuleList(
+            BenchmarkTally(d.name, d.samples, datamodule.load_skips.get(d.name)) for d in datamodule.datasets_for(stage)
+        ).to(self.device)
+
+    def _score_batch(self, batch: dict, dataloader_idx: int) -> None:
+        trajectories = self._greedy_rollout(batch) if batch["samples"] else []
+        self.tallies[dataloader_idx].update(trajectories, batch["samples"], batch["skipped"])
+
     def on_validation_epoch_start(self) -> None:
-        names = self.trainer.datamodule.set_names("val") if self.trainer.datamodule else []
-        self.val_names = names or ["val"]
-        self.val_accuracy = [MeanMetric().to(self.device) for _ in self.val_names]
+        self._start_tallies("val")
 
     def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
         """Greedy rollouts, one per prompt, scored by the data set's own rule."""
-        if not batch["samples"]:
-            return
-        greedy = SamplingSettings(**{**vars(self.sampling), "do_sample": False})
-        trajectories = rollout(
-            HFPolicy(self.policy_model, self.processor, greedy),
-            self.processor,
-            batch["samples"],
-            batch["images"],
-            1,
-            greedy,
-        )
-        scores = torch.tensor([score_sample(t.final_answer, batch["samples"][t.sample_index]) for t in trajectories])
-        self.val_accuracy[dataloader_idx].update(scores.to(self.device))
+        self._score_batch(batch, dataloader_idx)
 
     def on_validation_epoch_end(self) -> None:
-        values = {
-            f"val/acc/{name}": metric.compute() for name, metric in zip(self.val_names, self.val_accuracy, strict=True)
+        summaries = {tally.name: tally.summary() for tally in self.tallies}
+        values = {f"val/acc/{name}": s["metrics"][HEADLINE_METRIC] for name, s in summaries.items()}
+        values["val/acc"] = sum(values.values()) / len(values)
+        values["val/tool_call_rate"] = sum(s["mean_tool_calls"] for s in summaries.values()) / len(summaries)
+        self.log_dict(values, prog_bar=False)
+
+    def on_test_epoch_start(self) -> None:
+        self._start_tallies("test")
+
+    def test_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
+        """Evaluate on the test sets: greedy agent rollouts (tools on or off), official metrics, tool statistics."""
+        self._score_batch(batch, dataloader_idx)
+
+    def on_test_epoch_end(self) -> None:
+        benchmarks = {tally.name: tally.summary() for tally in self.tallies}
+        scores = {name: bench["metrics"][HEADLINE_METRIC] for name, bench in benchmarks.items()}
+        student = self.student_settings
+        self.test_results = {
+            "label": self.hparams.label or Path(student.adapter or student.name).name,
+            "model": student.name,
+            "adapter": student.adapter,
+            "tools": self.hparams.tools,
+            "benchmarks": benchmarks,
+            "average": sum(scores.values()) / len(scores),
         }
-        if values:
-            self.log_dict(values)
-            self.log("val/acc", torch.stack(list(values.values())).mean(), prog_bar=True)
+        self.log_dict({f"test/{name}/{HEADLINE_METRIC}": value for name, value in scores.items()})
+        self.log("test/average", self.test_results["average"])
 
     def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> dict:
         """Roll out the agent on a batch of prompts; returns the samples, trajectories and skipped-row counts."""

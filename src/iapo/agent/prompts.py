@@ -19,6 +19,11 @@ SYSTEM_PROMPT = (
     "Think briefly, zoom when details are too small, and finish with <answer>your answer</answer>."
 )
 
+DIRECT_SYSTEM_PROMPT = (
+    "You are a visual assistant. Look at the image, think briefly, and finish with <answer>your answer</answer>."
+)
+"""The tools-off prompt: the same answer format, no tool (evaluation with `tools: false`, max one turn)."""
+
 CHAT_TEMPLATE = (
     "{% for message in messages %}"
     "{% if loop.first and message['role'] != 'system' %}"

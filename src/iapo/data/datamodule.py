@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
+from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from iapo.data.sample import BadRowError, SkipLog, VQASample, load_image
@@ -25,13 +26,44 @@ from iapo.data.synthetic import SyntheticConfig, build_split
 
 @dataclass
 class DataSpec:
-    """One data set. `n`: rows for `synthetic`, a deterministic subset size for the others (None = all)."""
+    """One data set. `n`: rows for `synthetic`, a deterministic subset size for the others (None = all).
+
+    `name: benchmarks` stands for every one of the six test sets present under `data.root`.
+    """
 
     name: str
     split: str = "test"
     n: int | None = None
     path: str | None = None
     seed: int = 0
+
+    @property
+    def label(self) -> str:
+        """The set's name in logs and result tables."""
+        if self.name == "synthetic":
+            return f"synthetic_{self.split}"
+        if self.name == "jsonl" and self.path:
+            return Path(self.path).stem
+        return self.name
+
+
+def expand_specs(specs: list[DataSpec], root: Path) -> list[DataSpec]:
+    """Replace `benchmarks` by one spec per test set present under `root` (an error when none is)."""
+    from iapo.data.benchmarks import BENCHMARKS, is_present
+
+    out = []
+    for spec in specs:
+        if spec.name != "benchmarks":
+            out.append(spec)
+            continue
+        present = [name for name, bench in BENCHMARKS.items() if is_present(bench, root / name)]
+        if not present:
+            raise FileNotFoundError(
+                f"no test set found under {root}/ (looked for {', '.join(BENCHMARKS)}); run `make data` "
+                "or see data/README.md for the layouts"
+            )
+        out += [DataSpec(name, split=spec.split, n=spec.n, seed=spec.seed) for name in present]
+    return out
 
 
 SYNTHETIC_DEFAULT_ROWS = 256
@@ -114,14 +146,16 @@ class VQADataModule(L.LightningDataModule):
         self.datasets: dict[str, list[VQADataset]] = {}
         self.load_skips: dict[str, dict[str, int]] = {}
 
-    def _build(self, stage: str) -> list[VQADataset]:
+    def datasets_for(self, stage: str) -> list[VQADataset]:
+        """The data sets of a stage, loaded once; their load-time skip counts go to `load_skips[label]`."""
         if stage not in self.datasets:
             datasets = []
-            for spec in self.specs[stage]:
+            for spec in expand_specs(self.specs[stage], self.root):
                 skips = SkipLog(strict=self.strict)
                 rows = load_rows(spec, self.root, self.synthetic, skips)
-                datasets.append(VQADataset(spec.name, rows, strict=self.strict))
-                self.load_skips[spec.name] = skips.as_dict()
+                datasets.append(VQADataset(spec.label, rows, strict=self.strict))
+                self.load_skips[spec.label] = skips.as_dict()
+                rank_zero_info(f"{stage} set {spec.label}: {len(rows)} rows, {skips.total} skipped {skips.as_dict()}")
             self.datasets[stage] = datasets
         return self.datasets[stage]
 
@@ -136,14 +170,14 @@ class VQADataModule(L.LightningDataModule):
         )
 
     def _loaders(self, stage: str) -> list[DataLoader]:
-        datasets = self._build(stage)
+        datasets = self.datasets_for(stage)
         if not datasets:
             raise ValueError(f"no `data.{stage}` sets configured; add e.g. `- {{name: synthetic, split: {stage}}}`")
         return [self._loader(dataset) for dataset in datasets]
 
     def train_dataloader(self):
         """All training sets mixed into one shuffled stream."""
-        datasets = self._build("train")
+        datasets = self.datasets_for("train")
         if not datasets:
             raise ValueError("no `data.train` sets configured; add e.g. `- {name: synthetic, split: train}`")
         return self._loader(ConcatDataset(datasets), shuffle=True)
@@ -160,6 +194,3 @@ class VQADataModule(L.LightningDataModule):
     def transfer_batch_to_device(self, batch: dict, device, dataloader_idx: int) -> dict:
         """Batches hold samples and PIL images; the rollout moves the tensors it builds to the model itself."""
         return batch
-
-    def set_names(self, stage: str) -> list[str]:
-        return [d.name for d in self._build(stage)]
