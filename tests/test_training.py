@@ -12,7 +12,7 @@ from peft import PeftModel
 
 from iapo.agent.rollout import rollout
 from iapo.agent.trajectory import collate_trajectories, forward_logprobs
-from iapo.callbacks import AdapterCheckpoint
+from iapo.callbacks import AdapterCheckpoint, AttributionMapLogger
 from iapo.data.sample import load_image
 from iapo.data.synthetic import build_split
 from iapo.models import load_model
@@ -63,6 +63,11 @@ def test_iapo_fit_logs_metrics_and_saves_a_reloadable_adapter(tmp_path, monkeypa
     assert set(rows[0]) >= REQUIRED_METRICS, REQUIRED_METRICS - set(rows[0])
 
     module = cli.model
+    pictures = AttributionMapLogger(examples=2, dirpath=str(tmp_path / "pictures"))
+    pictures.on_fit_start(cli.trainer, module)
+    paths = pictures.draw(cli.trainer, module, "check")
+    assert [p.name for p in paths] == ["example-0.png", "example-1.png"] and all(p.stat().st_size for p in paths)
+
     for name, parameter in module.policy_model.named_parameters():
         if "lora_B" in name:  # make the adapter non-trivial so the round trip is a real check
             parameter.data.normal_(0, 0.05)

@@ -106,33 +106,55 @@ class AdapterCheckpoint(Callback):
 
 
 class AttributionMapLogger(Callback):
-    """Every `every_n_steps`, draws student vs teacher attribution of the first attributed trajectory of the step:
-    saved as PNG under `<dirpath>/step-<N>.png` and logged to W&B when a `WandbLogger` is attached."""
+    """Attribution pictures of a few fixed examples (the first `examples` rows of the first validation set, or of
+    the first test set in `test`): greedy rollout, then student vs teacher attribution over the image grid and each
+    crop. Drawn every `every_n_steps` optimizer steps during training and once after testing, saved as
+    `<dirpath>/<step-N|test>/example-<k>.png` and logged to W&B when a `WandbLogger` is attached."""
 
-    def __init__(self, every_n_steps: int = 10, dirpath: str = "logs/attribution") -> None:
+    def __init__(self, examples: int = 4, every_n_steps: int = 50, dirpath: str = "logs/attribution") -> None:
+        self.examples = examples
         self.every_n_steps = every_n_steps
         self.dirpath = Path(dirpath)
+        self.samples: list = []
+        self.images: list = []
+
+    def _pick(self, trainer, stage: str) -> None:
+        datasets = trainer.datamodule.datasets_for(stage) if trainer.datamodule else []
+        rows = [datasets[0][i] for i in range(min(self.examples, len(datasets[0])))] if datasets else []
+        rows = [row for row in rows if row["skip"] is None]
+        self.samples, self.images = [row["sample"] for row in rows], [row["image"] for row in rows]
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        self._pick(trainer, "val")
+
+    def on_test_start(self, trainer, pl_module) -> None:
+        self._pick(trainer, "test")
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step
-        if not trainer.is_global_zero or pl_module.last_rollout is None or step % self.every_n_steps:
-            return
-        trajectories, scored = pl_module.last_rollout
-        pairs = zip(trajectories, scored["attributions"]["student"], scored["attributions"]["teacher"], strict=True)
-        found = next(((t, s, te) for t, s, te in pairs if s and te), None)
-        if found is None:
-            return
-        trajectory, student, teacher = found
-        sample = scored["samples"][trajectory.sample_index]
-        title = f"step {step}: {sample.question} → {trajectory.final_answer} (gold {sample.answer})"
-        figure = attribution_figure(trajectory.images, student, teacher, pl_module.attribution.grid, title)
-        self.dirpath.mkdir(parents=True, exist_ok=True)
-        path = self.dirpath / f"step-{step}.png"
-        figure.savefig(path, dpi=80)
-        plt.close(figure)
+        if self.every_n_steps and step % self.every_n_steps == 0:
+            self.draw(trainer, pl_module, f"step-{step}")
+
+    def on_test_end(self, trainer, pl_module) -> None:
+        self.draw(trainer, pl_module, "test")
+
+    def draw(self, trainer, pl_module, name: str) -> list[Path]:
+        if not self.samples or not trainer.is_global_zero:
+            return []
+        out = self.dirpath / name
+        out.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for index, (trajectory, student, teacher) in enumerate(pl_module.explain(self.samples, self.images)):
+            sample = self.samples[index]
+            title = f"{sample.question} → {trajectory.final_answer} (gold {sample.answer})"
+            figure = attribution_figure(trajectory.images, student, teacher, pl_module.attribution.grid, title)
+            paths.append(out / f"example-{index}.png")
+            figure.savefig(paths[-1], dpi=80)
+            plt.close(figure)
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
-                logger.log_image("attribution/map", [str(path)], step=step)
+                logger.log_image(f"attribution/{name.split('-')[0]}", [str(p) for p in paths], step=trainer.global_step)
+        return paths
 
 
 class EvalResultsWriter(Callback):

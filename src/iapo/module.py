@@ -110,6 +110,22 @@ class IAPOModule(L.LightningModule):
         if self.uses_teacher and self._trainer is not None and self.trainer.state.fn == "fit":
             self._teacher = self.teacher_settings.load(device=device)
 
+    def teacher(self) -> tuple:
+        """(model, processor) of the frozen teacher, loaded on first use."""
+        if self._teacher is None:
+            self._teacher = self.teacher_settings.load(device=str(self.device))
+        return self._teacher
+
+    def explain(self, samples: list, images: list) -> list[tuple[Trajectory, dict, dict]]:
+        """Greedy trajectories of `samples` with the student's and the teacher's attribution distributions."""
+        trajectories = self._greedy_rollout({"samples": samples, "images": images})
+        student = attribution_distributions(self.policy_model, self.processor, trajectories, samples, self.attribution)
+        teacher_model, teacher_processor = self.teacher()
+        teacher = attribution_distributions(
+            teacher_model, teacher_processor, trajectories, samples, self.attribution, reencode=True
+        )
+        return list(zip(trajectories, student, teacher, strict=True))
+
     def configure_optimizers(self):
         params = [p for p in self.policy_model.parameters() if p.requires_grad]
         if not params:
@@ -138,6 +154,7 @@ class IAPOModule(L.LightningModule):
         timings["time/rollout"] = time.perf_counter() - start
         scored = {**batch, "attributions": self._attributions(trajectories, batch["samples"], timings)}
         total, parts = compute_rewards(self.rewards, self.weights, trajectories, scored)
+        scored["rewards"] = {**parts, "total": total}
         advantages = group_advantages(total, self.hparams.group_size, self.hparams.advantage_scale)
         start = time.perf_counter()
         optimizer = self.optimizers()
@@ -167,7 +184,7 @@ class IAPOModule(L.LightningModule):
         student = attribution_distributions(self.policy_model, self.processor, trajectories, samples, self.attribution)
         timings["time/attribution_student"] = time.perf_counter() - start
         start = time.perf_counter()
-        teacher_model, teacher_processor = self._teacher
+        teacher_model, teacher_processor = self.teacher()
         teacher = attribution_distributions(
             teacher_model, teacher_processor, trajectories, samples, self.attribution, reencode=True
         )

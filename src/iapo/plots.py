@@ -53,6 +53,12 @@ def attribution_figure(
             vmax=vmax,
             interpolation="nearest",
         )
+        rows, cols = grid
+        heat = region_heatmap(weights, grid)
+        for i in range(rows):
+            for j in range(cols):
+                x, y = (j + 0.5) * width / cols, (i + 0.5) * height / rows
+                ax.text(x, y, f"{heat[i, j]:.2f}", ha="center", va="center", color="white", fontsize=8)
         ax.set_title(f"{name}: image regions")
         for t, crop in enumerate(crops, start=1):
             axes[row, t].imshow(crop)

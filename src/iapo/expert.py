@@ -1,0 +1,280 @@
+"""Expert trajectories for the cold-start fine-tune (`iapo.sft`): what a perfect agent writes, as real rollouts.
+
+An expert trajectory is a list of assistant turns. For a synthetic sample it is built from the target's known box
+(`meta["bbox"]`, original pixels): turn 1 names the object and calls `zoom_in` on that box mapped to the image as
+the model sees it (grown by a margin, clamped), turn 2 names what the crop shows and answers. The `direct` variant
+answers in one turn under the tools-off prompt (`DIRECT_SYSTEM_PROMPT`), the training data of the no-zoom control.
+Real data brings its own turns (`read_expert_jsonl`).
+
+The turns become `Trajectory` objects by running the real `rollout` with `ExpertPolicy`, a policy that replays
+them: tokens, policy masks, tool crops and image positions are exactly those the RL rollout produces when the
+model writes the same text.
+
+    from iapo.expert import expert_trajectories
+    trajectories, skipped = expert_trajectories(processor, samples, images, SamplingSettings(), kind="zoom")
+
+Expert JSONL (`read_expert_jsonl`): the rows of `iapo.data.jsonl` plus the assistant turns, one object per line::
+
+    {"image": "imgs/0001.png", "question": "What is written on the sign?", "options": ["stop", "exit"],
+     "answer": "B",
+     "turns": ["The sign is small. <tool_call>{\"name\": \"zoom_in\", \"arguments\": {\"bbox_2d\": [10, 20, 90, 80]}}</tool_call>",
+               "It reads exit. <answer>B</answer>"]}
+
+Every turn but the last must be one well-formed tool call, the last a well-formed `<answer>` that scores above 0
+against the row's answer; `bbox_2d` is in pixels of the image as the model sees it (Qwen2.5-VL's grounding
+convention). Other rows are skipped and counted: "missing_field" (no turns), "bad_field" (turns not a list of
+strings), "bad_turns" (a turn of the wrong kind or malformed), "wrong_answer", plus the reasons of `read_jsonl`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import zlib
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from iapo.agent.parsing import parse_turn
+from iapo.agent.prompts import DIRECT_SYSTEM_PROMPT
+from iapo.agent.rollout import Generation, SamplingSettings, grid_to_model_size, rollout
+from iapo.agent.trajectory import Trajectory
+from iapo.data.jsonl import _parse_row, _RowError
+from iapo.data.sample import SkipLog, VQASample
+from iapo.data.scoring import score_sample
+
+log = logging.getLogger(__name__)
+
+EXPERT_KINDS = ("zoom", "direct", "mixed")
+"""`zoom`: zoom on the target, then answer; `direct`: answer at once, tools-off prompt; `mixed`: each sample one of
+the two, alternating by epoch (one model for both prompts)."""
+
+
+def expert_box(
+    bbox: Sequence[float], model_size: tuple[int, int], original_size: tuple[int, int], margin: float = 0.25
+) -> list[int]:
+    """A target box in original pixels (`[x1, y1, x2, y2)`) as the `bbox_2d` an expert writes.
+
+    The box grows by `margin` × its side on every side, is mapped to the image as the model sees it
+    (`model_size` = (height, width); `original_size` = PIL's (width, height)), rounded outwards and clamped, so the
+    tool's crop of the original contains the whole target.
+    """
+    model_h, model_w = model_size
+    width, height = original_size
+    x1, y1, x2, y2 = bbox
+    dx, dy = margin * (x2 - x1), margin * (y2 - y1)
+    sx, sy = model_w / width, model_h / height
+    return [
+        max(0, math.floor((x1 - dx) * sx)),
+        max(0, math.floor((y1 - dy) * sy)),
+        min(model_w, math.ceil((x2 + dx) * sx)),
+        min(model_h, math.ceil((y2 + dy) * sy)),
+    ]
+
+
+def tool_call_text(bbox_2d: Sequence[int]) -> str:
+    arguments = {"bbox_2d": [int(v) for v in bbox_2d]}
+    return f"<tool_call>{json.dumps({'name': 'zoom_in', 'arguments': arguments})}</tool_call>"
+
+
+def _target(sample: VQASample) -> str:
+    """How the expert names the target: "red circle" for the synthetic set, else a generic phrase."""
+    colour, shape = sample.meta.get("colour"), sample.meta.get("shape")
+    return f"the {colour} {shape}" if colour and shape else "the relevant region"
+
+
+def _answer_text(sample: VQASample) -> tuple[str, str]:
+    """(what the answer says in words, what goes inside `<answer>`): the option's text and its letter for MCQ."""
+    if sample.options and sample.answer in sample.letters:
+        return sample.options[sample.letters.index(sample.answer)], sample.answer
+    return sample.answer, sample.answer
+
+
+def expert_turns(
+    sample: VQASample, model_size: tuple[int, int], original_size: tuple[int, int], margin: float = 0.25
+) -> list[str]:
+    """The zoom expert: turn 1 zooms on `meta["bbox"]` (see `expert_box`), turn 2 says what it sees and answers."""
+    box = expert_box(sample.meta["bbox"], model_size, original_size, margin)
+    words, answer = _answer_text(sample)
+    return [
+        f"Zoom in on {_target(sample)}.\n{tool_call_text(box)}",
+        f"It shows {words}.\n<answer>{answer}</answer>",
+    ]
+
+
+def direct_turns(sample: VQASample) -> list[str]:
+    """The direct expert (tools off): one turn that answers without looking closer."""
+    words, answer = _answer_text(sample)
+    return [f"{_target(sample).capitalize()} shows {words}.\n<answer>{answer}</answer>"]
+
+
+def check_turns(turns: Sequence[str], max_turns: int | None = None) -> str | None:
+    """Why a list of assistant turns is not a valid expert trajectory (None when it is): every turn but the last a
+    well-formed tool call, the last a well-formed answer, at most `max_turns` turns."""
+    if not turns:
+        return "no turns"
+    if max_turns is not None and len(turns) > max_turns:
+        return f"{len(turns)} turns, more than max_turns={max_turns}"
+    for index, text in enumerate(turns):
+        action = parse_turn(text)
+        wanted = "answer" if index == len(turns) - 1 else "tool_call"
+        if action.kind != wanted or action.error:
+            found = action.error or action.kind
+            return f"turn {index + 1} should be a well-formed {wanted}, got {found}"
+    return None
+
+
+class ExpertPolicy:
+    """The rollout's `Policy` that replays scripted turns: call k answers every still-active row with its script's
+    turn k. Scripts must pass `check_turns`, so the rollout keeps exactly the rows whose script goes on."""
+
+    def __init__(self, tokenizer, scripts: Sequence[Sequence[str]]) -> None:
+        self.tokenizer = tokenizer
+        self.scripts = scripts
+        self.calls = 0
+
+    def generate(self, batch: dict[str, torch.Tensor], max_new_tokens: int) -> list[Generation]:
+        texts = [script[self.calls] for script in self.scripts if len(script) > self.calls]
+        if len(texts) != batch["input_ids"].shape[0]:
+            raise RuntimeError(f"turn {self.calls + 1}: {batch['input_ids'].shape[0]} rows for {len(texts)} scripts")
+        self.calls += 1
+        generations = []
+        for text in texts:
+            ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+            if len(ids) > max_new_tokens:
+                raise ValueError(f"expert turn of {len(ids)} tokens exceeds max_new_tokens={max_new_tokens}: {text!r}")
+            generations.append(Generation(ids, truncated=False))
+        return generations
+
+
+def turn_tokens(tokenizer, turns: Sequence[str]) -> int:
+    """Tokens of the longest turn (what `max_new_tokens` must allow)."""
+    return max(len(tokenizer(text, add_special_tokens=False)["input_ids"]) for text in turns)
+
+
+def model_size_of(processor, image) -> tuple[int, int]:
+    """(height, width) of an image as the model sees it, from the processor's own resize."""
+    grid = processor.image_processor(images=[image], return_tensors="pt")["image_grid_thw"][0]
+    return grid_to_model_size(grid, processor.image_processor.patch_size)
+
+
+def choose_kind(kind: str, sample: VQASample, epoch: int) -> str:
+    """The expert of one sample: `kind` itself, or for `mixed` zoom / direct alternating by epoch."""
+    if kind != "mixed":
+        return kind
+    return ("zoom", "direct")[(zlib.crc32(sample.uid.encode()) + epoch) % 2]
+
+
+def sample_turns(
+    processor, sample: VQASample, image, kind: str, margin: float = 0.25
+) -> tuple[list[str] | None, str | None]:
+    """(turns, None) for one sample and expert kind ("zoom" or "direct"), or (None, skip reason).
+
+    Zoom: the sample's own `meta["turns"]` (expert JSONL) when present, else built from `meta["bbox"]`.
+    """
+    if kind == "direct":
+        return direct_turns(sample), None
+    if sample.meta.get("turns"):
+        return list(sample.meta["turns"]), None
+    if "bbox" not in sample.meta:
+        return None, "no_expert"
+    return expert_turns(sample, model_size_of(processor, image), image.size, margin), None
+
+
+def expert_trajectories(
+    processor,
+    samples: Sequence[VQASample],
+    images: Sequence,
+    settings: SamplingSettings,
+    kind: str = "zoom",
+    margin: float = 0.25,
+    epoch: int = 0,
+) -> tuple[list[Trajectory], Counter]:
+    """Expert trajectories of a batch, rolled out by the real agent loop; and the samples skipped, by reason.
+
+    `settings.max_turns` and `max_new_tokens` bound the expert as they bound the agent; the zoom expert uses
+    `settings.system_prompt`, the direct expert `DIRECT_SYSTEM_PROMPT` (what tools-off evaluation uses).
+    `sample_index` of each trajectory indexes `samples`. A trajectory whose tool call failed (e.g. a JSONL box
+    outside the image) is dropped and counted as "expert_error".
+    """
+    if kind not in EXPERT_KINDS:
+        raise ValueError(f"expert kind must be one of {EXPERT_KINDS}, got {kind!r}")
+    skipped: Counter = Counter()
+    groups: dict[str, list[tuple[int, list[str]]]] = {"zoom": [], "direct": []}
+    for index, (sample, image) in enumerate(zip(samples, images, strict=True)):
+        chosen = choose_kind(kind, sample, epoch)
+        turns, reason = sample_turns(processor, sample, image, chosen, margin)
+        if turns is not None and check_turns(turns, settings.max_turns):
+            reason = "bad_turns"
+        elif turns is not None and turn_tokens(processor.tokenizer, turns) > settings.max_new_tokens:
+            reason = "too_long"
+        if reason:
+            skipped[reason] += 1
+        else:
+            groups[chosen].append((index, turns))
+    trajectories = []
+    for chosen, members in groups.items():
+        if not members:
+            continue
+        prompt = settings.system_prompt if chosen == "zoom" else DIRECT_SYSTEM_PROMPT
+        group_settings = dataclasses.replace(settings, system_prompt=prompt)
+        indices = [index for index, _ in members]
+        policy = ExpertPolicy(processor.tokenizer, [turns for _, turns in members])
+        rolled = rollout(
+            policy, processor, [samples[i] for i in indices], [images[i] for i in indices], 1, group_settings
+        )
+        for trajectory in rolled:
+            if not trajectory.well_formed:
+                skipped["expert_error"] += 1
+                continue
+            trajectory.sample_index = indices[trajectory.sample_index]
+            trajectories.append(trajectory)
+    trajectories.sort(key=lambda t: t.sample_index)
+    return trajectories, skipped
+
+
+def read_expert_jsonl(path: str | Path, source: str | None = None, skips: SkipLog | None = None) -> list[VQASample]:
+    """Read an expert JSONL (see the module docstring) into samples carrying their turns in `meta["turns"]`.
+
+    Bad rows are skipped and counted in `skips` by reason (a fresh `SkipLog`, reported as a warning, when none is
+    given); `SkipLog(strict=True)` raises on the first one.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"expert JSONL not found: {path}. Rows are {{image, question, options?, answer, turns}}."
+        )
+    source = source or path.stem
+    report = skips is None
+    skips = SkipLog() if skips is None else skips
+    samples = []
+    with path.open(encoding="utf-8-sig") as handle:
+        for lineno, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                samples.append(_parse_expert_row(line, path.parent, source, default_uid=f"{source}-{lineno}"))
+            except _RowError as err:
+                skips.skip(err.reason, f"{path}:{lineno}", err)
+    if report and skips.total:
+        log.warning("%s: skipped %d bad rows %s, e.g. %s", path, skips.total, skips.as_dict(), skips.examples)
+    return samples
+
+
+def _parse_expert_row(line: str, folder: Path, source: str, default_uid: str) -> VQASample:
+    sample = _parse_row(line, folder, source, default_uid)
+    turns = json.loads(line).get("turns")
+    if turns in (None, []):
+        raise _RowError("missing_field", "missing turns")
+    if not isinstance(turns, list) or not all(isinstance(turn, str) for turn in turns):
+        raise _RowError("bad_field", "turns must be a list of strings")
+    problem = check_turns(turns)
+    if problem:
+        raise _RowError("bad_turns", problem)
+    if score_sample(parse_turn(turns[-1]).answer, sample) <= 0:
+        raise _RowError("wrong_answer", f"the last turn's answer does not match the row's answer {sample.answer!r}")
+    return dataclasses.replace(sample, meta={**sample.meta, "turns": turns})
