@@ -9,7 +9,7 @@ TRAIN_CONFIG ?= configs/iapo.yaml configs/tiny.yaml
 EVAL_CONFIG ?= configs/eval.yaml
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test test-all lint predict tiny train data eval compare
+.PHONY: help setup test test-all lint predict tiny train data eval compare bench
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -50,3 +50,6 @@ eval: $(STAMP) ## evaluate on the test sets under data/ (EVAL_CONFIG, ADAPTER=di
 
 compare: $(STAMP) ## one table from several evaluations: make compare RUNS="logs/eval/a logs/eval/b"
 	$(PY) -m iapo.evaluation compare $(RUNS) --out logs/eval/compare.md
+
+bench: $(STAMP) ## time one training step on 3B/7B-shaped random-init models (GPU; ARGS=... see python -m iapo.bench -h)
+	$(PY) -m iapo.bench --out logs/bench/bench.json $(ARGS)

@@ -53,7 +53,11 @@ class ModelNotFoundError(FileNotFoundError):
 
 @dataclass(frozen=True)
 class TinySpec:
-    """Sizes of an offline Qwen2.5-VL-architecture model built from config."""
+    """Sizes of a Qwen2.5-VL-architecture model built from config with the locally trained tokenizer.
+
+    `vocab_size` is the tokenizer's; `model_vocab_size` (default: the tokenizer's length) sizes the embeddings, so
+    random-init models of the real 3B/7B shapes have the real embedding and LM-head cost.
+    """
 
     hidden_size: int
     num_layers: int
@@ -62,9 +66,16 @@ class TinySpec:
     num_kv_heads: int = 2
     vision_depth: int = 2
     vision_hidden_size: int = 32
+    vision_intermediate_size: int | None = None
+    vision_heads: int = 2
+    vision_window: int = 56
+    vision_full_attention: tuple[int, ...] | None = None
     max_pixels: int = 224 * 224
     min_pixels: int = 28 * 28
     vocab_size: int = 1024
+    model_vocab_size: int | None = None
+    tie_word_embeddings: bool = False
+    dtype: str = "float32"
     seed: int = 0
 
     @property
@@ -78,6 +89,41 @@ TINY_SPECS: dict[str, TinySpec] = {
     "tiny-student": TinySpec(hidden_size=64, num_layers=2, intermediate_size=128),
     "tiny-teacher": TinySpec(
         hidden_size=128, num_layers=4, intermediate_size=256, vision_hidden_size=64, max_pixels=280 * 280, seed=1
+    ),
+    # Random-init models of the real shapes, for speed and memory benchmarks (values do not matter for those).
+    "shape-3b": TinySpec(
+        hidden_size=2048,
+        num_layers=36,
+        intermediate_size=11008,
+        num_heads=16,
+        num_kv_heads=2,
+        vision_depth=32,
+        vision_hidden_size=1280,
+        vision_intermediate_size=3420,
+        vision_heads=16,
+        vision_window=112,
+        vision_full_attention=(7, 15, 23, 31),
+        max_pixels=672 * 672,
+        model_vocab_size=151936,
+        tie_word_embeddings=True,
+        dtype="bfloat16",
+    ),
+    "shape-7b": TinySpec(
+        hidden_size=3584,
+        num_layers=28,
+        intermediate_size=18944,
+        num_heads=28,
+        num_kv_heads=4,
+        vision_depth=32,
+        vision_hidden_size=1280,
+        vision_intermediate_size=3420,
+        vision_heads=16,
+        vision_window=112,
+        vision_full_attention=(7, 15, 23, 31),
+        max_pixels=672 * 672,
+        model_vocab_size=152064,
+        dtype="bfloat16",
+        seed=1,
     ),
 }
 
@@ -200,7 +246,7 @@ def _build_tiny(spec: TinySpec, out: Path) -> None:
     token_id = tokenizer.convert_tokens_to_ids
     config = Qwen2_5_VLConfig(
         text_config=dict(
-            vocab_size=len(tokenizer),
+            vocab_size=spec.model_vocab_size or len(tokenizer),
             hidden_size=spec.hidden_size,
             intermediate_size=spec.intermediate_size,
             num_hidden_layers=spec.num_layers,
@@ -215,19 +261,22 @@ def _build_tiny(spec: TinySpec, out: Path) -> None:
         vision_config=dict(
             depth=spec.vision_depth,
             hidden_size=spec.vision_hidden_size,
-            intermediate_size=2 * spec.vision_hidden_size,
-            num_heads=2,
+            intermediate_size=spec.vision_intermediate_size or 2 * spec.vision_hidden_size,
+            num_heads=spec.vision_heads,
             out_hidden_size=spec.hidden_size,
-            window_size=56,
-            fullatt_block_indexes=[spec.vision_depth - 1],
+            window_size=spec.vision_window,
+            fullatt_block_indexes=list(spec.vision_full_attention or [spec.vision_depth - 1]),
         ),
+        tie_word_embeddings=spec.tie_word_embeddings,
         image_token_id=token_id("<|image_pad|>"),
         video_token_id=token_id("<|video_pad|>"),
         vision_start_token_id=token_id("<|vision_start|>"),
         vision_end_token_id=token_id("<|vision_end|>"),
     )
     torch.manual_seed(spec.seed)
-    model = Qwen2_5_VLForConditionalGeneration(config)
+    device = "cuda" if spec.dtype != "float32" and torch.cuda.is_available() else "cpu"
+    with torch.device(device):
+        model = Qwen2_5_VLForConditionalGeneration(config).to(getattr(torch, spec.dtype))
     model.generation_config.pad_token_id = token_id("<|endoftext|>")
     model.generation_config.eos_token_id = [token_id("<|im_end|>"), token_id("<|endoftext|>")]
     model.save_pretrained(out)

@@ -31,6 +31,7 @@ class SamplingSettings:
 
     max_turns: int = 3
     max_new_tokens: int = 128
+    min_new_tokens: int = 0
     do_sample: bool = True
     temperature: float = 1.0
     top_p: float = 1.0
@@ -73,6 +74,7 @@ class HFPolicy:
         output = self.model.generate(
             **inputs,
             max_new_tokens=max_new_tokens,
+            min_new_tokens=s.min_new_tokens,
             do_sample=s.do_sample,
             stop_strings=list(STOP_STRINGS),
             tokenizer=self.tokenizer,
