@@ -7,9 +7,10 @@ TORCH := torch==2.14.1 torchvision==0.29.1
 CONFIG ?= configs/tiny.yaml
 TRAIN_CONFIG ?= configs/iapo.yaml configs/tiny.yaml
 EVAL_CONFIG ?= configs/eval.yaml
+SWEEP ?= configs/sweep.yaml
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test test-all lint predict tiny train data eval compare bench
+.PHONY: help setup test test-all lint predict tiny train data eval compare bench sweep
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -53,3 +54,6 @@ compare: $(STAMP) ## one table from several evaluations: make compare RUNS="logs
 
 bench: $(STAMP) ## time one training step on 3B/7B-shaped random-init models (GPU; ARGS=... see python -m iapo.bench -h)
 	$(PY) -m iapo.bench --out logs/bench/bench.json $(ARGS)
+
+sweep: $(STAMP) ## check SWEEP against the CLI, create the W&B sweep and print its `wandb agent` line (needs `wandb login`)
+	$(PY) -m iapo.sweep $(SWEEP) $(if $(PROJECT),--project $(PROJECT)) $(if $(ENTITY),--entity $(ENTITY))

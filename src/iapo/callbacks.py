@@ -40,7 +40,25 @@ def write_directory_atomically(target: Path, fill) -> None:
     shutil.rmtree(retired, ignore_errors=True)
 
 
-class AdapterCheckpoint(Callback):
+class EveryNSteps(Callback):
+    """Base of callbacks that act every `every_n_steps` optimizer steps. One training step can make several
+    optimizer steps (μ epochs × mini-batches), so `due` is true on the step that reaches or passes a multiple."""
+
+    def __init__(self, every_n_steps: int) -> None:
+        if every_n_steps < 0:
+            raise ValueError(f"every_n_steps must be >= 0 (0 = never), got {every_n_steps}")
+        self.every_n_steps = every_n_steps
+        self._step_before = 0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._step_before = trainer.global_step
+
+    def due(self, trainer) -> bool:
+        n = self.every_n_steps
+        return bool(n) and trainer.global_step // n > self._step_before // n
+
+
+class AdapterCheckpoint(EveryNSteps):
     """Saves the LoRA adapter, the processor and the resolved hyper-parameters as a directory that
     `peft.PeftModel.from_pretrained(base_model, dir)` loads directly.
 
@@ -58,8 +76,8 @@ class AdapterCheckpoint(Callback):
     ) -> None:
         if mode not in ("max", "min"):
             raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
+        super().__init__(every_n_steps)
         self.dirpath = Path(dirpath)
-        self.every_n_steps = every_n_steps
         self.monitor = monitor
         self.mode = mode
         self.save_top_k = save_top_k
@@ -80,7 +98,7 @@ class AdapterCheckpoint(Callback):
         return target
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if self.every_n_steps and trainer.global_step and trainer.global_step % self.every_n_steps == 0:
+        if self.due(trainer):
             self.save(trainer, pl_module, "last")
 
     def on_train_end(self, trainer, pl_module) -> None:
@@ -105,15 +123,15 @@ class AdapterCheckpoint(Callback):
         self.best = [tuple(item) for item in state_dict.get("best", [])]
 
 
-class AttributionMapLogger(Callback):
+class AttributionMapLogger(EveryNSteps):
     """Attribution pictures of a few fixed examples (the first `examples` rows of the first validation set, or of
     the first test set in `test`): greedy rollout, then student vs teacher attribution over the image grid and each
     crop. Drawn every `every_n_steps` optimizer steps during training and once after testing, saved as
     `<dirpath>/<step-N|test>/example-<k>.png` and logged to W&B when a `WandbLogger` is attached."""
 
     def __init__(self, examples: int = 4, every_n_steps: int = 50, dirpath: str = "logs/attribution") -> None:
+        super().__init__(every_n_steps)
         self.examples = examples
-        self.every_n_steps = every_n_steps
         self.dirpath = Path(dirpath)
         self.samples: list = []
         self.images: list = []
@@ -131,9 +149,8 @@ class AttributionMapLogger(Callback):
         self._pick(trainer, "test")
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        step = trainer.global_step
-        if self.every_n_steps and step % self.every_n_steps == 0:
-            self.draw(trainer, pl_module, f"step-{step}")
+        if self.due(trainer):
+            self.draw(trainer, pl_module, f"step-{trainer.global_step}")
 
     def on_test_end(self, trainer, pl_module) -> None:
         self.draw(trainer, pl_module, "test")
