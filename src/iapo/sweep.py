@@ -32,9 +32,8 @@ import yaml
 from jsonargparse import Namespace
 from lightning.pytorch.cli import LightningCLI
 
-from iapo.data.datamodule import VQADataModule
+from iapo.cli import CLI_OPTIONS, IAPOCLI
 from iapo.loggers import wandb_credentials_available
-from iapo.module import IAPOModule
 
 DEFAULT_COMMAND = ["${env}", "${interpreter}", "${program}", "${args}"]
 """The agent's command when the sweep file has none (wandb/sdk/launch/sweeps/utils.py)."""
@@ -189,7 +188,7 @@ def agent_command(sweep_config: dict, values: dict[str, Any]) -> list[str]:
     return command
 
 
-class _ParseOnlyCLI(LightningCLI):
+class _ParseOnlyCLI(IAPOCLI):
     """The project's CLI (the classes and options of src/cli.py) that stops after parsing the arguments."""
 
     def instantiate_classes(self) -> None:
@@ -212,9 +211,7 @@ def _parser(arguments: list[str]):
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within Python.*")
         cli = _ParseOnlyCLI(
-            IAPOModule,
-            VQADataModule,
-            subclass_mode_model=True,
+            **CLI_OPTIONS,
             run=False,
             parser_kwargs={"exit_on_error": False},
             args=arguments,
