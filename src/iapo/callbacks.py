@@ -158,20 +158,25 @@ class AttributionMapLogger(EveryNSteps):
     def draw(self, trainer, pl_module, name: str) -> list[Path]:
         if not self.samples or not trainer.is_global_zero:
             return []
-        out = self.dirpath / name
-        out.mkdir(parents=True, exist_ok=True)
-        paths = []
-        for index, (trajectory, student, teacher) in enumerate(pl_module.explain(self.samples, self.images)):
-            sample = self.samples[index]
-            title = f"{sample.question} → {trajectory.final_answer} (gold {sample.answer})"
-            figure = attribution_figure(trajectory.images, student, teacher, pl_module.attribution.grid, title)
-            paths.append(out / f"example-{index}.png")
-            figure.savefig(paths[-1], dpi=80)
-            plt.close(figure)
+        paths = draw_attributions(pl_module, self.samples, self.images, self.dirpath / name)
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
                 logger.log_image(f"attribution/{name.split('-')[0]}", [str(p) for p in paths], step=trainer.global_step)
         return paths
+
+
+def draw_attributions(module, samples: list, images: list, out: Path) -> list[Path]:
+    """`out/example-<k>.png` for each sample: `module.explain` (greedy rollout, student and teacher attribution)."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for index, (trajectory, student, teacher) in enumerate(module.explain(samples, images)):
+        sample = samples[index]
+        title = f"{sample.question} → {trajectory.final_answer} (gold {sample.answer})"
+        figure = attribution_figure(trajectory.images, student, teacher, module.attribution.grid, title)
+        paths.append(out / f"example-{index}.png")
+        figure.savefig(paths[-1], dpi=80)
+        plt.close(figure)
+    return paths
 
 
 class EvalResultsWriter(Callback):
