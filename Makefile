@@ -10,7 +10,7 @@ EVAL_CONFIG ?= configs/eval.yaml
 SWEEP ?= configs/sweep.yaml
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test test-all lint predict tiny train data eval compare bench sweep
+.PHONY: help setup test test-all lint predict tiny train data eval compare bench sweep demo
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -57,3 +57,6 @@ bench: $(STAMP) ## time one training step on 3B/7B-shaped random-init models (GP
 
 sweep: $(STAMP) ## check SWEEP against the CLI, create the W&B sweep and print its `wandb agent` line (needs `wandb login`)
 	$(PY) -m iapo.sweep $(SWEEP) $(if $(PROJECT),--project $(PROJECT)) $(if $(ENTITY),--entity $(ENTITY))
+
+demo: $(STAMP) ## the miniature reproduction: cold start, GRPO vs IAPO, evaluation, logs/demo/report.md (FAST=1: minutes)
+	$(PY) -m iapo.demo $(if $(FAST),--fast --out logs/demo-fast) $(ARGS)

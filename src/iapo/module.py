@@ -108,7 +108,7 @@ class IAPOModule(L.LightningModule):
         device = str(self.trainer.strategy.root_device) if self._trainer is not None else None
         self.policy_model, self.processor = self.student_settings.load(device=device)
         if self.uses_teacher and self._trainer is not None and self.trainer.state.fn == "fit":
-            self._teacher = self.teacher_settings.load(device=device)
+            self.teacher()  # load it now, so a missing teacher fails before the first rollout
 
     def teacher(self) -> tuple:
         """(model, processor) of the frozen teacher, loaded on first use."""
