@@ -2,9 +2,9 @@
 
 An expert trajectory is a list of assistant turns. For a synthetic sample it is built from the target's known box
 (`meta["bbox"]`, original pixels): turn 1 names the object and calls `zoom_in` on that box mapped to the image as
-the model sees it (grown by a margin, clamped), turn 2 names what the crop shows and answers. The `direct` variant
-answers in one turn under the tools-off prompt (`DIRECT_SYSTEM_PROMPT`), the training data of the no-zoom control.
-Real data brings its own turns (`read_expert_jsonl`).
+the model sees it (grown by a margin, clamped), turn 2 gives the answer in words and as `<answer>{letter}</answer>`.
+The `direct` variant is that last turn alone, under the tools-off prompt (`DIRECT_SYSTEM_PROMPT`): the training data
+of the no-zoom control. Real data brings its own turns (`read_expert_jsonl`, replayed under the tools-on prompt).
 
 The turns become `Trajectory` objects by running the real `rollout` with `ExpertPolicy`, a policy that replays
 them: tokens, policy masks, tool crops and image positions are exactly those the RL rollout produces when the
@@ -94,22 +94,23 @@ def _answer_text(sample: VQASample) -> tuple[str, str]:
     return sample.answer, sample.answer
 
 
+def answer_turn(sample: VQASample) -> str:
+    """The expert's final turn: the answer in words, then in the `<answer>` tags."""
+    words, answer = _answer_text(sample)
+    return f"The answer is {words}.\n<answer>{answer}</answer>"
+
+
 def expert_turns(
     sample: VQASample, model_size: tuple[int, int], original_size: tuple[int, int], margin: float = 0.25
 ) -> list[str]:
-    """The zoom expert: turn 1 zooms on `meta["bbox"]` (see `expert_box`), turn 2 says what it sees and answers."""
+    """The zoom expert: turn 1 zooms on `meta["bbox"]` (see `expert_box`), turn 2 answers."""
     box = expert_box(sample.meta["bbox"], model_size, original_size, margin)
-    words, answer = _answer_text(sample)
-    return [
-        f"Zoom in on {_target(sample)}.\n{tool_call_text(box)}",
-        f"It shows {words}.\n<answer>{answer}</answer>",
-    ]
+    return [f"Zoom in on {_target(sample)}.\n{tool_call_text(box)}", answer_turn(sample)]
 
 
 def direct_turns(sample: VQASample) -> list[str]:
-    """The direct expert (tools off): one turn that answers without looking closer."""
-    words, answer = _answer_text(sample)
-    return [f"{_target(sample).capitalize()} shows {words}.\n<answer>{answer}</answer>"]
+    """The direct expert (tools off): the zoom expert's final turn alone."""
+    return [answer_turn(sample)]
 
 
 def check_turns(turns: Sequence[str], max_turns: int | None = None) -> str | None:
