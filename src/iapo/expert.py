@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import math
 import zlib
 from collections import Counter
@@ -43,11 +42,9 @@ from iapo.agent.parsing import parse_turn
 from iapo.agent.prompts import DIRECT_SYSTEM_PROMPT
 from iapo.agent.rollout import Generation, SamplingSettings, grid_to_model_size, rollout
 from iapo.agent.trajectory import Trajectory
-from iapo.data.jsonl import _parse_row, _RowError
+from iapo.data.jsonl import _parse_row, _RowError, read_jsonl
 from iapo.data.sample import SkipLog, VQASample
 from iapo.data.scoring import score_sample
-
-log = logging.getLogger(__name__)
 
 EXPERT_KINDS = ("zoom", "direct", "mixed")
 """`zoom`: zoom on the target, then answer; `direct`: answer at once, tools-off prompt; `mixed`: each sample one of
@@ -249,21 +246,7 @@ def read_expert_jsonl(path: str | Path, source: str | None = None, skips: SkipLo
         raise FileNotFoundError(
             f"expert JSONL not found: {path}. Rows are {{image, question, options?, answer, turns}}."
         )
-    source = source or path.stem
-    report = skips is None
-    skips = SkipLog() if skips is None else skips
-    samples = []
-    with path.open(encoding="utf-8-sig") as handle:
-        for lineno, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                samples.append(_parse_expert_row(line, path.parent, source, default_uid=f"{source}-{lineno}"))
-            except _RowError as err:
-                skips.skip(err.reason, f"{path}:{lineno}", err)
-    if report and skips.total:
-        log.warning("%s: skipped %d bad rows %s, e.g. %s", path, skips.total, skips.as_dict(), skips.examples)
-    return samples
+    return read_jsonl(path, source, skips, parse_row=_parse_expert_row)
 
 
 def _parse_expert_row(line: str, folder: Path, source: str, default_uid: str) -> VQASample:

@@ -47,11 +47,15 @@ class _RowError(Exception):
         self.reason = reason
 
 
-def read_jsonl(path: str | Path, source: str | None = None, skips: SkipLog | None = None) -> list[VQASample]:
+def read_jsonl(
+    path: str | Path, source: str | None = None, skips: SkipLog | None = None, parse_row=None
+) -> list[VQASample]:
     """Read a JSONL file of visual questions into `VQASample`s with lazy images (resolved path strings).
 
     `source` names the data set in every sample (default: the file's stem). Bad rows are skipped and counted in
     `skips`; when no `SkipLog` is given, skipped rows are counted in a fresh one and reported as a warning.
+    `parse_row(line, folder, source, default_uid)` replaces the row parser (it raises `_RowError` for a bad row);
+    `iapo.expert` uses it to read rows that also carry assistant turns.
     """
     path = Path(path)
     if not path.is_file():
@@ -60,6 +64,7 @@ def read_jsonl(path: str | Path, source: str | None = None, skips: SkipLog | Non
             "synthetic set with `python -m iapo.data.synthetic --out data/synthetic`."
         )
     source = source or path.stem
+    parse = parse_row or _parse_row
     report = skips is None
     skips = SkipLog() if skips is None else skips
     samples = []
@@ -68,7 +73,7 @@ def read_jsonl(path: str | Path, source: str | None = None, skips: SkipLog | Non
             if not line.strip():
                 continue
             try:
-                samples.append(_parse_row(line, path.parent, source, default_uid=f"{source}-{lineno}"))
+                samples.append(parse(line, path.parent, source, default_uid=f"{source}-{lineno}"))
             except _RowError as err:
                 skips.skip(err.reason, f"{path}:{lineno}", err)
     if report and skips.total:
