@@ -5,26 +5,35 @@ from __future__ import annotations
 
 import csv
 import json
+import warnings
+from collections import Counter
 from pathlib import Path
 
-import lightning as L
 import pytest
 import torch
-from lightning.pytorch.cli import LightningCLI
 from PIL import Image
 
 from iapo.agent.prompts import DIRECT_SYSTEM_PROMPT, SYSTEM_PROMPT
-from iapo.agent.rollout import SamplingSettings
+from iapo.agent.rollout import HFPolicy, SamplingSettings, rollout
 from iapo.agent.trajectory import collate_trajectories, forward_logprobs
-from iapo.data.datamodule import VQADataModule
 from iapo.data.sample import SkipLog, load_image
 from iapo.data.synthetic import SyntheticConfig, build_split
 from iapo.expert import ExpertPolicy, expert_box, expert_trajectories, read_expert_jsonl, tool_call_text
 from iapo.models import LoraSettings, ModelSettings, load_model
-from iapo.sft import SFTModule, sft_loss
-from test_cli import ROOT
+from iapo.sft import SFTModule, greedy_settings, sft_loss
+from test_cli import ROOT, load_cli
 
 SETTINGS = SamplingSettings(max_turns=3, max_new_tokens=48)
+
+
+@pytest.fixture
+def one_thread():
+    """Training steps of the tiny model on one thread: ~25% slower than two on an idle 2-core machine, but 10-25x
+    faster when another process holds a core (OpenMP threads then wait on each other at every small op)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -156,18 +165,19 @@ def test_loss_sees_only_policy_tokens(tiny_student, synthetic):
 
 
 def sft_steps(module: SFTModule, rows, steps: int, batch_size: int) -> None:
-    """Plain AdamW steps on expert trajectories (the module's own loss and optimiser settings)."""
+    """`SFTModule.training_step` on batches of `rows` with the module's own optimiser (no Lightning loop)."""
     optimizer = module.configure_optimizers()["optimizer"]
     module.policy_model.train()
-    for step in range(steps):
-        chunk = [rows[(step * batch_size + i) % len(rows)] for i in range(batch_size)]
-        trajectories, _ = expert_trajectories(module.processor, chunk, [r.image for r in chunk], module.sampling)
-        batch = collate_trajectories(trajectories, module.processor.tokenizer.pad_token_id)
-        logits = module.policy_model(**{k: v for k, v in batch.items() if k != "policy_mask"}, use_cache=False).logits
-        loss, _ = sft_loss(logits, batch["input_ids"], batch["policy_mask"])
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*self.log.*")  # no trainer to log to
+        for step in range(steps):
+            chunk = [rows[(step * batch_size + i) % len(rows)] for i in range(batch_size)]
+            loss = module.training_step(
+                {"samples": chunk, "images": [r.image for r in chunk], "skipped": Counter()}, step
+            )
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
     module.policy_model.eval()
 
 
@@ -185,23 +195,20 @@ def tiny_sft_module(**kwargs) -> SFTModule:
     return module
 
 
-def test_sft_makes_expert_trajectories_much_more_likely():
+def test_sft_makes_expert_trajectories_much_more_likely(one_thread):
     torch.manual_seed(0)
     module = tiny_sft_module()
     train, held_out = build_split("train", 64, seed=11), build_split("val", 8, seed=11)
     before = expert_nll(module, held_out)
-    sft_steps(module, train, steps=80, batch_size=4)  # ~6 s on 2 CPU cores
+    sft_steps(module, train, steps=80, batch_size=4)  # ~7 s
     after = expert_nll(module, held_out)
     assert after < before / 4, (before, after)  # measured: 6.6 → 1.1 nats per policy token
 
 
 @pytest.mark.slow
-def test_sft_teaches_well_formed_zoom_calls():
-    """500 steps (~1-2 minutes on 2 CPU cores; ~half the rollouts are well formed after 250): greedy rollouts zoom
-    once and answer, well formed. Only the protocol: the tiny student does not learn where to zoom in this budget."""
-    from iapo.agent.rollout import HFPolicy, rollout
-    from iapo.sft import greedy_settings
-
+def test_sft_teaches_well_formed_zoom_calls(one_thread):
+    """500 steps (~1 minute; ~half the rollouts are well formed after 250): greedy rollouts zoom once and answer,
+    well formed. Only the protocol: the tiny student does not learn where to zoom in this budget."""
     torch.manual_seed(0)
     module = tiny_sft_module()
     sft_steps(module, build_split("train", 256, seed=0), steps=500, batch_size=8)
@@ -219,7 +226,7 @@ def test_sft_teaches_well_formed_zoom_calls():
     assert sum(zoomed) >= 0.8 * len(test)
 
 
-def test_saved_model_reloads_through_load_model(tmp_path):
+def test_saved_model_reloads_through_load_model(tmp_path, one_thread):
     module = tiny_sft_module()
     rows = build_split("val", 2, seed=2)
     sft_steps(module, rows, steps=2, batch_size=2)
@@ -252,12 +259,7 @@ def test_lora_student_is_saved_merged(tmp_path):
             assert not torch.allclose(forward_logprobs(module.policy_model, batch), expected, atol=1e-3)
 
 
-def sft_cli(args: list[str]) -> LightningCLI:
-    """`src/cli.py` with any LightningModule as `model` (its base must be `L.LightningModule` for configs/sft.yaml)."""
-    return LightningCLI(L.LightningModule, VQADataModule, subclass_mode_model=True, args=args)
-
-
-def test_sft_config_fits_logs_and_writes_a_loadable_model(tmp_path, monkeypatch):
+def test_sft_config_fits_logs_and_writes_a_loadable_model(tmp_path, monkeypatch, one_thread):
     monkeypatch.chdir(tmp_path)
     overrides = [
         "--trainer.max_steps=2",
@@ -268,7 +270,7 @@ def test_sft_config_fits_logs_and_writes_a_loadable_model(tmp_path, monkeypatch)
         "--data.val=[{name: synthetic, split: val, n: 2}]",
         "--model.init_args.sampling.max_new_tokens=48",
     ]
-    cli = sft_cli(["fit", "--config", str(ROOT / "configs" / "sft.yaml"), *overrides])
+    cli = load_cli().main(["fit", "--config", str(ROOT / "configs" / "sft.yaml"), *overrides])
     assert isinstance(cli.model, SFTModule) and cli.trainer.global_step == 2
     with open(Path(cli.trainer.logger.log_dir) / "metrics.csv") as handle:
         rows = list(csv.DictReader(handle))

@@ -1,4 +1,5 @@
-"""The project's LightningCLI: `IAPOModule` (or any LightningModule named by `model.class_path`) + `VQADataModule`.
+"""The project's LightningCLI: the LightningModule named by `model.class_path` (`IAPOModule`, `SFTModule`) and
+`VQADataModule`.
 
 Run it through `src/cli.py` (`python src/cli.py fit --config configs/iapo.yaml`); `iapo.sweep` parses sweep
 commands with the same class and options.
@@ -8,12 +9,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import lightning as L
 from lightning.pytorch.cli import LightningCLI
 
 from iapo.data.datamodule import VQADataModule
-from iapo.module import IAPOModule
 
-CLI_OPTIONS = {"model_class": IAPOModule, "datamodule_class": VQADataModule, "subclass_mode_model": True}
+CLI_OPTIONS = {"model_class": L.LightningModule, "datamodule_class": VQADataModule, "subclass_mode_model": True}
+"""Any LightningModule by `model.class_path` (`iapo.module.IAPOModule`, `iapo.sft.SFTModule`); configs name it."""
 
 
 class IAPOCLI(LightningCLI):
