@@ -16,6 +16,7 @@ from PIL import Image
 from iapo.agent.prompts import DIRECT_SYSTEM_PROMPT, SYSTEM_PROMPT
 from iapo.agent.rollout import HFPolicy, SamplingSettings, rollout
 from iapo.agent.trajectory import collate_trajectories, forward_logprobs
+from iapo.data.datamodule import DataSpec, VQADataModule
 from iapo.data.sample import SkipLog, load_image
 from iapo.data.synthetic import SyntheticConfig, build_split
 from iapo.expert import ExpertPolicy, expert_box, expert_trajectories, read_expert_jsonl, tool_call_text
@@ -138,6 +139,10 @@ def test_read_expert_jsonl_keeps_turns_and_counts_bad_rows(tmp_path, tiny_proces
         "wrong_answer": 1,
     }
     assert [s.meta["turns"] for s in samples] == [rows[0]["turns"], rows[1]["turns"]] and samples[1].uid == "direct"
+    datamodule = VQADataModule(train=[DataSpec("expert_jsonl", path=str(path))])
+    [dataset] = datamodule.datasets_for("train")
+    assert [s.meta["turns"] for s in dataset.samples] == [rows[0]["turns"], rows[1]["turns"]]
+    assert datamodule.load_skips["expert_jsonl"] == skips.as_dict()
     images = [load_image(s.image) for s in samples]
     trajectories, skipped = expert_trajectories(tiny_processor, samples, images, SETTINGS, kind="zoom")
     assert not skipped and [t.stats.calls for t in trajectories] == [1, 0]

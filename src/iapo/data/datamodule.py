@@ -1,7 +1,8 @@
 """`VQADataModule`: training, validation, test and predict sets chosen by name in the config.
 
 A set is a `DataSpec`: `synthetic` (the built-in visual-search set), `jsonl` (any `{image, question, options?,
-answer}` file) or one of the six benchmarks by name (`vstar_bench`, `hr_bench_4k`, ...; see `data/README.md`).
+answer}` file), `expert_jsonl` (the same rows with the assistant `turns`, for `SFTModule`) or one of the six
+benchmarks by name (`vstar_bench`, `hr_bench_4k`, ...; see `data/README.md`).
 Rows are listed eagerly and cheaply; images are decoded lazily in DataLoader workers. A row whose image cannot be
 decoded arrives as a counted skip (`batch["skipped"]`), never as an exception; `strict: true` raises instead.
 
@@ -73,12 +74,14 @@ def load_rows(spec: DataSpec, root: Path, synthetic: SyntheticConfig, skips: Ski
     """The samples of one `DataSpec` (image decoding deferred)."""
     if spec.name == "synthetic":
         return build_split(spec.split, spec.n or SYNTHETIC_DEFAULT_ROWS, synthetic, seed=spec.seed)
-    if spec.name == "jsonl":
+    if spec.name in ("jsonl", "expert_jsonl"):
         from iapo.data.jsonl import read_jsonl
+        from iapo.expert import read_expert_jsonl
 
         if not spec.path:
-            raise ValueError("a `jsonl` data set needs `path: <file.jsonl>`")
-        rows = read_jsonl(spec.path, skips=skips)
+            raise ValueError(f"a `{spec.name}` data set needs `path: <file.jsonl>`")
+        reader = read_jsonl if spec.name == "jsonl" else read_expert_jsonl
+        rows = reader(spec.path, skips=skips)
         return rows[: spec.n] if spec.n else rows
     from iapo.data.benchmarks import BENCHMARKS, load_benchmark
 
