@@ -21,10 +21,11 @@ from iapo.data.sample import SkipLog, load_image
 from iapo.data.synthetic import SyntheticConfig, build_split
 from iapo.expert import ExpertPolicy, expert_box, expert_trajectories, read_expert_jsonl, tool_call_text
 from iapo.models import LoraSettings, ModelSettings, load_model
-from iapo.sft import SFTModule, greedy_settings, sft_loss
+from iapo.policy_module import greedy_settings
+from iapo.sft import SFTModule, sft_loss
 from test_cli import ROOT, load_cli
 
-SETTINGS = SamplingSettings(max_turns=3, max_new_tokens=48)
+SETTINGS = SamplingSettings(max_turns=3, max_new_tokens=64)
 
 
 @pytest.fixture
@@ -273,7 +274,7 @@ def test_sft_config_fits_logs_and_writes_a_loadable_model(tmp_path, monkeypatch,
         "--trainer.log_every_n_steps=1",
         "--data.train=[{name: synthetic, split: train, n: 8}]",
         "--data.val=[{name: synthetic, split: val, n: 2}]",
-        "--model.init_args.sampling.max_new_tokens=48",
+        "--model.init_args.sampling.max_new_tokens=64",
     ]
     cli = load_cli().main(["fit", "--config", str(ROOT / "configs" / "sft.yaml"), *overrides])
     assert isinstance(cli.model, SFTModule) and cli.trainer.global_step == 2

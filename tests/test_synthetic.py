@@ -14,6 +14,8 @@ from PIL import Image
 from iapo.data.jsonl import read_jsonl
 from iapo.data.sample import SkipLog, load_image
 from iapo.data.synthetic import (
+    BACKGROUND,
+    CELL_TINTS,
     SceneObject,
     SyntheticConfig,
     build_split,
@@ -22,6 +24,7 @@ from iapo.data.synthetic import (
     sample_scene,
     write_split,
 )
+from iapo.demo import DEMO_TASK
 
 INPUT_SIDE = 224  # the tiny model's input: 8x8 visual tokens of 28 px
 
@@ -142,8 +145,8 @@ def test_answer_letter_names_the_pattern_drawn_in_the_box(train):
 # --- the task needs the zoom ------------------------------------------------------------------------------------
 
 
-def test_patterns_vanish_at_input_resolution_but_differ_in_the_zoom_crop():
-    config = SyntheticConfig()
+@pytest.mark.parametrize("config", [SyntheticConfig(), DEMO_TASK], ids=["default", "demo"])
+def test_patterns_vanish_at_input_resolution_but_differ_in_the_zoom_crop(config):
     rng = np.random.default_rng(0)
     for _ in range(4):
         objects = sample_scene(rng, config)
@@ -204,6 +207,33 @@ def test_knobs_shape_the_scene():
         assert all(b[0] % 3 == 0 and b[1] % 3 == 0 and b[2] - b[0] == config.object_size for b in boxes)
 
 
+def test_cell_hint_shades_the_target_cell_in_the_tint_that_names_it():
+    config = SyntheticConfig(grid=2, n_distractors=0, cell_hint=True)
+    pitch = config.canvas_size // 2
+    seen = set()
+    for sample in build_split("train", 16, config):
+        x1, y1, x2, y2 = sample.meta["bbox"]
+        cell = (y1 // pitch, x1 // pitch)
+        seen.add(cell)
+        pixels = _pixels(sample.image)
+        for row in range(2):
+            for col in range(2):
+                corner = pixels[row * pitch + 1, col * pitch + 1]  # a background pixel of each cell
+                wanted = CELL_TINTS[row * 2 + col] if (row, col) == cell else BACKGROUND
+                assert tuple(corner) == wanted
+    assert len(seen) == 4
+
+
+def test_unshuffled_options_give_each_texture_a_fixed_letter():
+    config = SyntheticConfig(
+        shuffle_options=False, n_options=4, patterns=("dots", "holes", "checkerboard", "vertical lines")
+    )
+    for sample in build_split("train", 20, config):
+        assert sample.options == config.patterns
+        assert sample.answer == "ABCD"[config.patterns.index(sample.meta["pattern"])]
+    assert len({sample.options for sample in build_split("train", 20, SyntheticConfig())}) > 1  # the default
+
+
 @pytest.mark.parametrize(
     "knobs",
     [
@@ -238,9 +268,12 @@ def test_write_split_round_trips_through_read_jsonl(tmp_path):
 
 
 def test_command_line_writes_the_requested_splits(tmp_path, capsys):
-    main(["--out", str(tmp_path), "--train", "3", "--val", "2", "--test", "0", "--n_distractors", "1"])
+    main(["--out", str(tmp_path), "--train", "3", "--val", "2", "--test", "0", "--n_distractors", "1", "--cell_hint"])
     assert len((tmp_path / "train.jsonl").read_text().splitlines()) == 3
     assert len(list((tmp_path / "val").glob("*.png"))) == 2
     assert not (tmp_path / "test.jsonl").exists()
     assert len(json.loads((tmp_path / "train.jsonl").read_text().splitlines()[0])["meta"]["objects"]) == 2
     assert "wrote 3 samples" in capsys.readouterr().out
+    first = json.loads((tmp_path / "train.jsonl").read_text().splitlines()[0])
+    pixels = _pixels(load_image(str(tmp_path / first["image"]))).reshape(-1, 3)
+    assert any((pixels == tint).all(axis=1).any() for tint in CELL_TINTS)  # --cell_hint reached the config

@@ -84,6 +84,14 @@ def _target(sample: VQASample) -> str:
     return f"the {colour} {shape}" if colour and shape else "the relevant region"
 
 
+def where(bbox: Sequence[float], size: tuple[int, int]) -> str:
+    """Where a box's centre lies in an image of PIL `size` (width, height), in words: "top left", "centre", ..."""
+    width, height = size
+    row = ("top", "middle", "bottom")[min(int(3 * (bbox[1] + bbox[3]) / 2 / height), 2)]
+    column = ("left", "centre", "right")[min(int(3 * (bbox[0] + bbox[2]) / 2 / width), 2)]
+    return " ".join(word for word in (row, column) if word not in ("middle", "centre")) or "centre"
+
+
 def _answer_text(sample: VQASample) -> tuple[str, str]:
     """(what the answer says in words, what goes inside `<answer>`): the option's text and its letter for MCQ."""
     if sample.options and sample.answer in sample.letters:
@@ -100,9 +108,11 @@ def answer_turn(sample: VQASample) -> str:
 def expert_turns(
     sample: VQASample, model_size: tuple[int, int], original_size: tuple[int, int], margin: float = 0.25
 ) -> list[str]:
-    """The zoom expert: turn 1 zooms on `meta["bbox"]` (see `expert_box`), turn 2 answers."""
+    """The zoom expert: turn 1 says where the target is (`where`) and zooms on `meta["bbox"]` (see `expert_box`),
+    turn 2 answers."""
     box = expert_box(sample.meta["bbox"], model_size, original_size, margin)
-    return [f"Zoom in on {_target(sample)}.\n{tool_call_text(box)}", answer_turn(sample)]
+    place = where(sample.meta["bbox"], original_size)
+    return [f"Zoom in on {_target(sample)}, {place}.\n{tool_call_text(box)}", answer_turn(sample)]
 
 
 def direct_turns(sample: VQASample) -> list[str]:

@@ -13,30 +13,25 @@ The checkpoint holds only the trainable (LoRA) weights, the optimizer, scheduler
 
 from __future__ import annotations
 
-import dataclasses
-import random
 import time
 from collections import Counter
 from pathlib import Path
 
-import lightning as L
 import numpy as np
-import torch
 from torch import nn
 
-from iapo.agent.prompts import DIRECT_SYSTEM_PROMPT
 from iapo.agent.rollout import HFPolicy, SamplingSettings, rollout
 from iapo.agent.trajectory import Trajectory
 from iapo.algo import ADVANTAGE_SCALES, group_advantages
 from iapo.attribution.score import AttributionSettings, attribution_distributions
-from iapo.evaluation import HEADLINE_METRIC, BenchmarkTally
+from iapo.evaluation import HEADLINE_METRIC
 from iapo.models import ModelSettings
+from iapo.policy_module import PolicyModule
 from iapo.rewards import AccuracyReward, AttributionReward, FormatReward, compute_rewards
-from iapo.serialization import plain
 from iapo.update import PPOSettings, policy_update
 
 
-class IAPOModule(L.LightningModule):
+class IAPOModule(PolicyModule):
     """The student agent, trained with IAPO (or GRPO when `attribution_weight` is 0).
 
     Args:
@@ -84,6 +79,7 @@ class IAPOModule(L.LightningModule):
         self.student_settings = student or ModelSettings()
         self.teacher_settings = teacher or ModelSettings(name="tiny-teacher")
         self.sampling = sampling or SamplingSettings()
+        self.tools = tools
         self.attribution = attribution or AttributionSettings()
         self.ppo = ppo or PPOSettings()
         self.weights = {"accuracy": 1.0, "format": format_weight}
@@ -118,22 +114,13 @@ class IAPOModule(L.LightningModule):
 
     def explain(self, samples: list, images: list) -> list[tuple[Trajectory, dict, dict]]:
         """Greedy trajectories of `samples` with the student's and the teacher's attribution distributions."""
-        trajectories = self._greedy_rollout({"samples": samples, "images": images})
+        trajectories = self.greedy_rollout(samples, images)
         student = attribution_distributions(self.policy_model, self.processor, trajectories, samples, self.attribution)
         teacher_model, teacher_processor = self.teacher()
         teacher = attribution_distributions(
             teacher_model, teacher_processor, trajectories, samples, self.attribution, reencode=True
         )
         return list(zip(trajectories, student, teacher, strict=True))
-
-    def configure_optimizers(self):
-        params = [p for p in self.policy_model.parameters() if p.requires_grad]
-        if not params:
-            raise ValueError("the student has no trainable parameters: add `student.lora: {}` to the config")
-        optimizer = torch.optim.AdamW(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
-        warmup = max(self.hparams.warmup_steps, 1)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     # ---------------------------------------------------------------- training
 
@@ -225,38 +212,6 @@ class IAPOModule(L.LightningModule):
 
     # ---------------------------------------------------------------- validation and predict
 
-    def _greedy_rollout(self, batch: dict) -> list[Trajectory]:
-        """One greedy trajectory per prompt; with `tools: false`, one turn under the direct-answer prompt."""
-        settings = dataclasses.replace(self.sampling, do_sample=False)
-        if not self.hparams.tools:
-            settings = dataclasses.replace(settings, max_turns=1, system_prompt=DIRECT_SYSTEM_PROMPT)
-        policy = HFPolicy(self.policy_model, self.processor, settings)
-        return rollout(policy, self.processor, batch["samples"], batch["images"], 1, settings)
-
-    def _start_tallies(self, stage: str) -> None:
-        datamodule = self.trainer.datamodule
-        self.tallies = nn.ModuleList(
-            BenchmarkTally(d.name, d.samples, datamodule.load_skips.get(d.name)) for d in datamodule.datasets_for(stage)
-        ).to(self.device)
-
-    def _score_batch(self, batch: dict, dataloader_idx: int) -> None:
-        trajectories = self._greedy_rollout(batch) if batch["samples"] else []
-        self.tallies[dataloader_idx].update(trajectories, batch["samples"], batch["skipped"])
-
-    def on_validation_epoch_start(self) -> None:
-        self._start_tallies("val")
-
-    def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
-        """Greedy rollouts, one per prompt, scored by the data set's own rule."""
-        self._score_batch(batch, dataloader_idx)
-
-    def on_validation_epoch_end(self) -> None:
-        summaries = {tally.name: tally.summary() for tally in self.tallies}
-        values = {f"val/acc/{name}": s["metrics"][HEADLINE_METRIC] for name, s in summaries.items()}
-        values["val/acc"] = sum(values.values()) / len(values)
-        values["val/tool_call_rate"] = sum(s["mean_tool_calls"] for s in summaries.values()) / len(summaries)
-        self.log_dict(values, prog_bar=False)
-
     def on_test_epoch_start(self) -> None:
         self._start_tallies("test")
 
@@ -286,29 +241,3 @@ class IAPOModule(L.LightningModule):
             policy, self.processor, batch["samples"], batch["images"], self.hparams.predict_group_size, self.sampling
         )
         return {"samples": batch["samples"], "trajectories": trajectories, "skipped": batch["skipped"]}
-
-    # ---------------------------------------------------------------- checkpoints
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        """Keep only trainable weights, plain hyper-parameters (the file loads with `weights_only=True`), and the
-        RNG states so a resumed run samples what the original would have."""
-        trainable = {n for n, p in self.named_parameters() if p.requires_grad}
-        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
-        checkpoint["hyper_parameters"] = plain(checkpoint.get("hyper_parameters", {}))
-        name, keys, position, has_gauss, cached = np.random.get_state()
-        checkpoint["rng"] = {
-            "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            "numpy": [name, torch.from_numpy(keys.astype(np.int64)), int(position), int(has_gauss), float(cached)],
-            "python": random.getstate(),
-        }
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        rng = checkpoint.get("rng")
-        if rng:
-            torch.set_rng_state(rng["torch"])
-            if rng["cuda"] and torch.cuda.is_available():
-                torch.cuda.set_rng_state_all(rng["cuda"])
-            name, keys, position, has_gauss, cached = rng["numpy"]
-            np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss, cached))
-            random.setstate(rng["python"])

@@ -22,26 +22,21 @@ LoRA merged, with the processor, that `load_model(dir)` and `student.name: <dir>
 
 from __future__ import annotations
 
-import dataclasses
 import tempfile
-from collections import Counter
 from pathlib import Path
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 import yaml
 from lightning.pytorch.callbacks import Callback
 from torch import nn
 
-from iapo.agent.prompts import DIRECT_SYSTEM_PROMPT
-from iapo.agent.rollout import HFPolicy, SamplingSettings, rollout
+from iapo.agent.rollout import SamplingSettings
 from iapo.agent.trajectory import collate_trajectories, device_inputs
 from iapo.callbacks import write_directory_atomically
-from iapo.evaluation import HEADLINE_METRIC, BenchmarkTally
 from iapo.expert import EXPERT_KINDS, expert_trajectories
 from iapo.models import ModelSettings, load_model
-from iapo.module import IAPOModule
+from iapo.policy_module import PolicyModule
 from iapo.serialization import plain
 
 
@@ -80,15 +75,7 @@ def merged_model(model, settings: ModelSettings):
         return PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
 
 
-def greedy_settings(sampling: SamplingSettings, tools: bool) -> SamplingSettings:
-    """Evaluation settings: greedy; with tools off, one turn under the direct-answer prompt (as `IAPOModule`)."""
-    settings = dataclasses.replace(sampling, do_sample=False)
-    if not tools:
-        settings = dataclasses.replace(settings, max_turns=1, system_prompt=DIRECT_SYSTEM_PROMPT)
-    return settings
-
-
-class SFTModule(L.LightningModule):
+class SFTModule(PolicyModule):
     """Supervised fine-tuning of the student on expert trajectories.
 
     Args:
@@ -139,11 +126,6 @@ class SFTModule(L.LightningModule):
             set_full_finetune(model, self.hparams.train_vision)
         self.policy_model = model.train()  # SFT uses the model's (LoRA) dropout; evaluation loops switch to eval
 
-    # the same optimiser, scheduler and checkpoint conventions as the RL module
-    configure_optimizers = IAPOModule.configure_optimizers
-    on_save_checkpoint = IAPOModule.on_save_checkpoint
-    on_load_checkpoint = IAPOModule.on_load_checkpoint
-
     # ---------------------------------------------------------------- training
 
     def training_step(self, batch: dict, batch_idx: int):
@@ -169,31 +151,6 @@ class SFTModule(L.LightningModule):
         self.log("sft/token_accuracy", accuracy, batch_size=size)
         self.log("sft/tokens", float(collated["policy_mask"].sum()), batch_size=size)
         return loss
-
-    # ---------------------------------------------------------------- validation
-
-    def on_validation_epoch_start(self) -> None:
-        loaders = self.trainer.val_dataloaders
-        loaders = loaders if isinstance(loaders, list) else [loaders]
-        self.tallies = nn.ModuleList(BenchmarkTally(d.dataset.name, d.dataset.samples) for d in loaders).to(self.device)
-
-    def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
-        """Greedy agent rollouts, one per prompt, scored by the data set's own rule."""
-        trajectories = []
-        if batch["samples"]:
-            settings = greedy_settings(self.sampling, self.tools)
-            policy = HFPolicy(self.policy_model, self.processor, settings)
-            trajectories = rollout(policy, self.processor, batch["samples"], batch["images"], 1, settings)
-        self.tallies[dataloader_idx].update(trajectories, batch["samples"], Counter(batch["skipped"]))
-
-    def on_validation_epoch_end(self) -> None:
-        summaries = {tally.name: tally.summary() for tally in self.tallies}
-        values = {f"val/acc/{name}": s["metrics"][HEADLINE_METRIC] for name, s in summaries.items()}
-        values["val/acc"] = sum(values.values()) / len(values)
-        values["val/tool_call_rate"] = sum(s["mean_tool_calls"] for s in summaries.values()) / len(summaries)
-        for key in ("answered_rate", "tool_failure_rate"):
-            values[f"val/{key}"] = sum(s[key] for s in summaries.values()) / len(summaries)
-        self.log_dict(values)
 
     # ---------------------------------------------------------------- export
 

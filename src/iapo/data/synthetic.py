@@ -69,6 +69,18 @@ texture after 3× box averaging (and only a fraction of a grey level after bicub
 any two differ in at least 80 grey levels per pixel on average, whatever their relative shift."""
 
 BACKGROUND = (225, 225, 225)
+CELL_TINTS = (
+    (250, 120, 120),
+    (120, 220, 120),
+    (120, 150, 250),
+    (240, 220, 90),
+    (220, 120, 230),
+    (90, 220, 220),
+    (250, 170, 90),
+    (150, 150, 150),
+    (180, 120, 80),
+)
+"""Background of the target's grid cell (row-major index; a grid of more cells repeats them) with `cell_hint`."""
 PAPER = 255
 """Grey level of the panel's blank pixels."""
 PANEL_MEAN = 175
@@ -89,6 +101,14 @@ class SyntheticConfig:
     after a zoom; set `canvas_size = 3 * input side` for other input sizes. Larger scales make the texture visible
     without zooming (an easier curriculum, or a no-zoom control). `jitter` moves objects off the grid-cell centres by
     up to that many px (kept on the period grid).
+
+    `cell_hint` shades the background of the target's grid cell in a tint that names the cell (`CELL_TINTS`, row
+    major), so where to zoom can be read from the colours of the 224-px view alone. Qwen2.5-VL has no absolute
+    position embedding, and a tiny model trained from scratch does not learn in a CPU budget to read an object's
+    position from rotary phases (nor from a distinct tint in every cell); with the hint it learns where to zoom
+    in a few hundred steps. The texture still needs the zoom.
+    `shuffle_options: False` lists the options in the order of `patterns`, so each texture always has the same
+    letter (the answer is then a direct function of the texture).
     """
 
     canvas_size: int = 672
@@ -100,6 +120,8 @@ class SyntheticConfig:
     n_options: int = 4
     pattern_scale: int = 1
     panel_fraction: float = 0.5
+    cell_hint: bool = False
+    shuffle_options: bool = True
     colours: tuple[str, ...] = tuple(COLOURS)
     shapes: tuple[str, ...] = SHAPES
     patterns: tuple[str, ...] = tuple(PATTERNS)
@@ -188,9 +210,16 @@ def _cell_box(cell: int, rng: np.random.Generator, config: SyntheticConfig) -> t
 
 
 def render_scene(objects: tuple[SceneObject, ...], config: SyntheticConfig) -> Image.Image:
-    """Draw the objects on a blank canvas: a filled shape each, with its textured panel inside."""
+    """Draw the objects on a blank canvas: a filled shape each, with its textured panel inside (the first object is
+    the target, whose cell `cell_hint` shades)."""
     canvas = np.empty((config.canvas_size, config.canvas_size, 3), dtype=np.uint8)
     canvas[:] = BACKGROUND
+    if config.cell_hint:
+        pitch = config.canvas_size // config.grid
+        x1, y1, x2, y2 = objects[0].box
+        row, col = (y1 + y2) // 2 // pitch, (x1 + x2) // 2 // pitch
+        tint = CELL_TINTS[(row * config.grid + col) % len(CELL_TINTS)]
+        canvas[row * pitch : (row + 1) * pitch, col * pitch : (col + 1) * pitch] = tint
     for obj in objects:
         x1, y1, x2, y2 = obj.box
         region = canvas[y1:y2, x1:x2]
@@ -253,7 +282,12 @@ def make_sample(split: str, index: int, config: SyntheticConfig | None = None, s
     target = objects[0]
     wrong = [p for p in config.patterns if p != target.pattern]
     choices = [target.pattern, *(str(p) for p in rng.choice(wrong, size=config.n_options - 1, replace=False))]
-    options = tuple(choices[i] for i in rng.permutation(config.n_options))
+    order = rng.permutation(config.n_options)
+    options = (
+        tuple(choices[i] for i in order)
+        if config.shuffle_options
+        else tuple(p for p in config.patterns if p in choices)
+    )
     return VQASample(
         uid=f"{SOURCE}-{split}-{index:06d}",
         source=SOURCE,
@@ -332,6 +366,8 @@ def main(argv: list[str] | None = None) -> None:
     for knob in fields(SyntheticConfig):
         if isinstance(knob.default, tuple):
             knobs.add_argument(f"--{knob.name}", nargs="+", default=list(knob.default))
+        elif isinstance(knob.default, bool):
+            knobs.add_argument(f"--{knob.name}", action=argparse.BooleanOptionalAction, default=knob.default)
         else:
             knobs.add_argument(f"--{knob.name}", type=type(knob.default), default=knob.default)
     args = parser.parse_args(argv)
