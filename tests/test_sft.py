@@ -21,6 +21,7 @@ from iapo.data.sample import SkipLog, load_image
 from iapo.data.synthetic import SyntheticConfig, build_split
 from iapo.expert import ExpertPolicy, expert_box, expert_trajectories, read_expert_jsonl, tool_call_text
 from iapo.models import LoraSettings, ModelSettings, load_model
+from iapo.demo import DEMO_TASK
 from iapo.policy_module import greedy_settings
 from iapo.sft import SFTModule, sft_loss
 from test_cli import ROOT, load_cli
@@ -265,7 +266,7 @@ def test_lora_student_is_saved_merged(tmp_path):
             assert not torch.allclose(forward_logprobs(module.policy_model, batch), expected, atol=1e-3)
 
 
-def test_sft_config_fits_logs_and_writes_a_loadable_model(tmp_path, monkeypatch, one_thread):
+def test_sft_config_with_the_demo_task_fits_logs_and_writes_a_loadable_model(tmp_path, monkeypatch, one_thread):
     monkeypatch.chdir(tmp_path)
     overrides = [
         "--trainer.max_steps=2",
@@ -276,8 +277,10 @@ def test_sft_config_fits_logs_and_writes_a_loadable_model(tmp_path, monkeypatch,
         "--data.val=[{name: synthetic, split: val, n: 2}]",
         "--model.init_args.sampling.max_new_tokens=64",
     ]
-    cli = load_cli().main(["fit", "--config", str(ROOT / "configs" / "sft.yaml"), *overrides])
+    configs = ["--config", str(ROOT / "configs" / "sft.yaml"), "--config", str(ROOT / "configs" / "demo_task.yaml")]
+    cli = load_cli().main(["fit", *configs, *overrides])
     assert isinstance(cli.model, SFTModule) and cli.trainer.global_step == 2
+    assert cli.datamodule.synthetic == DEMO_TASK  # the overlay is exactly the demo's task
     with open(Path(cli.trainer.logger.log_dir) / "metrics.csv") as handle:
         rows = list(csv.DictReader(handle))
     logged = {key for row in rows for key, value in row.items() if value}
