@@ -58,5 +58,5 @@ bench: $(STAMP) ## time one training step on 3B/7B-shaped random-init models (GP
 sweep: $(STAMP) ## check SWEEP against the CLI, create the W&B sweep and print its `wandb agent` line (needs `wandb login`)
 	$(PY) -m iapo.sweep $(SWEEP) $(if $(PROJECT),--project $(PROJECT)) $(if $(ENTITY),--entity $(ENTITY))
 
-demo: $(STAMP) ## the miniature reproduction: cold start, GRPO vs IAPO, evaluation, logs/demo/report.md (FAST=1: minutes)
+demo: $(STAMP) ## the miniature reproduction: cold start, GRPO vs IAPO, evaluation, logs/demo/report.md (~20 min; FAST=1: ~4 min; ARGS=--fresh starts over)
 	$(PY) -m iapo.demo $(if $(FAST),--fast --out logs/demo-fast) $(ARGS)

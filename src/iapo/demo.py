@@ -2,8 +2,8 @@
 IAPO from the same start (same seeds, same budget), evaluate everything on the held-out synthetic test split with
 tools on and off, and write a report.
 
-    make demo                 # python -m iapo.demo            — the full run (3 seeds), about 30 min on 2 CPU cores
-    make demo FAST=1          # python -m iapo.demo --fast      — a few minutes; what CI and the tests run
+    make demo                 # python -m iapo.demo            — the full run (3 seeds), about 20 min on 2 CPU cores
+    make demo FAST=1          # python -m iapo.demo --fast      — about 4 min; what CI and the tests run
 
 Everything is offline: tiny Qwen2.5-VL-architecture models built locally, the synthetic visual-search set. Stages
 whose outputs exist are reused (delete `logs/demo/` or pass `--fresh` to start over). Output: `logs/demo/report.md`,

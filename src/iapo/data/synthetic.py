@@ -282,12 +282,10 @@ def make_sample(split: str, index: int, config: SyntheticConfig | None = None, s
     target = objects[0]
     wrong = [p for p in config.patterns if p != target.pattern]
     choices = [target.pattern, *(str(p) for p in rng.choice(wrong, size=config.n_options - 1, replace=False))]
-    order = rng.permutation(config.n_options)
-    options = (
-        tuple(choices[i] for i in order)
-        if config.shuffle_options
-        else tuple(p for p in config.patterns if p in choices)
-    )
+    if config.shuffle_options:
+        options = tuple(choices[i] for i in rng.permutation(config.n_options))
+    else:
+        options = tuple(p for p in config.patterns if p in choices)
     return VQASample(
         uid=f"{SOURCE}-{split}-{index:06d}",
         source=SOURCE,
