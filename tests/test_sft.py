@@ -19,9 +19,9 @@ from iapo.agent.trajectory import collate_trajectories, forward_logprobs
 from iapo.data.datamodule import DataSpec, VQADataModule
 from iapo.data.sample import SkipLog, load_image
 from iapo.data.synthetic import SyntheticConfig, build_split
+from iapo.demo import DEMO_TASK
 from iapo.expert import ExpertPolicy, expert_box, expert_trajectories, read_expert_jsonl, tool_call_text
 from iapo.models import LoraSettings, ModelSettings, load_model
-from iapo.demo import DEMO_TASK
 from iapo.policy_module import greedy_settings
 from iapo.sft import SFTModule, sft_loss
 from test_cli import ROOT, load_cli
