@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP) ## create .venv with torch 2.14.1 + torchvision 0.29.1 and the package with dev extras (idempotent)
 
 tiny: $(STAMP) ## build the offline tiny-student / tiny-teacher models into the cache
-	$(PY) -m iapo.models tiny-student tiny-teacher
+	$(PY) -m iapo.models.tiny tiny-student tiny-teacher
 
 test: $(STAMP) ## fast test suite (no `slow` tests)
 	$(PY) -m pytest -q
@@ -50,13 +50,13 @@ eval: $(STAMP) ## evaluate on the test sets under data/ (EVAL_CONFIG, ADAPTER=di
 	$(PY) src/cli.py test $(foreach c,$(EVAL_CONFIG),--config $(c)) $(if $(ADAPTER),--ckpt_path $(ADAPTER)) $(ARGS)
 
 compare: $(STAMP) ## one table from several evaluations: make compare RUNS="logs/eval/a logs/eval/b"
-	$(PY) -m iapo.evaluation compare $(RUNS) --out logs/eval/compare.md
+	$(PY) -m iapo.evaluation.results compare $(RUNS) --out logs/eval/compare.md
 
-bench: $(STAMP) ## time one training step on 3B/7B-shaped random-init models (GPU; ARGS=... see python -m iapo.bench -h)
-	$(PY) -m iapo.bench --out logs/bench/bench.json $(ARGS)
+bench: $(STAMP) ## time one training step on 3B/7B-shaped random-init models (GPU; ARGS=... see python -m iapo.experiments.bench -h)
+	$(PY) -m iapo.experiments.bench --out logs/bench/bench.json $(ARGS)
 
 sweep: $(STAMP) ## check SWEEP against the CLI, create the W&B sweep and print its `wandb agent` line (needs `wandb login`)
-	$(PY) -m iapo.sweep $(SWEEP) $(if $(PROJECT),--project $(PROJECT)) $(if $(ENTITY),--entity $(ENTITY))
+	$(PY) -m iapo.experiments.sweep $(SWEEP) $(if $(PROJECT),--project $(PROJECT)) $(if $(ENTITY),--entity $(ENTITY))
 
 demo: $(STAMP) ## the miniature reproduction: cold start, GRPO vs IAPO, evaluation, logs/demo/report.md (~20 min; FAST=1: ~4 min; ARGS=--fresh starts over)
-	$(PY) -m iapo.demo $(if $(FAST),--fast --out logs/demo-fast) $(ARGS)
+	$(PY) -m iapo.experiments.demo $(if $(FAST),--fast --out logs/demo-fast) $(ARGS)

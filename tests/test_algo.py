@@ -1,4 +1,4 @@
-"""Tests for iapo.algo: advantages, PPO-clip value and gradient, aggregations, k3 KL, entropy, reward combination."""
+"""Tests for iapo.training.algo: advantages, PPO-clip value and gradient, aggregations, k3 KL, entropy, reward combination."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from iapo.algo import (
+from iapo.training.algo import (
     aggregate,
     combine_rewards,
     group_advantages,

@@ -9,7 +9,7 @@ import bitsandbytes as bnb
 import pytest
 import torch
 
-from conftest import ScriptedPolicy
+from helpers.policies import ScriptedPolicy
 from iapo.agent.rollout import SamplingSettings, rollout
 from iapo.agent.trajectory import collate_trajectories, device_inputs, token_logprobs
 from iapo.attribution.components import target_mask, trajectory_components
@@ -22,7 +22,7 @@ from iapo.attribution.methods import (
 )
 from iapo.data.sample import load_image
 from iapo.data.synthetic import build_split
-from iapo.models import LoraSettings, load_model
+from iapo.models.loader import LoraSettings, load_model
 
 ZOOM = '<tool_call>{{"name": "zoom_in", "arguments": {{"bbox_2d": [{}, {}, {}, {}]}}}}</tool_call>'
 SCRIPTS = [

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from iapo.bench import main
+from iapo.experiments.bench import main
 
 
 def test_bench_reports_every_phase(tmp_path):

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from transformers.vision_utils import get_vision_window_index
 
-from conftest import ScriptedPolicy
+from helpers.policies import ScriptedPolicy
 from iapo.agent.retokenize import retokenize
 from iapo.agent.rollout import SamplingSettings, rollout
 from iapo.attribution.components import (
@@ -22,7 +22,7 @@ from iapo.attribution.components import (
 )
 from iapo.data.sample import load_image
 from iapo.data.synthetic import build_split
-from iapo.models import load_processor
+from iapo.models.loader import load_processor
 
 ZOOM = '<tool_call>{{"name": "zoom_in", "arguments": {{"bbox_2d": [{}, {}, {}, {}]}}}}</tool_call>'
 SCRIPTS = [

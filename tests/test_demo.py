@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from iapo.demo import GRPO, IAPO, STUDENT, TEACHER, main
+from iapo.experiments.demo import GRPO, IAPO, STUDENT, TEACHER, main
 
 
 def test_fast_demo_writes_a_report_of_a_student_that_learned_to_zoom(tmp_path):

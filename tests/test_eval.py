@@ -1,6 +1,6 @@
 """`python src/cli.py test --config configs/eval.yaml --config configs/tiny.yaml --data.root DIR` on fixture files
 in the official layouts: every benchmark present is scored, skipped rows are counted, both result files agree with
-the per-question predictions; `python -m iapo.evaluation compare` merges runs into one table."""
+the per-question predictions; `python -m iapo.evaluation.results compare` merges runs into one table."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from helpers.cli import ROOT, load_cli
+from helpers.data_files import b64, hr_rows, make_vstar, png, write_json, write_parquet
 from iapo.data.benchmarks import load_benchmark
-from iapo.data.scoring import score_sample
-from iapo.evaluation import main as evaluation_main
-from test_benchmarks import b64, hr_rows, make_vstar, png, write_json, write_parquet
-from test_cli import ROOT, load_cli
+from iapo.evaluation.results import main as evaluation_main
+from iapo.evaluation.scoring import score_sample
 
 
 @pytest.fixture(scope="module")

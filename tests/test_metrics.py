@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from iapo.data.metrics import HRBenchAccuracy, POPEMetrics, VQAAccuracy, metric_for
 from iapo.data.sample import VQASample
+from iapo.evaluation.metrics import HRBenchAccuracy, POPEMetrics, VQAAccuracy, metric_for
 
 
 def mcq(uid: str, answer: str, category: str = "", cycle: str | None = None) -> VQASample:

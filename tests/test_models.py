@@ -8,7 +8,9 @@ import pytest
 import torch
 from transformers import Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor
 
-from iapo.models import QWEN_SPECIAL_TOKENS, ModelNotFoundError, build_tiny, load_model
+from iapo.models import ModelNotFoundError
+from iapo.models.loader import load_model
+from iapo.models.tiny import QWEN_SPECIAL_TOKENS, build_tiny
 
 
 def file_digests(directory):

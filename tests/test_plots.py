@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from iapo.plots import attribution_figure, region_heatmap
+from iapo.attribution.plots import attribution_figure, region_heatmap
 
 
 def test_region_heatmap_places_each_region():

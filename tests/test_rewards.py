@@ -7,7 +7,7 @@ import torch
 
 from iapo.agent.trajectory import ToolStats, Trajectory
 from iapo.data.sample import VQASample
-from iapo.rewards import AccuracyReward, AttributionReward, FormatReward, compute_rewards
+from iapo.training.rewards import AccuracyReward, AttributionReward, FormatReward, compute_rewards
 
 
 def make_trajectory(answer, errors=None, sample_index=0):

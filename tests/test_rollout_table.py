@@ -10,12 +10,12 @@ import pytest
 import torch
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 
-from conftest import ScriptedPolicy
+from helpers.policies import ScriptedPolicy
 from iapo.agent.rollout import rollout
 from iapo.data.sample import load_image
 from iapo.data.synthetic import build_split
-from iapo.rewards import AccuracyReward, FormatReward, compute_rewards
-from iapo.rollout_table import RolloutTable
+from iapo.training.rewards import AccuracyReward, FormatReward, compute_rewards
+from iapo.training.rollout_table import RolloutTable
 
 GROUP = 2
 STEPS = 4

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from iapo.data.sample import VQASample
-from iapo.data.scoring import anls, exact_match, levenshtein, mcq_letter, relaxed_accuracy, score_sample, yes_no
+from iapo.evaluation.scoring import anls, exact_match, levenshtein, mcq_letter, relaxed_accuracy, score_sample, yes_no
 
 LETTERS = "ABCD"
 OPTIONS = ("white", "black", "red", "dark red")

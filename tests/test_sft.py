@@ -13,18 +13,19 @@ import pytest
 import torch
 from PIL import Image
 
+from helpers.cli import ROOT, load_cli
 from iapo.agent.prompts import DIRECT_SYSTEM_PROMPT, SYSTEM_PROMPT
 from iapo.agent.rollout import HFPolicy, SamplingSettings, rollout
 from iapo.agent.trajectory import collate_trajectories, forward_logprobs
 from iapo.data.datamodule import DataSpec, VQADataModule
+from iapo.data.jsonl import read_expert_jsonl
 from iapo.data.sample import SkipLog, load_image
 from iapo.data.synthetic import SyntheticConfig, build_split
-from iapo.demo import DEMO_TASK
-from iapo.expert import ExpertPolicy, expert_box, expert_trajectories, read_expert_jsonl, tool_call_text
-from iapo.models import LoraSettings, ModelSettings, load_model
-from iapo.policy_module import greedy_settings
-from iapo.sft import SFTModule, sft_loss
-from test_cli import ROOT, load_cli
+from iapo.experiments.demo import DEMO_TASK
+from iapo.models.loader import LoraSettings, ModelSettings, load_model
+from iapo.training.expert import ExpertPolicy, expert_box, expert_trajectories, tool_call_text
+from iapo.training.policy_base import greedy_settings
+from iapo.training.sft_module import SFTModule, sft_loss
 
 SETTINGS = SamplingSettings(max_turns=3, max_new_tokens=64)
 

@@ -1,5 +1,5 @@
 """configs/sweep.yaml: every swept value reaches its LightningCLI field through the W&B agent's command; misrouted
-names and overridden values are caught; the agent's macro expansion; `python -m iapo.sweep` offline."""
+names and overridden values are caught; the agent's macro expansion; `python -m iapo.experiments.sweep` offline."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import pytest
 import yaml
 from wandb.sdk.launch.sweeps.utils import create_sweep_command_args
 
-from iapo.sweep import SweepError, agent_command, check_routing, load_sweep, main, sample_value
-from test_cli import ROOT
+from helpers.cli import ROOT
+from iapo.experiments.sweep import SweepError, agent_command, check_routing, load_sweep, main, sample_value
 
 TINY = ["--config", "configs/tiny.yaml"]
 
@@ -176,7 +176,11 @@ def test_agent_command_expands_macros_like_the_agent(monkeypatch):
 def test_cli_offline_prints_a_clear_error_and_exits_non_zero():
     env = {**os.environ, "WANDB_MODE": "offline"}
     result = subprocess.run(
-        [sys.executable, "-m", "iapo.sweep", "configs/sweep.yaml"], cwd=ROOT, env=env, capture_output=True, text=True
+        [sys.executable, "-m", "iapo.experiments.sweep", "configs/sweep.yaml"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 1, result.stderr
     assert "all 6 parameters reach their config fields" in result.stdout

@@ -24,7 +24,7 @@ from iapo.data.synthetic import (
     sample_scene,
     write_split,
 )
-from iapo.demo import DEMO_TASK
+from iapo.experiments.demo import DEMO_TASK
 
 INPUT_SIDE = 224  # the tiny model's input: 8x8 visual tokens of 28 px
 

@@ -10,13 +10,13 @@ import pytest
 import torch
 from peft import PeftModel
 
+from helpers.cli import ROOT, load_cli
 from iapo.agent.rollout import rollout
 from iapo.agent.trajectory import collate_trajectories, forward_logprobs
-from iapo.callbacks import AdapterCheckpoint, AttributionMapLogger
 from iapo.data.sample import load_image
 from iapo.data.synthetic import build_split
-from iapo.models import load_model
-from test_cli import ROOT, load_cli
+from iapo.models.loader import load_model
+from iapo.training.callbacks import AdapterCheckpoint, AttributionMapLogger
 
 REQUIRED_METRICS = {
     "reward/accuracy",

@@ -7,11 +7,11 @@ import torch
 
 from iapo.agent.rollout import rollout
 from iapo.agent.trajectory import collate_trajectories
-from iapo.algo import group_advantages
 from iapo.data.sample import load_image
 from iapo.data.synthetic import build_split
-from iapo.models import LoraSettings, load_model
-from iapo.update import PPOSettings, policy_forward, policy_update
+from iapo.models.loader import LoraSettings, load_model
+from iapo.training.algo import group_advantages
+from iapo.training.update import PPOSettings, policy_forward, policy_update
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 """The project's LightningCLI: the LightningModule named by `model.class_path` (`IAPOModule`, `SFTModule`) and
 `VQADataModule`.
 
-Run it through `src/cli.py` (`python src/cli.py fit --config configs/iapo.yaml`); `iapo.sweep` parses sweep
+Run it through `src/cli.py` (`python src/cli.py fit --config configs/iapo.yaml`); `iapo.experiments.sweep` parses sweep
 commands with the same class and options.
 """
 
@@ -15,7 +15,7 @@ from lightning.pytorch.cli import LightningCLI
 from iapo.data.datamodule import VQADataModule
 
 CLI_OPTIONS = {"model_class": L.LightningModule, "datamodule_class": VQADataModule, "subclass_mode_model": True}
-"""Any LightningModule by `model.class_path` (`iapo.module.IAPOModule`, `iapo.sft.SFTModule`); configs name it."""
+"""Any LightningModule by `model.class_path` (`iapo.training.iapo_module.IAPOModule`, `iapo.training.sft_module.SFTModule`); configs name it."""
 
 
 class IAPOCLI(LightningCLI):

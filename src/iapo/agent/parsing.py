@@ -54,3 +54,19 @@ def parse_turn(text: str, truncated: bool = False) -> Action:
         call, error = parse_tool_call(tool.group(1).strip())
         return Action("tool_call", call=call, error=error)
     return Action("none", error="truncated" if truncated else "no_action")
+
+
+def check_turns(turns: list[str], max_turns: int | None = None) -> str | None:
+    """Why a list of assistant turns is not a valid expert trajectory (None when it is): every turn but the last a
+    well-formed tool call, the last a well-formed answer, at most `max_turns` turns."""
+    if not turns:
+        return "no turns"
+    if max_turns is not None and len(turns) > max_turns:
+        return f"{len(turns)} turns, more than max_turns={max_turns}"
+    for index, text in enumerate(turns):
+        action = parse_turn(text)
+        wanted = "answer" if index == len(turns) - 1 else "tool_call"
+        if action.kind != wanted or action.error:
+            found = action.error or action.kind
+            return f"turn {index + 1} should be a well-formed {wanted}, got {found}"
+    return None

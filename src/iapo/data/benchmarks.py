@@ -38,7 +38,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from iapo.data.sample import ImageRef, SkipLog, VQASample
+from iapo.data.sample import BadRowError, ImageRef, SkipLog, VQASample
 
 __all__ = [
     "BENCHMARKS",
@@ -78,12 +78,6 @@ class BenchmarkSpec:
     layouts: tuple[tuple[str, ...], ...]
 
 
-class _BadRow(Exception):
-    def __init__(self, reason: str, detail: str = "") -> None:
-        super().__init__(reason, detail)
-        self.reason, self.detail = reason, detail
-
-
 def is_present(spec: BenchmarkSpec, set_dir: Path) -> bool:
     """Whether one of the set's layouts is complete in `set_dir`."""
     return any(all(any(Path(set_dir).glob(pattern)) for pattern in layout) for layout in spec.layouts)
@@ -104,12 +98,12 @@ def _require(name: str, root: Path) -> None:
 
 
 def _collect(rows: Iterable[tuple[str, Any]], build: Callable[[Any], VQASample], skips: SkipLog) -> list[VQASample]:
-    """Build a sample from each (where, row); a row that raises `_BadRow` or repeats a uid goes to `skips`."""
+    """Build a sample from each (where, row); a row that raises `BadRowError` or repeats a uid goes to `skips`."""
     samples, seen = [], set()
     for where, row in rows:
         try:
             sample = build(row)
-        except _BadRow as bad:
+        except BadRowError as bad:
             skips.skip(bad.reason, where, bad.detail)
             continue
         if sample.uid in seen:
@@ -131,7 +125,7 @@ def _is_blank(value: Any) -> bool:
 def _field(row: dict[str, Any], key: str) -> Any:
     value = row.get(key)
     if _is_blank(value):
-        raise _BadRow("missing_field", key)
+        raise BadRowError("missing_field", key)
     return value
 
 
@@ -142,13 +136,13 @@ def _text(row: dict[str, Any], key: str) -> str:
 def _letter(value: Any, letters: str) -> str:
     match = re.fullmatch(r"\(?([A-Za-z])\)?\.?", str(value).strip())
     if not match or match.group(1).upper() not in letters:
-        raise _BadRow("unknown_answer", f"{value!r} not in {list(letters)}")
+        raise BadRowError("unknown_answer", f"{value!r} not in {list(letters)}")
     return match.group(1).upper()
 
 
 def _image_file(path: Path) -> Path:
     if not path.is_file():
-        raise _BadRow("missing_image", str(path))
+        raise BadRowError("missing_image", str(path))
     return path
 
 
@@ -160,7 +154,7 @@ def _embedded_image(value: Any) -> ImageRef:
         return bytes(value)
     if isinstance(value, str) and value.strip():
         return value if value.startswith("base64:") else "base64:" + value.strip()
-    raise _BadRow("missing_image", "no embedded image")
+    raise BadRowError("missing_image", "no embedded image")
 
 
 def _parquet_rows(paths: Iterable[Path], columns: Iterable[str]) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -187,21 +181,21 @@ def _tsv_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
 
 
 def _json_lines(path: Path) -> Iterator[tuple[str, Any]]:
-    """(``"file:line"``, parsed object) per non-empty line; unparsable lines yield a `_BadRow`."""
+    """(``"file:line"``, parsed object) per non-empty line; unparsable lines yield a `BadRowError`."""
     with path.open(encoding="utf-8") as handle:
         for line_number, line in enumerate(handle, start=1):
             if line.strip():
                 try:
                     yield f"{path}:{line_number}", json.loads(line)
                 except json.JSONDecodeError as err:
-                    yield f"{path}:{line_number}", _BadRow("bad_json", str(err))
+                    yield f"{path}:{line_number}", BadRowError("bad_json", str(err))
 
 
 def _checked(row: Any) -> dict[str, Any]:
-    if isinstance(row, _BadRow):
+    if isinstance(row, BadRowError):
         raise row
     if not isinstance(row, dict):
-        raise _BadRow("bad_json", f"expected an object, got {type(row).__name__}")
+        raise BadRowError("bad_json", f"expected an object, got {type(row).__name__}")
     return row
 
 
@@ -221,9 +215,9 @@ def _xywh_boxes(value: Any) -> list[list[float]]:
     try:
         boxes = [[float(v) for v in box] for box in boxes]
     except (TypeError, ValueError) as err:
-        raise _BadRow("missing_field", f"bbox ({err})") from err
+        raise BadRowError("missing_field", f"bbox ({err})") from err
     if not boxes or any(len(box) != 4 for box in boxes):
-        raise _BadRow("missing_field", "bbox")
+        raise BadRowError("missing_field", "bbox")
     return boxes
 
 
@@ -241,16 +235,16 @@ def load_vstar_bench(root: Path, skips: SkipLog) -> list[VQASample]:
         try:
             annotation = _checked(json.loads(json_path.read_text(encoding="utf-8")))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise _BadRow("bad_json", str(err)) from err
+            raise BadRowError("bad_json", str(err)) from err
         question = _text(annotation, "question")
         options = _field(annotation, "options")
         if not isinstance(options, list) or len(options) < 2 or not all(str(o).strip() for o in options):
-            raise _BadRow("missing_field", "options")
+            raise BadRowError("missing_field", "options")
         boxes = _xywh_boxes(_field(annotation, "bbox"))
         targets = annotation.get("target_object") or []
         images = [json_path.with_suffix(s) for s in IMAGE_SUFFIXES if json_path.with_suffix(s).is_file()]
         if not images:
-            raise _BadRow("missing_image", f"{json_path.with_suffix('.jpg')} (or another image suffix)")
+            raise BadRowError("missing_image", f"{json_path.with_suffix('.jpg')} (or another image suffix)")
         category = json_path.parent.name
         uid = f"vstar_bench/{category}/{json_path.stem}"
         order = _permutation(uid, len(options))
@@ -301,7 +295,7 @@ def _load_hr_bench(name: str, root: Path, skips: SkipLog) -> list[VQASample]:
                 break
             options.append(str(row[letter]).strip())
         if len(options) < 2:
-            raise _BadRow("missing_field", "options A-D")
+            raise BadRowError("missing_field", "options A-D")
         question, category, cycle = _text(row, "question"), _text(row, "category"), _text(row, "cycle_category")
         answer = _letter(_field(row, "answer"), _LETTERS[: len(options)])
         image = row.get("image")
@@ -349,12 +343,12 @@ def load_mme_realworld_lite(root: Path, skips: SkipLog) -> list[VQASample]:
         index = _text(row, "index")
         raw_options = _field(row, "multi-choice options")
         if not isinstance(raw_options, list) or len(raw_options) < 2:
-            raise _BadRow("missing_field", "multi-choice options")
+            raise BadRowError("missing_field", "multi-choice options")
         options = []
         for letter, raw in zip(_LETTERS, raw_options, strict=False):
             match = re.fullmatch(r"\s*\(([A-Z])\)\s*(.*?)\s*", str(raw), flags=re.S)
             if match and match.group(1) != letter:
-                raise _BadRow("missing_field", f"option {raw!r} out of order")
+                raise BadRowError("missing_field", f"option {raw!r} out of order")
             options.append(match.group(2) if match else str(raw).strip())
         return VQASample(
             uid=f"mme_realworld_lite/{index}",
@@ -377,7 +371,7 @@ def load_mme_realworld_lite(root: Path, skips: SkipLog) -> list[VQASample]:
 def _yes_no_label(value: Any) -> str:
     label = str(value).strip().lower()
     if label not in ("yes", "no"):
-        raise _BadRow("unknown_answer", f"{value!r} is not yes/no")
+        raise BadRowError("unknown_answer", f"{value!r} is not yes/no")
     return label
 
 
@@ -449,7 +443,7 @@ def load_chartqa(root: Path, skips: SkipLog) -> list[VQASample]:
                 try:
                     items = json.loads(path.read_text(encoding="utf-8"))
                 except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-                    yield f"{path}:0", (category, 0, _BadRow("bad_json", str(err)))
+                    yield f"{path}:0", (category, 0, BadRowError("bad_json", str(err)))
                     continue
                 for row_number, item in enumerate(items if isinstance(items, list) else [items], start=1):
                     yield f"{path}:{row_number}", (category, row_number, item)
@@ -475,7 +469,7 @@ def load_chartqa(root: Path, skips: SkipLog) -> list[VQASample]:
         labels = _field(row, "label")
         labels = [str(x).strip() for x in (labels if isinstance(labels, list) else [labels]) if str(x).strip()]
         if not labels:
-            raise _BadRow("missing_field", "label")
+            raise BadRowError("missing_field", "label")
         category = {0: "human", 1: "augmented"}.get(row.get("human_or_machine"), "")
         return VQASample(
             uid=f"chartqa/{row_number}",

@@ -75,8 +75,7 @@ def load_rows(spec: DataSpec, root: Path, synthetic: SyntheticConfig, skips: Ski
     if spec.name == "synthetic":
         return build_split(spec.split, spec.n or SYNTHETIC_DEFAULT_ROWS, synthetic, seed=spec.seed)
     if spec.name in ("jsonl", "expert_jsonl"):
-        from iapo.data.jsonl import read_jsonl
-        from iapo.expert import read_expert_jsonl
+        from iapo.data.jsonl import read_expert_jsonl, read_jsonl
 
         if not spec.path:
             raise ValueError(f"a `{spec.name}` data set needs `path: <file.jsonl>`")
@@ -110,7 +109,7 @@ class VQADataset(Dataset):
             return {"sample": sample, "image": load_image(sample.image), "skip": None}
         except BadRowError as err:
             if self.strict:
-                raise BadRowError(f"{self.name} row {sample.uid}: {err}") from err
+                raise BadRowError(err.reason, f"{self.name} row {sample.uid}: {err}") from err
             return {"sample": sample, "image": None, "skip": "undecodable_image"}
 
 

@@ -23,28 +23,35 @@ row raises `BadRowError` naming file and line.
     skips = SkipLog()
     samples = read_jsonl("data/synthetic/train.jsonl", source="synthetic", skips=skips)
     print(len(samples), skips.as_dict())
+
+Expert JSONL (`read_expert_jsonl`): the rows of `iapo.data.jsonl` plus the assistant turns, one object per line::
+
+    {"image": "imgs/0001.png", "question": "What is written on the sign?", "options": ["stop", "exit"],
+     "answer": "B",
+     "turns": ["The sign is small. <tool_call>{\"name\": \"zoom_in\", \"arguments\": {\"bbox_2d\": [10, 20, 90, 80]}}</tool_call>",
+               "It reads exit. <answer>B</answer>"]}
+
+Every turn but the last must be one well-formed tool call, the last a well-formed `<answer>` that scores above 0
+against the row's answer; `bbox_2d` is in pixels of the image as the model sees it (Qwen2.5-VL's grounding
+convention). Other rows are skipped and counted: "missing_field" (no turns), "bad_field" (turns not a list of
+strings), "bad_turns" (a turn of the wrong kind or malformed), "wrong_answer", plus the reasons of `read_jsonl`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from pathlib import Path
 from typing import Any
 
-from iapo.data.sample import ANSWER_TYPES, SkipLog, VQASample
+from iapo.agent.parsing import check_turns, parse_turn
+from iapo.data.sample import ANSWER_TYPES, BadRowError, SkipLog, VQASample
+from iapo.evaluation.scoring import score_sample
 
 log = logging.getLogger(__name__)
 
 REQUIRED_FIELDS = ("image", "question", "answer")
-
-
-class _RowError(Exception):
-    """A bad row: `reason` is the SkipLog reason, the message its detail."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
 
 
 def read_jsonl(
@@ -54,8 +61,8 @@ def read_jsonl(
 
     `source` names the data set in every sample (default: the file's stem). Bad rows are skipped and counted in
     `skips`; when no `SkipLog` is given, skipped rows are counted in a fresh one and reported as a warning.
-    `parse_row(line, folder, source, default_uid)` replaces the row parser (it raises `_RowError` for a bad row);
-    `iapo.expert` uses it to read rows that also carry assistant turns.
+    `parse_row(line, folder, source, default_uid)` replaces the row parser (it raises `BadRowError` for a bad row);
+    `iapo.training.expert` uses it to read rows that also carry assistant turns.
     """
     path = Path(path)
     if not path.is_file():
@@ -74,7 +81,7 @@ def read_jsonl(
                 continue
             try:
                 samples.append(parse(line, path.parent, source, default_uid=f"{source}-{lineno}"))
-            except _RowError as err:
+            except BadRowError as err:
                 skips.skip(err.reason, f"{path}:{lineno}", err)
     if report and skips.total:
         log.warning("%s: skipped %d bad rows %s, e.g. %s", path, skips.total, skips.as_dict(), skips.examples)
@@ -82,30 +89,30 @@ def read_jsonl(
 
 
 def _parse_row(line: str, folder: Path, source: str, default_uid: str) -> VQASample:
-    """One JSONL line to a `VQASample`; raises `_RowError` with the skip reason for a bad row."""
+    """One JSONL line to a `VQASample`; raises `BadRowError` with the skip reason for a bad row."""
     try:
         row = json.loads(line)
     except json.JSONDecodeError as err:
-        raise _RowError("bad_json", str(err)) from err
+        raise BadRowError("bad_json", str(err)) from err
     if not isinstance(row, dict):
-        raise _RowError("bad_json", f"expected a JSON object, got {type(row).__name__}")
+        raise BadRowError("bad_json", f"expected a JSON object, got {type(row).__name__}")
     missing = [name for name in REQUIRED_FIELDS if row.get(name) in (None, "")]
     if missing:
-        raise _RowError("missing_field", f"missing {', '.join(missing)}")
+        raise BadRowError("missing_field", f"missing {', '.join(missing)}")
     if isinstance(row["answer"], int | float) and not isinstance(row["answer"], bool):
         row["answer"] = str(row["answer"])  # numeric answers (counts, chart values) are read as text
     image, question, answer = (_typed(row, name, str) for name in REQUIRED_FIELDS)
     options = _typed(row, "options", list, default=[])
     if not all(isinstance(option, str) for option in options):
-        raise _RowError("bad_field", "options must be a list of strings")
+        raise BadRowError("bad_field", "options must be a list of strings")
     answer_type = _typed(row, "answer_type", str, default="mcq" if options else "exact")
     if answer_type not in ANSWER_TYPES:
-        raise _RowError("bad_field", f"answer_type must be one of {ANSWER_TYPES}, got {answer_type!r}")
+        raise BadRowError("bad_field", f"answer_type must be one of {ANSWER_TYPES}, got {answer_type!r}")
     if answer_type == "mcq" and not options:
-        raise _RowError("missing_field", "an mcq row needs options")
+        raise BadRowError("missing_field", "an mcq row needs options")
     image_path = Path(image) if Path(image).is_absolute() else folder / image
     if not image_path.is_file():
-        raise _RowError("missing_image", f"image file not found: {image_path}")
+        raise BadRowError("missing_image", f"image file not found: {image_path}")
     return VQASample(
         uid=str(row.get("id", default_uid)),
         source=source,
@@ -125,7 +132,7 @@ def _typed(row: dict[str, Any], name: str, kind: type, default: Any = None) -> A
     if value is None:
         return default
     if not isinstance(value, kind):
-        raise _RowError("bad_field", f"{name} must be a {kind.__name__}, got {type(value).__name__}")
+        raise BadRowError("bad_field", f"{name} must be a {kind.__name__}, got {type(value).__name__}")
     return value
 
 
@@ -134,7 +141,7 @@ def _normalise_answer(answer: str, answer_type: str, options: tuple[str, ...]) -
     text = answer.strip()
     if answer_type == "yes_no":
         if text.lower() not in ("yes", "no"):
-            raise _RowError("unknown_answer", f"yes_no answer must be yes or no, got {answer!r}")
+            raise BadRowError("unknown_answer", f"yes_no answer must be yes or no, got {answer!r}")
         return text.lower()
     if answer_type != "mcq":
         return text
@@ -147,4 +154,33 @@ def _normalise_answer(answer: str, answer_type: str, options: tuple[str, ...]) -
     folded = [option.casefold() for option in stripped]
     if folded.count(text.casefold()) == 1:
         return letters[folded.index(text.casefold())]
-    raise _RowError("unknown_answer", f"answer {answer!r} is neither a letter in {letters} nor an option")
+    raise BadRowError("unknown_answer", f"answer {answer!r} is neither a letter in {letters} nor an option")
+
+
+def read_expert_jsonl(path: str | Path, source: str | None = None, skips: SkipLog | None = None) -> list[VQASample]:
+    """Read an expert JSONL (see the module docstring) into samples carrying their turns in `meta["turns"]`.
+
+    Bad rows are skipped and counted in `skips` by reason (a fresh `SkipLog`, reported as a warning, when none is
+    given); `SkipLog(strict=True)` raises on the first one.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"expert JSONL not found: {path}. Rows are {{image, question, options?, answer, turns}}."
+        )
+    return read_jsonl(path, source, skips, parse_row=_parse_expert_row)
+
+
+def _parse_expert_row(line: str, folder: Path, source: str, default_uid: str) -> VQASample:
+    sample = _parse_row(line, folder, source, default_uid)
+    turns = json.loads(line).get("turns")
+    if turns in (None, []):
+        raise BadRowError("missing_field", "missing turns")
+    if not isinstance(turns, list) or not all(isinstance(turn, str) for turn in turns):
+        raise BadRowError("bad_field", "turns must be a list of strings")
+    problem = check_turns(turns)
+    if problem:
+        raise BadRowError("bad_turns", problem)
+    if score_sample(parse_turn(turns[-1]).answer, sample) <= 0:
+        raise BadRowError("wrong_answer", f"the last turn's answer does not match the row's answer {sample.answer!r}")
+    return dataclasses.replace(sample, meta={**sample.meta, "turns": turns})

@@ -25,7 +25,15 @@ ANSWER_TYPES = ("mcq", "yes_no", "relaxed", "anls", "exact")
 
 
 class BadRowError(ValueError):
-    """A data row that cannot be used; the message names the file and row."""
+    """A data row that cannot be used: `reason` is the counted skip reason, the message says what and where.
+
+    Every reader raises this one type for a bad row (`SkipLog.skip` counts it by `reason`, or re-raises it with the
+    file and row when `strict`).
+    """
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(detail or reason)
+        self.reason, self.detail = reason, detail
 
 
 @dataclass
@@ -68,14 +76,14 @@ def load_image(ref: ImageRef) -> Image.Image:
         else:
             path = Path(ref)
             if not path.is_file():
-                raise BadRowError(f"image file not found: {path}")
+                raise BadRowError("missing_image", f"image file not found: {path}")
             image = Image.open(path)
         image.load()
         return image.convert("RGB")
     except (UnidentifiedImageError, OSError, binascii.Error, ValueError) as err:
         if isinstance(err, BadRowError):
             raise
-        raise BadRowError(f"undecodable image ({type(err).__name__}: {err})") from err
+        raise BadRowError("undecodable_image", f"undecodable image ({type(err).__name__}: {err})") from err
 
 
 class SkipLog:
@@ -98,7 +106,7 @@ class SkipLog:
     def skip(self, reason: str, where: str, detail: object = "") -> None:
         message = f"{where}: {reason}" + (f" ({detail})" if detail else "")
         if self.strict:
-            raise BadRowError(message)
+            raise BadRowError(reason, message)
         self.counts[reason] += 1
         self.examples.setdefault(reason, message)
 

@@ -29,7 +29,7 @@ from torchmetrics import Metric
 
 from iapo.data.benchmarks import BENCHMARKS
 from iapo.data.sample import VQASample
-from iapo.data.scoring import score_sample, yes_no
+from iapo.evaluation.scoring import score_sample, yes_no
 
 __all__ = ["HRBenchAccuracy", "POPEMetrics", "VQAAccuracy", "metric_for"]
 

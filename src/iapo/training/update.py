@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from iapo.agent.trajectory import Trajectory, collate_trajectories, device_inputs, token_logprobs
-from iapo.algo import aggregate, kl_k3, ppo_clip_loss, token_entropy_from_logits
+from iapo.training.algo import aggregate, kl_k3, ppo_clip_loss, token_entropy_from_logits
 
 
 @dataclass

@@ -2,10 +2,10 @@
 
 `BenchmarkTally` accumulates one test set's official metric and the agent's tool statistics (DDP-safe torchmetrics
 states); `results_markdown` renders the paper-style table (one row per model, one column per benchmark, average);
-`python -m iapo.evaluation compare` merges several evaluation runs into one table:
+`python -m iapo.evaluation.results compare` merges several evaluation runs into one table:
 
     python src/cli.py test --config configs/eval.yaml --config configs/tiny.yaml      # writes logs/eval/<run>/
-    python -m iapo.evaluation compare logs/eval/base logs/eval/grpo logs/eval/iapo --out logs/eval/compare.md
+    python -m iapo.evaluation.results compare logs/eval/base logs/eval/grpo logs/eval/iapo --out logs/eval/compare.md
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from torch import nn
 from torchmetrics import SumMetric
 
 from iapo.agent.trajectory import Trajectory
-from iapo.data.metrics import metric_for
 from iapo.data.sample import VQASample
-from iapo.data.scoring import score_sample
+from iapo.evaluation.metrics import metric_for
+from iapo.evaluation.scoring import score_sample
 
 HEADLINE_METRIC = "acc"
 """The metric a benchmark contributes to the table and its average (accuracy; ChartQA's is relaxed accuracy)."""

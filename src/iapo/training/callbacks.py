@@ -2,10 +2,10 @@
 
 trainer:
   callbacks:
-    - class_path: iapo.callbacks.AdapterCheckpoint      # LoRA adapter + processor + config, PeftModel-loadable
+    - class_path: iapo.training.callbacks.AdapterCheckpoint      # LoRA adapter + processor + config, PeftModel-loadable
       init_args: {dirpath: logs/adapters, monitor: val/acc, save_top_k: 2}
-    - class_path: iapo.callbacks.AttributionMapLogger    # student vs teacher pictures every N steps
-    - class_path: iapo.callbacks.RolloutWriter           # predict: JSON lines + crops
+    - class_path: iapo.training.callbacks.AttributionMapLogger    # student vs teacher pictures every N steps
+    - class_path: iapo.training.callbacks.RolloutWriter           # predict: JSON lines + crops
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from lightning.pytorch.callbacks import BasePredictionWriter, Callback
 from lightning.pytorch.loggers import WandbLogger
 
 from iapo.agent.trajectory import trajectory_record
-from iapo.evaluation import write_results
-from iapo.plots import attribution_figure
+from iapo.attribution.plots import attribution_figure
+from iapo.evaluation.results import write_results
 from iapo.serialization import plain
 
 

@@ -5,7 +5,7 @@
     python src/cli.py fit --config configs/iapo.yaml --config configs/tiny.yaml --config configs/demo_task.yaml \
         --model.init_args.student.name=logs/sft/model
 
-Each training step turns the batch's samples into expert trajectories (`iapo.expert`: zoom on the known target box,
+Each training step turns the batch's samples into expert trajectories (`iapo.training.expert`: zoom on the known target box,
 then answer; or answer directly; or a JSONL sample's own turns in `meta["turns"]`), rolled out by the real agent
 loop so tokens, masks and crops are those of RL, and minimises the mean negative log-likelihood of the assistant
 tokens (prompt and tool-observation tokens are masked). Validation is greedy agent rollouts, logged as `val/acc` and
@@ -35,11 +35,11 @@ from torch import nn
 
 from iapo.agent.rollout import SamplingSettings
 from iapo.agent.trajectory import collate_trajectories, device_inputs
-from iapo.callbacks import write_directory_atomically
-from iapo.expert import EXPERT_KINDS, expert_trajectories
-from iapo.models import ModelSettings, load_model
-from iapo.policy_module import PolicyModule
+from iapo.models.loader import ModelSettings, load_model
 from iapo.serialization import plain
+from iapo.training.callbacks import write_directory_atomically
+from iapo.training.expert import EXPERT_KINDS, expert_trajectories
+from iapo.training.policy_base import PolicyModule
 
 
 def sft_loss(logits: torch.Tensor, input_ids: torch.Tensor, policy_mask: torch.Tensor):

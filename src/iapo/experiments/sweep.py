@@ -1,6 +1,6 @@
 """Check a W&B sweep file against the project's CLI, then create the sweep.
 
-    python -m iapo.sweep configs/sweep.yaml [--project iapo] [--entity TEAM]    # prints `wandb agent ENTITY/PROJECT/ID`
+    python -m iapo.experiments.sweep configs/sweep.yaml [--project iapo] [--entity TEAM]    # prints `wandb agent ENTITY/PROJECT/ID`
     wandb agent ENTITY/PROJECT/ID                                              # on each machine, from the repo root
 
 The W&B agent starts every run as the sweep's `command` with `${args}` expanded to `--<name>=<value>`, so parameter
@@ -33,7 +33,7 @@ from jsonargparse import Namespace
 from lightning.pytorch.cli import LightningCLI
 
 from iapo.cli import CLI_OPTIONS, IAPOCLI
-from iapo.loggers import wandb_credentials_available
+from iapo.training.loggers import wandb_credentials_available
 
 DEFAULT_COMMAND = ["${env}", "${interpreter}", "${program}", "${args}"]
 """The agent's command when the sweep file has none (wandb/sdk/launch/sweeps/utils.py)."""
@@ -344,7 +344,7 @@ def wandb_offline_reason() -> str | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m iapo.sweep", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m iapo.experiments.sweep", description=__doc__.splitlines()[0])
     parser.add_argument("sweep_file", help="sweep YAML, e.g. configs/sweep.yaml (run from the repository root)")
     parser.add_argument("--project", default=None, help="W&B project (default: the file's `project`, else iapo)")
     parser.add_argument("--entity", default=None, help="W&B entity (default: the file's `entity`, else yours)")

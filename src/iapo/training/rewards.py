@@ -16,9 +16,9 @@ from collections.abc import Callable
 import torch
 
 from iapo.agent.trajectory import Trajectory
-from iapo.algo import combine_rewards
 from iapo.attribution.align import DIVERGENCES, align_distributions
-from iapo.data.scoring import score_sample
+from iapo.evaluation.scoring import score_sample
+from iapo.training.algo import combine_rewards
 
 Reward = Callable[[list[Trajectory], dict], torch.Tensor]
 

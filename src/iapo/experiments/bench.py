@@ -5,8 +5,8 @@ teacher's processor), PPO update — on random-init models of the real shapes (`
 non-reentrant gradient checkpointing, `shape-7b` NF4 teacher; speed and memory do not depend on weight values),
 with fixed generation lengths, and prints a table plus JSON:
 
-    python -m iapo.bench --student shape-3b --teacher shape-7b --rollouts 8 --new-tokens 128       # one GPU
-    python -m iapo.bench --student tiny-student --teacher tiny-teacher --rollouts 4 --new-tokens 8  # CPU check
+    python -m iapo.experiments.bench --student shape-3b --teacher shape-7b --rollouts 8 --new-tokens 128       # one GPU
+    python -m iapo.experiments.bench --student tiny-student --teacher tiny-teacher --rollouts 4 --new-tokens 8  # CPU check
 
 The first run builds the shaped checkpoints into `$IAPO_CACHE` (bf16, on the GPU when there is one).
 """
@@ -22,12 +22,12 @@ from pathlib import Path
 import torch
 
 from iapo.agent.rollout import HFPolicy, SamplingSettings, rollout
-from iapo.algo import group_advantages
 from iapo.attribution.score import AttributionSettings, attribution_distributions
 from iapo.data.sample import load_image
 from iapo.data.synthetic import SyntheticConfig, build_split
-from iapo.models import LoraSettings, load_model
-from iapo.update import PPOSettings, policy_update
+from iapo.models.loader import LoraSettings, load_model
+from iapo.training.algo import group_advantages
+from iapo.training.update import PPOSettings, policy_update
 
 
 @contextmanager

@@ -2,7 +2,7 @@
 
 trainer:
   callbacks:
-    - class_path: iapo.rollout_table.RolloutTable
+    - class_path: iapo.training.rollout_table.RolloutTable
       init_args: {every_n_steps: 10, dirpath: logs/iapo/rollouts}
 
 One row per trajectory of `pl_module.last_rollout`: question (with its lettered options), the original image (a
@@ -25,7 +25,7 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_warn
 from PIL import Image
 
-from iapo.callbacks import EveryNSteps
+from iapo.training.callbacks import EveryNSteps
 
 
 def question_text(sample) -> str:

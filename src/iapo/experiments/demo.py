@@ -2,8 +2,8 @@
 IAPO from the same start (same seeds, same budget), evaluate everything on the held-out synthetic test split with
 tools on and off, and write a report.
 
-    make demo                 # python -m iapo.demo            — the full run (3 seeds), about 20 min on 2 CPU cores
-    make demo FAST=1          # python -m iapo.demo --fast      — about 4 min; what CI and the tests run
+    make demo                 # python -m iapo.experiments.demo            — the full run (3 seeds), about 20 min on 2 CPU cores
+    make demo FAST=1          # python -m iapo.experiments.demo --fast      — about 4 min; what CI and the tests run
 
 Everything is offline: tiny Qwen2.5-VL-architecture models built locally, the synthetic visual-search set. Stages
 whose outputs exist are reused (delete `logs/demo/` or pass `--fresh` to start over). Output: `logs/demo/report.md`,
@@ -32,14 +32,14 @@ from lightning.pytorch.loggers import CSVLogger  # noqa: E402
 
 from iapo.agent.rollout import SamplingSettings  # noqa: E402
 from iapo.attribution.score import AttributionSettings  # noqa: E402
-from iapo.callbacks import AdapterCheckpoint, draw_attributions  # noqa: E402
 from iapo.data.datamodule import DataSpec, VQADataModule  # noqa: E402
 from iapo.data.sample import load_image  # noqa: E402
 from iapo.data.synthetic import PATTERNS, SyntheticConfig, build_split  # noqa: E402
-from iapo.models import LoraSettings, ModelSettings  # noqa: E402
-from iapo.module import IAPOModule  # noqa: E402
-from iapo.sft import SFTModule  # noqa: E402
-from iapo.update import PPOSettings  # noqa: E402
+from iapo.models.loader import LoraSettings, ModelSettings  # noqa: E402
+from iapo.training.callbacks import AdapterCheckpoint, draw_attributions  # noqa: E402
+from iapo.training.iapo_module import IAPOModule  # noqa: E402
+from iapo.training.sft_module import SFTModule  # noqa: E402
+from iapo.training.update import PPOSettings  # noqa: E402
 
 DEMO_TASK = SyntheticConfig(
     grid=2,

@@ -1,4 +1,4 @@
-"""`PolicyModule`: what the RL module (`iapo.module.IAPOModule`) and the cold start (`iapo.sft.SFTModule`) share.
+"""`PolicyModule`: what the RL module (`iapo.training.iapo_module.IAPOModule`) and the cold start (`iapo.training.sft_module.SFTModule`) share.
 
 Both train one policy (`self.policy_model`, `self.processor`, loaded in `configure_model`) with AdamW and a linear
 warm-up, evaluate it with greedy agent rollouts (tools on, or one direct-answer turn with `self.tools` False), and
@@ -22,7 +22,7 @@ from torch import nn
 from iapo.agent.prompts import DIRECT_SYSTEM_PROMPT
 from iapo.agent.rollout import HFPolicy, SamplingSettings, rollout
 from iapo.agent.trajectory import Trajectory
-from iapo.evaluation import HEADLINE_METRIC, BenchmarkTally
+from iapo.evaluation.results import HEADLINE_METRIC, BenchmarkTally
 from iapo.serialization import plain
 
 

@@ -1,4 +1,4 @@
-"""Expert trajectories for the cold-start fine-tune (`iapo.sft`): what a perfect agent writes, as real rollouts.
+"""Expert trajectories for the cold-start fine-tune (`iapo.training.sft_module`): what a perfect agent writes, as real rollouts.
 
 An expert trajectory is a list of assistant turns. For a synthetic sample it is built from the target's known box
 (`meta["bbox"]`, original pixels): turn 1 names the object and calls `zoom_in` on that box mapped to the image as
@@ -10,20 +10,10 @@ The turns become `Trajectory` objects by running the real `rollout` with `Expert
 them: tokens, policy masks, tool crops and image positions are exactly those the RL rollout produces when the
 model writes the same text.
 
-    from iapo.expert import expert_trajectories
+    from iapo.training.expert import expert_trajectories
     trajectories, skipped = expert_trajectories(processor, samples, images, SamplingSettings(), kind="zoom")
 
-Expert JSONL (`read_expert_jsonl`): the rows of `iapo.data.jsonl` plus the assistant turns, one object per line::
-
-    {"image": "imgs/0001.png", "question": "What is written on the sign?", "options": ["stop", "exit"],
-     "answer": "B",
-     "turns": ["The sign is small. <tool_call>{\"name\": \"zoom_in\", \"arguments\": {\"bbox_2d\": [10, 20, 90, 80]}}</tool_call>",
-               "It reads exit. <answer>B</answer>"]}
-
-Every turn but the last must be one well-formed tool call, the last a well-formed `<answer>` that scores above 0
-against the row's answer; `bbox_2d` is in pixels of the image as the model sees it (Qwen2.5-VL's grounding
-convention). Other rows are skipped and counted: "missing_field" (no turns), "bad_field" (turns not a list of
-strings), "bad_turns" (a turn of the wrong kind or malformed), "wrong_answer", plus the reasons of `read_jsonl`.
+Expert JSONL rows are read by `iapo.data.jsonl.read_expert_jsonl`.
 """
 
 from __future__ import annotations
@@ -34,17 +24,14 @@ import math
 import zlib
 from collections import Counter
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 
-from iapo.agent.parsing import parse_turn
+from iapo.agent.parsing import check_turns
 from iapo.agent.prompts import DIRECT_SYSTEM_PROMPT
 from iapo.agent.rollout import Generation, SamplingSettings, grid_to_model_size, rollout
 from iapo.agent.trajectory import Trajectory
-from iapo.data.jsonl import _parse_row, _RowError, read_jsonl
-from iapo.data.sample import SkipLog, VQASample
-from iapo.data.scoring import score_sample
+from iapo.data.sample import VQASample
 
 EXPERT_KINDS = ("zoom", "direct", "mixed")
 """`zoom`: zoom on the target, then answer; `direct`: answer at once, tools-off prompt; `mixed`: each sample one of
@@ -118,22 +105,6 @@ def expert_turns(
 def direct_turns(sample: VQASample) -> list[str]:
     """The direct expert (tools off): the zoom expert's final turn alone."""
     return [answer_turn(sample)]
-
-
-def check_turns(turns: Sequence[str], max_turns: int | None = None) -> str | None:
-    """Why a list of assistant turns is not a valid expert trajectory (None when it is): every turn but the last a
-    well-formed tool call, the last a well-formed answer, at most `max_turns` turns."""
-    if not turns:
-        return "no turns"
-    if max_turns is not None and len(turns) > max_turns:
-        return f"{len(turns)} turns, more than max_turns={max_turns}"
-    for index, text in enumerate(turns):
-        action = parse_turn(text)
-        wanted = "answer" if index == len(turns) - 1 else "tool_call"
-        if action.kind != wanted or action.error:
-            found = action.error or action.kind
-            return f"turn {index + 1} should be a well-formed {wanted}, got {found}"
-    return None
 
 
 class ExpertPolicy:
@@ -243,32 +214,3 @@ def expert_trajectories(
             trajectories.append(trajectory)
     trajectories.sort(key=lambda t: t.sample_index)
     return trajectories, skipped
-
-
-def read_expert_jsonl(path: str | Path, source: str | None = None, skips: SkipLog | None = None) -> list[VQASample]:
-    """Read an expert JSONL (see the module docstring) into samples carrying their turns in `meta["turns"]`.
-
-    Bad rows are skipped and counted in `skips` by reason (a fresh `SkipLog`, reported as a warning, when none is
-    given); `SkipLog(strict=True)` raises on the first one.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"expert JSONL not found: {path}. Rows are {{image, question, options?, answer, turns}}."
-        )
-    return read_jsonl(path, source, skips, parse_row=_parse_expert_row)
-
-
-def _parse_expert_row(line: str, folder: Path, source: str, default_uid: str) -> VQASample:
-    sample = _parse_row(line, folder, source, default_uid)
-    turns = json.loads(line).get("turns")
-    if turns in (None, []):
-        raise _RowError("missing_field", "missing turns")
-    if not isinstance(turns, list) or not all(isinstance(turn, str) for turn in turns):
-        raise _RowError("bad_field", "turns must be a list of strings")
-    problem = check_turns(turns)
-    if problem:
-        raise _RowError("bad_turns", problem)
-    if score_sample(parse_turn(turns[-1]).answer, sample) <= 0:
-        raise _RowError("wrong_answer", f"the last turn's answer does not match the row's answer {sample.answer!r}")
-    return dataclasses.replace(sample, meta={**sample.meta, "turns": turns})

@@ -2,7 +2,7 @@
 
 trainer:
   logger:
-    - class_path: iapo.loggers.OfflineFallbackWandbLogger
+    - class_path: iapo.training.loggers.OfflineFallbackWandbLogger
       init_args: {project: iapo, name: iapo-3b, tags: [iapo]}
 """
 

@@ -22,13 +22,13 @@ from torch import nn
 
 from iapo.agent.rollout import HFPolicy, SamplingSettings, rollout
 from iapo.agent.trajectory import Trajectory
-from iapo.algo import ADVANTAGE_SCALES, group_advantages
 from iapo.attribution.score import AttributionSettings, attribution_distributions
-from iapo.evaluation import HEADLINE_METRIC
-from iapo.models import ModelSettings
-from iapo.policy_module import PolicyModule
-from iapo.rewards import AccuracyReward, AttributionReward, FormatReward, compute_rewards
-from iapo.update import PPOSettings, policy_update
+from iapo.evaluation.results import HEADLINE_METRIC
+from iapo.models.loader import ModelSettings
+from iapo.training.algo import ADVANTAGE_SCALES, group_advantages
+from iapo.training.policy_base import PolicyModule
+from iapo.training.rewards import AccuracyReward, AttributionReward, FormatReward, compute_rewards
+from iapo.training.update import PPOSettings, policy_update
 
 
 class IAPOModule(PolicyModule):

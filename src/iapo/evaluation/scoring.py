@@ -11,7 +11,7 @@
 
 A prediction of ``None`` (the agent gave no final answer) scores 0. Try it::
 
-    python -c "from iapo.data.scoring import mcq_letter; print(mcq_letter('The answer is (B).', 'ABCD'))"
+    python -c "from iapo.evaluation.scoring import mcq_letter; print(mcq_letter('The answer is (B).', 'ABCD'))"
 """
 
 from __future__ import annotations

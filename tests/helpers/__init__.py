@@ -1,0 +1,1 @@
+"""What tests share: CLI loading, scripted policies, data-file writers and `RunIf` skips."""
