@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from helpers.data_files import b64, hr_rows, make_vstar, png, write_json, write_parquet
-from iapo.data import benchmarks, download
-from iapo.data.benchmarks import BENCHMARKS, is_present, load_benchmark
+from iapo.data import download
+from iapo.data.benchmarks import BENCHMARKS, is_present, load_benchmark, zoom_sets
 from iapo.data.sample import BadRowError, SkipLog, load_image
 
 # --- V* Bench -------------------------------------------------------------------------------------------------------
@@ -262,7 +262,7 @@ def test_missing_set_names_path_and_make_data(tmp_path: Path) -> None:
         message = str(info.value)
         assert str(tmp_path / name) in message and "make data" in message and BENCHMARKS[name].hf_repo in message
     with pytest.raises(FileNotFoundError, match="make data"):
-        benchmarks.load_pope(tmp_path / "pope", SkipLog())
+        zoom_sets.load_pope(tmp_path / "pope", SkipLog())
     with pytest.raises(ValueError, match="unknown benchmark"):
         load_benchmark("mmbench", tmp_path)
 

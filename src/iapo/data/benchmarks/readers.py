@@ -1,0 +1,129 @@
+"""Row readers shared by the test-set loaders: files to (where, row) pairs, fields, letters and counted skips."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+import random
+import re
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from iapo.data.sample import BadRowError, ImageRef, SkipLog, VQASample
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+LETTERS = "ABCDEFGHIJ"
+
+
+def collect_rows(rows: Iterable[tuple[str, Any]], build: Callable[[Any], VQASample], skips: SkipLog) -> list[VQASample]:
+    """Build a sample from each (where, row); a row that raises `BadRowError` or repeats a uid goes to `skips`."""
+    samples, seen = [], set()
+    for where, row in rows:
+        try:
+            sample = build(row)
+        except BadRowError as bad:
+            skips.skip(bad.reason, where, bad.detail)
+            continue
+        if sample.uid in seen:
+            skips.skip("duplicate_uid", where, sample.uid)
+            continue
+        seen.add(sample.uid)
+        samples.append(sample)
+    return samples
+
+
+def is_blank(value: Any) -> bool:
+    return (
+        value is None
+        or (isinstance(value, float) and math.isnan(value))
+        or (isinstance(value, str) and not value.strip())
+    )
+
+
+def row_field(row: dict[str, Any], key: str) -> Any:
+    value = row.get(key)
+    if is_blank(value):
+        raise BadRowError("missing_field", key)
+    return value
+
+
+def row_text(row: dict[str, Any], key: str) -> str:
+    return str(row_field(row, key)).strip()
+
+
+def option_letter(value: Any, letters: str) -> str:
+    match = re.fullmatch(r"\(?([A-Za-z])\)?\.?", str(value).strip())
+    if not match or match.group(1).upper() not in letters:
+        raise BadRowError("unknown_answer", f"{value!r} not in {list(letters)}")
+    return match.group(1).upper()
+
+
+def existing_image(path: Path) -> Path:
+    if not path.is_file():
+        raise BadRowError("missing_image", str(path))
+    return path
+
+
+def embedded_image(value: Any) -> ImageRef:
+    """An embedded image (raw bytes, an HF ``{"bytes": ...}`` struct or a base64 string), kept undecoded."""
+    if isinstance(value, dict):
+        value = value.get("bytes")
+    if isinstance(value, bytes | bytearray) and value:
+        return bytes(value)
+    if isinstance(value, str) and value.strip():
+        return value if value.startswith("base64:") else "base64:" + value.strip()
+    raise BadRowError("missing_image", "no embedded image")
+
+
+def parquet_rows(paths: Iterable[Path], columns: Iterable[str]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(``"file:row"``, row dict) for every row, reading a few rows at a time; absent columns are absent keys."""
+    for path in paths:
+        parquet = pq.ParquetFile(path)
+        present = [c for c in columns if c in parquet.schema_arrow.names]
+        row = 0
+        for batch in parquet.iter_batches(batch_size=8, columns=present):
+            for record in batch.to_pylist():
+                row += 1
+                yield f"{path}:{row}", record
+
+
+def tsv_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Rows of a VLMEvalKit-style TSV (header line, pandas quoting, fields of many megabytes)."""
+    previous_limit = csv.field_size_limit(2**31 - 1)
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            for row, record in enumerate(csv.DictReader(handle, delimiter="\t"), start=1):
+                yield f"{path}:{row}", record
+    finally:
+        csv.field_size_limit(previous_limit)
+
+
+def json_lines(path: Path) -> Iterator[tuple[str, Any]]:
+    """(``"file:line"``, parsed object) per non-empty line; unparsable lines yield a `BadRowError`."""
+    with path.open(encoding="utf-8") as handle:
+        for line_number, line in enumerate(handle, start=1):
+            if line.strip():
+                try:
+                    yield f"{path}:{line_number}", json.loads(line)
+                except json.JSONDecodeError as err:
+                    yield f"{path}:{line_number}", BadRowError("bad_json", str(err))
+
+
+def checked_object(row: Any) -> dict[str, Any]:
+    if isinstance(row, BadRowError):
+        raise row
+    if not isinstance(row, dict):
+        raise BadRowError("bad_json", f"expected an object, got {type(row).__name__}")
+    return row
+
+
+def option_permutation(uid: str, n: int) -> list[int]:
+    """A shuffle of range(n) that depends only on `uid`."""
+    order = list(range(n))
+    random.Random(int.from_bytes(hashlib.sha256(uid.encode()).digest()[:8], "big")).shuffle(order)
+    return order
