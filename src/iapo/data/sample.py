@@ -21,7 +21,22 @@ from PIL import Image, UnidentifiedImageError
 ImageRef = str | Path | bytes | Image.Image
 """A path to an image file, raw encoded bytes, a base64 string (``"base64:..."``) or an already decoded image."""
 
-ANSWER_TYPES = ("mcq", "yes_no", "relaxed", "anls", "exact")
+ANSWER_TYPES = ("mcq", "yes_no", "relaxed", "anls", "exact", "wtq", "tabfact", "charxiv")
+"""How a set's answers are scored (`iapo.evaluation.scoring.score_sample`): option letter, yes/no, ChartQA's relaxed
+accuracy, ANLS, exact match, WikiTableQuestions denotation accuracy (`|`-separated answer sets), TabFact true/false,
+and CharXiv's rule."""
+
+
+REFOCUS_META = {
+    "kind": "table | chart_v | chart_h",
+    "columns": "[[label, [x1, y1, x2, y2]], ...]  (tables: one per column header)",
+    "rows": "[[label, [x1, y1, x2, y2]], ...]  (tables: one per row starter, the header row first)",
+    "x_values": "[[label, [x1, y1, x2, y2]], ...]  (vertical bar charts: one per x-axis label / bar)",
+    "y_values": "[[label, [x1, y1, x2, y2]], ...]  (horizontal bar charts: one per y-axis label / bar)",
+}
+"""The layout of `VQASample.meta["refocus"]`: label boxes in pixels of the original image (x1, y1, x2, y2), as
+(label, box) pairs in reading order so repeated labels survive. Loaders convert ReFocus's normalised boxes and
+VTool-R1's pixel boxes into it; the editing tools (`iapo.agent.tools.refocus`) read it through the tool context."""
 
 
 class BadRowError(ValueError):
@@ -41,7 +56,11 @@ class VQASample:
     """One visual question.
 
     `answer` is the letter of the correct option for `answer_type="mcq"` (options are lettered A, B, ... in order),
-    "yes"/"no" for `"yes_no"`, and the reference text for the other types. `meta` keeps what scoring or analysis
+    "yes"/"no" for `"yes_no"`, "true"/"false" for `"tabfact"`, and the reference text for the other types
+    (`"wtq"`: items separated by `|`).
+
+    Chart and table samples carry their label boxes for the editing tools in `meta["refocus"]` (see
+    `REFOCUS_META`). `meta` keeps what scoring or analysis
     needs and the prompt does not (e.g. the object `bbox` in original-image pixels, HR-Bench's `cycle_category`).
     """
 
