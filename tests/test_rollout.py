@@ -9,7 +9,8 @@ import torch
 
 from iapo.agent.prompts import observation_message, prompt_messages
 from iapo.agent.rollout import HFPolicy, SamplingSettings, rollout
-from iapo.agent.trajectory import TOOL_FAILURES, collate_trajectories, forward_logprobs, token_logprobs
+from iapo.agent.tools import tool_failure_kinds
+from iapo.agent.trajectory import collate_trajectories, forward_logprobs, token_logprobs
 from iapo.data.sample import load_image
 from iapo.data.synthetic import build_split
 
@@ -108,7 +109,7 @@ def test_malformed_output_is_counted_not_raised(tiny_processor, samples, scripte
     [trajectory] = rollout(policy, tiny_processor, rows[:1], images[:1], settings=SamplingSettings(max_turns=2))
     assert dict(trajectory.stats.errors) == errors
     assert trajectory.stats.calls == calls
-    assert trajectory.stats.failures == sum(n for kind, n in errors.items() if kind in TOOL_FAILURES)
+    assert trajectory.stats.failures == sum(n for kind, n in errors.items() if kind in tool_failure_kinds())
     assert not trajectory.well_formed
     if "bad_json" in errors or "unknown_tool" in errors:
         assert trajectory.final_answer == "A" and trajectory.num_images == 1  # the error text was the observation

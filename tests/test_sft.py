@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from helpers.cli import ROOT, load_cli
-from iapo.agent.prompts import DIRECT_SYSTEM_PROMPT, SYSTEM_PROMPT
+from iapo.agent.prompts import AgentPrompt
 from iapo.agent.rollout import HFPolicy, SamplingSettings, rollout
 from iapo.agent.trajectory import collate_trajectories, forward_logprobs
 from iapo.data.datamodule import DataSpec, VQADataModule
@@ -80,7 +80,9 @@ def test_zoom_expert_zooms_once_on_the_target_and_answers(tiny_processor, synthe
         assert trajectory.final_answer == sample.answer and answer.text.endswith(f"<answer>{sample.answer}</answer>")
         # the policy tokens are exactly the two assistant turns; everything else is masked
         assert policy_texts(trajectory, tiny_processor.tokenizer) == [t.text for t in trajectory.turns]
-        assert SYSTEM_PROMPT in tiny_processor.tokenizer.decode(trajectory.input_ids[: trajectory.prompt_length])
+        assert AgentPrompt("zoom").system_prompt in tiny_processor.tokenizer.decode(
+            trajectory.input_ids[: trajectory.prompt_length]
+        )
 
 
 def test_direct_and_mixed_experts(tiny_processor, synthetic):
@@ -88,7 +90,7 @@ def test_direct_and_mixed_experts(tiny_processor, synthetic):
     direct, _ = expert_trajectories(tiny_processor, rows, images, SETTINGS, kind="direct")
     for trajectory, sample in zip(direct, rows, strict=True):
         assert trajectory.stats.calls == 0 and len(trajectory.turns) == 1 and trajectory.final_answer == sample.answer
-        assert DIRECT_SYSTEM_PROMPT in tiny_processor.tokenizer.decode(trajectory.input_ids)
+        assert AgentPrompt(None).system_prompt in tiny_processor.tokenizer.decode(trajectory.input_ids)
     kinds = set()
     for epoch in (0, 1):
         mixed, _ = expert_trajectories(tiny_processor, rows, images, SETTINGS, kind="mixed", epoch=epoch)

@@ -19,7 +19,7 @@ def original():
 
 def zoom(original, box, model_size=(224, 336), min_crop_size=28):
     """The model sees the 672×448 original as 336×224 (width×height): a factor of 2 in each direction."""
-    return run_tool(ToolCall("zoom_in", {"bbox_2d": box}), ToolContext(original, model_size, min_crop_size))
+    return run_tool(ToolCall("zoom_in", {"bbox_2d": box}), ToolContext(original, model_size, min_crop_size), "zoom")
 
 
 def assert_crop_is(result, original, box):
@@ -77,5 +77,5 @@ def test_invalid_boxes_return_an_error_observation(original, box, kind):
 
 def test_unknown_tool_and_missing_arguments_are_error_observations(original):
     context = ToolContext(original, (224, 336))
-    assert run_tool(ToolCall("rotate", {"angle": 90}), context).error == "unknown_tool"
-    assert run_tool(ToolCall("zoom_in", {"box": [1, 2, 3, 4]}), context).error == "missing_arguments"
+    assert run_tool(ToolCall("rotate", {"angle": 90}), context, "zoom").error == "unknown_tool"
+    assert run_tool(ToolCall("zoom_in", {"box": [1, 2, 3, 4]}), context, "zoom").error == "missing_arguments"

@@ -1,9 +1,11 @@
 """Parse one assistant turn into an action: a tool call, a final answer, or nothing usable.
 
-The grammar: `<tool_call>{"name": ..., "arguments": {...}}</tool_call>` or `<answer>…</answer>`; whichever closes
-first wins (generation stops at the first closing tag). Malformed output never raises: the action carries an
-`error` kind that the rollout counts (`bad_json`, `missing_name`, `missing_arguments`, `text_after_answer`,
-`no_action`, `truncated`).
+The grammar: `<tool_call>{"name": ..., "arguments": {...}}</tool_call>` (also Qwen2.5's
+`\n<tool_call>\n{json}\n</tool_call>`) or `<answer>…</answer>`; whichever closes first wins (generation stops at the
+first closing tag). Model output is data: malformed output never raises, whatever it holds (numbers of 5,000
+digits, JSON nested 1,000 deep). The action carries an `error` kind that the rollout counts (`bad_json`,
+`missing_name`, `missing_arguments`, `text_after_answer`, `multiple_tool_calls`, `no_action`, `truncated`).
+A turn with several calls runs the first one; the rest are counted as `multiple_tool_calls`.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ def parse_tool_call(payload: str) -> tuple[ToolCall | None, str | None]:
     """Parse the JSON between the tool-call tags; return (call, None) or (None, error kind)."""
     try:
         data = json.loads(payload)
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):  # JSONDecodeError, integers beyond the digit limit, deep nesting
         return None, "bad_json"
     if not isinstance(data, dict) or not isinstance(data.get("name"), str):
         return None, "missing_name"
@@ -52,6 +54,8 @@ def parse_turn(text: str, truncated: bool = False) -> Action:
         return Action("answer", answer=answer.group(1).strip(), error="text_after_answer" if trailing else None)
     if tool:
         call, error = parse_tool_call(tool.group(1).strip())
+        if error is None and TOOL_CALL.search(text, tool.end()):
+            error = "multiple_tool_calls"
         return Action("tool_call", call=call, error=error)
     return Action("none", error="truncated" if truncated else "no_action")
 

@@ -1,28 +1,80 @@
-"""The agent's text protocol: system prompt, chat template, question formatting and tool-observation turns.
+"""The agent's text protocol: system prompt (rendered from the toolset), chat template, question formatting and
+tool-observation turns.
 
-The format follows Qwen2.5-VL's chat template. The stock template has no tool role, so a tool observation is a `user`
-turn wrapped in `<tool_response>…</tool_response>` holding the crop as an image (as DeepEyes does). Everything that
-writes these strings lives here, so the rollout's token-level concatenation and the chat template agree (a test
-checks that rendering a whole conversation with the template gives exactly the rollout's tokens).
+The system prompt is the toolset's instructions followed by the tool definitions exactly as Qwen2.5's tools chat
+template renders them (`<tools>` with one JSON schema per line, then the `<tool_call>` format;
+`tests/test_prompts.py` checks it against the template itself), so a real Qwen2.5-VL sees the format it was trained
+on. The stock Qwen2.5-VL template has no tool role, so a tool observation is a `user` turn wrapped in
+`<tool_response>…</tool_response>` holding the returned image (as DeepEyes does). Everything that writes these
+strings lives here, so the rollout's token-level concatenation and the chat template agree.
+
+Text from data or from the model (questions, options, tool names echoed in errors) passes `neutralize_control_text`:
+it can never become a control token such as `<|im_end|>` or `<|image_pad|>`.
 """
 
 from __future__ import annotations
 
+import json
+import re
+from dataclasses import dataclass
+
+from iapo.agent.tools import get_toolset, toolset_tools
 from iapo.data.sample import VQASample
 
 VISION_PLACEHOLDER = "<|vision_start|><|image_pad|><|vision_end|>"
 
-SYSTEM_PROMPT = (
-    "You are a visual assistant that can zoom into the image. To look closer at a region, call the tool:\n"
-    '<tool_call>{"name": "zoom_in", "arguments": {"bbox_2d": [x1, y1, x2, y2]}}</tool_call>\n'
-    "with pixel coordinates of the image as you see it. The tool returns the region at full resolution. "
-    "Think briefly, zoom when details are too small, and finish with <answer>your answer</answer>."
+TOOLS_HEADER = (
+    "\n\n# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"
+    "You are provided with function signatures within <tools></tools> XML tags:\n<tools>"
 )
+TOOLS_FOOTER = (
+    "\n</tools>\n\nFor each function call, return a json object with function name and arguments within "
+    '<tool_call></tool_call> XML tags:\n<tool_call>\n{"name": <function-name>, "arguments": <args-json-object>}\n'
+    "</tool_call>"
+)
+"""Qwen2.5's tools template around the schemas (`qwen2.5_tools_chat_template.jinja`), verbatim."""
 
-DIRECT_SYSTEM_PROMPT = (
+DIRECT_INSTRUCTIONS = (
     "You are a visual assistant. Look at the image, think briefly, and finish with <answer>your answer</answer>."
 )
 """The tools-off prompt: the same answer format, no tool (evaluation with `tools: false`, max one turn)."""
+
+CONTROL_TEXT = re.compile(r"<\|[^<>|\s]{1,40}\|>|</?tool_call>|</?tool_response>")
+
+
+def neutralize_control_text(text: str) -> str:
+    """Text that cannot tokenize to a control token: `<|im_end|>` becomes `‹|im_end|›` (likewise the tool tags)."""
+    return CONTROL_TEXT.sub(lambda match: "‹" + match.group(0)[1:-1] + "›", text)
+
+
+def tools_section(toolset: str) -> str:
+    """The tool definitions of `toolset` as Qwen2.5's tools template renders them after the system text."""
+    schemas = "".join("\n" + json.dumps(tool.schema(), ensure_ascii=False) for tool in toolset_tools(toolset))
+    return TOOLS_HEADER + schemas + TOOLS_FOOTER
+
+
+@dataclass(frozen=True)
+class AgentPrompt:
+    """What the agent is told: a toolset (None: tools off, direct answer) and optional instructions replacing the
+    toolset's own (or the direct-answer ones). Every trajectory records the prompt it was sampled under."""
+
+    toolset: str | None = "zoom"
+    instructions: str | None = None
+
+    @property
+    def system_prompt(self) -> str:
+        if self.toolset is None:
+            return self.instructions or DIRECT_INSTRUCTIONS
+        return (self.instructions or get_toolset(self.toolset).instructions) + tools_section(self.toolset)
+
+    def tools_char_span(self) -> tuple[int, int]:
+        """[start, end) of the tool definitions within `system_prompt` ((n, n) when tools are off)."""
+        text = self.system_prompt
+        if self.toolset is None:
+            return len(text), len(text)
+        start = text.rindex(TOOLS_HEADER)
+        return start, len(text)
+
 
 CHAT_TEMPLATE = (
     "{% for message in messages %}"
@@ -48,21 +100,29 @@ ANSWER_INSTRUCTIONS = {
 DEFAULT_INSTRUCTION = "Answer the question using a single word or phrase."
 
 
-def format_question(sample: VQASample) -> str:
-    """The user text of a sample: the question, lettered options when present, and the answer instruction."""
+def format_question(sample: VQASample, toolset: str | None = None) -> str:
+    """The user text of a sample: the question, lettered options when present, what the toolset tells about this
+    example (e.g. the labels an editing tool accepts), and the answer instruction. Data text is neutralised."""
     lines = [sample.question.strip()]
     if sample.options:
         lines.append("Options:")
         lines += [f"{letter}. {option}" for letter, option in zip(sample.letters, sample.options, strict=True)]
+    describe = get_toolset(toolset).describe_example if toolset is not None else None
+    if describe is not None:
+        lines += describe(sample.meta)
     lines.append(ANSWER_INSTRUCTIONS.get(sample.answer_type, DEFAULT_INSTRUCTION))
-    return "\n".join(lines)
+    return neutralize_control_text("\n".join(lines))
 
 
-def prompt_messages(sample: VQASample, system_prompt: str = SYSTEM_PROMPT) -> list[dict]:
+def prompt_messages(sample: VQASample, prompt: AgentPrompt | None = None) -> list[dict]:
     """The opening conversation: system prompt, then the image followed by the question."""
+    prompt = prompt or AgentPrompt()
     return [
-        {"role": "system", "content": system_prompt},
-        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": format_question(sample)}]},
+        {"role": "system", "content": prompt.system_prompt},
+        {
+            "role": "user",
+            "content": [{"type": "image"}, {"type": "text", "text": format_question(sample, prompt.toolset)}],
+        },
     ]
 
 
@@ -72,6 +132,7 @@ def observation_text(message: str, with_image: bool, assistant_closed: bool) -> 
     """
     close = "\n" if assistant_closed else "<|im_end|>\n"
     image = VISION_PLACEHOLDER if with_image else ""
+    message = neutralize_control_text(message)
     return (
         f"{close}<|im_start|>user\n<tool_response>{image}{message}</tool_response><|im_end|>\n<|im_start|>assistant\n"
     )
@@ -82,5 +143,5 @@ def observation_message(message: str, with_image: bool) -> dict:
     parts: list[dict] = [{"type": "text", "text": "<tool_response>"}]
     if with_image:
         parts.append({"type": "image"})
-    parts.append({"type": "text", "text": f"{message}</tool_response>"})
+    parts.append({"type": "text", "text": f"{neutralize_control_text(message)}</tool_response>"})
     return {"role": "user", "content": parts}

@@ -18,8 +18,8 @@ import dataclasses
 
 import torch
 
-from iapo.agent.prompts import SYSTEM_PROMPT, observation_message, prompt_messages
-from iapo.agent.rollout import find_question_span, grid_to_model_size
+from iapo.agent.prompts import observation_message, prompt_messages
+from iapo.agent.rollout import find_question_span, grid_to_model_size, token_span
 from iapo.agent.trajectory import Trajectory, image_token_spans
 from iapo.data.sample import VQASample
 
@@ -27,20 +27,21 @@ IM_END = "<|im_end|>"
 IMAGE_PAD = "<|image_pad|>"
 
 
-def retokenize(trajectory: Trajectory, sample: VQASample, processor, system_prompt: str = SYSTEM_PROMPT) -> Trajectory:
+def retokenize(trajectory: Trajectory, sample: VQASample, processor) -> Trajectory:
     """The same interaction encoded with `processor`: a new `Trajectory` whose turns, answer and stats are shared.
 
     Args:
         trajectory: a rollout's trajectory (its `turns` hold the generated text; `images` the original and crops).
         sample: the sample it answered (renders the prompt).
         processor: a Qwen2.5-VL-style processor (chat template, `<|image_pad|>` expansion, offsets mapping).
-        system_prompt: the system prompt the rollout used.
+        The conversation is rendered under the prompt the trajectory records (`trajectory.prompt`).
 
     Returns:
         A `Trajectory` with `input_ids`/`policy_mask` [T'], `pixel_values` [P', D'], `image_grid_thw` [N, 3],
-        `image_spans`, `model_image_sizes`, `question_span` and `prompt_length` of the new encoding.
+        `image_spans`, `model_image_sizes`, `question_span`, `system_span`, `tools_span` and `prompt_length` of the
+        new encoding.
     """
-    text, prompt_end, turn_spans = _render(trajectory, sample, processor, system_prompt)
+    text, prompt_end, turn_spans = _render(trajectory, sample, processor)
     encoded = processor(text=[text], images=trajectory.images, return_tensors="pt", return_offsets_mapping=True)
     input_ids, offsets = encoded["input_ids"][0], encoded["offset_mapping"][0]
     tokenizer = processor.tokenizer
@@ -51,6 +52,9 @@ def retokenize(trajectory: Trajectory, sample: VQASample, processor, system_prom
         policy_mask |= (offsets[:, 0] < expand(end)) & (offsets[:, 1] > expand(start))
     spans = image_token_spans(input_ids, tokenizer.convert_tokens_to_ids(IMAGE_PAD))
     patch_size = processor.image_processor.patch_size
+    system_text = trajectory.prompt.system_prompt
+    system_start = text.index(system_text)  # before any image: offsets need no expansion
+    tools_start, tools_end = trajectory.prompt.tools_char_span()
     return dataclasses.replace(
         trajectory,
         input_ids=input_ids,
@@ -61,20 +65,20 @@ def retokenize(trajectory: Trajectory, sample: VQASample, processor, system_prom
         image_spans=spans,
         model_image_sizes=[grid_to_model_size(g, patch_size) for g in encoded["image_grid_thw"]],
         question_span=find_question_span(input_ids, tokenizer),
+        system_span=token_span(offsets, system_start, system_start + len(system_text)),
+        tools_span=token_span(offsets, system_start + tools_start, system_start + tools_end),
         prompt_length=int((offsets[:, 1] <= expand(prompt_end)).sum()),
     )
 
 
-def _render(
-    trajectory: Trajectory, sample: VQASample, processor, system_prompt: str
-) -> tuple[str, int, list[tuple[int, int]]]:
+def _render(trajectory: Trajectory, sample: VQASample, processor) -> tuple[str, int, list[tuple[int, int]]]:
     """The conversation as chat-template text cut after the last generated character.
 
     Returns (text, end of the prompt, [start, end) character span of each turn's generated text). A turn whose text
     ends with `<|im_end|>` (the model closed it) is rendered as content + the template's own `<|im_end|>`, so the
     generated span includes that token, as in the rollout.
     """
-    messages = prompt_messages(sample, system_prompt)
+    messages = prompt_messages(sample, trajectory.prompt)
     prompt_end = len(processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False))
     starts = []
     last = len(trajectory.turns) - 1

@@ -1,8 +1,10 @@
 """Batched multi-turn rollout: B prompts × G samples generated together, tools answered with image crops.
 
 Each turn, every unfinished trajectory is left-padded into one batch (all its images included) and the policy
-generates until `</tool_call>`, `</answer>`, EOS or `max_new_tokens`. A tool call is executed on the full-resolution
-original and its observation (a `user` turn with the crop) is appended as tokens, masked out of the policy loss.
+generates until `</tool_call>`, `</answer>`, EOS or `max_new_tokens`. A tool call runs with the tools of the
+configured toolset on the full-resolution original (or, for edits with `edit_latest`, on the latest returned image),
+with the example's metadata in its context, and its observation (a `user` turn with the returned image) is appended
+as tokens, masked out of the policy loss.
 Token ids are concatenated, never re-tokenized, so the trajectory holds exactly the tokens the policy produced.
 
     policy = HFPolicy(model, processor, SamplingSettings(max_turns=3, max_new_tokens=64))
@@ -19,15 +21,20 @@ import torch
 from PIL import Image
 
 from iapo.agent.parsing import STOP_STRINGS, parse_turn
-from iapo.agent.prompts import SYSTEM_PROMPT, observation_text, prompt_messages
-from iapo.agent.tools import ToolContext, run_tool
+from iapo.agent.prompts import AgentPrompt, observation_text, prompt_messages
+from iapo.agent.tools import ToolContext, ToolResult, get_toolset, run_tool
 from iapo.agent.trajectory import ToolStats, Trajectory, Turn, collate, device_inputs, image_token_spans
 from iapo.data.sample import VQASample
 
 
 @dataclass
 class SamplingSettings:
-    """Sampling and agent-loop limits (all from config)."""
+    """Sampling, agent-loop limits and the agent's prompt (all from config).
+
+    `toolset` names a registered toolset (`iapo.agent.tools`); None is the tools-off prompt. `instructions` replaces
+    the toolset's opening instructions. `edit_latest` applies image edits to the latest returned image instead of
+    the original (VTool-R1 allows one tool round on the original).
+    """
 
     max_turns: int = 3
     max_new_tokens: int = 128
@@ -37,7 +44,17 @@ class SamplingSettings:
     top_p: float = 1.0
     top_k: int = 0
     min_crop_size: int = 28
-    system_prompt: str = SYSTEM_PROMPT
+    toolset: str | None = "zoom"
+    instructions: str | None = None
+    edit_latest: bool = False
+
+    def __post_init__(self) -> None:
+        if self.toolset is not None:
+            get_toolset(self.toolset)  # an unknown name fails at config time, naming the registered ones
+
+    @property
+    def prompt(self) -> AgentPrompt:
+        return AgentPrompt(self.toolset, self.instructions)
 
 
 VISION_TOKENS = ("<|vision_start|>", "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>")
@@ -105,6 +122,10 @@ class _Episode:
     sample_index: int
     image: Image.Image
     model_size: tuple[int, int]
+    meta: dict
+    prompt: AgentPrompt
+    system_span: tuple[int, int]
+    tools_span: tuple[int, int]
     chunks: list[torch.Tensor]
     token_types: list[torch.Tensor]
     masks: list[torch.Tensor]
@@ -151,19 +172,33 @@ def find_question_span(input_ids: torch.Tensor, tokenizer) -> tuple[int, int]:
     return start, end
 
 
+def token_span(offsets: torch.Tensor, start: int, end: int) -> tuple[int, int]:
+    """[first, last + 1) of the tokens whose characters overlap [start, end) (offsets: [T, 2] character spans)."""
+    inside = torch.nonzero((offsets[:, 0] < end) & (offsets[:, 1] > start)).flatten()
+    if len(inside) == 0:
+        return 0, 0
+    return int(inside[0]), int(inside[-1]) + 1
+
+
 def start_episodes(
-    processor, samples: Sequence[VQASample], images: Sequence[Image.Image], group_size: int, system_prompt: str
+    processor, samples: Sequence[VQASample], images: Sequence[Image.Image], group_size: int, prompt: AgentPrompt
 ) -> list[_Episode]:
     """Encode each prompt once and open `group_size` episodes on it (prompt-major order)."""
     patch_size = processor.image_processor.patch_size
+    system_text = prompt.system_prompt
+    tools_start, tools_end = prompt.tools_char_span()
     episodes = []
     for index, (sample, image) in enumerate(zip(samples, images, strict=True)):
         text = processor.apply_chat_template(
-            prompt_messages(sample, system_prompt), add_generation_prompt=True, tokenize=False
+            prompt_messages(sample, prompt), add_generation_prompt=True, tokenize=False
         )
-        encoded = processor(text=[text], images=[image], return_tensors="pt")
-        input_ids = encoded["input_ids"][0]
+        encoded = processor(text=[text], images=[image], return_tensors="pt", return_offsets_mapping=True)
+        input_ids, offsets = encoded["input_ids"][0], encoded["offset_mapping"][0]
         question_span = find_question_span(input_ids, processor.tokenizer)
+        # the system text comes before any image, so its character offsets are those of the rendered text
+        system_start = text.index(system_text)
+        system_span = token_span(offsets, system_start, system_start + len(system_text))
+        tools_span = token_span(offsets, system_start + tools_start, system_start + tools_end)
         for _ in range(group_size):
             episodes.append(
                 _Episode(
@@ -171,6 +206,10 @@ def start_episodes(
                     sample_index=index,
                     image=image,
                     model_size=grid_to_model_size(encoded["image_grid_thw"][0], patch_size),
+                    meta=sample.meta,
+                    prompt=prompt,
+                    system_span=system_span,
+                    tools_span=tools_span,
                     chunks=[input_ids.clone()],
                     token_types=[encoded["mm_token_type_ids"][0].clone()],
                     masks=[torch.zeros(input_ids.shape, dtype=torch.bool)],
@@ -181,6 +220,18 @@ def start_episodes(
                 )
             )
     return episodes
+
+
+def _run_call(episode: _Episode, call, settings: SamplingSettings) -> ToolResult:
+    """Answer a parsed call with the episode's toolset (tools off: every call is an unknown tool)."""
+    toolset = episode.prompt.toolset
+    if toolset is None:
+        return ToolResult(text="Error: no tools are available here; answer directly.", error="unknown_tool")
+    if call.name in get_toolset(toolset).tools:
+        episode.stats.calls_by_tool[call.name] += 1
+    canvas = episode.images[-1] if settings.edit_latest else None
+    context = ToolContext(episode.image, episode.model_size, settings.min_crop_size, episode.meta, canvas)
+    return run_tool(call, context, toolset)
 
 
 def _step(episode: _Episode, generation: Generation, processor, settings: SamplingSettings, last_turn: bool) -> None:
@@ -204,8 +255,7 @@ def _step(episode: _Episode, generation: Generation, processor, settings: Sampli
     if action.call is None:
         result_text, crop = f"Error: malformed tool call ({action.error}).", None
     else:
-        context = ToolContext(episode.image, episode.model_size, settings.min_crop_size)
-        result = run_tool(action.call, context)
+        result = _run_call(episode, action.call, settings)
         if result.error:
             episode.stats.errors[result.error] += 1
             turn.error = turn.error or result.error
@@ -246,6 +296,9 @@ def _to_trajectory(episode: _Episode, processor) -> Trajectory:
         model_image_sizes=[grid_to_model_size(g, patch_size) for g in grids],
         question_span=episode.question_span,
         prompt_length=int(episode.chunks[0].shape[0]),
+        prompt=episode.prompt,
+        system_span=episode.system_span,
+        tools_span=episode.tools_span,
         turns=episode.turns,
         final_answer=episode.answer,
         stats=episode.stats,
@@ -262,7 +315,7 @@ def rollout(
 ) -> list[Trajectory]:
     """Run the agent loop for every sample `group_size` times; returns trajectories in prompt-major order."""
     settings = settings or SamplingSettings()
-    episodes = start_episodes(processor, samples, images, group_size, settings.system_prompt)
+    episodes = start_episodes(processor, samples, images, group_size, settings.prompt)
     pad_token_id = processor.tokenizer.pad_token_id
     for turn in range(settings.max_turns):
         active = [e for e in episodes if not e.done]

@@ -3,7 +3,9 @@
 A `Trajectory` is everything later steps need: the full token ids (prompt, generated turns, tool observations), the
 mask of tokens the policy generated (observation and prompt tokens excluded: they are not the policy's actions), the
 images in order (original first, then each crop) with their processor grids, the token span of each image's visual
-tokens and of the question text, per-turn records, the final answer and tool statistics.
+tokens, of the question text, of the system text and of the tool definitions within it, the prompt it was sampled
+under (toolset and instructions, so the teacher's view, the expert and the pictures rebuild exactly what the student
+saw), per-turn records, the final answer and tool statistics.
 
 `collate` left-pads trajectories into one model batch; `token_logprobs` scores a batch so that every trajectory's
 log-probs equal those it gets alone (mRoPE positions come from the attention mask, padding is never attended).
@@ -17,7 +19,8 @@ from dataclasses import dataclass, field
 import torch
 from PIL import Image
 
-from iapo.agent.tools import ToolCall
+from iapo.agent.prompts import AgentPrompt
+from iapo.agent.tools import ToolCall, tool_failure_kinds
 
 
 @dataclass
@@ -35,27 +38,17 @@ class Turn:
 
 @dataclass
 class ToolStats:
+    """Tool calls (in all and per tool name) and counted errors by kind."""
+
     calls: int = 0
     errors: Counter = field(default_factory=Counter)
+    calls_by_tool: Counter = field(default_factory=Counter)
 
     @property
     def failures(self) -> int:
-        return sum(n for kind, n in self.errors.items() if kind in TOOL_FAILURES)
-
-
-TOOL_FAILURES = frozenset(
-    {
-        "bad_json",
-        "missing_name",
-        "missing_arguments",
-        "bad_arguments",
-        "unknown_tool",
-        "reversed_bbox",
-        "degenerate_bbox",
-        "bbox_outside_image",
-    }
-)
-"""Error kinds that are failed tool calls (the rest are format errors of the turn or trajectory)."""
+        """Errors that are failed tool calls (the kinds `tool_failure_kinds` derives from the tool registry)."""
+        failure_kinds = tool_failure_kinds()
+        return sum(n for kind, n in self.errors.items() if kind in failure_kinds)
 
 
 @dataclass
@@ -74,6 +67,9 @@ class Trajectory:
     model_image_sizes: list[tuple[int, int]]
     question_span: tuple[int, int]
     prompt_length: int
+    prompt: AgentPrompt = field(default_factory=AgentPrompt)
+    system_span: tuple[int, int] = (0, 0)
+    tools_span: tuple[int, int] = (0, 0)
     turns: list[Turn] = field(default_factory=list)
     final_answer: str | None = None
     stats: ToolStats = field(default_factory=ToolStats)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from iapo.agent.prompts import CHAT_TEMPLATE, SYSTEM_PROMPT
+from iapo.agent.prompts import CHAT_TEMPLATE
 from iapo.models import ModelNotFoundError
 
 QWEN_SPECIAL_TOKENS = (
@@ -127,8 +127,10 @@ def cache_dir() -> Path:
 
 
 def _tokenizer_corpus() -> list[str]:
-    """Text the tiny tokenizer is trained on: the agent's prompts, tool calls, numbers and plain English."""
-    from iapo.agent.prompts import format_question
+    """Text the tiny tokenizer is trained on: every toolset's rendered system prompt and its tools' example calls,
+    the tools-off prompt, questions, numbers and plain English."""
+    from iapo.agent.prompts import AgentPrompt, format_question
+    from iapo.agent.tools import TOOLS, TOOLSETS, format_tool_call
     from iapo.data.synthetic import build_split
 
     words = (
@@ -137,12 +139,10 @@ def _tokenizer_corpus() -> list[str]:
         "crop look closer region detail small large red green blue yellow purple orange white black gray circle "
         "square triangle star stripes dots grid cross yes no there chart value number percent text sign read"
     ).split()
-    lines = [SYSTEM_PROMPT, " ".join(words), " ".join(w.capitalize() for w in words)]
+    prompts = [AgentPrompt(name) for name in sorted(TOOLSETS)] + [AgentPrompt(None)]
+    lines = [prompt.system_prompt for prompt in prompts] + [" ".join(words), " ".join(w.capitalize() for w in words)]
     lines += [f"{i} {i * 7 % 1000} {i / 4:.2f} {i}%" for i in range(200)]
-    lines += [
-        f'<tool_call>{{"name": "zoom_in", "arguments": {{"bbox_2d": [{x}, {y}, {x + 40}, {y + 56}]}}}}</tool_call>'
-        for x, y in zip(range(0, 400, 7), range(3, 400, 9), strict=False)
-    ]
+    lines += [format_tool_call(name, example) for name in sorted(TOOLS) for example in TOOLS[name].examples]
     lines += [f"<answer>{c}</answer>" for c in "ABCDE"] + ["<answer>yes</answer>", "<answer>no</answer>"]
     lines += ["<tool_response>", "</tool_response>", "Error: the box is outside the image."]
     lines += [format_question(sample) for sample in build_split("train", 64, seed=0)]

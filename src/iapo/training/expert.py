@@ -3,7 +3,7 @@
 An expert trajectory is a list of assistant turns. For a synthetic sample it is built from the target's known box
 (`meta["bbox"]`, original pixels): turn 1 names the object and calls `zoom_in` on that box mapped to the image as
 the model sees it (grown by a margin, clamped), turn 2 gives the answer in words and as `<answer>{letter}</answer>`.
-The `direct` variant is that last turn alone, under the tools-off prompt (`DIRECT_SYSTEM_PROMPT`): the training data
+The `direct` variant is that last turn alone, under the tools-off prompt (`toolset: null`): the training data
 of the no-zoom control. Real data brings its own turns (`read_expert_jsonl`, replayed under the tools-on prompt).
 
 The turns become `Trajectory` objects by running the real `rollout` with `ExpertPolicy`, a policy that replays
@@ -19,7 +19,6 @@ Expert JSONL rows are read by `iapo.data.jsonl.read_expert_jsonl`.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import zlib
 from collections import Counter
@@ -28,8 +27,8 @@ from collections.abc import Sequence
 import torch
 
 from iapo.agent.parsing import check_turns
-from iapo.agent.prompts import DIRECT_SYSTEM_PROMPT
 from iapo.agent.rollout import Generation, SamplingSettings, grid_to_model_size, rollout
+from iapo.agent.tools import format_tool_call
 from iapo.agent.trajectory import Trajectory
 from iapo.data.sample import VQASample
 
@@ -61,8 +60,8 @@ def expert_box(
 
 
 def tool_call_text(bbox_2d: Sequence[int]) -> str:
-    arguments = {"bbox_2d": [int(v) for v in bbox_2d]}
-    return f"<tool_call>{json.dumps({'name': 'zoom_in', 'arguments': arguments})}</tool_call>"
+    """The expert's zoom call, written as the registry formats every call."""
+    return format_tool_call("zoom_in", {"bbox_2d": [int(v) for v in bbox_2d]})
 
 
 def _target(sample: VQASample) -> str:
@@ -176,7 +175,7 @@ def expert_trajectories(
     """Expert trajectories of a batch, rolled out by the real agent loop; and the samples skipped, by reason.
 
     `settings.max_turns` and `max_new_tokens` bound the expert as they bound the agent; the zoom expert uses
-    `settings.system_prompt`, the direct expert `DIRECT_SYSTEM_PROMPT` (what tools-off evaluation uses).
+    `settings.prompt`, the direct expert the tools-off prompt (what tools-off evaluation uses).
     `sample_index` of each trajectory indexes `samples`. A trajectory whose tool call failed (e.g. a JSONL box
     outside the image) is dropped and counted as "expert_error".
     """
@@ -199,8 +198,7 @@ def expert_trajectories(
     for chosen, members in groups.items():
         if not members:
             continue
-        prompt = settings.system_prompt if chosen == "zoom" else DIRECT_SYSTEM_PROMPT
-        group_settings = dataclasses.replace(settings, system_prompt=prompt)
+        group_settings = settings if chosen == "zoom" else dataclasses.replace(settings, toolset=None)
         indices = [index for index, _ in members]
         policy = ExpertPolicy(processor.tokenizer, [turns for _, turns in members])
         rolled = rollout(

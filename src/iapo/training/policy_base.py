@@ -19,7 +19,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from iapo.agent.prompts import DIRECT_SYSTEM_PROMPT
 from iapo.agent.rollout import HFPolicy, SamplingSettings, rollout
 from iapo.agent.trajectory import Trajectory
 from iapo.evaluation.results import HEADLINE_METRIC, BenchmarkTally
@@ -30,7 +29,7 @@ def greedy_settings(sampling: SamplingSettings, tools: bool) -> SamplingSettings
     """Evaluation settings: greedy; with tools off, one turn under the direct-answer prompt."""
     settings = dataclasses.replace(sampling, do_sample=False)
     if not tools:
-        settings = dataclasses.replace(settings, max_turns=1, system_prompt=DIRECT_SYSTEM_PROMPT)
+        settings = dataclasses.replace(settings, max_turns=1, toolset=None)
     return settings
 
 
