@@ -14,8 +14,9 @@ from dataclasses import dataclass
 
 import torch
 
-from iapo.agent.trajectory import Trajectory, collate_trajectories, device_inputs, token_logprobs
-from iapo.training.algo import aggregate, kl_k3, ppo_clip_loss, token_entropy_from_logits
+from iapo.agent.trajectory import Trajectory, collate_trajectories, device_inputs
+from iapo.training.algo import aggregate, kl_k3, ppo_clip_loss
+from iapo.training.logprobs import DEFAULT_CHUNK_SIZE, masked_logprobs
 
 
 @dataclass
@@ -30,17 +31,32 @@ class PPOSettings:
     log_kl: bool = True
     aggregation: str = "token-mean"
     max_grad_norm: float = 1.0
+    logit_chunk_size: int = DEFAULT_CHUNK_SIZE
 
 
-def policy_forward(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-token log-probs [B, T] (with grad) and entropies [B, T] (detached) of a collated batch."""
+def backbone_and_head(model) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """The module that yields a causal LM's final hidden states (`.model` of a transformers `*ForCausalLM` /
+    `*ForConditionalGeneration`, LoRA layers included) and its LM head, through a peft wrapper."""
+    core = model.get_base_model() if hasattr(model, "get_base_model") else model
+    backbone, head = getattr(core, "model", None), core.get_output_embeddings()
+    if not isinstance(backbone, torch.nn.Module) or head is None:
+        raise TypeError(f"{type(core).__name__} has no `.model` backbone and output embeddings to score tokens with")
+    return backbone, head
+
+
+def policy_forward(
+    model, batch: dict[str, torch.Tensor], chunk_size: int = DEFAULT_CHUNK_SIZE, with_entropy: bool = True
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Per-token log-probs [B, T] (with grad) and entropies [B, T] (detached; None unless `with_entropy`) of a
+    collated batch, at its `policy_mask` positions only (0 elsewhere).
+
+    The LM head runs on the masked positions alone, `chunk_size` at a time (`iapo.training.logprobs`): memory does
+    not grow with vocabulary × sequence length.
+    """
     inputs = device_inputs(model, batch)
-    logits = model(**inputs, use_cache=False).logits
-    logp = token_logprobs(logits, inputs["input_ids"])
-    with torch.no_grad():
-        entropy = torch.zeros_like(logp)
-        entropy[:, 1:] = token_entropy_from_logits(logits[:, :-1].float())
-    return logp, entropy
+    backbone, head = backbone_and_head(model)
+    hidden = backbone(**inputs, use_cache=False).last_hidden_state
+    return masked_logprobs(hidden, head, inputs["input_ids"], batch["policy_mask"], chunk_size, with_entropy)
 
 
 def reference_adapter_off(model):
@@ -51,13 +67,16 @@ def reference_adapter_off(model):
 
 
 @torch.no_grad()
-def score_logprobs(model, trajectories: list[Trajectory], pad_token_id: int, size: int) -> list[torch.Tensor]:
-    """Log-probs of each trajectory's tokens (unpadded, on CPU), in chunks of `size` trajectories."""
+def score_logprobs(
+    model, trajectories: list[Trajectory], pad_token_id: int, size: int, chunk_size: int = DEFAULT_CHUNK_SIZE
+) -> list[torch.Tensor]:
+    """Log-probs of each trajectory's policy tokens (unpadded, 0 off the policy mask, on CPU), in chunks of `size`
+    trajectories."""
     out = []
     for start in range(0, len(trajectories), size):
         chunk = trajectories[start : start + size]
         batch = collate_trajectories(chunk, pad_token_id)
-        logp, _ = policy_forward(model, batch)
+        logp, _ = policy_forward(model, batch, chunk_size, with_entropy=False)
         for row, t in enumerate(chunk):
             out.append(logp[row, logp.shape[1] - t.input_ids.shape[0] :].float().cpu())
     return out
@@ -92,11 +111,11 @@ def policy_update(
         raise ValueError("the policy has no trainable parameters: set `student.lora` (or unfreeze the model)")
     was_training = model.training
     model.eval()
-    old = score_logprobs(model, trajectories, pad_token_id, settings.mini_batch_size)
+    old = score_logprobs(model, trajectories, pad_token_id, settings.mini_batch_size, settings.logit_chunk_size)
     ref = None
     if settings.kl_beta > 0 or (settings.log_kl and hasattr(model, "disable_adapter")):
         with reference_adapter_off(model):
-            ref = score_logprobs(model, trajectories, pad_token_id, settings.mini_batch_size)
+            ref = score_logprobs(model, trajectories, pad_token_id, settings.mini_batch_size, settings.logit_chunk_size)
     model.train()  # gradient checkpointing is active only in train mode; keep LoRA dropout at 0 for RL
     totals: dict[str, float] = {}
     steps = skipped = 0
@@ -107,7 +126,7 @@ def policy_update(
             chunk = [trajectories[i] for i in index]
             batch = collate_trajectories(chunk, pad_token_id)
             length = batch["input_ids"].shape[1]
-            logp, entropy = policy_forward(model, batch)
+            logp, entropy = policy_forward(model, batch, settings.logit_chunk_size)
             mask = batch["policy_mask"].to(logp.device)
             old_logp = _pad_left([old[i] for i in index], length).to(logp.device)
             loss, stats = ppo_clip_loss(
