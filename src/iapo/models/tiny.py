@@ -4,6 +4,8 @@
 `~/.cache/iapo`) and then loaded like any checkpoint through `iapo.models.loader`, so tests exercise the real
 `from_pretrained` path. The tokenizer is byte-level BPE with Qwen's special tokens, wrapped as a real
 `Qwen2Tokenizer`; its corpus is rendered from the registered toolsets, so every tool's calls tokenize compactly.
+`tiny-qwen-tokenizer` is the tiny student on the real Qwen2.5-VL tokenizer, chat template and processor (vendored in
+`tests/fixtures/qwen2.5-vl/`, a source checkout): real token ids and a 151,936-row LM head, tiny random weights.
 `shape-3b` / `shape-7b` are random-init models of the real shapes (for `make bench`).
 
     python -m iapo.models.tiny tiny-student tiny-teacher      # build ahead of time (--force rebuilds)
@@ -42,6 +44,9 @@ QWEN_SPECIAL_TOKENS = (
 )
 QWEN_ADDED_TOKENS = ("<tool_call>", "</tool_call>")
 """Added (non-special) tokens of the Qwen2.5 tokenizer, kept so tool calls decode as text."""
+QWEN_PROCESSOR_FIXTURES = "tests/fixtures/qwen2.5-vl"
+"""The real Qwen2.5-VL tokenizer, chat template and processor configs (provenance in that folder's README)."""
+REPOSITORY_ROOT = Path(__file__).resolve().parents[3]
 
 
 @dataclass(frozen=True)
@@ -49,7 +54,9 @@ class TinySpec:
     """Sizes of a Qwen2.5-VL-architecture model built from config with the locally trained tokenizer.
 
     `vocab_size` is the tokenizer's; `model_vocab_size` (default: the tokenizer's length) sizes the embeddings, so
-    random-init models of the real 3B/7B shapes have the real embedding and LM-head cost.
+    random-init models of the real 3B/7B shapes have the real embedding and LM-head cost. `processor_dir` (relative
+    to the repository root) holds a real processor's files (tokenizer, chat template, image processor), used instead
+    of the locally trained tokenizer; `vocab_size` is then unused.
     """
 
     hidden_size: int
@@ -70,6 +77,7 @@ class TinySpec:
     tie_word_embeddings: bool = False
     dtype: str = "float32"
     seed: int = 0
+    processor_dir: str | None = None
 
     @property
     def mrope_section(self) -> list[int]:
@@ -82,6 +90,17 @@ TINY_SPECS: dict[str, TinySpec] = {
     "tiny-student": TinySpec(hidden_size=64, num_layers=2, intermediate_size=128),
     "tiny-teacher": TinySpec(
         hidden_size=128, num_layers=4, intermediate_size=256, vision_hidden_size=64, max_pixels=280 * 280, seed=1
+    ),
+    # The real Qwen2.5-VL tokenizer and processor (its own pixel budget) on tiny weights: real token ids end to end.
+    "tiny-qwen-tokenizer": TinySpec(
+        hidden_size=64,
+        num_layers=2,
+        intermediate_size=128,
+        min_pixels=3136,
+        max_pixels=12845056,
+        model_vocab_size=151936,
+        tie_word_embeddings=True,
+        processor_dir=QWEN_PROCESSOR_FIXTURES,
     ),
     # Random-init models of the real shapes, for speed and memory benchmarks (values do not matter for those).
     "shape-3b": TinySpec(
@@ -184,6 +203,7 @@ def _train_tokenizer(vocab_size: int):
 
 def _build_tiny(spec: TinySpec, out: Path) -> None:
     from transformers import (
+        AutoProcessor,
         Qwen2_5_VLConfig,
         Qwen2_5_VLForConditionalGeneration,
         Qwen2_5_VLProcessor,
@@ -191,13 +211,18 @@ def _build_tiny(spec: TinySpec, out: Path) -> None:
         Qwen2VLVideoProcessor,
     )
 
-    tokenizer = _train_tokenizer(spec.vocab_size)
-    processor = Qwen2_5_VLProcessor(
-        image_processor=Qwen2VLImageProcessor(min_pixels=spec.min_pixels, max_pixels=spec.max_pixels),
-        tokenizer=tokenizer,
-        video_processor=Qwen2VLVideoProcessor(),
-        chat_template=CHAT_TEMPLATE,
-    )
+    if spec.processor_dir is not None:
+        processor = AutoProcessor.from_pretrained(_processor_dir(spec))
+        processor.image_processor.size = {"shortest_edge": spec.min_pixels, "longest_edge": spec.max_pixels}
+        tokenizer = processor.tokenizer
+    else:
+        tokenizer = _train_tokenizer(spec.vocab_size)
+        processor = Qwen2_5_VLProcessor(
+            image_processor=Qwen2VLImageProcessor(min_pixels=spec.min_pixels, max_pixels=spec.max_pixels),
+            tokenizer=tokenizer,
+            video_processor=Qwen2VLVideoProcessor(),
+            chat_template=CHAT_TEMPLATE,
+        )
     token_id = tokenizer.convert_tokens_to_ids
     config = Qwen2_5_VLConfig(
         text_config=dict(
@@ -239,9 +264,20 @@ def _build_tiny(spec: TinySpec, out: Path) -> None:
     (out / "tiny_spec.json").write_text(json.dumps(asdict(spec), indent=2, sort_keys=True))
 
 
+def _processor_dir(spec: TinySpec) -> Path:
+    path = REPOSITORY_ROOT / spec.processor_dir
+    if not (path / "tokenizer_config.json").is_file():
+        raise ModelNotFoundError(f"{path} holds no processor files: this tiny spec needs a source checkout")
+    return path
+
+
 def _spec_hash(spec: TinySpec) -> str:
-    corpus = "\n".join(_tokenizer_corpus())
-    payload = json.dumps(asdict(spec), sort_keys=True) + CHAT_TEMPLATE + corpus
+    if spec.processor_dir is not None:
+        files = sorted(p for p in _processor_dir(spec).iterdir() if p.is_file())
+        source = "".join(hashlib.sha256(p.read_bytes()).hexdigest() for p in files)
+    else:
+        source = CHAT_TEMPLATE + "\n".join(_tokenizer_corpus())
+    payload = json.dumps(asdict(spec), sort_keys=True) + source
     return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 
