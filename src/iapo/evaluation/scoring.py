@@ -7,22 +7,41 @@
 - ``yes_no``  1 if `yes_no` reads the correct yes/no (POPE);
 - ``relaxed`` ChartQA relaxed accuracy (numbers within 5 % relative error, otherwise case-insensitive exact match);
 - ``anls``    ANLS (document sets), best over `sample.meta["answers"]` when given;
-- ``exact``   case-, space- and final-period-insensitive exact match, best over `sample.meta["answers"]`.
+- ``exact``   case-, space- and final-period-insensitive exact match, best over `sample.meta["answers"]`;
+- ``wtq``     WikiTableQuestions denotation accuracy, as TableVQA-Bench scores VWTQ and VWTQ_syn (`wtq_denotation`);
+- ``tabfact`` TableVQA-Bench's VTabFact rule: "true" / "false" in the answer, both words is wrong (`tabfact_accuracy`);
+- ``charxiv`` our rule-based stand-in for CharXiv's GPT-4o grading of reasoning questions (`charxiv_match`).
 
 A prediction of ``None`` (the agent gave no final answer) scores 0. Try it::
 
     python -c "from iapo.evaluation.scoring import mcq_letter; print(mcq_letter('The answer is (B).', 'ABCD'))"
+    python -c "from iapo.evaluation.scoring import wtq_denotation; print(wtq_denotation('Bob||Alice', 'alice|bob'))"
 """
 
 from __future__ import annotations
 
 import math
 import re
+import unicodedata
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from iapo.data.sample import VQASample
 
-__all__ = ["anls", "exact_match", "levenshtein", "mcq_letter", "relaxed_accuracy", "score_sample", "yes_no"]
+__all__ = [
+    "anls",
+    "charxiv_match",
+    "exact_match",
+    "levenshtein",
+    "mcq_letter",
+    "relaxed_accuracy",
+    "score_sample",
+    "tabfact_accuracy",
+    "tabfact_verdict",
+    "wtq_denotation",
+    "wtq_normalize",
+    "yes_no",
+]
 
 _OPEN, _CLOSE = r"[(\[\"'“‘]?", r"[)\]\"'”’]?"  # optional brackets or quotes around a letter
 _ANSWER_CUE = r"(?i:\banswer\b(?:\s*(?:is|would\s+be|should\s+be|:|=))*\s*(?:option\s+|choice\s+)?)"
@@ -181,6 +200,256 @@ def exact_match(prediction: str, targets: str | Sequence[str]) -> float:
     return float(any(said == _normalize(target) for target in ([targets] if isinstance(targets, str) else targets)))
 
 
+# ---------------------------------------------------------------- WikiTableQuestions denotation accuracy (VWTQ)
+# A port of the official evaluator (WikiTableQuestions `evaluator.py`, vendored by TableVQA-Bench as
+# `evaluate_tablevqa_dataset.py`), so scores are comparable with published VWTQ / VWTQ_syn numbers.
+
+
+def wtq_normalize(text: str) -> str:
+    """The official string normalisation: accents dropped (NFKD), quotes and dashes unified, then repeatedly a
+    trailing citation or symbol, a trailing " (...)" and outer double quotes removed; a final "." dropped; white
+    space collapsed; lower case."""
+    text = "".join(c for c in unicodedata.normalize("NFKD", text) if unicodedata.category(c) != "Mn")
+    text = re.sub(r"[‘’´`]", "'", text)
+    text = re.sub(r"[“”]", '"', text)
+    text = re.sub(r"[‐‑‒–—−]", "-", text)
+    while True:
+        before = text
+        text = re.sub(r"((?<!^)\[[^\]]*\]|\[\d+\]|[•♦†‡*#+])*$", "", text.strip())
+        text = re.sub(r"(?<!^)( \([^)]*\))*$", "", text.strip())
+        text = re.sub(r'^"([^"]*)"$', r"\1", text.strip())
+        if text == before:
+            break
+    if text.endswith("."):
+        text = text[:-1]
+    return re.sub(r"\s+", " ", text).lower().strip()
+
+
+@dataclass(frozen=True)
+class _WTQValue:
+    """A number, a date (year, month, day; -1 for an ``xx`` placeholder) or a string, with its normalised text."""
+
+    normalized: str
+    number: int | float | None = None
+    date: tuple[int, int, int] | None = None
+
+    @property
+    def identity(self) -> tuple:
+        """What makes two values the same item of an answer set (the official values' equality)."""
+        if self.number is not None:
+            return ("number", self.number)
+        if self.date is not None:
+            return ("date", self.date)
+        return ("string", self.normalized)
+
+    def matches(self, other: _WTQValue) -> bool:
+        """The official `Value.match`: same normalised text, numbers within 1e-6, or the same date."""
+        if self.normalized == other.normalized:
+            return True
+        if self.number is not None and other.number is not None:
+            return abs(self.number - other.number) < 1e-6
+        return self.date is not None and self.date == other.date
+
+
+def _wtq_number(text: str) -> int | float | None:
+    """`int()`, else a finite `float()` (so "1,000" is no number: the comma makes it a string, as officially)."""
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        amount = float(text)
+    except ValueError:
+        return None
+    # the official code asserts finiteness (and crashes on "nan"); we read such answers as strings instead
+    return amount if math.isfinite(amount) else None
+
+
+def _wtq_date(text: str) -> tuple[int, int, int] | None:
+    """``YYYY-MM-DD`` with ``xx`` (``xxxx`` for the year) placeholders as -1, or None."""
+    parts = text.lower().split("-")
+    if len(parts) != 3:
+        return None
+    try:
+        year = -1 if parts[0] in ("xx", "xxxx") else int(parts[0])
+        month = -1 if parts[1] == "xx" else int(parts[1])
+        day = -1 if parts[2] == "xx" else int(parts[2])
+    except ValueError:
+        return None
+    if year == month == day == -1 or not (month == -1 or 1 <= month <= 12) or not (day == -1 or 1 <= day <= 31):
+        return None
+    return year, month, day
+
+
+def _wtq_value(text: str) -> _WTQValue:
+    normalized = wtq_normalize(text)
+    number = _wtq_number(text)
+    if number is not None:
+        return _WTQValue(normalized, number=_integral(number))
+    date = _wtq_date(text)
+    if date is not None:
+        if date[1] == date[2] == -1:  # a year alone is a number
+            return _WTQValue(normalized, number=date[0])
+        return _WTQValue(normalized, date=date)
+    return _WTQValue(normalized)
+
+
+def _integral(amount: int | float) -> int | float:
+    return int(amount) if abs(amount - round(amount)) < 1e-6 else float(amount)
+
+
+def _wtq_values(answer: str) -> list[_WTQValue]:
+    """The set of values of a `|`-separated answer (TSV escapes ``\\n``, ``\\p``, ``\\\\`` undone per item)."""
+    unique: dict[tuple, _WTQValue] = {}
+    for item in answer.split("|"):
+        item = item.replace(r"\n", "\n").replace(r"\p", "|").replace("\\\\", "\\")
+        value = _wtq_value(item)
+        unique.setdefault(value.identity, value)
+    return list(unique.values())
+
+
+def wtq_denotation(prediction: str, reference: str) -> float:
+    """WikiTableQuestions denotation accuracy of one answer (1.0 or 0.0).
+
+    Both sides are `|`-separated sets (a `||` in the prediction counts as `|`, the separator ReFocus's prompt asks
+    for); each item becomes a number (``int`` / ``float`` syntax: "1,000" is a string and does not equal "1000"),
+    a date (``2010-05-xx``; a year alone, ``2010-xx-xx``, is the number 2010) or a normalised string
+    (`wtq_normalize`). Correct iff both sets have the same size and every reference item matches a predicted one.
+    """
+    targets = _wtq_values(reference)
+    predicted = _wtq_values(prediction.replace("||", "|"))
+    if len(targets) != len(predicted):
+        return 0.0
+    return float(all(any(target.matches(value) for value in predicted) for target in targets))
+
+
+# ---------------------------------------------------------------- VTabFact
+
+
+def tabfact_verdict(prediction: str | None) -> str | None:
+    """ "true" or "false" as TableVQA-Bench reads a VTabFact answer: the lower-cased answer *contains* the word (a
+    plain substring test, so "untrue" reads as "true", as officially); None when it holds both words or neither."""
+    if prediction is None:
+        return None
+    text = prediction.lower()
+    says_true, says_false = "true" in text, "false" in text
+    if says_true == says_false:
+        return None
+    return "true" if says_true else "false"
+
+
+_TABFACT_REFERENCE = {"true": "true", "1": "true", "false": "false", "0": "false"}
+
+
+def tabfact_accuracy(prediction: str | None, reference: str) -> float:
+    """1.0 when `tabfact_verdict` of the answer equals the reference ("true"/"false", or TableVQA-Bench's 1/0)."""
+    expected = _TABFACT_REFERENCE.get(str(reference).strip().lower())
+    if expected is None:
+        raise ValueError(f"a VTabFact reference must be true/false or 1/0, got {reference!r}")
+    return float(tabfact_verdict(prediction) == expected)
+
+
+# ---------------------------------------------------------------- CharXiv (our rule, not the official grader)
+# CharXiv grades reasoning answers with GPT-4o and a rubric per answer kind (text in the chart: the same terms, in
+# any order, notation aside, e.g. "(b)" = "b", "α" = "alpha"; numbers: exactly equal values in any notation, e.g.
+# 1500 = 1.5e3, 0.01 = 10^-2). `charxiv_match` approximates that rubric with rules; it is ours, and its scores are
+# not the official CharXiv numbers (use the judge column for a model-graded score).
+
+_GREEK = re.compile(r"[\u0370-\u03ff]")
+_THOUSANDS = re.compile(r"[+-]?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
+_POWER_OF_TEN = re.compile(r"(?:([+-]?\d+(?:\.\d+)?)\s*(?:x|×|\*|·|times)\s*)?10\s*\^\s*\(?([+-]?\d+)\)?")
+_MARKUP = re.compile(r"\*\*|[$\\{}]")  # bold marks and LaTeX markup (a single * stays: it may multiply)
+_NUMBER_IN_TEXT = re.compile(r"(?<![\w.])[+-]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:e[+-]?\d+)?(?![\w.])")
+_LONE_BRACKETED = re.compile(r"[(\[]\s*([a-z0-9]+)\s*[)\]]")
+
+
+def _greek_name(match: re.Match) -> str:
+    """ "alpha" for α or Α (the last word of the letter's Unicode name); other Greek-block signs stay as they are."""
+    name = unicodedata.name(match.group(), "")
+    return name.split(" ")[-1].lower() if " LETTER " in name else match.group()
+
+
+def _charxiv_normalize(text: str) -> str:
+    """Accents off, Greek letters spelled out (α → alpha), LaTeX markup ($ \\ { }) and bold marks (**) removed, quotes
+    and dashes unified, white space collapsed, lower case, outer quotes and a final period removed, and a lone
+    bracketed label unwrapped ("(b)" → "b")."""
+    text = unicodedata.normalize("NFKD", text)
+    text = "".join(c for c in text if unicodedata.category(c) != "Mn")
+    text = _GREEK.sub(_greek_name, text)
+    text = _MARKUP.sub("", text)
+    text = re.sub(r"[‘’´`]", "'", text)
+    text = re.sub(r"[“”]", '"', text)
+    text = re.sub(r"[‐‑‒–—−]", "-", text)
+    text = " ".join(text.lower().split()).strip(" \"'").rstrip(".")
+    lone = _LONE_BRACKETED.fullmatch(text)
+    return lone.group(1) if lone else text
+
+
+def _charxiv_number(text: str) -> float | None:
+    """The value of a term that is one number: plain, with thousands commas, scientific (1.5e3), a power of ten
+    (10^-2, 1.5 x 10^3) or with a trailing % (read as the number before it: CharXiv's answers drop the sign)."""
+    text = text.strip().removesuffix("%").strip()
+    if _THOUSANDS.fullmatch(text):
+        text = text.replace(",", "")
+    power = _POWER_OF_TEN.fullmatch(text)
+    if power:
+        return float(power.group(1) or 1) * 10.0 ** int(power.group(2))
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _top_level_terms(text: str) -> list[str]:
+    """Split at `,`, `;` and `|` outside brackets ("[50, 100]" and "f(x, y)" stay one term); empty terms dropped."""
+    terms, depth, current = [], 0, []
+    for char in text:
+        depth += char in "([{"
+        depth -= char in ")]}" and depth > 0
+        if char in ",;|" and depth == 0:
+            terms.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    terms.append("".join(current))
+    return [term.strip() for term in terms if term.strip()]
+
+
+def charxiv_match(prediction: str, reference: str, rel_tol: float = 1e-6) -> float:
+    """Our rule-based CharXiv score (1.0 or 0.0); see the section comment above for how it relates to the official
+    GPT-4o grading.
+
+    - A numeric reference: the answer must be one number (alone, or the only number in a short phrase such as
+      "about 1.5e3") equal to it within `rel_tol` relative error (0 is compared exactly).
+    - Otherwise both sides are split into terms at top-level `,` `;` `|` (`||` too) and compared as sets after
+      `_charxiv_normalize`: same number of distinct terms, every reference term equal to a predicted one (numeric
+      terms by value). Order is free, as CharXiv's rubric allows for multi-term answers.
+    """
+    expected = _charxiv_number(_charxiv_normalize(reference))
+    said = _charxiv_normalize(prediction)
+    if expected is not None:
+        value = _charxiv_number(said)
+        if value is None:
+            numbers = _NUMBER_IN_TEXT.findall(said)
+            value = _charxiv_number(numbers[0]) if len(numbers) == 1 else None
+        return float(value is not None and math.isclose(value, expected, rel_tol=rel_tol, abs_tol=0.0))
+
+    def terms(text: str) -> set[str]:
+        # markup goes before the split, so a LaTeX group such as R^2_{t,h} reads like its plain form R^2_t,h
+        return {_charxiv_normalize(term) for term in _top_level_terms(_charxiv_normalize(text))}
+
+    targets, predicted = terms(reference), terms(prediction)
+
+    def same(a: str, b: str) -> bool:
+        x, y = _charxiv_number(a), _charxiv_number(b)
+        return a == b or (x is not None and y is not None and math.isclose(x, y, rel_tol=rel_tol, abs_tol=0.0))
+
+    if not targets or len(targets) != len(predicted):
+        return 0.0
+    return float(all(any(same(target, term) for term in predicted) for target in targets))
+
+
 def score_sample(prediction: str | None, sample: VQASample) -> float:
     """The benchmark's own score in [0, 1] of one final answer for `sample`; 0 when there is no answer."""
     if prediction is None:
@@ -192,6 +461,12 @@ def score_sample(prediction: str | None, sample: VQASample) -> float:
         return float(yes_no(prediction) == sample.answer.strip().lower())
     if kind == "relaxed":
         return relaxed_accuracy(prediction, sample.answer)
+    if kind == "wtq":
+        return wtq_denotation(prediction, sample.answer)
+    if kind == "tabfact":
+        return tabfact_accuracy(prediction, sample.answer)
+    if kind == "charxiv":
+        return charxiv_match(prediction, sample.answer)
     answers = sample.meta.get("answers") or [sample.answer]
     if kind == "anls":
         return anls(prediction, answers)
