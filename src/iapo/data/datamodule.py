@@ -4,7 +4,10 @@ A set is a `DataSpec`: `synthetic` (the built-in visual-search set), `jsonl` (an
 answer}` file), `expert_jsonl` (the same rows with the assistant `turns`, for `SFTModule`) or one of the six
 benchmarks by name (`vstar_bench`, `hr_bench_4k`, ...; see `data/README.md`).
 Rows are listed eagerly and cheaply; images are decoded lazily in DataLoader workers. A row whose image cannot be
-decoded arrives as a counted skip (`batch["skipped"]`), never as an exception; `strict: true` raises instead.
+used arrives as a skip counted by its reason (`batch["skipped"]`), never as an exception; `strict: true` raises
+instead. Nothing is dropped without a word: a test set whose folder is there but incomplete is named with what is
+missing when `benchmarks` is expanded; a set left with no rows (an empty file, every row skipped) is reported and
+left out of its stage, so it is never averaged in as 0.0; a stage whose sets have no rows at all is an error.
 
     # configs/tiny.yaml
     data:
@@ -18,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from iapo.data.sample import BadRowError, SkipLog, VQASample, load_image
@@ -58,6 +61,8 @@ def expand_specs(specs: list[DataSpec], root: Path) -> list[DataSpec]:
             out.append(spec)
             continue
         present = [name for name, bench in BENCHMARKS.items() if is_present(bench, root / name)]
+        for name, missing in incomplete_benchmarks(root).items():
+            rank_zero_warn(f"benchmarks: {name} left out, {root / name} is incomplete: {missing} (see data/README.md)")
         if not present:
             raise FileNotFoundError(
                 f"no test set found under {root}/ (looked for {', '.join(BENCHMARKS)}); run `make data` "
@@ -65,6 +70,26 @@ def expand_specs(specs: list[DataSpec], root: Path) -> list[DataSpec]:
             )
         out += [DataSpec(name, split=spec.split, n=spec.n, seed=spec.seed) for name in present]
     return out
+
+
+def incomplete_benchmarks(root: Path) -> dict[str, str]:
+    """{name: what is missing} for each test set whose folder under `root` has files but no complete layout.
+
+    The layout with the most of its patterns matched is the one named (the user was most likely filling it).
+    """
+    from iapo.data.benchmarks import BENCHMARKS, is_present
+
+    incomplete = {}
+    for name, bench in BENCHMARKS.items():
+        set_dir = root / name
+        if is_present(bench, set_dir) or not set_dir.is_dir() or not any(set_dir.iterdir()):
+            continue
+        found = [[any(set_dir.glob(pattern)) for pattern in layout] for layout in bench.layouts]
+        best = max(range(len(found)), key=lambda i: sum(found[i]))
+        layout = bench.layouts[best]
+        missing = [pattern for pattern, hit in zip(layout, found[best], strict=True) if not hit]
+        incomplete[name] = f"missing {', '.join(missing)} of the layout {' + '.join(layout)}"
+    return incomplete
 
 
 SYNTHETIC_DEFAULT_ROWS = 256
@@ -92,6 +117,14 @@ def load_rows(spec: DataSpec, root: Path, synthetic: SyntheticConfig, skips: Ski
     return rows
 
 
+def _no_rows_reason(spec: DataSpec, skips: SkipLog) -> str:
+    """Why a set has no rows: its skipped rows by reason with a first example, or an empty source."""
+    if skips.total:
+        example = f", e.g. {next(iter(skips.examples.values()))}" if skips.examples else ""
+        return f"all {skips.total} rows skipped {skips.as_dict()}{example}"
+    return f"{spec.path or spec.name} holds no rows"
+
+
 class VQADataset(Dataset):
     """Samples of one set; `__getitem__` decodes the image, or returns the skip reason when it cannot."""
 
@@ -110,7 +143,7 @@ class VQADataset(Dataset):
         except BadRowError as err:
             if self.strict:
                 raise BadRowError(err.reason, f"{self.name} row {sample.uid}: {err}") from err
-            return {"sample": sample, "image": None, "skip": "undecodable_image"}
+            return {"sample": sample, "image": None, "skip": err.reason}
 
 
 def collate_samples(items: list[dict]) -> dict:
@@ -151,13 +184,20 @@ class VQADataModule(L.LightningDataModule):
     def datasets_for(self, stage: str) -> list[VQADataset]:
         """The data sets of a stage, loaded once; their load-time skip counts go to `load_skips[label]`."""
         if stage not in self.datasets:
-            datasets = []
+            datasets, empty = [], []
             for spec in expand_specs(self.specs[stage], self.root):
                 skips = SkipLog(strict=self.strict)
                 rows = load_rows(spec, self.root, self.synthetic, skips)
-                datasets.append(VQADataset(spec.label, rows, strict=self.strict))
                 self.load_skips[spec.label] = skips.as_dict()
                 rank_zero_info(f"{stage} set {spec.label}: {len(rows)} rows, {skips.total} skipped {skips.as_dict()}")
+                if rows:
+                    datasets.append(VQADataset(spec.label, rows, strict=self.strict))
+                    continue
+                reason = _no_rows_reason(spec, skips)
+                empty.append(f"{spec.label} ({reason})")
+                rank_zero_warn(f"{stage} set {spec.label} left out: no rows, {reason}")
+            if empty and not datasets:
+                raise ValueError(f"no rows to {stage}: every `data.{stage}` set is empty: {'; '.join(empty)}")
             self.datasets[stage] = datasets
         return self.datasets[stage]
 

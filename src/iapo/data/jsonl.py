@@ -2,7 +2,7 @@
 
 Row format (one object per line; blank lines are ignored)::
 
-    {"image": "imgs/0001.png",          # relative to the JSONL file's folder, or absolute
+    {"image": "imgs/0001.png",          # relative to the JSONL file's folder (see "Image paths")
      "question": "What colour is the cup?",
      "options": ["red", "blue", ...],   # optional; lettered A, B, ... in this order
      "answer": "B",                     # with options: the letter or the option's text
@@ -12,11 +12,22 @@ Row format (one object per line; blank lines are ignored)::
      "id": "0001"}                      # optional, default "<source>-<line number>"
 
 A row that cannot be used is skipped and counted in the `SkipLog` by reason: "bad_json" (not a JSON object),
-"missing_field" (no image, question or answer, or "mcq" without options), "bad_field" (a field of the wrong type
-or an unknown answer_type), "missing_image" (the file does not exist; images are not decoded here) and
-"unknown_answer" (an "mcq" answer that is neither a letter of the options nor an option's text, compared
-exactly, then ignoring case; or a "yes_no" answer other than yes/no). With `SkipLog(strict=True)` the first bad
-row raises `BadRowError` naming file and line.
+"bad_encoding" (the line holds bytes that are not UTF-8; the rest of the file is read), "missing_field" (no image,
+question or answer, or "mcq" with fewer than two options), "too_many_options" (more than the 26 letters A-Z),
+"bad_field" (a field of the wrong type or an unknown answer_type), "outside_root" (the image path leaves the data
+root, see below), "missing_image" (the file does not exist; images are not decoded here) and "unknown_answer" (an
+"mcq" answer that is neither a letter of the options nor an option's text, compared exactly, then ignoring case;
+or a "yes_no" answer other than yes/no). With `SkipLog(strict=True)` the first bad row raises `BadRowError`
+naming file and line. Text is kept as written: a question that contains chat-template tokens such as
+``<|im_end|>`` is an ordinary row (the prompt builder escapes it).
+
+Image paths: a relative `image` is joined to the JSONL file's folder; the joined path, with ``..`` collapsed and
+symbolic links not followed, must lie inside the data root: the JSONL's folder, or `image_root` when given (e.g.
+the set's top folder when the JSONL sits in ``annotations/`` beside ``images/``). An absolute path is accepted
+under the same rule. A path outside the root (``../../x.png``, ``/etc/passwd``) is skipped as "outside_root",
+since a data row must not make the loader read arbitrary files; `allow_outside_root=True` turns the check off for
+data whose images really live elsewhere. Symbolic links inside the root are followed (they are the user's layout,
+not a row's choice).
 
     from iapo.data.jsonl import read_jsonl
     from iapo.data.sample import SkipLog
@@ -42,11 +53,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from iapo.agent.parsing import check_turns, parse_turn
-from iapo.data.sample import ANSWER_TYPES, BadRowError, SkipLog, VQASample
+from iapo.data.sample import ANSWER_TYPES, OPTION_LETTERS, BadRowError, SkipLog, VQASample, require_utf8
 from iapo.evaluation.scoring import score_sample
 
 log = logging.getLogger(__name__)
@@ -54,15 +67,51 @@ log = logging.getLogger(__name__)
 REQUIRED_FIELDS = ("image", "question", "answer")
 
 
+@dataclass(frozen=True)
+class ImagePaths:
+    """The image-path rule of one JSONL file (module docstring, "Image paths")."""
+
+    folder: Path
+    root: Path
+    allow_outside_root: bool = False
+
+    @classmethod
+    def of(cls, jsonl: Path, image_root: str | Path | None = None, allow_outside_root: bool = False) -> ImagePaths:
+        folder = Path(os.path.abspath(jsonl)).parent
+        root = Path(os.path.abspath(image_root)) if image_root is not None else folder
+        return cls(folder, root, allow_outside_root)
+
+    def resolve(self, image: str) -> Path:
+        """The existing image file `image` names, as a resolved path; `BadRowError` when it is not allowed or absent."""
+        joined = Path(os.path.normpath(self.folder / image))  # an absolute `image` replaces the folder
+        if not self.allow_outside_root and not joined.is_relative_to(self.root):
+            raise BadRowError(
+                "outside_root", f"image {image!r} is outside {self.root} (allow_outside_root: true to read it anyway)"
+            )
+        try:
+            exists = joined.is_file()
+        except OSError as err:  # e.g. a name too long for the file system
+            raise BadRowError("missing_image", f"image file not usable: {image!r} ({err})") from err
+        if not exists:
+            raise BadRowError("missing_image", f"image file not found: {joined}")
+        return joined.resolve()
+
+
 def read_jsonl(
-    path: str | Path, source: str | None = None, skips: SkipLog | None = None, parse_row=None
+    path: str | Path,
+    source: str | None = None,
+    skips: SkipLog | None = None,
+    parse_row=None,
+    image_root: str | Path | None = None,
+    allow_outside_root: bool = False,
 ) -> list[VQASample]:
     """Read a JSONL file of visual questions into `VQASample`s with lazy images (resolved path strings).
 
     `source` names the data set in every sample (default: the file's stem). Bad rows are skipped and counted in
     `skips`; when no `SkipLog` is given, skipped rows are counted in a fresh one and reported as a warning.
-    `parse_row(line, folder, source, default_uid)` replaces the row parser (it raises `BadRowError` for a bad row);
-    `iapo.training.expert` uses it to read rows that also carry assistant turns.
+    `image_root` and `allow_outside_root` set the image-path rule (module docstring). `parse_row(line, images,
+    source, default_uid)` replaces the row parser (`images` is the file's `ImagePaths`; it raises `BadRowError` for
+    a bad row); `read_expert_jsonl` uses it to read rows that also carry assistant turns.
     """
     path = Path(path)
     if not path.is_file():
@@ -72,15 +121,18 @@ def read_jsonl(
         )
     source = source or path.stem
     parse = parse_row or _parse_row
+    images = ImagePaths.of(path, image_root, allow_outside_root)
     report = skips is None
     skips = SkipLog() if skips is None else skips
     samples = []
-    with path.open(encoding="utf-8-sig") as handle:
+    # Bytes that are not UTF-8 become lone surrogates, so a bad line is skipped alone instead of failing the file.
+    with path.open(encoding="utf-8-sig", errors="surrogateescape") as handle:
         for lineno, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
             try:
-                samples.append(parse(line, path.parent, source, default_uid=f"{source}-{lineno}"))
+                require_utf8(line)
+                samples.append(parse(line, images, source, default_uid=f"{source}-{lineno}"))
             except BadRowError as err:
                 skips.skip(err.reason, f"{path}:{lineno}", err)
     if report and skips.total:
@@ -88,7 +140,7 @@ def read_jsonl(
     return samples
 
 
-def _parse_row(line: str, folder: Path, source: str, default_uid: str) -> VQASample:
+def _parse_row(line: str, images: ImagePaths, source: str, default_uid: str) -> VQASample:
     """One JSONL line to a `VQASample`; raises `BadRowError` with the skip reason for a bad row."""
     try:
         row = json.loads(line)
@@ -108,15 +160,15 @@ def _parse_row(line: str, folder: Path, source: str, default_uid: str) -> VQASam
     answer_type = _typed(row, "answer_type", str, default="mcq" if options else "exact")
     if answer_type not in ANSWER_TYPES:
         raise BadRowError("bad_field", f"answer_type must be one of {ANSWER_TYPES}, got {answer_type!r}")
-    if answer_type == "mcq" and not options:
-        raise BadRowError("missing_field", "an mcq row needs options")
-    image_path = Path(image) if Path(image).is_absolute() else folder / image
-    if not image_path.is_file():
-        raise BadRowError("missing_image", f"image file not found: {image_path}")
+    if answer_type == "mcq" and len(options) < 2:
+        raise BadRowError("missing_field", f"an mcq row needs at least two options, got {len(options)}")
+    if len(options) > len(OPTION_LETTERS):
+        raise BadRowError("too_many_options", f"{len(options)} options; at most {len(OPTION_LETTERS)} (A-Z)")
+    image_path = images.resolve(image)
     return VQASample(
         uid=str(row.get("id", default_uid)),
         source=source,
-        image=str(image_path.resolve()),
+        image=str(image_path),
         question=question,
         answer=_normalise_answer(answer, answer_type, tuple(options)),
         answer_type=answer_type,
@@ -145,7 +197,7 @@ def _normalise_answer(answer: str, answer_type: str, options: tuple[str, ...]) -
         return text.lower()
     if answer_type != "mcq":
         return text
-    letters = [chr(ord("A") + i) for i in range(len(options))]
+    letters = list(OPTION_LETTERS[: len(options)])
     if text in letters:
         return text
     stripped = [option.strip() for option in options]
@@ -157,22 +209,28 @@ def _normalise_answer(answer: str, answer_type: str, options: tuple[str, ...]) -
     raise BadRowError("unknown_answer", f"answer {answer!r} is neither a letter in {letters} nor an option")
 
 
-def read_expert_jsonl(path: str | Path, source: str | None = None, skips: SkipLog | None = None) -> list[VQASample]:
+def read_expert_jsonl(
+    path: str | Path,
+    source: str | None = None,
+    skips: SkipLog | None = None,
+    image_root: str | Path | None = None,
+    allow_outside_root: bool = False,
+) -> list[VQASample]:
     """Read an expert JSONL (see the module docstring) into samples carrying their turns in `meta["turns"]`.
 
     Bad rows are skipped and counted in `skips` by reason (a fresh `SkipLog`, reported as a warning, when none is
-    given); `SkipLog(strict=True)` raises on the first one.
+    given); `SkipLog(strict=True)` raises on the first one. `image_root` and `allow_outside_root` as in `read_jsonl`.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
             f"expert JSONL not found: {path}. Rows are {{image, question, options?, answer, turns}}."
         )
-    return read_jsonl(path, source, skips, parse_row=_parse_expert_row)
+    return read_jsonl(path, source, skips, _parse_expert_row, image_root, allow_outside_root)
 
 
-def _parse_expert_row(line: str, folder: Path, source: str, default_uid: str) -> VQASample:
-    sample = _parse_row(line, folder, source, default_uid)
+def _parse_expert_row(line: str, images: ImagePaths, source: str, default_uid: str) -> VQASample:
+    sample = _parse_row(line, images, source, default_uid)
     turns = json.loads(line).get("turns")
     if turns in (None, []):
         raise BadRowError("missing_field", "missing turns")

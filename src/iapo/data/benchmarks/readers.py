@@ -1,4 +1,10 @@
-"""Row readers shared by the test-set loaders: files to (where, row) pairs, fields, letters and counted skips."""
+"""Row readers shared by the test-set loaders: files to (where, row) pairs, fields, letters and counted skips.
+
+Text files are read with ``errors="surrogateescape"``, so a byte that is not UTF-8 skips its own row as
+"bad_encoding" (`iapo.data.sample.require_utf8`) instead of failing the whole file. Image names from annotation
+files are joined to the set's image folder and must stay inside it ("outside_root"); option lists must have
+between two and 26 options ("missing_field" / "too_many_options").
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,7 @@ import csv
 import hashlib
 import json
 import math
+import os
 import random
 import re
 from collections.abc import Callable, Iterable, Iterator
@@ -14,10 +21,10 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from iapo.data.sample import BadRowError, ImageRef, SkipLog, VQASample
+from iapo.data.sample import OPTION_LETTERS, BadRowError, ImageRef, SkipLog, VQASample, require_utf8
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
-LETTERS = "ABCDEFGHIJ"
+LETTERS = OPTION_LETTERS
 
 
 def collect_rows(rows: Iterable[tuple[str, Any]], build: Callable[[Any], VQASample], skips: SkipLog) -> list[VQASample]:
@@ -63,10 +70,27 @@ def option_letter(value: Any, letters: str) -> str:
     return match.group(1).upper()
 
 
+def check_option_count(options: list[Any], field: str = "options") -> None:
+    """Between two options and as many as there are letters (A-Z)."""
+    if len(options) < 2:
+        raise BadRowError("missing_field", f"{field}: {len(options)} option(s), a question needs at least two")
+    if len(options) > len(LETTERS):
+        raise BadRowError("too_many_options", f"{field}: {len(options)} options, at most {len(LETTERS)} (A-Z)")
+
+
 def existing_image(path: Path) -> Path:
     if not path.is_file():
         raise BadRowError("missing_image", str(path))
     return path
+
+
+def image_in(folder: Path, name: str) -> Path:
+    """The existing image `name` (from an annotation file) inside `folder`; ``..`` or an absolute name that leaves
+    the folder is "outside_root", so an annotation cannot make the loader read arbitrary files."""
+    path = Path(os.path.normpath(Path(folder) / name))
+    if not path.is_relative_to(os.path.normpath(folder)):
+        raise BadRowError("outside_root", f"image {name!r} is outside {folder}")
+    return existing_image(path)
 
 
 def embedded_image(value: Any) -> ImageRef:
@@ -92,26 +116,36 @@ def parquet_rows(paths: Iterable[Path], columns: Iterable[str]) -> Iterator[tupl
                 yield f"{path}:{row}", record
 
 
-def tsv_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
-    """Rows of a VLMEvalKit-style TSV (header line, pandas quoting, fields of many megabytes)."""
+def tsv_rows(path: Path) -> Iterator[tuple[str, dict[str, Any] | BadRowError]]:
+    """Rows of a VLMEvalKit-style TSV (header line, pandas quoting, fields of many megabytes); a row with bytes that
+    are not UTF-8 yields a `BadRowError` in its place."""
     previous_limit = csv.field_size_limit(2**31 - 1)
     try:
-        with path.open(newline="", encoding="utf-8") as handle:
+        with path.open(newline="", encoding="utf-8", errors="surrogateescape") as handle:
             for row, record in enumerate(csv.DictReader(handle, delimiter="\t"), start=1):
+                try:
+                    require_utf8(record)
+                except BadRowError as bad:
+                    record = bad
                 yield f"{path}:{row}", record
     finally:
         csv.field_size_limit(previous_limit)
 
 
 def json_lines(path: Path) -> Iterator[tuple[str, Any]]:
-    """(``"file:line"``, parsed object) per non-empty line; unparsable lines yield a `BadRowError`."""
-    with path.open(encoding="utf-8") as handle:
+    """(``"file:line"``, parsed object) per non-empty line; unparsable or non-UTF-8 lines yield a `BadRowError`."""
+    with path.open(encoding="utf-8", errors="surrogateescape") as handle:
         for line_number, line in enumerate(handle, start=1):
-            if line.strip():
-                try:
-                    yield f"{path}:{line_number}", json.loads(line)
-                except json.JSONDecodeError as err:
-                    yield f"{path}:{line_number}", BadRowError("bad_json", str(err))
+            if not line.strip():
+                continue
+            try:
+                require_utf8(line)
+                row = json.loads(line)
+            except BadRowError as bad:
+                row = bad
+            except json.JSONDecodeError as err:
+                row = BadRowError("bad_json", str(err))
+            yield f"{path}:{line_number}", row
 
 
 def checked_object(row: Any) -> dict[str, Any]:

@@ -12,11 +12,15 @@ A missing set raises `FileNotFoundError` naming the expected path and `make data
 (`python -m iapo.data.download`). Bad rows are skipped and counted in the `SkipLog` by reason (``strict=True``
 raises `BadRowError` naming file and row instead):
 
-- ``missing_field``  a required field is absent or empty (question, options, answer, category, bbox, ...);
-- ``unknown_answer`` the answer is not one of the option letters (or not yes/no for POPE);
-- ``missing_image``  the image file does not exist or the embedded image is empty;
-- ``bad_json``       an annotation file or JSONL line does not parse;
-- ``duplicate_uid``  a second row with the same id.
+- ``missing_field``    a required field is absent or empty (question, answer, category, bbox, ...), or a question
+                        has fewer than two options;
+- ``too_many_options`` more options than the letters A-Z (options are lettered A-Z, so up to 26 are read);
+- ``unknown_answer``   the answer is not one of the option letters (or not yes/no for POPE);
+- ``missing_image``    the image file does not exist or the embedded image is empty;
+- ``outside_root``     an image name that leaves the set's image folder (``../``, an absolute path);
+- ``bad_json``         an annotation file or JSONL line does not parse;
+- ``bad_encoding``     a row holds bytes that are not UTF-8 (the other rows of the file are read);
+- ``duplicate_uid``    a second row with the same id.
 
 Images are not decoded here (8K images make that far too slow): paths are checked for existence and embedded
 images kept lazily as bytes or ``"base64:..."`` strings. An image that exists but does not decode raises
@@ -34,10 +38,11 @@ from typing import Any
 from iapo.data.benchmarks.readers import (
     IMAGE_SUFFIXES,
     LETTERS,
+    check_option_count,
     checked_object,
     collect_rows,
     embedded_image,
-    existing_image,
+    image_in,
     is_blank,
     json_lines,
     option_letter,
@@ -48,7 +53,7 @@ from iapo.data.benchmarks.readers import (
     tsv_rows,
 )
 from iapo.data.benchmarks.registry import BenchmarkSpec, register_benchmark, require_present
-from iapo.data.sample import BadRowError, SkipLog, VQASample
+from iapo.data.sample import BadRowError, SkipLog, VQASample, require_utf8
 
 POPE_CATEGORIES = ("adversarial", "popular", "random")
 VSTAR_CATEGORIES = ("direct_attributes", "relative_position")
@@ -81,13 +86,15 @@ def load_vstar_bench(root: Path, skips: SkipLog) -> list[VQASample]:
 
     def build(json_path: Path) -> VQASample:
         try:
-            annotation = checked_object(json.loads(json_path.read_text(encoding="utf-8")))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            annotation = checked_object(json.loads(json_path.read_text(encoding="utf-8", errors="surrogateescape")))
+        except (OSError, json.JSONDecodeError) as err:
             raise BadRowError("bad_json", str(err)) from err
+        require_utf8(annotation)
         question = row_text(annotation, "question")
         options = row_field(annotation, "options")
-        if not isinstance(options, list) or len(options) < 2 or not all(str(o).strip() for o in options):
+        if not isinstance(options, list) or not all(str(o).strip() for o in options):
             raise BadRowError("missing_field", "options")
+        check_option_count(options)
         boxes = _xywh_boxes(row_field(annotation, "bbox"))
         targets = annotation.get("target_object") or []
         images = [json_path.with_suffix(s) for s in IMAGE_SUFFIXES if json_path.with_suffix(s).is_file()]
@@ -127,15 +134,16 @@ def _load_hr_bench(name: str, root: Path, skips: SkipLog) -> list[VQASample]:
     unique: dict[str, str] = {}
     rows = []
     for where, row in parquet_rows([parquet], columns) if parquet.is_file() else tsv_rows(tsv):
-        image = row.get("image")
+        image = row.get("image") if isinstance(row, dict) else None
         if isinstance(image, str) and len(image.strip()) > 64:
             ref = "base64:" + image.strip()
             row["image"] = unique.setdefault(ref, ref)
         rows.append((where, row))
     # VLMEvalKit TSV convention: a short `image` value is the index of the row whose image it shares.
-    images_by_index = {str(row.get("index")).strip(): row.get("image") for _, row in rows}
+    images_by_index = {str(row.get("index")).strip(): row.get("image") for _, row in rows if isinstance(row, dict)}
 
-    def build(row: dict[str, Any]) -> VQASample:
+    def build(row: dict[str, Any] | BadRowError) -> VQASample:
+        row = checked_object(row)
         index = row_text(row, "index")
         options = []
         for letter in "ABCD":
@@ -194,8 +202,9 @@ def load_mme_realworld_lite(root: Path, skips: SkipLog) -> list[VQASample]:
     def build(row: dict[str, Any]) -> VQASample:
         index = row_text(row, "index")
         raw_options = row_field(row, "multi-choice options")
-        if not isinstance(raw_options, list) or len(raw_options) < 2:
+        if not isinstance(raw_options, list):
             raise BadRowError("missing_field", "multi-choice options")
+        check_option_count(raw_options, "multi-choice options")
         options = []
         for letter, raw in zip(LETTERS, raw_options, strict=False):
             match = re.fullmatch(r"\s*\(([A-Z])\)\s*(.*?)\s*", str(raw), flags=re.S)
@@ -243,7 +252,7 @@ def load_pope(root: Path, skips: SkipLog) -> list[VQASample]:
             return VQASample(
                 uid=f"pope/{category}/{question_id}",
                 source="pope",
-                image=existing_image(root / "val2014" / row_text(row, "image")),
+                image=image_in(root / "val2014", row_text(row, "image")),
                 question=row_text(row, "text"),
                 answer=_yes_no_label(row_field(row, "label")),
                 answer_type="yes_no",
@@ -293,8 +302,8 @@ def load_chartqa(root: Path, skips: SkipLog) -> list[VQASample]:
         def rows() -> Iterator[tuple[str, Any]]:
             for category, path in zip(("human", "augmented"), official, strict=True):
                 try:
-                    items = json.loads(path.read_text(encoding="utf-8"))
-                except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+                    items = json.loads(path.read_text(encoding="utf-8", errors="surrogateescape"))
+                except (OSError, json.JSONDecodeError) as err:
                     yield f"{path}:0", (category, 0, BadRowError("bad_json", str(err)))
                     continue
                 for row_number, item in enumerate(items if isinstance(items, list) else [items], start=1):
@@ -302,11 +311,12 @@ def load_chartqa(root: Path, skips: SkipLog) -> list[VQASample]:
 
         def build_official(item: tuple[str, int, Any]) -> VQASample:
             category, row_number, row = item[0], item[1], checked_object(item[2])
+            require_utf8(row)
             label = row_text(row, "label")
             return VQASample(
                 uid=f"chartqa/{category}/{row_number}",
                 source="chartqa",
-                image=existing_image(root / "test" / "png" / row_text(row, "imgname")),
+                image=image_in(root / "test" / "png", row_text(row, "imgname")),
                 question=row_text(row, "query"),
                 answer=label,
                 answer_type="relaxed",
