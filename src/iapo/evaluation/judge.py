@@ -216,7 +216,7 @@ class OpenAIJudgeBackend:
         self.model, self.url = model, base_url.rstrip("/") + "/chat/completions"
         self.max_tokens, self.timeout_s = max_tokens, timeout_s
         self.max_retries, self.retry_wait_s, self.concurrency = max_retries, retry_wait_s, concurrency
-        self.name = f"openai:{model}@{base_url.rstrip('/')}"
+        self.name = f"openai:{model}"  # the model names the judge; the same model behind another URL shares verdicts
 
     def complete(self, conversations: list[list[dict[str, str]]]) -> list[str]:
         if len(conversations) <= 1 or self.concurrency <= 1:
