@@ -7,6 +7,11 @@ a cache first and then loaded like any checkpoint.
     from iapo.models.loader import load_model
     model, processor = load_model("tiny-student")                       # offline, seconds
     model, processor = load_model("Qwen/Qwen2.5-VL-3B-Instruct", quantization="nf4", lora=LoraSettings())
+
+Pixel budgets (`min_pixels` / `max_pixels`, per model in config) bound how many visual tokens one image becomes:
+Qwen2.5-VL turns every 28×28 pixels into one token after the 2×2 merge, and its processor's own budget (up to
+12,845,056 pixels, 16,384 tokens per image) would let one 8K image or large crop dominate a batch. Tool-returned
+images (crops, edits) go through the same processor, so the same budget covers them.
 """
 
 from __future__ import annotations
@@ -19,6 +24,17 @@ import torch
 
 from iapo.models import ModelNotFoundError
 from iapo.models.tiny import TINY_SPECS, build_tiny
+
+PIXELS_PER_TOKEN = 28 * 28
+"""One visual token per 28×28 pixels (14-px patches, 2×2 merge)."""
+DEFAULT_MIN_PIXELS = 256 * PIXELS_PER_TOKEN
+"""200,704 pixels (≥ 256 tokens): a small crop is enlarged to at least ~448×448, so a zoom shows its detail large."""
+DEFAULT_MAX_PIXELS = 1280 * PIXELS_PER_TOKEN
+"""1,003,520 pixels (≤ 1,280 tokens), the range Qwen2.5-VL's model card suggests for bounded memory. Chosen for one
+24–80 GiB GPU: an original and three crops are ≤ 5,120 visual tokens, so a trajectory stays within ~7k tokens and a
+16-trajectory mini-batch of the 3B student (QLoRA, gradient checkpointing, log-probs at the policy tokens only) fits
+an 80 GiB card (use mini-batches of ~4 on 24 GiB); a 4K or 8K image is still shown at ~1,300 px on its long side,
+where its small details need the zoom. VTool-R1 used 262,144–4,194,304 on 8×H100."""
 
 
 @dataclass
@@ -35,7 +51,11 @@ class LoraSettings:
 
 @dataclass
 class ModelSettings:
-    """Which model to load and how (the `model.student` / `model.teacher` blocks of a config)."""
+    """Which model to load and how (the `model.student` / `model.teacher` blocks of a config).
+
+    `min_pixels` / `max_pixels`: the processor's pixel budget per image, tool-returned images included (see
+    `pixel_budget` for what None means).
+    """
 
     name: str = "tiny-student"
     quantization: str = "none"
@@ -44,6 +64,8 @@ class ModelSettings:
     adapter: str | None = None
     gradient_checkpointing: bool = False
     attn_implementation: str = "sdpa"
+    min_pixels: int | None = None
+    max_pixels: int | None = None
 
     def load(self, device: str | None = None):
         """(model, processor) as `load_model` gives them."""
@@ -56,6 +78,8 @@ class ModelSettings:
             gradient_checkpointing=self.gradient_checkpointing,
             attn_implementation=self.attn_implementation,
             device=device,
+            min_pixels=self.min_pixels,
+            max_pixels=self.max_pixels,
         )
 
 
@@ -87,8 +111,26 @@ def _not_found(name: str, why: str) -> ModelNotFoundError:
     )
 
 
-def load_processor(name_or_path: str):
-    """The real `AutoProcessor` of a model (a `Qwen2_5_VLProcessor` for Qwen2.5-VL and the tiny specs)."""
+def pixel_budget(own: tuple[int, int], min_pixels: int | None, max_pixels: int | None) -> tuple[int, int]:
+    """(min, max) pixels per image from the configured values and the processor's `own` budget.
+
+    A value given is used as is. For None: a processor whose own maximum is above `DEFAULT_MAX_PIXELS` (the real
+    Qwen2.5-VL's 12,845,056) gets the defaults `DEFAULT_MIN_PIXELS`–`DEFAULT_MAX_PIXELS`; one already within that cap
+    (the tiny specs, directories saved from them) keeps its own. A default minimum never exceeds the maximum.
+    """
+    default_min, default_max = own if own[1] <= DEFAULT_MAX_PIXELS else (DEFAULT_MIN_PIXELS, DEFAULT_MAX_PIXELS)
+    high = default_max if max_pixels is None else max_pixels
+    low = min(default_min, high) if min_pixels is None else min_pixels
+    if high < PIXELS_PER_TOKEN:
+        raise ValueError(f"max_pixels={high} is below one visual token ({PIXELS_PER_TOKEN} pixels, 28×28)")
+    if not 0 < low <= high:
+        raise ValueError(f"need 0 < min_pixels <= max_pixels, got min_pixels={low}, max_pixels={high}")
+    return low, high
+
+
+def load_processor(name_or_path: str, min_pixels: int | None = None, max_pixels: int | None = None):
+    """The real `AutoProcessor` of a model (a `Qwen2_5_VLProcessor` for Qwen2.5-VL and the tiny specs), with its
+    pixel budget set (`pixel_budget`)."""
     from transformers import AutoProcessor
 
     path = resolve_model_path(name_or_path)
@@ -97,6 +139,9 @@ def load_processor(name_or_path: str):
     except OSError as err:
         raise _not_found(name_or_path, f"{type(err).__name__}: {err}") from err
     processor.tokenizer.padding_side = "left"
+    size = processor.image_processor.size
+    low, high = pixel_budget((size["shortest_edge"], size["longest_edge"]), min_pixels, max_pixels)
+    processor.image_processor.size = {"shortest_edge": low, "longest_edge": high}
     return processor
 
 
@@ -109,6 +154,8 @@ def load_model(
     attn_implementation: str = "sdpa",
     device: str | None = None,
     adapter: str | None = None,
+    min_pixels: int | None = None,
+    max_pixels: int | None = None,
 ):
     """Load a Qwen2.5-VL model and its processor.
 
@@ -124,6 +171,7 @@ def load_model(
         gradient_checkpointing: non-reentrant checkpointing, which attribution by `torch.autograd.grad` requires.
         attn_implementation: `"sdpa"` or `"eager"` (needed by the `attention` attribution method).
         device: where to put the model; default CUDA when available.
+        min_pixels, max_pixels: the processor's pixel budget per image (`pixel_budget`; None: the defaults).
 
     Returns:
         (model, processor); the model is in eval mode with `requires_grad` only on LoRA parameters.
@@ -155,7 +203,7 @@ def load_model(
         model.to(device)
     else:
         _keep_nf4_weights_trainable_on_cpu(model)
-    processor = load_processor(name_or_path)
+    processor = load_processor(name_or_path, min_pixels, max_pixels)
     model.requires_grad_(False)
     if gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
