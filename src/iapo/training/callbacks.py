@@ -28,7 +28,14 @@ from iapo.serialization import plain
 
 
 def write_directory_atomically(target: Path, fill) -> None:
-    """Write into a temporary sibling with `fill(path)`, then swap it in, so readers never see half a directory."""
+    """Write into a temporary sibling with `fill(path)`, then swap it in, so readers never see half a directory.
+
+    A kill between the swap's two renames leaves only the previous version as `.<name>.old/`; it is put back before
+    anything else (readers do the same with `recover_interrupted_swap`).
+    """
+    from iapo.training.guards import recover_interrupted_swap
+
+    recover_interrupted_swap(target)
     staging = target.with_name(f".{target.name}.tmp")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
