@@ -3,7 +3,10 @@
 from iapo.agent.tools import ToolCall, ToolContext, run_tool
 """
 
-from iapo.agent.tools import zoom  # noqa: F401  (registers zoom_in and the `zoom` toolset)
+from iapo.agent.tools import (
+    refocus,  # noqa: F401  (registers the ReFocus edits and the `table` / `chart` toolsets)
+    zoom,  # noqa: F401  (registers zoom_in and the `zoom` toolset)
+)
 from iapo.agent.tools.registry import (
     TOOLS,
     TOOLSETS,
