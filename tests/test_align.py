@@ -1,4 +1,5 @@
-"""Tests for iapo.attribution.align: normalisation, JSD and cosine divergences, key alignment of two attributions."""
+"""Tests for iapo.attribution.align: normalisation, JSD, cosine and smoothed KL divergences, key alignment of two
+attributions, and the reward term (penalty −D, similarity 1 − D) with trajectories that have no target."""
 
 from __future__ import annotations
 
@@ -7,7 +8,17 @@ import math
 import pytest
 import torch
 
-from iapo.attribution.align import DIVERGENCES, align_distributions, cosine_distance, jsd, normalize
+from iapo.attribution.align import (
+    DIVERGENCES,
+    align_distributions,
+    attribution_divergence,
+    attribution_term,
+    attribution_terms,
+    cosine_distance,
+    jsd,
+    kl,
+    normalize,
+)
 
 
 def _random_dists(*shape: int, seed: int = 0) -> torch.Tensor:
@@ -94,8 +105,93 @@ def test_cosine_distance():
 
 
 def test_divergences_registry():
-    assert set(DIVERGENCES) == {"jsd", "cosine"}
-    assert DIVERGENCES["jsd"] is jsd and DIVERGENCES["cosine"] is cosine_distance
+    assert set(DIVERGENCES) == {"jsd", "cosine", "kl"}
+    assert DIVERGENCES["jsd"] is jsd and DIVERGENCES["cosine"] is cosine_distance and DIVERGENCES["kl"] is kl
+
+
+# --- kl -----------------------------------------------------------------------------------------------------------
+
+
+def test_kl_hand_computed_values():
+    p, q = torch.tensor([0.5, 0.5]), torch.tensor([0.25, 0.75])
+    plain = 0.5 * math.log(0.5 / 0.25) + 0.5 * math.log(0.5 / 0.75)  # = 0.5 log(4/3) = 0.143841
+    assert kl(p, q, smoothing=0.0).item() == pytest.approx(plain, rel=1e-6)
+    assert plain == pytest.approx(0.143841, abs=1e-6)
+    # ε = 0.1, K = 2: p' = (0.6, 0.6) / 1.2 = (0.5, 0.5), q' = (0.35, 0.85) / 1.2
+    smoothed = 0.5 * math.log(0.5 / (0.35 / 1.2)) + 0.5 * math.log(0.5 / (0.85 / 1.2))
+    assert kl(p, q, smoothing=0.1).item() == pytest.approx(smoothed, rel=1e-6)
+    assert kl(q, q, smoothing=0.1).item() == pytest.approx(0.0, abs=1e-7)
+    assert kl(p, q).item() != pytest.approx(kl(q, p).item())  # not symmetric: student ‖ teacher
+
+
+def test_kl_of_an_empty_component_is_finite_and_bounded():
+    """The teacher gives a block 0 (e.g. no tool definitions): plain KL is infinite, smoothed KL stays under
+    log((1 + K ε) / ε); zero entries of p contribute nothing."""
+    p, q = torch.tensor([0.0, 0.2, 0.8]), torch.tensor([0.5, 0.5, 0.0])
+    assert kl(p, q, smoothing=0.0).item() == math.inf
+    value = kl(p, q, smoothing=1e-3).item()
+    assert 0 < value < math.log((1 + 3e-3) / 1e-3)
+    # by hand: p' = (ε, 0.2 + ε, 0.8 + ε) / (1 + 3ε), q' = (0.5 + ε, 0.5 + ε, ε) / (1 + 3ε)
+    eps = 1e-3
+    expected = sum(a / (1 + 3 * eps) * math.log((a) / (b)) for a, b in [(eps, 0.5 + eps), (0.2 + eps, 0.5 + eps)])
+    expected += (0.8 + eps) / (1 + 3 * eps) * math.log((0.8 + eps) / eps)
+    assert value == pytest.approx(expected, rel=1e-5)
+    assert kl(torch.tensor([0.0, 1.0]), torch.tensor([0.0, 1.0]), smoothing=0.0).item() == 0.0
+    batch = kl(_random_dists(4, 5, seed=5), _random_dists(4, 5, seed=6))
+    assert batch.shape == (4,) and torch.all(batch >= 0)
+    with pytest.raises(ValueError, match="smoothing"):
+        kl(p, q, smoothing=-1.0)
+
+
+# --- the reward term ----------------------------------------------------------------------------------------------
+
+
+def test_penalty_term_is_minus_the_kl_of_the_aligned_distributions():
+    """Blocks: student (P, R, I, T) = (1, 1, 2, 0) -> (0.25, 0.25, 0.5, 0); teacher (1, 0, 3, 0) -> (0.25, 0, 0.75, 0).
+    r = r_outcome − λ·KL, so the term (weighted by λ) is −KL of the smoothed distributions."""
+    student, teacher = {"P": 1.0, "R": 1.0, "I": 2.0, "T": 0.0}, {"P": 1.0, "R": 0.0, "I": 3.0, "T": 0.0}
+    eps = 0.01
+    p = [(v + eps) / (1 + 4 * eps) for v in (0.5, 0.25, 0.25, 0.0)]  # sorted keys: I, P, R, T
+    q = [(v + eps) / (1 + 4 * eps) for v in (0.75, 0.25, 0.0, 0.0)]
+    expected = sum(a * math.log(a / b) for a, b in zip(p, q, strict=True))
+    # 0.51/1.04 · ln(0.51/0.76) + 0.26/1.04 · ln(0.26/0.01) = −0.1956 + 0.8145 (R: 0.25 against 0 dominates, finite)
+    assert expected == pytest.approx(0.6189, abs=1e-4)
+    assert attribution_divergence(student, teacher, "kl", eps) == pytest.approx(expected, rel=1e-5)
+    assert attribution_term(student, teacher, "kl", "penalty", eps) == pytest.approx(-expected, rel=1e-5)
+    assert attribution_term(student, student, "kl", "penalty", eps) == pytest.approx(0.0, abs=1e-7)
+    jsd_value = float(jsd(*align_distributions(student, teacher)[1:]))
+    assert attribution_term(student, teacher, "jsd", "similarity") == pytest.approx(1 - jsd_value)
+    assert attribution_term(student, teacher, "jsd", "penalty") == pytest.approx(-jsd_value)
+
+
+def test_bad_forms_are_one_clear_error():
+    student = {"I": 1.0}
+    with pytest.raises(ValueError, match=r"form must be one of \['penalty', 'similarity'\], got 'bonus'"):
+        attribution_term(student, student, "kl", "bonus")
+    with pytest.raises(ValueError, match="similarity form 1 − D needs a divergence in"):
+        attribution_term(student, student, "kl", "similarity")
+    with pytest.raises(ValueError, match="divergence must be one of"):
+        attribution_term(student, student, "l2", "penalty")
+
+
+def test_terms_of_a_batch_with_missing_targets():
+    """Two groups of 3; trajectories 1 and 3 have no target (an empty dict on either side). `zero` gives them 0;
+    `exclude` gives them the mean term of their group's attributed trajectories."""
+    same, other = {"I": 1.0, "R": 1.0}, {"I": 3.0, "R": 1.0}
+    student = [same, {}, same, same, same, {}]
+    teacher = [same, same, other, {}, other, {}]
+    d = attribution_divergence(same, other, "kl")
+    zero, attributed = attribution_terms(student, teacher, "kl", "penalty", "zero", group_size=3)
+    assert attributed.tolist() == [True, False, True, False, True, False]
+    torch.testing.assert_close(zero, torch.tensor([0.0, 0.0, -d, 0.0, -d, 0.0]))
+    excluded, _ = attribution_terms(student, teacher, "kl", "penalty", "exclude", group_size=3)
+    torch.testing.assert_close(excluded, torch.tensor([0.0, -d / 2, -d, -d, -d, -d]))
+    nobody, none_attributed = attribution_terms([{}, {}], [{}, same], "jsd", "similarity", "exclude", group_size=2)
+    assert nobody.tolist() == [0.0, 0.0] and not none_attributed.any()
+    with pytest.raises(ValueError, match="missing_target must be one of"):
+        attribution_terms(student, teacher, "kl", "penalty", "drop", group_size=3)
+    with pytest.raises(ValueError, match="groups of 4"):
+        attribution_terms(student, teacher, "kl", "penalty", "zero", group_size=4)
 
 
 # --- align_distributions ------------------------------------------------------------------------------------------

@@ -1,13 +1,20 @@
 """Named input components of a trajectory and the target tokens whose log-prob is attributed to them.
 
 Components are semantic, so that a teacher with another tokenizer or image resolution (a `retokenize`d view of the
-same trajectory) gets the same keys:
+same trajectory) gets the same keys. Two layouts (`LAYOUTS`):
 
+`regions` (`trajectory_components`):
 - `image/r{i}c{j}`: the original image cut into an R×C grid; each visual token of image 0 belongs to exactly one cell;
 - `crop/{t}`: the visual tokens of the t-th tool-returned image (t = 1, 2, ...);
 - `question`: the question and options text;
 - `history` (optional): the policy's own tokens before the final turn;
 - `system` (optional): the system turn.
+
+`blocks` (`block_components`, the paper's four blocks; every key always present, possibly empty):
+- `P`: the system text other than the tool definitions; `R`: the question (user query); `I`: every image token (the
+  original and every returned image); `T`: the tool definitions (empty when tools are off).
+
+Targets (`TARGETS`, `target_mask`): the final answer, every generated token, or the tool calls.
 
 Visual-token geometry: the Qwen2.5-VL processor flattens patches as [h/m, w/m, m, m] (m = merge size), so merged
 token k of an image sits at row k // (w/m), column k % (w/m) of its merged grid (row-major). The vision tower
@@ -23,8 +30,17 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from iapo.agent.parsing import ANSWER
+from iapo.agent.parsing import ANSWER, TOOL_CALL
 from iapo.agent.trajectory import Trajectory
+
+LAYOUTS = ("regions", "blocks")
+BLOCKS = {
+    "P": "system text other than the tool definitions",
+    "R": "the question",
+    "I": "every image token",
+    "T": "the tool definitions",
+}
+TARGETS = ("answer", "generated", "tool_call")
 
 
 def image_region_masks(
@@ -88,6 +104,44 @@ def trajectory_components(
     return components
 
 
+def block_components(trajectory: Trajectory) -> dict[str, Tensor]:
+    """The paper's blocks as disjoint masks [T]: `P` (system text minus the tool definitions), `R` (question), `I`
+    (every image token) and `T` (tool definitions), from the spans the trajectory records (`rollout` and
+    `retokenize` both record them, so a teacher's view gets the same blocks)."""
+    length = int(trajectory.input_ids.shape[0])
+    if trajectory.system_span[1] <= trajectory.system_span[0]:
+        raise ValueError(f"trajectory {trajectory.uid} records no system span: the blocks layout needs one")
+    tools = _span_mask(*trajectory.tools_span, length)
+    images = torch.zeros(length, dtype=torch.bool)
+    for start, end in trajectory.image_spans:
+        images[start:end] = True
+    return {
+        "P": _span_mask(*trajectory.system_span, length) & ~tools,
+        "R": _span_mask(*trajectory.question_span, length),
+        "I": images,
+        "T": tools,
+    }
+
+
+def turn_token_spans(trajectory: Trajectory) -> list[tuple[int, int] | None]:
+    """[start, end) of each turn's generated tokens (None for a turn without text): the runs of policy tokens, in
+    order. A mismatch between runs and turns with text is an error, never a silent misassignment."""
+    mask = trajectory.policy_mask.int()
+    edges = torch.diff(torch.cat([mask.new_zeros(1), mask, mask.new_zeros(1)]))
+    runs = list(
+        zip(torch.nonzero(edges == 1).flatten().tolist(), torch.nonzero(edges == -1).flatten().tolist(), strict=True)
+    )
+    with_text = [index for index, turn in enumerate(trajectory.turns) if turn.text]
+    if len(runs) != len(with_text):
+        raise ValueError(
+            f"trajectory {trajectory.uid}: {len(runs)} runs of policy tokens for {len(with_text)} turns with text"
+        )
+    spans: list[tuple[int, int] | None] = [None] * len(trajectory.turns)
+    for index, run in zip(with_text, runs, strict=True):
+        spans[index] = run
+    return spans
+
+
 def final_turn_span(policy_mask: Tensor) -> tuple[int, int]:
     """[start, end) of the last run of policy tokens in a mask [T] (the final turn's generated tokens)."""
     positions = torch.nonzero(policy_mask).flatten()
@@ -100,30 +154,45 @@ def final_turn_span(policy_mask: Tensor) -> tuple[int, int]:
 
 
 def target_mask(trajectory: Trajectory, tokenizer, target: str = "answer") -> Tensor:
-    """Mask [T] of the tokens whose log-prob is attributed.
+    """Mask [T] of the tokens whose log-prob is attributed; empty when the trajectory has no such target.
 
     `"answer"`: the final turn's tokens that cover the text between `<answer>` and `</answer>` (all of the final
     turn's tokens when the tags cannot be located or enclose no token); empty when `final_answer` is None.
     `"generated"`: every policy token.
+    `"tool_call"`: in every turn whose action is a tool call, the tokens covering its first (the executed)
+    `<tool_call>…</tool_call>` block, tags included: the opening tag is the decision to call a tool, the rest says
+    which tool and where (the whole turn when the block cannot be located); empty when no turn called a tool.
     """
+    if target not in TARGETS:
+        raise ValueError(f"attribution target must be one of {list(TARGETS)}, got {target!r}")
     if target == "generated":
         return trajectory.policy_mask.clone()
-    if target != "answer":
-        raise ValueError(f"target must be 'answer' or 'generated', got {target!r}")
     mask = torch.zeros_like(trajectory.policy_mask)
+    if target == "tool_call":
+        spans = turn_token_spans(trajectory)
+        for turn, span in zip(trajectory.turns, spans, strict=True):
+            if turn.action == "tool_call" and span is not None:
+                mask |= _match_mask(trajectory, tokenizer, span, TOOL_CALL, group=0)
+        return mask
     if trajectory.final_answer is None:
         return mask
-    start, end = final_turn_span(trajectory.policy_mask)
+    return _match_mask(trajectory, tokenizer, final_turn_span(trajectory.policy_mask), ANSWER, group=1)
+
+
+def _match_mask(trajectory: Trajectory, tokenizer, span: tuple[int, int], pattern, group: int) -> Tensor:
+    """Mask [T] of the tokens in `span` that cover `pattern`'s first match (its `group`) in the span's decoded text;
+    every token of the span when there is no match or the match covers no token."""
+    start, end = span
+    mask = torch.zeros_like(trajectory.policy_mask)
     ids = trajectory.input_ids[start:end].tolist()
-    text = tokenizer.decode(ids, skip_special_tokens=False)
-    match = ANSWER.search(text)
+    match = pattern.search(tokenizer.decode(ids, skip_special_tokens=False))
     if match is not None:
         ends = [
             len(t) for t in tokenizer.batch_decode([ids[: k + 1] for k in range(len(ids))], skip_special_tokens=False)
         ]
         begins = [0, *ends[:-1]]
         mask[start:end] = torch.tensor(
-            [b < match.end(1) and e > match.start(1) for b, e in zip(begins, ends, strict=True)]
+            [b < match.end(group) and e > match.start(group) for b, e in zip(begins, ends, strict=True)]
         )
     if not mask.any():
         mask[start:end] = True

@@ -1,12 +1,19 @@
-"""Attribution of a target's log-prob to the named components of trajectories: gradient × input, occlusion, attention.
+"""Attribution of a target's log-prob to the named components of trajectories: integrated gradients, gradient × input,
+occlusion, attention.
 
 `attribute` batches trajectories (left-padded, `collate_trajectories`), reads the language model's input embeddings
-*after* the image features are scattered in (a forward pre-hook on the language model, so the vision tower runs once
-and is never back-propagated), and scores every component of every trajectory with one method:
+*after* the image features are scattered in, with their mRoPE positions (a forward pre-hook on the language model, so
+the vision tower runs once and is never back-propagated), and scores every component of every trajectory with one
+method:
 
+- `integrated_gradients`: a_k = Σ_{i in k} |(e_i − b_i) · (1/m) Σ_{s=1..m} ∂ log p(target) / ∂ e_i at
+  x_s = e − (1 − s/m)(e − b)| (right Riemann sum over m steps from the baseline b to the input e). The B·m
+  interpolation points run in chunks of `chunk_size` sequences per forward/backward, so memory is bounded by the
+  chunk, not by m. Before the absolute value the token attributions sum to ≈ f(e) − f(b) (completeness, exact as
+  m grows); m = 1 is gradient × input (the single point is e itself, bit for bit);
 - `grad_x_input`: a_k = Σ_{i in k} |∂ log p(target) / ∂ e_i · (e_i − b_i)| (b = 0 by default), one forward and one
-  backward for the whole batch; `torch.autograd.grad` w.r.t. the embeddings only, so no parameter gets a `.grad`,
-  and it works with non-reentrant gradient checkpointing, NF4 weights and LoRA;
+  backward for the whole batch. Both gradient methods use `torch.autograd.grad` w.r.t. the embeddings only, so no
+  parameter gets a `.grad`, and they work with non-reentrant gradient checkpointing, NF4 weights and LoRA;
 - `occlusion`: a_k = max(0, log p(target) − log p(target | e_k := b)), K+1 batched forwards, no backward;
 - `attention`: attention mass from the positions that predict target tokens to component k, averaged over target
   positions, layers and heads (eager attention only).
@@ -45,17 +52,21 @@ def attribute(
     pad_token_id: int,
     method: str = "grad_x_input",
     baseline: str = "zero",
+    steps: int = 16,
+    chunk_size: int | None = None,
 ) -> list[dict[str, float]]:
     """Raw non-negative score of each component of each trajectory for its target.
 
     Args:
         model: a Qwen2.5-VL-style model (possibly a peft `PeftModel`, NF4, gradient-checkpointed).
         trajectories: B trajectories (student tokens or a teacher's `retokenize`d view).
-        components: per trajectory, {key: BoolTensor [T_b]} (`trajectory_components`).
+        components: per trajectory, {key: BoolTensor [T_b]} (`trajectory_components`, `block_components`).
         targets: per trajectory, BoolTensor [T_b] of target tokens (`target_mask`).
         pad_token_id: left-padding id.
         method: a key of `METHODS`.
         baseline: the reference input b, `"zero"` or `"mean"` (the row's mean embedding).
+        steps: m, interpolation steps of `integrated_gradients` (the other methods ignore it).
+        chunk_size: sequences per forward/backward of `integrated_gradients` (default: the batch's rows).
 
     Returns:
         Per trajectory {key: score}; `{}` for a trajectory with an empty target (it is not run through the model).
@@ -64,6 +75,8 @@ def attribute(
         raise ValueError(f"unknown attribution method {method!r}; known: {sorted(METHODS)}")
     if baseline not in BASELINES:
         raise ValueError(f"baseline must be one of {BASELINES}, got {baseline!r}")
+    if steps < 1 or (chunk_size is not None and chunk_size < 1):
+        raise ValueError(f"steps and chunk_size must be >= 1, got steps={steps}, chunk_size={chunk_size}")
     results: list[dict[str, float]] = [{} for _ in trajectories]
     active = [i for i, target in enumerate(targets) if bool(target.any())]
     if not active:
@@ -82,9 +95,20 @@ def attribute(
     inputs = device_inputs(model, batch)
     device = inputs["input_ids"].device
     with attribution_mode(model):
-        embeddings = input_embeddings(model, inputs)
+        embeddings, positions = language_model_inputs(model, inputs)
+        # explicit mRoPE positions: a subset of rows can then run without its images' grids
+        inputs = {**inputs, "position_ids": positions}
         reference = baseline_embeddings(embeddings, inputs["attention_mask"], baseline)
-        scores = METHODS[method](model, inputs, embeddings, reference, masks.to(device), target.to(device))
+        scores = METHODS[method](
+            model,
+            inputs,
+            embeddings,
+            reference,
+            masks.to(device),
+            target.to(device),
+            steps=steps,
+            chunk_size=chunk_size or rows,
+        )
     scores = scores.detach().float().cpu()
     for row, i in enumerate(active):
         results[i] = {key: float(scores[row, k]) for k, key in enumerate(keys) if key in components[i]}
@@ -108,6 +132,61 @@ def grad_x_input_scores(
     delta = embeddings.detach() if reference is None else embeddings.detach() - reference
     saliency = (grad.float() * delta.float()).sum(-1).abs()
     return torch.einsum("bt,bkt->bk", saliency, masks.float())
+
+
+def integrated_gradients_tokens(
+    objective_fn: Callable[[Tensor, Tensor], Tensor],
+    embeddings: Tensor,
+    reference: Tensor,
+    steps: int,
+    chunk_size: int,
+) -> Tensor:
+    """Signed integrated-gradients attribution of each token [B, T] (summed over the embedding dim D).
+
+    attr_bi = (e_bi − r_bi) · (1/m) Σ_{s=1..m} ∂ objective_b / ∂ e_bi at x_s = e_b − (1 − s/m)(e_b − r_b), so that
+    Σ_i attr_bi → objective_b(e_b) − objective_b(r_b) as m grows (completeness; exact for a linear objective).
+    The B·m points run row by row, step by step, in chunks of `chunk_size` sequences; the last point is e_b
+    itself, so m = 1 is gradient × input exactly.
+
+    Args:
+        objective_fn: (points [n, T, D], rows LongTensor [n]) -> [n], the objective of batch row `rows[j]` at
+            `points[j]` (each point's objective depends on that point only).
+        embeddings: [B, T, D], the input e.
+        reference: the baseline r, [B, T, D] or broadcastable (e.g. [B, 1, D]).
+        steps: m >= 1.
+        chunk_size: sequences per forward/backward (>= 1).
+    """
+    if steps < 1 or chunk_size < 1:
+        raise ValueError(f"steps and chunk_size must be >= 1, got steps={steps}, chunk_size={chunk_size}")
+    embeddings = embeddings.detach()
+    delta = (embeddings - reference).expand_as(embeddings)
+    rows = torch.arange(embeddings.shape[0], device=embeddings.device).repeat_interleave(steps)
+    alphas = (torch.arange(1, steps + 1, device=embeddings.device, dtype=torch.float32) / steps).repeat(
+        embeddings.shape[0]
+    )
+    grads = torch.zeros(embeddings.shape, dtype=torch.float32, device=embeddings.device)
+    for start in range(0, len(rows), chunk_size):
+        chunk_rows, chunk_alphas = rows[start : start + chunk_size], alphas[start : start + chunk_size]
+        # e − (1 − α)(e − r): at α = 1 this is e bit for bit (the gradient × input point)
+        points = embeddings[chunk_rows].float() - (1 - chunk_alphas)[:, None, None] * delta[chunk_rows].float()
+        leaf = points.to(embeddings.dtype).requires_grad_(True)
+        with torch.enable_grad():
+            (grad,) = torch.autograd.grad(objective_fn(leaf, chunk_rows).sum(), leaf)
+        grads.index_add_(0, chunk_rows, grad.float())
+    return (grads / steps * delta.float()).sum(-1)
+
+
+def integrated_gradients_scores(
+    objective_fn: Callable[[Tensor, Tensor], Tensor],
+    embeddings: Tensor,
+    masks: Tensor,
+    reference: Tensor,
+    steps: int,
+    chunk_size: int,
+) -> Tensor:
+    """Integrated gradients summed per component: [B, K] = Σ_{i in k} |attr_bi| (`integrated_gradients_tokens`)."""
+    tokens = integrated_gradients_tokens(objective_fn, embeddings, reference, steps, chunk_size)
+    return torch.einsum("bt,bkt->bk", tokens.abs(), masks.float())
 
 
 def occlusion_scores(
@@ -150,29 +229,49 @@ def language_model(model) -> nn.Module:
 
 
 class _EmbeddingsReady(Exception):
-    def __init__(self, embeddings: Tensor) -> None:
+    def __init__(self, embeddings: Tensor, positions: Tensor | None) -> None:
         super().__init__("input embeddings captured")
         self.embeddings = embeddings
+        self.positions = positions
 
 
-def input_embeddings(model, inputs: dict[str, Tensor]) -> Tensor:
-    """The language model's input embeddings [B, T, D] with image features scattered in (no grad).
+def language_model_inputs(model, inputs: dict[str, Tensor]) -> tuple[Tensor, Tensor | None]:
+    """(input embeddings [B, T, D] with image features scattered in, mRoPE position ids [3, B, T]), no grad.
 
-    Runs the model only up to the language model: the embedding lookup and the vision tower.
+    Runs the model only up to the language model: the embedding lookup, the vision tower and the position ids.
     """
 
     def stop(module, args, kwargs):
-        raise _EmbeddingsReady(kwargs["inputs_embeds"].detach())
+        positions = kwargs.get("position_ids")
+        raise _EmbeddingsReady(kwargs["inputs_embeds"].detach(), None if positions is None else positions.detach())
 
     handle = language_model(model).register_forward_pre_hook(stop, with_kwargs=True)
     try:
         with torch.no_grad():
             model(**inputs, use_cache=False)
     except _EmbeddingsReady as ready:
-        return ready.embeddings
+        return ready.embeddings, ready.positions
     finally:
         handle.remove()
     raise RuntimeError("the model never called its language model")
+
+
+def input_embeddings(model, inputs: dict[str, Tensor]) -> Tensor:
+    """The language model's input embeddings [B, T, D] with image features scattered in (no grad)."""
+    return language_model_inputs(model, inputs)[0]
+
+
+ROW_INPUTS = ("input_ids", "attention_mask", "mm_token_type_ids")
+
+
+def select_rows(inputs: dict[str, Tensor], rows: Tensor) -> dict[str, Tensor]:
+    """Model inputs of batch rows `rows` (repeats allowed) for `forward_from_embeddings`: token ids, attention mask,
+    token types and the explicit mRoPE `position_ids` [3, B, T] (which replace the images' grids)."""
+    if inputs.get("position_ids") is None:
+        raise ValueError("selecting rows needs explicit position_ids (from language_model_inputs)")
+    selected = {key: inputs[key][rows] for key in ROW_INPUTS if key in inputs}
+    selected["position_ids"] = inputs["position_ids"][:, rows]
+    return selected
 
 
 def forward_from_embeddings(model, inputs: dict[str, Tensor], embeddings: Tensor, **kwargs):
@@ -209,17 +308,30 @@ def target_logprob_fn(model, inputs: dict[str, Tensor], targets: Tensor) -> Call
     return objective
 
 
-def _grad_x_input(model, inputs, embeddings, reference, masks, targets) -> Tensor:
-    if torch.is_inference_mode_enabled():
-        raise RuntimeError("grad_x_input needs autograd: call it outside torch.inference_mode")
+def _grad_x_input(model, inputs, embeddings, reference, masks, targets, **unused) -> Tensor:
+    _require_autograd("grad_x_input")
     return grad_x_input_scores(target_logprob_fn(model, inputs, targets), embeddings, masks, reference)
 
 
-def _occlusion(model, inputs, embeddings, reference, masks, targets) -> Tensor:
+def _integrated_gradients(model, inputs, embeddings, reference, masks, targets, steps, chunk_size) -> Tensor:
+    _require_autograd("integrated_gradients")
+
+    def objective(points: Tensor, rows: Tensor) -> Tensor:
+        return target_logprob_fn(model, select_rows(inputs, rows), targets[rows])(points)
+
+    return integrated_gradients_scores(objective, embeddings, masks, reference, steps, chunk_size)
+
+
+def _require_autograd(method: str) -> None:
+    if torch.is_inference_mode_enabled():
+        raise RuntimeError(f"{method} needs autograd: call it outside torch.inference_mode")
+
+
+def _occlusion(model, inputs, embeddings, reference, masks, targets, **unused) -> Tensor:
     return occlusion_scores(target_logprob_fn(model, inputs, targets), embeddings, masks, reference)
 
 
-def _attention(model, inputs, embeddings, reference, masks, targets) -> Tensor:
+def _attention(model, inputs, embeddings, reference, masks, targets, **unused) -> Tensor:
     """Attention from target-predicting positions to each component, averaged over positions, layers and heads.
 
     `reference` is not used (attention has no baseline input).
@@ -253,11 +365,14 @@ def _attention(model, inputs, embeddings, reference, masks, targets) -> Tensor:
 
 
 METHODS: dict[str, Callable[..., Tensor]] = {
+    "integrated_gradients": _integrated_gradients,
     "grad_x_input": _grad_x_input,
     "occlusion": _occlusion,
     "attention": _attention,
 }
-"""name -> fn(model, inputs, embeddings [B,T,D], reference [B,1,D], masks [B,K,T], targets [B,T]) -> scores [B,K]."""
+"""name -> fn(model, inputs, embeddings [B,T,D], reference [B,1,D], masks [B,K,T], targets [B,T], *, steps,
+chunk_size) -> scores [B,K]; `inputs` carry explicit `position_ids`; only `integrated_gradients` uses steps and
+chunk_size."""
 
 
 @contextmanager

@@ -3,9 +3,17 @@
 The student scores its own token sequence; the teacher reads the same interaction re-encoded with its own processor
 (`retokenize`), so its components are found by meaning and the two distributions share keys.
 
-    settings = AttributionSettings(method="grad_x_input", grid=(3, 3))
+    settings = AttributionSettings(method="integrated_gradients", target="tool_call", layout="blocks")
     student = attribution_distributions(student_model, student_processor, trajectories, samples, settings)
-    teacher = attribution_distributions(teacher_model, teacher_processor, trajectories, samples, settings)
+    teacher = attribution_distributions(teacher_model, teacher_processor, trajectories, samples, settings, reencode=True)
+    terms, attributed = attribution_terms(student, teacher, settings.divergence, settings.form,
+                                          settings.missing_target, group_size, settings.kl_smoothing)
+
+The paper's variant (DESIGN §1): `method: integrated_gradients, target: tool_call, layout: blocks, divergence: kl,
+form: penalty`. A trajectory without a target (no tool call, or no answer) is not run through the model and gets
+`{}`; `missing_target` says what its reward term is (`align.attribution_terms`).
+
+Run the checks with `python -m pytest tests/test_attribution.py tests/test_ig.py -q`.
 """
 
 from __future__ import annotations
@@ -16,35 +24,95 @@ import torch
 
 from iapo.agent.retokenize import retokenize
 from iapo.agent.trajectory import Trajectory
-from iapo.attribution.align import normalize
-from iapo.attribution.components import target_mask, trajectory_components
-from iapo.attribution.methods import METHODS, attribute
+from iapo.attribution.align import (
+    BOUNDED_DIVERGENCES,
+    DEFAULT_KL_SMOOTHING,
+    DIVERGENCES,
+    FORMS,
+    MISSING_TARGETS,
+    normalize,
+)
+from iapo.attribution.components import LAYOUTS, TARGETS, block_components, target_mask, trajectory_components
+from iapo.attribution.methods import BASELINES, METHODS, attribute
+from iapo.settings_errors import SettingsError
 
 
 @dataclass
 class AttributionSettings:
-    """How attributions are computed and compared (DESIGN §3 "Components", "Attribution")."""
+    """How attributions are computed and compared (DESIGN §3 "Components", "Attribution", "Rewards").
+
+    Args:
+        method: a key of `METHODS` (`integrated_gradients`, `grad_x_input`, `occlusion`, `attention`).
+        target: whose log-prob is attributed: `answer`, `generated` or `tool_call`.
+        layout: `regions` (image grid cells, crops, question, ...) or `blocks` (the paper's P / R / I / T).
+        grid: R × C cells of the original image (`regions` only).
+        divergence: `jsd`, `cosine` or `kl` (student ‖ teacher).
+        form: the reward term, `penalty` (−λ·D) or `similarity` (λ·(1 − D), D in [0, 1]).
+        kl_smoothing: ε of `kl`'s additive smoothing (an empty component cannot make it infinite).
+        missing_target: the term of a trajectory without a target: `zero`, or `exclude` (its group's mean term).
+        include_history, include_system: extra `regions` components.
+        baseline: the reference input, `zero` or `mean` (the row's mean embedding).
+        steps: m, interpolation steps of `integrated_gradients`.
+        chunk_size: sequences per forward/backward of `integrated_gradients` (bounds its memory).
+        batch_size: trajectories per `attribute` call.
+    """
 
     method: str = "grad_x_input"
     target: str = "answer"
+    layout: str = "regions"
     grid: tuple[int, int] = (3, 3)
     divergence: str = "jsd"
+    form: str = "similarity"
+    kl_smoothing: float = DEFAULT_KL_SMOOTHING
+    missing_target: str = "zero"
     include_history: bool = False
     include_system: bool = False
     baseline: str = "zero"
+    steps: int = 16
+    chunk_size: int = 8
     batch_size: int = 8
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ValueError(f"attribution method must be one of {sorted(METHODS)}, got {self.method!r}")
-        if self.target not in ("answer", "generated"):
-            raise ValueError(f"attribution target must be 'answer' or 'generated', got {self.target!r}")
+        for name, valid in (
+            ("method", sorted(METHODS)),
+            ("target", list(TARGETS)),
+            ("layout", list(LAYOUTS)),
+            ("divergence", sorted(DIVERGENCES)),
+            ("form", list(FORMS)),
+            ("missing_target", list(MISSING_TARGETS)),
+            ("baseline", list(BASELINES)),
+        ):
+            if getattr(self, name) not in valid:
+                raise SettingsError(f"attribution.{name} must be one of {valid}, got {getattr(self, name)!r}")
+        for name in ("steps", "chunk_size", "batch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise SettingsError(f"attribution.{name} must be an integer >= 1, got {value!r}")
+        if len(self.grid) != 2 or min(self.grid) < 1:
+            raise SettingsError(f"attribution.grid must be two integers >= 1 (rows, columns), got {self.grid!r}")
+        if not self.kl_smoothing >= 0:
+            raise SettingsError(f"attribution.kl_smoothing must be >= 0, got {self.kl_smoothing!r}")
+        if self.form == "similarity" and self.divergence not in BOUNDED_DIVERGENCES:
+            raise SettingsError(
+                f"attribution.form 'similarity' (1 − D) needs a divergence in {list(BOUNDED_DIVERGENCES)}, "
+                f"got {self.divergence!r}: use form 'penalty' with it"
+            )
+
+
+def components_of(trajectory: Trajectory, merge_size: int, settings: AttributionSettings) -> dict:
+    """The trajectory's components in the settings' layout."""
+    if settings.layout == "blocks":
+        return block_components(trajectory)
+    return trajectory_components(
+        trajectory, merge_size, settings.grid, settings.include_history, settings.include_system
+    )
 
 
 def attribution_distributions(
     model, processor, trajectories: list[Trajectory], samples, settings: AttributionSettings, reencode: bool = False
 ) -> list[dict[str, float]]:
-    """One normalised `{component: weight}` per trajectory; `{}` for a trajectory without a target (no answer).
+    """One normalised `{component: weight}` per trajectory; `{}` for a trajectory without a target (no answer, or
+    no tool call for `target: tool_call`), which the reward tells apart (`align.attribution_terms`).
 
     `reencode=True` first re-encodes each trajectory with `processor` (for a teacher with its own tokenizer or
     image resolution).
@@ -54,10 +122,7 @@ def attribution_distributions(
     out: list[dict[str, float]] = []
     for start in range(0, len(views), settings.batch_size):
         chunk = views[start : start + settings.batch_size]
-        components = [
-            trajectory_components(t, merge, settings.grid, settings.include_history, settings.include_system)
-            for t in chunk
-        ]
+        components = [components_of(t, merge, settings) for t in chunk]
         targets = [target_mask(t, processor.tokenizer, settings.target) for t in chunk]
         scores = attribute(
             model,
@@ -67,6 +132,8 @@ def attribution_distributions(
             processor.tokenizer.pad_token_id,
             method=settings.method,
             baseline=settings.baseline,
+            steps=settings.steps,
+            chunk_size=settings.chunk_size,
         )
         for raw in scores:
             if not raw:
