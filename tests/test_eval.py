@@ -45,7 +45,9 @@ def evaluate(tmp_path, data_root, *extra: str) -> Path:
             *extra,
         ]
     )
-    [run] = [p for p in (tmp_path / "logs" / "eval").iterdir() if p.name.startswith(cli.model.test_results["label"])]
+    [run] = [
+        p for p in (tmp_path / "logs" / "eval").iterdir() if p.name.startswith(cli.model.evaluation_results()["label"])
+    ]
     return run
 
 

@@ -7,7 +7,15 @@ import torch
 
 from iapo.agent.trajectory import ToolStats, Trajectory
 from iapo.data.sample import VQASample
-from iapo.training.rewards import AccuracyReward, AttributionReward, FormatReward, compute_rewards
+from iapo.training.rewards import (
+    REWARDS,
+    AccuracyReward,
+    AttributionReward,
+    FormatReward,
+    build_rewards,
+    compute_rewards,
+    register_reward,
+)
 
 
 def make_trajectory(answer, errors=None, sample_index=0):
@@ -78,11 +86,36 @@ def test_attribution_reward_is_one_minus_jsd(batch):
     assert values[3] == pytest.approx(1 - 0.31128, abs=1e-4)
 
 
-def test_weights_combine_and_unknown_weights_fail(batch):
+def test_weights_combine_and_zero_weights_drop_a_reward(batch):
     trajectories = [make_trajectory("B"), make_trajectory("A", {"bad_json": 1})]
-    rewards = {"accuracy": AccuracyReward(), "format": FormatReward()}
-    total, parts = compute_rewards(rewards, {"accuracy": 1.0, "format": 0.5}, trajectories, batch)
+    configured = build_rewards({"accuracy": 1.0, "format": 0.5, "attribution": 0.0})
+    total, parts = compute_rewards(configured, trajectories, batch)
     assert total.tolist() == [1.5, 0.0]
     assert set(parts) == {"accuracy", "format"}
-    with pytest.raises(ValueError, match="attribution"):
-        compute_rewards(rewards, {"accuracy": 1.0, "attribution": 0.5}, trajectories, batch)
+    assert not configured.needs_attribution  # GRPO: no teacher, no attribution
+    assert build_rewards({"accuracy": 1.0, "attribution": 0.5}).needs_attribution
+
+
+def test_unknown_reward_names_fail_listing_the_registered_ones():
+    with pytest.raises(ValueError, match=r"unknown reward\(s\) \['acuracy'\]; registered: .*'accuracy'"):
+        build_rewards({"acuracy": 1.0})
+    with pytest.raises(ValueError, match="every reward weight is 0"):
+        build_rewards({"accuracy": 0.0})
+
+
+def test_a_registered_reward_is_built_from_config(batch):
+    @register_reward("answer_length_test")
+    class AnswerLength:
+        def __init__(self, context):
+            self.context = context
+
+        def __call__(self, trajectories, batch):
+            return torch.tensor([float(len(t.final_answer or "")) for t in trajectories])
+
+    try:
+        configured = build_rewards({"accuracy": 1.0, "answer_length_test": 0.5})
+        total, parts = compute_rewards(configured, [make_trajectory("B"), make_trajectory("(B) stripes")], batch)
+        assert parts["answer_length_test"].tolist() == [1.0, 11.0]
+        assert total.tolist() == [1.5, 6.5]
+    finally:
+        REWARDS.pop("answer_length_test")

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from collections import Counter
 
 import lightning as L
 import pytest
@@ -14,8 +14,10 @@ from helpers.policies import ScriptedPolicy
 from iapo.agent.rollout import rollout
 from iapo.data.sample import load_image
 from iapo.data.synthetic import build_split
-from iapo.training.rewards import AccuracyReward, FormatReward, compute_rewards
+from iapo.training.algo import group_advantages
+from iapo.training.rewards import build_rewards, compute_rewards
 from iapo.training.rollout_table import RolloutTable
+from iapo.training.step import StepRecord
 
 GROUP = 2
 STEPS = 4
@@ -24,7 +26,7 @@ EVERY = 2
 
 @pytest.fixture(scope="module")
 def last_rollout(tiny_processor):
-    """(trajectories, scored batch) of 2 prompts × 2 samples, with a zoom that fails and one that returns a crop."""
+    """The `StepRecord` of 2 prompts × 2 samples, with a zoom that fails and one that returns a crop."""
     samples = build_split("test", 2, seed=3)
     images = [load_image(s.image) for s in samples]
     zoom = '<tool_call>{"name": "zoom_in", "arguments": {"bbox_2d": [0, 0, 60, 60]}}</tool_call>'
@@ -32,16 +34,10 @@ def last_rollout(tiny_processor):
     policy = ScriptedPolicy(tiny_processor.tokenizer, [[zoom, bad, zoom, bad], "<answer>A</answer>"])
     trajectories = rollout(policy, tiny_processor, samples, images, GROUP)
     empty = [{} for _ in trajectories]
-    scored = {
-        "samples": samples,
-        "images": images,
-        "skipped": Counter(),
-        "attributions": {"student": empty, "teacher": empty},
-    }
-    rewards = {"accuracy": AccuracyReward(), "format": FormatReward()}
-    total, parts = compute_rewards(rewards, {"accuracy": 1.0, "format": 0.1}, trajectories, scored)
-    scored["rewards"] = {**parts, "total": total}  # as IAPOModule.training_step keeps them
-    return trajectories, scored
+    attributions = {"student": empty, "teacher": empty}
+    configured = build_rewards({"accuracy": 1.0, "format": 0.1})
+    total, parts = compute_rewards(configured, trajectories, {"samples": samples, "attributions": attributions})
+    return StepRecord(samples, trajectories, attributions, {**parts, "total": total}, group_advantages(total, GROUP))
 
 
 @pytest.fixture
@@ -55,8 +51,8 @@ def offline_wandb(tmp_path, monkeypatch):
 
 
 class RolloutModule(L.LightningModule):
-    """Stands in for IAPOModule: manual optimisation with `updates` optimizer steps per training step and
-    `last_rollout`."""
+    """Stands in for IAPOModule: manual optimisation with `updates` optimizer steps per training step, returning
+    the step's record as IAPOModule.training_step does."""
 
     def __init__(self, last_rollout, updates: int = 1) -> None:
         super().__init__()
@@ -64,15 +60,14 @@ class RolloutModule(L.LightningModule):
         self.layer = torch.nn.Linear(1, 1)
         self.rollout = last_rollout
         self.updates = updates
-        self.last_rollout = None
 
-    def training_step(self, batch, batch_idx) -> None:
+    def training_step(self, batch, batch_idx) -> dict:
         optimizer = self.optimizers()
         for _ in range(self.updates):
             optimizer.zero_grad()
             self.manual_backward(self.layer(batch).sum())
             optimizer.step()
-        self.last_rollout = self.rollout
+        return {"record": self.rollout}
 
     def train_dataloader(self):
         return torch.utils.data.DataLoader(torch.ones(8, 1), batch_size=1)
@@ -99,13 +94,13 @@ def logged_steps(dirpath) -> list[int]:
 
 
 def test_without_wandb_rows_go_to_json_lines(tmp_path, last_rollout):
-    trajectories, scored = last_rollout
+    trajectories, samples = last_rollout.trajectories, last_rollout.samples
     fit(RolloutModule(last_rollout), CSVLogger(tmp_path), tmp_path / "rollouts")
     lines = (tmp_path / "rollouts" / "rollouts.jsonl").read_text().splitlines()
     rows = [json.loads(line) for line in lines]
     assert logged_steps(tmp_path / "rollouts") == [2] * len(trajectories) + [4] * len(trajectories)
     first = rows[0]
-    sample = scored["samples"][0]
+    sample = samples[0]
     assert first["question"].startswith(sample.question) and "A. " in first["question"]
     assert first["gold_answer"] == sample.answer and first["final_answer"] == "A"
     assert first["turns"].startswith("[1] ") and "-> crop [" in first["turns"]
@@ -120,7 +115,7 @@ def test_without_wandb_rows_go_to_json_lines(tmp_path, last_rollout):
 def test_steps_are_optimizer_steps_and_no_multiple_is_skipped(tmp_path, last_rollout):
     """3 optimizer steps per training step (as IAPO's mini-batches make), a table every 4: steps 3, 6, 9, 12 end the
     training steps; 6 passes 4, 9 passes 8, 12 reaches 12."""
-    trajectories, _ = last_rollout
+    trajectories = last_rollout.trajectories
     fit(RolloutModule(last_rollout, updates=3), False, tmp_path, max_steps=12, every=4)
     assert logged_steps(tmp_path) == [6] * len(trajectories) + [9] * len(trajectories) + [12] * len(trajectories)
 
@@ -141,11 +136,11 @@ def test_a_wandb_failure_falls_back_to_json_lines(tmp_path, offline_wandb, last_
 
 
 def test_with_wandb_offline_a_table_is_logged(tmp_path, offline_wandb, last_rollout):
-    trajectories, scored = last_rollout
-    scored = {**scored, "rewards": {"total": torch.arange(len(trajectories), dtype=torch.float)}}
+    trajectories = last_rollout.trajectories
+    record = dataclasses.replace(last_rollout, rewards={"total": torch.arange(len(trajectories), dtype=torch.float)})
     logger = WandbLogger(offline=True, save_dir=str(tmp_path), project="iapo-test")
     try:
-        fit(RolloutModule((trajectories, scored)), logger, tmp_path / "rollouts")
+        fit(RolloutModule(record), logger, tmp_path / "rollouts")
         summary = dict(logger.experiment.summary["rollouts"])
     finally:
         logger.experiment.finish()

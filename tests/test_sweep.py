@@ -33,7 +33,7 @@ def test_sweep_file_covers_the_knobs(sweep):
     assert sweep["method"] == "bayes"
     assert sweep["metric"] == {"name": "val/acc", "goal": "maximize"}
     assert set(sweep["parameters"]) == {
-        "model.init_args.attribution_weight",
+        "model.init_args.rewards.attribution",
         "model.init_args.lr",
         "model.init_args.ppo.eps_high",
         "model.init_args.group_size",
@@ -97,7 +97,7 @@ def test_every_value_type_routes(sweep):
     config = {
         **sweep,
         "parameters": {
-            "model.init_args.format_weight": {"min": 0.0, "max": 0.5},
+            "model.init_args.rewards.format": {"min": 0.0, "max": 0.5},
             "model.init_args.warmup_steps": {"min": 1, "max": 9},
             "model.init_args.advantage_scale": {"values": ["batch"]},
             "model.init_args.sampling.do_sample": {"value": False},

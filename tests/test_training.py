@@ -92,15 +92,15 @@ def test_iapo_fit_logs_metrics_and_saves_a_reloadable_adapter(tmp_path, monkeypa
 
 def test_grpo_fit_loads_no_teacher(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    cli = fit("grpo.yaml", "tiny.yaml", extra=("--trainer.max_steps=1",))
-    assert cli.model._teacher is None and "attribution" not in cli.model.rewards
+    cli = fit("iapo.yaml", "grpo.yaml", "tiny.yaml", extra=("--trainer.max_steps=1",))
+    assert cli.model._teacher is None and set(cli.model.configured_rewards.weights) == {"accuracy", "format"}
     rows = metric_rows(Path(cli.trainer.logger.log_dir))
     assert "time/attribution_teacher" not in rows[0] and "reward/attribution" not in rows[0]
 
 
 def test_resume_from_last_continues_at_the_next_step(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    first = fit("iapo.yaml", "tiny.yaml", extra=("--trainer.max_steps=2", "--model.init_args.attribution_weight=0"))
+    first = fit("iapo.yaml", "tiny.yaml", extra=("--trainer.max_steps=2", "--model.init_args.rewards.attribution=0"))
     checkpoint = torch.load(tmp_path / "logs/tiny/checkpoints/last.ckpt", weights_only=False)
     assert checkpoint["global_step"] == 2
     assert checkpoint["optimizer_states"] and checkpoint["lr_schedulers"] and "rng" in checkpoint
@@ -109,7 +109,7 @@ def test_resume_from_last_continues_at_the_next_step(tmp_path, monkeypatch):
     second = fit(
         "iapo.yaml",
         "tiny.yaml",
-        extra=("--trainer.max_steps=4", "--model.init_args.attribution_weight=0", "--ckpt_path=last"),
+        extra=("--trainer.max_steps=4", "--model.init_args.rewards.attribution=0", "--ckpt_path=last"),
     )
     assert second.trainer.global_step == 4
     steps = [int(row["step"]) for row in metric_rows(Path(second.trainer.logger.log_dir))]

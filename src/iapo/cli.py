@@ -11,12 +11,22 @@ import zipfile
 from pathlib import Path
 
 import lightning as L
+from jsonargparse import set_parsing_settings
 from lightning.pytorch.cli import LightningCLI
 
 from iapo.data.datamodule import VQADataModule
 from iapo.training.guards import readable_directory
 
-CLI_OPTIONS = {"model_class": L.LightningModule, "datamodule_class": VQADataModule, "subclass_mode_model": True}
+# configs write `${trainer.default_root_dir}`: resolved within the subcommand's config (`fit`, `test`, ...)
+set_parsing_settings(omegaconf_absolute_to_relative_paths=True)
+
+CLI_OPTIONS = {
+    "model_class": L.LightningModule,
+    "datamodule_class": VQADataModule,
+    "subclass_mode_model": True,
+    # omegaconf+: `${trainer.default_root_dir}` in a config resolves after every overlay is merged
+    "parser_kwargs": {"parser_mode": "omegaconf+"},
+}
 """Any LightningModule by `model.class_path` (`iapo.training.iapo_module.IAPOModule`, `iapo.training.sft_module.SFTModule`); configs name it."""
 
 

@@ -53,7 +53,7 @@ def tools_section(toolset: str) -> str:
     return TOOLS_HEADER + schemas + TOOLS_FOOTER
 
 
-@dataclass(frozen=True)
+@dataclass  # not frozen: Lightning's apply_to_collection rebuilds dataclasses inside step outputs
 class AgentPrompt:
     """What the agent is told: a toolset (None: tools off, direct answer) and optional instructions replacing the
     toolset's own (or the direct-answer ones). Every trajectory records the prompt it was sampled under."""

@@ -1,104 +1,97 @@
-"""Phase times and peak memory of one IAPO training step on the paper-setting code path.
+"""Phase times and peak memory of one training step, GRPO and IAPO side by side in one run.
 
-Runs what `IAPOModule.training_step` runs — rollout, student attribution, teacher attribution (re-encoded with the
-teacher's processor), PPO update — on random-init models of the real shapes (`shape-3b` student with NF4 + LoRA +
-non-reentrant gradient checkpointing, `shape-7b` NF4 teacher; speed and memory do not depend on weight values),
-with fixed generation lengths, and prints a table plus JSON:
+Runs exactly what `IAPOModule.training_step` runs (`iapo.training.step.train_step`: rollout, student attribution,
+teacher attribution re-encoded with the teacher's processor, PPO update) for each method, on the same models and
+prompts, with fixed generation lengths, and prints per-phase seconds, peak GPU memory, tokens/s and the IAPO/GRPO
+step-time ratio:
 
-    python -m iapo.experiments.bench --student shape-3b --teacher shape-7b --rollouts 8 --new-tokens 128       # one GPU
-    python -m iapo.experiments.bench --student tiny-student --teacher tiny-teacher --rollouts 4 --new-tokens 8  # CPU check
+    python -m iapo.experiments.bench --student shape-3b --teacher shape-7b --rollouts 8 --new-tokens 128   # one GPU
+    python -m iapo.experiments.bench --student tiny-student --teacher tiny-teacher --quantization none \
+        --rollouts 4 --new-tokens 8                                                                      # CPU check
 
-The first run builds the shaped checkpoints into `$IAPO_CACHE` (bf16, on the GPU when there is one).
+`shape-3b` / `shape-7b` are random-init models of the real shapes (speed and memory do not depend on weight values;
+NF4 + LoRA + non-reentrant gradient checkpointing as in the paper config); the first run builds them into
+`$IAPO_CACHE`. The first step of each method includes warm-up: use `--steps 2` or more and read the later ones.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 
-from iapo.agent.rollout import HFPolicy, SamplingSettings, rollout
-from iapo.attribution.score import AttributionSettings, attribution_distributions
+from iapo.agent.rollout import SamplingSettings
+from iapo.attribution.score import AttributionSettings
 from iapo.data.sample import load_image
 from iapo.data.synthetic import SyntheticConfig, build_split
 from iapo.models.loader import LoraSettings, load_model
-from iapo.training.algo import group_advantages
-from iapo.training.update import PPOSettings, policy_update
+from iapo.training.rewards import RewardContext, build_rewards
+from iapo.training.step import StepSettings, train_step
+from iapo.training.update import PPOSettings
 
-
-@contextmanager
-def phase(name: str, results: dict):
-    """Time a block (CUDA-synchronised) and record the peak GPU memory it reached."""
-    cuda = torch.cuda.is_available()
-    if cuda:
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-    start = time.perf_counter()
-    yield
-    if cuda:
-        torch.cuda.synchronize()
-    results[name] = {"seconds": time.perf_counter() - start}
-    if cuda:
-        results[name]["peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
+METHOD_REWARDS = {"grpo": {"accuracy": 1.0}, "iapo": {"accuracy": 1.0, "attribution": 0.5}}
+PHASES = ("rollout", "attribution_student", "attribution_teacher", "update")
 
 
 def run(args: argparse.Namespace) -> dict:
     dtype = "bfloat16" if torch.cuda.is_available() else "float32"
     results: dict = {"config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}}
     results["config"]["dtype"] = dtype
-    with phase("load_student", results):
-        student, processor = load_model(
-            args.student,
-            quantization=args.quantization,
-            dtype=dtype,
-            lora=LoraSettings(r=args.lora_rank, alpha=2 * args.lora_rank, dropout=0.0),
-            gradient_checkpointing=True,
-        )
-    with phase("load_teacher", results):
-        teacher, teacher_processor = load_model(
-            args.teacher, quantization=args.quantization, dtype=dtype, gradient_checkpointing=True
-        )
-    prompts = args.rollouts // args.group_size
-    samples = build_split("test", prompts, SyntheticConfig(canvas_size=args.image_size), seed=0)
+    student, processor = load_model(
+        args.student,
+        quantization=args.quantization,
+        dtype=dtype,
+        lora=LoraSettings(r=args.lora_rank, alpha=2 * args.lora_rank, dropout=0.0),
+        gradient_checkpointing=True,
+    )
+    teacher = load_model(args.teacher, quantization=args.quantization, dtype=dtype, gradient_checkpointing=True)
+    samples = build_split("test", args.rollouts // args.group_size, SyntheticConfig(canvas_size=args.image_size))
     images = [load_image(s.image) for s in samples]
-    sampling = SamplingSettings(max_turns=1, max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens)
-    attribution = AttributionSettings(target="generated", batch_size=args.attribution_batch)
+    settings = StepSettings(
+        group_size=args.group_size,
+        sampling=SamplingSettings(max_turns=1, max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens),
+        attribution=AttributionSettings(
+            method=args.attribution_method, target="generated", batch_size=args.attribution_batch
+        ),
+        ppo=PPOSettings(mini_batch_size=args.mini_batch, log_kl=False),
+    )
     optimizer = torch.optim.AdamW([p for p in student.parameters() if p.requires_grad], lr=1e-5)
-    for step in range(args.steps):
-        timings: dict = {}
-        with phase("rollout", timings):
-            trajectories = rollout(
-                HFPolicy(student, processor, sampling), processor, samples, images, args.group_size, sampling
+    for method in args.methods:
+        rewards = build_rewards(METHOD_REWARDS[method], RewardContext(settings.attribution))
+        for step in range(args.steps):
+            record = train_step(
+                student, processor, optimizer, samples, images, settings, rewards, teacher=lambda: teacher
             )
-        with phase("attribution_student", timings):
-            attribution_distributions(student, processor, trajectories, samples, attribution)
-        with phase("attribution_teacher", timings):
-            attribution_distributions(teacher, teacher_processor, trajectories, samples, attribution, reencode=True)
-        advantages = group_advantages(torch.randn(len(trajectories)), args.group_size)
-        settings = PPOSettings(mini_batch_size=args.mini_batch, log_kl=False)
-        with phase("update", timings):
-            policy_update(student, optimizer, trajectories, advantages, settings, processor.tokenizer.pad_token_id)
-        generated = sum(t.completion_length for t in trajectories)
-        timings["rollout"]["tokens_per_second"] = generated / timings["rollout"]["seconds"]
-        timings["prompt_tokens"] = int(trajectories[0].prompt_length)
-        results[f"step_{step}"] = timings
+            timings = dict(record.timings)
+            timings["total"] = sum(timings.get(f"time/{phase}", 0.0) for phase in PHASES)
+            timings["tokens_per_second"] = (
+                sum(t.completion_length for t in record.trajectories) / timings["time/rollout"]
+            )
+            timings["prompt_tokens"] = int(record.trajectories[0].prompt_length)
+            results[f"{method}/step_{step}"] = timings
+    if {"grpo", "iapo"} <= set(args.methods):
+        last = args.steps - 1
+        results["iapo_over_grpo"] = results[f"iapo/step_{last}"]["total"] / results[f"grpo/step_{last}"]["total"]
     return results
 
 
 def table(results: dict) -> str:
-    lines = ["| step | phase | seconds | peak GiB | tok/s |", "|---|---|---|---|---|"]
-    for key, value in results.items():
-        if not key.startswith("step_"):
+    lines = ["| method | step | " + " | ".join(PHASES) + " | total s | tok/s | peak GiB |", "|---" * 8 + "|"]
+    for key, timings in results.items():
+        if "/step_" not in key:
             continue
-        for name, entry in value.items():
-            if isinstance(entry, dict):
-                peak = f"{entry['peak_gib']:.1f}" if "peak_gib" in entry else "–"
-                speed = f"{entry['tokens_per_second']:.0f}" if "tokens_per_second" in entry else ""
-                lines.append(f"| {key[5:]} | {name} | {entry['seconds']:.2f} | {peak} | {speed} |")
+        method, step = key.split("/step_")
+        seconds = [f"{timings[f'time/{phase}']:.2f}" if f"time/{phase}" in timings else "–" for phase in PHASES]
+        peaks = [v for k, v in timings.items() if k.startswith("memory/")]
+        peak = f"{max(peaks):.1f}" if peaks else "–"
+        lines.append(
+            f"| {method} | {step} | {' | '.join(seconds)} | {timings['total']:.2f} | "
+            f"{timings['tokens_per_second']:.0f} | {peak} |"
+        )
+    if "iapo_over_grpo" in results:
+        lines.append(f"\nIAPO / GRPO step time (last step): {results['iapo_over_grpo']:.2f}")
     return "\n".join(lines)
 
 
@@ -114,7 +107,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--mini-batch", type=int, default=8)
     parser.add_argument("--attribution-batch", type=int, default=8)
     parser.add_argument("--lora-rank", type=int, default=64)
-    parser.add_argument("--steps", type=int, default=2, help="steps to time (the first includes warm-up)")
+    parser.add_argument("--steps", type=int, default=2, help="steps per method (the first includes warm-up)")
+    parser.add_argument("--methods", nargs="+", default=["grpo", "iapo"], choices=sorted(METHOD_REWARDS))
+    parser.add_argument("--attribution-method", default="grad_x_input")
     parser.add_argument("--out", type=Path, help="also write the JSON results here")
     args = parser.parse_args(argv)
     if args.rollouts % args.group_size:

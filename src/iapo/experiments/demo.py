@@ -25,6 +25,8 @@ from pathlib import Path
 import lightning as L
 import matplotlib
 import numpy as np
+import yaml
+from jsonargparse import ArgumentParser
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -34,27 +36,30 @@ from iapo.agent.rollout import SamplingSettings  # noqa: E402
 from iapo.attribution.score import AttributionSettings  # noqa: E402
 from iapo.data.datamodule import DataSpec, VQADataModule  # noqa: E402
 from iapo.data.sample import load_image  # noqa: E402
-from iapo.data.synthetic import PATTERNS, SyntheticConfig, build_split  # noqa: E402
+from iapo.data.synthetic import SyntheticConfig, build_split  # noqa: E402
 from iapo.models.loader import LoraSettings, ModelSettings  # noqa: E402
 from iapo.training.callbacks import AdapterCheckpoint, draw_attributions  # noqa: E402
 from iapo.training.iapo_module import IAPOModule  # noqa: E402
 from iapo.training.sft_module import SFTModule  # noqa: E402
 from iapo.training.update import PPOSettings  # noqa: E402
 
-DEMO_TASK = SyntheticConfig(
-    grid=2,
-    n_distractors=0,
-    cell_hint=True,
-    shuffle_options=False,
-    patterns=tuple(PATTERNS)[:4],
-    n_options=4,
-    shapes=("square",),
-    panel_fraction=0.8,
-)
-"""The demo's task: one coloured square in one of 4 cells, its cell shaded (`cell_hint`), a textured panel filling
-most of it, the 4 textures always as options A-D. The texture is invisible at the 224-px view and plain in a zoom
-crop, so tools off is at chance (25%); where to zoom is readable from the hint. Harder settings (distractors, a 4×4
-grid, shuffled options) are beyond what the tiny models learn in the CPU budget (see `SyntheticConfig`)."""
+TASK_CONFIG = Path(__file__).resolve().parents[3] / "configs" / "demo_task.yaml"
+
+
+def synthetic_task(path: Path = TASK_CONFIG) -> SyntheticConfig:
+    """The `data.synthetic` block of a CLI config, typed as the CLI types it (the demo and `src/cli.py` read the
+    same file)."""
+    parser = ArgumentParser()
+    parser.add_argument("--synthetic", type=SyntheticConfig)
+    block = yaml.safe_load(path.read_text())["data"]["synthetic"]
+    return parser.instantiate(parser.parse_object({"synthetic": block})).synthetic
+
+
+DEMO_TASK = synthetic_task()
+"""The demo's task (configs/demo_task.yaml): one coloured square in one of 4 cells, its cell shaded (`cell_hint`), a
+textured panel filling most of it, the 4 textures always as options A-D. The texture is invisible at the 224-px view
+and plain in a zoom crop, so tools off is at chance (25%); where to zoom is readable from the hint. Harder settings
+(distractors, a 4×4 grid, shuffled options) are beyond what the tiny models learn in the CPU budget."""
 
 
 ATTRIBUTION_METHODS = ("grad_x_input", "occlusion")
@@ -72,8 +77,8 @@ class DemoSettings:
     The student is the tiny-student spec fine-tuned from scratch for `sft_student_steps`; the teacher is that
     student fine-tuned for `sft_teacher_steps` more (the same size, trained longer: stronger, as measured in the
     report). SFT mixes zoom and direct-answer experts (`sft_expert`) so one model serves both evaluation prompts.
-    RL starts both methods from the student with the same seeds, data order and budget; only
-    `attribution_weight` differs (0 for GRPO). RL samples at temperature 0.7: at 1.0, 75% of the cold-started
+    RL starts both methods from the student with the same seeds, data order and budget; only the rewards differ
+    (GRPO: accuracy and format; IAPO: plus the attribution reward at `attribution_weight`). RL samples at temperature 0.7: at 1.0, 75% of the cold-started
     student's sampled trajectories hold a malformed turn (accuracy 15% against 57% at 0.7, 48 training prompts × 4)
     and RL learns to stop zooming. Evaluation is greedy.
     """
@@ -100,6 +105,11 @@ class DemoSettings:
         default_factory=lambda: SamplingSettings(max_turns=3, max_new_tokens=64, temperature=0.7)
     )
     synthetic: SyntheticConfig = field(default_factory=lambda: DEMO_TASK)
+
+    def rewards(self, method: str) -> dict[str, float]:
+        """GRPO: accuracy and format; IAPO: the same plus the attribution reward."""
+        weights = {"accuracy": 1.0, "format": 0.1}
+        return {**weights, "attribution": self.attribution_weight} if method == "iapo" else weights
 
     def fast(self) -> DemoSettings:
         return dataclasses.replace(
@@ -168,9 +178,11 @@ def evaluate(settings: DemoSettings, label: str, student: ModelSettings, tools: 
     path = settings.out / "eval" / f"{label}.json"
     if path.is_file():
         return json.loads(path.read_text())
-    module = IAPOModule(student=student, sampling=settings.sampling, attribution_weight=0.0, tools=tools, label=label)
+    module = IAPOModule(
+        student=student, sampling=settings.sampling, rewards={"accuracy": 1.0}, tools=tools, label=label
+    )
     trainer(0, None).test(module, datamodule=test_data(settings), verbose=False)
-    bench = module.test_results["benchmarks"]["synthetic_test"]
+    bench = module.evaluation_results()["benchmarks"]["synthetic_test"]
     result = {
         "label": label,
         "tools": tools,
@@ -201,7 +213,7 @@ def reinforce(settings: DemoSettings, method: str, seed: int, student: Path, tea
         teacher=ModelSettings(name=str(teacher)),
         sampling=settings.sampling,
         group_size=settings.group_size,
-        attribution_weight=settings.attribution_weight if method == "iapo" else 0.0,
+        rewards=settings.rewards(method),
         attribution=AttributionSettings(method=settings.attribution_method),
         ppo=PPOSettings(mini_batch_size=settings.rl_prompts * settings.group_size),
         lr=settings.rl_lr,

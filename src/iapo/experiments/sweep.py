@@ -210,12 +210,8 @@ def _parser(arguments: list[str]):
     """The project's LightningCLI parser and its config for `arguments` (parse errors raise, never exit)."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within Python.*")
-        cli = _ParseOnlyCLI(
-            **CLI_OPTIONS,
-            run=False,
-            parser_kwargs={"exit_on_error": False},
-            args=arguments,
-        )
+        options = {**CLI_OPTIONS, "parser_kwargs": {**CLI_OPTIONS["parser_kwargs"], "exit_on_error": False}}
+        cli = _ParseOnlyCLI(**options, run=False, args=arguments)
     return cli.parser, cli.config
 
 
@@ -236,6 +232,14 @@ def _reason(message: str) -> str:
     lines = [line for line in message.splitlines() if line.strip() and "NoneType" not in line]
     lines = [line for line in lines if not line.strip().startswith(("Given value", "Subtypes", "Errors:"))]
     return max(lines, key=lambda line: len(line) - len(line.lstrip())).strip(" -") if lines else message
+
+
+def _resolved(config: Namespace, name: str) -> Any:
+    """The value flag `--name` set in `config`, following dict-valued fields (`model.init_args.rewards.format`)."""
+    node: Any = config
+    for part in _field(config, name).split("."):
+        node = node.get(part) if isinstance(node, Namespace | dict) else None
+    return node
 
 
 def _field(config: Namespace, name: str) -> str:
@@ -299,7 +303,7 @@ def check_routing(
         for name, spec in sweep_config["parameters"].items():
             values[name] = sample_value(name, spec, rng)
             for _ in range(20):
-                if not _same(values[name], baseline.get(_field(baseline, name))):
+                if not _same(values[name], _resolved(baseline, name)):
                     break
                 values[name] = sample_value(name, spec, rng)
 
@@ -319,7 +323,7 @@ def check_routing(
                 failures.append(f"{name}={value}: {_reason(str(single))}")
         detail = "\n  ".join(failures) or _reason(str(err))
         raise SweepError(f"sweep parameters that do not reach a config field or are rejected:\n  {detail}") from err
-    resolved = {name: parsed.get(_field(parsed, name)) for name in values}
+    resolved = {name: _resolved(parsed, name) for name in values}
     lost = [
         f"{name}: sent {values[name]!r}, the run gets {resolved[name]!r}"
         for name in values

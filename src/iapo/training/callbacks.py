@@ -176,7 +176,9 @@ def draw_attributions(module, samples: list, images: list, out: Path) -> list[Pa
     """`out/example-<k>.png` for each sample: `module.explain` (greedy rollout, student and teacher attribution)."""
     out.mkdir(parents=True, exist_ok=True)
     paths = []
-    for index, (trajectory, student, teacher) in enumerate(module.explain(samples, images)):
+    record = module.explain(samples, images)
+    pairs = zip(record.attributions["student"], record.attributions["teacher"], strict=True)
+    for index, (trajectory, (student, teacher)) in enumerate(zip(record.trajectories, pairs, strict=True)):
         sample = samples[index]
         title = f"{sample.question} → {trajectory.final_answer} (gold {sample.answer})"
         figure = attribution_figure(trajectory.images, student, teacher, module.attribution.grid, title)
@@ -194,9 +196,9 @@ class EvalResultsWriter(Callback):
         self.run_name = run_name
 
     def on_test_end(self, trainer, pl_module) -> None:
-        results = pl_module.test_results
-        if not trainer.is_global_zero or results is None:
+        if not trainer.is_global_zero:
             return
+        results = pl_module.evaluation_results()
         run_dir = self.output_dir / (self.run_name or f"{results['label']}-{time.strftime('%Y%m%d-%H%M%S')}")
         write_results(run_dir, results, [record for tally in pl_module.tallies for record in tally.records])
         print(f"results: {run_dir / 'results.md'}\n{(run_dir / 'results.md').read_text()}")

@@ -1,52 +1,52 @@
-"""`IAPOModule`: rollout → attribution (student and teacher) → rewards → group advantages → PPO-clip update.
+"""`IAPOModule`: the Lightning wrapper of one IAPO step (`iapo.training.step`), evaluation and rollouts.
 
-    python src/cli.py fit --config configs/iapo.yaml                            # paper setting (GPU)
+    python src/cli.py fit --config configs/iapo.yaml                                          # paper setting (GPU)
     python src/cli.py fit --config configs/iapo.yaml --config configs/tiny.yaml --trainer.max_steps=3   # offline
-    python src/cli.py fit --config configs/grpo.yaml                            # baseline: attribution_weight 0
-    python src/cli.py predict --config configs/tiny.yaml                        # rollouts only
+    python src/cli.py fit --config configs/iapo.yaml --config configs/grpo.yaml               # GRPO baseline
+    python src/cli.py predict --config configs/tiny.yaml                                      # rollouts only
 
 One training step is one batch of B prompts: G trajectories each are rolled out, scored and used for μ epochs of
 mini-batch updates (manual optimisation; `trainer.max_steps` counts optimizer steps). Models are loaded in
-`configure_model`; `attribution_weight: 0` never loads the teacher and is exactly GRPO on the same pipeline.
-The checkpoint holds only the trainable (LoRA) weights, the optimizer, scheduler, step counter and RNG states.
+`configure_model`; a reward configuration without the attribution reward never loads the teacher and is exactly
+GRPO on the same pipeline. The checkpoint holds only the trainable (LoRA) weights, the optimizer, scheduler, step
+counter and RNG states. The method as built is described in docs/method.md.
 """
 
 from __future__ import annotations
 
-import time
-from collections import Counter
+import dataclasses
 from pathlib import Path
 
-import numpy as np
 from torch import nn
 
 from iapo.agent.rollout import HFPolicy, SamplingSettings, rollout
-from iapo.agent.trajectory import Trajectory
-from iapo.attribution.score import AttributionSettings, attribution_distributions
+from iapo.attribution.score import AttributionSettings
 from iapo.evaluation.results import HEADLINE_METRIC
 from iapo.models.loader import ModelSettings
-from iapo.training.algo import ADVANTAGE_SCALES, group_advantages
-from iapo.training.policy_base import PolicyModule
-from iapo.training.rewards import AccuracyReward, AttributionReward, FormatReward, compute_rewards
-from iapo.training.update import PPOSettings, policy_update
+from iapo.training.policy_base import PolicyModule, greedy_settings
+from iapo.training.rewards import RewardContext, build_rewards
+from iapo.training.step import StepRecord, StepSettings, collect, train_step
+from iapo.training.update import PPOSettings
+
+DEFAULT_REWARDS = {"accuracy": 1.0, "format": 0.1, "attribution": 0.5}
 
 
 class IAPOModule(PolicyModule):
-    """The student agent, trained with IAPO (or GRPO when `attribution_weight` is 0).
+    """The student agent, trained with IAPO (or GRPO when no configured reward needs attribution).
 
     Args:
         student: the policy (HF id, local directory or tiny spec; `lora` makes it trainable, `nf4` is QLoRA).
-        teacher: the frozen stronger model whose attribution the student is rewarded for matching.
-        sampling: agent-loop limits and sampling parameters for training rollouts.
+        teacher: the frozen stronger model whose attribution the student is rewarded for matching; loaded only when
+            a configured reward needs attribution.
+        sampling: the agent's prompt (toolset), agent-loop limits and sampling parameters for training rollouts.
         group_size: G, trajectories per prompt.
-        format_weight: w_fmt, weight of the well-formed-trajectory reward.
-        attribution_weight: w_attr, weight of 1 − JSD(student ‖ teacher); 0 is the GRPO baseline.
+        rewards: reward name -> weight (`iapo.training.rewards.REWARDS`); weight 0 drops a reward.
         attribution: method, target, grid and divergence of the attribution reward.
         ppo: μ epochs, mini-batch size, clip ε, KL β, loss aggregation, gradient clipping.
         advantage_scale: "group" (default), "batch" or "none".
         lr, weight_decay, warmup_steps: AdamW with linear warm-up, then constant.
         predict_group_size: trajectories per prompt in `predict`.
-        tools: evaluate (validate / test) with the zoom tool; False answers directly in one turn.
+        tools: evaluate (validate / test) with the toolset; False answers directly in one turn.
         label: the model's name in result tables (default: the adapter or model directory name).
     """
 
@@ -56,8 +56,7 @@ class IAPOModule(PolicyModule):
         teacher: ModelSettings | None = None,
         sampling: SamplingSettings | None = None,
         group_size: int = 4,
-        format_weight: float = 0.1,
-        attribution_weight: float = 0.5,
+        rewards: dict[str, float] | None = None,
         attribution: AttributionSettings | None = None,
         ppo: PPOSettings | None = None,
         advantage_scale: str = "group",
@@ -69,34 +68,32 @@ class IAPOModule(PolicyModule):
         label: str | None = None,
     ) -> None:
         super().__init__()
-        if advantage_scale not in ADVANTAGE_SCALES:
-            raise ValueError(f"advantage_scale must be one of {ADVANTAGE_SCALES}, got {advantage_scale!r}")
-        if group_size < 1:
-            raise ValueError(f"group_size must be >= 1, got {group_size}")
+        self.step_settings = StepSettings(
+            group_size=group_size,
+            sampling=sampling or SamplingSettings(),
+            attribution=attribution or AttributionSettings(),
+            ppo=ppo or PPOSettings(),
+            advantage_scale=advantage_scale,
+        )
+        self.configured_rewards = build_rewards(
+            DEFAULT_REWARDS if rewards is None else rewards, RewardContext(self.step_settings.attribution)
+        )
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.strict_loading = False  # checkpoints hold only the trainable weights
         self.student_settings = student or ModelSettings()
         self.teacher_settings = teacher or ModelSettings(name="tiny-teacher")
-        self.sampling = sampling or SamplingSettings()
+        self.sampling = self.step_settings.sampling
+        self.attribution = self.step_settings.attribution
         self.tools = tools
-        self.attribution = attribution or AttributionSettings()
-        self.ppo = ppo or PPOSettings()
-        self.weights = {"accuracy": 1.0, "format": format_weight}
-        self.rewards = {"accuracy": AccuracyReward(), "format": FormatReward()}
-        if attribution_weight != 0:
-            self.weights["attribution"] = attribution_weight
-            self.rewards["attribution"] = AttributionReward(self.attribution.divergence)
         self.policy_model = None
         self.processor = None
         self._teacher: tuple | None = None  # (model, processor); kept out of the module tree: frozen, not saved
         self.tallies = nn.ModuleList()
-        self.test_results: dict | None = None
-        self.last_rollout: tuple[list[Trajectory], dict] | None = None  # for callbacks that draw or log it
 
     @property
     def uses_teacher(self) -> bool:
-        return "attribution" in self.weights
+        return self.configured_rewards.needs_attribution
 
     def configure_model(self) -> None:
         if self.policy_model is not None:
@@ -112,103 +109,43 @@ class IAPOModule(PolicyModule):
             self._teacher = self.teacher_settings.load(device=str(self.device))
         return self._teacher
 
-    def explain(self, samples: list, images: list) -> list[tuple[Trajectory, dict, dict]]:
-        """Greedy trajectories of `samples` with the student's and the teacher's attribution distributions."""
-        trajectories = self.greedy_rollout(samples, images)
-        student = attribution_distributions(self.policy_model, self.processor, trajectories, samples, self.attribution)
-        teacher_model, teacher_processor = self.teacher()
-        teacher = attribution_distributions(
-            teacher_model, teacher_processor, trajectories, samples, self.attribution, reencode=True
+    def explain(self, samples: list, images: list) -> StepRecord:
+        """Greedy trajectories of `samples` (one each) with the student's and the teacher's attribution."""
+        settings = dataclasses.replace(
+            self.step_settings, group_size=1, sampling=greedy_settings(self.sampling, self.tools)
         )
-        return list(zip(trajectories, student, teacher, strict=True))
+        return collect(
+            self.policy_model, self.processor, samples, images, settings, self.configured_rewards, self.teacher, True
+        )
 
     # ---------------------------------------------------------------- training
 
-    def training_step(self, batch: dict, batch_idx: int) -> None:
+    def training_step(self, batch: dict, batch_idx: int) -> dict | None:
+        """One IAPO step (`iapo.training.step.train_step`); returns `{"record": StepRecord}` for callbacks."""
+        skipped_rows = float(sum(batch["skipped"].values()))
         if not batch["samples"]:
-            self.log("data/skipped_rows", float(sum(batch["skipped"].values())), batch_size=1)
-            return
-        timings: dict[str, float] = {}
-        start = time.perf_counter()
-        trajectories = rollout(
-            HFPolicy(self.policy_model, self.processor, self.sampling),
+            self.log("data/skipped_rows", skipped_rows, batch_size=1)
+            return None
+        optimizer = self.optimizers()
+        record = train_step(
+            self.policy_model,
             self.processor,
+            optimizer,
             batch["samples"],
             batch["images"],
-            self.hparams.group_size,
-            self.sampling,
-        )
-        timings["time/rollout"] = time.perf_counter() - start
-        scored = {**batch, "attributions": self._attributions(trajectories, batch["samples"], timings)}
-        total, parts = compute_rewards(self.rewards, self.weights, trajectories, scored)
-        scored["rewards"] = {**parts, "total": total}
-        advantages = group_advantages(total, self.hparams.group_size, self.hparams.advantage_scale)
-        start = time.perf_counter()
-        optimizer = self.optimizers()
-        scheduler = self.lr_schedulers()
-        stats = policy_update(
-            self.policy_model,
-            optimizer,
-            trajectories,
-            advantages,
-            self.ppo,
-            self.processor.tokenizer.pad_token_id,
+            self.step_settings,
+            self.configured_rewards,
+            teacher=self.teacher if self.uses_teacher else None,
             backward=self.manual_backward,
-            on_step=scheduler.step,
+            on_step=self.lr_schedulers().step,
         )
-        timings["time/update"] = time.perf_counter() - start
-        metrics = {**self._rollout_metrics(trajectories, total, parts, scored), **stats, **timings}
+        metrics = {**record.metrics, **record.timings}
         metrics["lr"] = optimizer.param_groups[0]["lr"]
-        metrics["data/skipped_rows"] = float(sum(batch["skipped"].values()))
-        self.log_dict({k: float(v) for k, v in metrics.items()}, prog_bar=False, batch_size=len(trajectories))
-        self.log("reward", float(total.mean()), prog_bar=True, batch_size=len(trajectories))
-        self.last_rollout = (trajectories, scored)
-
-    def _attributions(self, trajectories: list[Trajectory], samples, timings: dict) -> dict[str, list]:
-        if not self.uses_teacher:
-            return {"student": [{} for _ in trajectories], "teacher": [{} for _ in trajectories]}
-        start = time.perf_counter()
-        student = attribution_distributions(self.policy_model, self.processor, trajectories, samples, self.attribution)
-        timings["time/attribution_student"] = time.perf_counter() - start
-        start = time.perf_counter()
-        teacher_model, teacher_processor = self.teacher()
-        teacher = attribution_distributions(
-            teacher_model, teacher_processor, trajectories, samples, self.attribution, reencode=True
-        )
-        timings["time/attribution_teacher"] = time.perf_counter() - start
-        return {"student": student, "teacher": teacher}
-
-    def _rollout_metrics(self, trajectories, total, parts, scored) -> dict[str, float]:
-        group = self.hparams.group_size
-        metrics: dict[str, float] = {}
-        for name, values in parts.items():
-            metrics[f"reward/{name}"] = float(values.mean())
-            metrics[f"reward/{name}_std"] = float(values.std()) if len(values) > 1 else 0.0
-        grouped = total.view(-1, group)
-        metrics["reward/total"] = float(total.mean())
-        metrics["reward_std"] = float(total.std()) if len(total) > 1 else 0.0
-        metrics["frac_reward_zero_std"] = float((grouped.max(1).values == grouped.min(1).values).float().mean())
-        if "attribution" in parts:
-            attributed = [
-                s and t
-                for s, t in zip(scored["attributions"]["student"], scored["attributions"]["teacher"], strict=True)
-            ]
-            values = parts["attribution"][[bool(a) for a in attributed]]
-            metrics["attribution/jsd"] = float(1 - values.mean()) if len(values) else float("nan")
-            metrics["attribution/unattributed"] = float(sum(not a for a in attributed))
-        calls = sum(t.stats.calls for t in trajectories)
-        failures = sum(t.stats.failures for t in trajectories)
-        metrics["tools/call_frequency"] = calls / len(trajectories)
-        metrics["tools/failure_frequency"] = failures / max(calls, 1)
-        metrics["turns/mean"] = float(np.mean([len(t.turns) for t in trajectories]))
-        metrics["completion_length"] = float(np.mean([t.completion_length for t in trajectories]))
-        metrics["answered"] = float(np.mean([t.final_answer is not None for t in trajectories]))
-        errors = Counter()
-        for t in trajectories:
-            errors.update(t.stats.errors)
-        for kind, count in errors.items():
-            metrics[f"errors/{kind}"] = count / len(trajectories)
-        return metrics
+        metrics["data/skipped_rows"] = skipped_rows
+        size = len(record.trajectories)
+        self.log_dict({k: float(v) for k, v in metrics.items()}, prog_bar=False, batch_size=size)
+        self.log("reward", float(record.rewards["total"].mean()), prog_bar=True, batch_size=size)
+        return {"record": record}
 
     # ---------------------------------------------------------------- validation and predict
 
@@ -219,20 +156,26 @@ class IAPOModule(PolicyModule):
         """Evaluate on the test sets: greedy agent rollouts (tools on or off), official metrics, tool statistics."""
         self._score_batch(batch, dataloader_idx)
 
-    def on_test_epoch_end(self) -> None:
+    def evaluation_results(self) -> dict:
+        """The last `test` run: label, model, adapter, tools, per-benchmark summaries and the average headline."""
         benchmarks = {tally.name: tally.summary() for tally in self.tallies}
         scores = {name: bench["metrics"][HEADLINE_METRIC] for name, bench in benchmarks.items()}
         student = self.student_settings
-        self.test_results = {
+        return {
             "label": self.hparams.label or Path(student.adapter or student.name).name,
             "model": student.name,
             "adapter": student.adapter,
             "tools": self.hparams.tools,
+            "toolset": self.sampling.toolset if self.tools else None,
             "benchmarks": benchmarks,
             "average": sum(scores.values()) / len(scores),
         }
+
+    def on_test_epoch_end(self) -> None:
+        results = self.evaluation_results()
+        scores = {name: bench["metrics"][HEADLINE_METRIC] for name, bench in results["benchmarks"].items()}
         self.log_dict({f"test/{name}/{HEADLINE_METRIC}": value for name, value in scores.items()})
-        self.log("test/average", self.test_results["average"])
+        self.log("test/average", results["average"])
 
     def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> dict:
         """Roll out the agent on a batch of prompts; returns the samples, trajectories and skipped-row counts."""

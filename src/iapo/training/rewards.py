@@ -1,47 +1,128 @@
-"""Reward callables. Every reward has one signature, `reward(trajectories, batch) -> Tensor[N]`, and is logged alone.
+"""Rewards as registered entries, configured by name and weight (TRL's `reward_funcs` / `reward_weights` idea).
 
-`batch` is the training batch (`samples`, ...) plus what scoring added: `attributions = {"student": [...],
-"teacher": [...]}`, one `{component: score}` dict per trajectory (empty when the trajectory has no answer).
+Every reward has one signature, `reward(trajectories, batch) -> Tensor[N]`, and is logged alone as
+`reward/<name>`. `batch` is the training batch (`samples`, ...) plus what the step added: `attributions =
+{"student": [...], "teacher": [...]}`, one `{component: score}` dict per trajectory (empty when the trajectory has no
+attribution target). A reward that reads attributions declares `needs_attribution`; the teacher is loaded, and
+attribution computed, only when a configured reward with a non-zero weight needs it — GRPO is the same config
+without the attribution reward.
 
-    r = r_acc + w_fmt · r_fmt + w_attr · r_attr          (weights from config; w_attr = 0 is GRPO)
+    # config (IAPOModule.rewards): name -> weight; a weight of 0 drops the reward
+    rewards: {accuracy: 1.0, format: 0.1, attribution: 0.5}
 
-    rewards = {name: REWARDS[name]() for name in weights}
-    total, parts = compute_rewards(rewards, weights, trajectories, batch)
+    @register_reward("length")
+    class LengthPenalty:                       # a new reward is one entry
+        def __init__(self, context: RewardContext) -> None: ...
+        def __call__(self, trajectories, batch) -> torch.Tensor: ...
+
+    rewards = build_rewards({"accuracy": 1.0, "format": 0.1}, RewardContext())
+    total, parts = compute_rewards(rewards, trajectories, batch)
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import torch
 
 from iapo.agent.trajectory import Trajectory
 from iapo.attribution.align import DIVERGENCES, align_distributions
+from iapo.attribution.score import AttributionSettings
 from iapo.evaluation.scoring import score_sample
 from iapo.training.algo import combine_rewards
 
 Reward = Callable[[list[Trajectory], dict], torch.Tensor]
 
 
+@dataclass(frozen=True)
+class RewardContext:
+    """What a reward may be built from: the run's settings that rewards depend on."""
+
+    attribution: AttributionSettings = field(default_factory=AttributionSettings)
+
+
+@dataclass(frozen=True)
+class RewardEntry:
+    factory: Callable[[RewardContext], Reward]
+    needs_attribution: bool = False
+
+
+REWARDS: dict[str, RewardEntry] = {}
+
+
+def register_reward(name: str, needs_attribution: bool = False):
+    """Class (or factory) decorator: `factory(context) -> reward` becomes the reward `name`."""
+
+    def register(factory):
+        REWARDS[name] = RewardEntry(factory, needs_attribution)
+        return factory
+
+    return register
+
+
+@dataclass
+class ConfiguredRewards:
+    """The rewards of a run: callables and weights by name (weight-0 rewards are left out)."""
+
+    rewards: dict[str, Reward]
+    weights: dict[str, float]
+    needs_attribution: bool
+
+
+def build_rewards(weights: dict[str, float], context: RewardContext | None = None) -> ConfiguredRewards:
+    """Instantiate the configured rewards; an unknown name is one clear error listing the registered ones."""
+    unknown = sorted(set(weights) - set(REWARDS))
+    if unknown:
+        raise ValueError(f"unknown reward(s) {unknown}; registered: {sorted(REWARDS)}")
+    context = context or RewardContext()
+    active = {name: float(weight) for name, weight in weights.items() if weight != 0}
+    if not active:
+        raise ValueError("every reward weight is 0: configure at least one reward, e.g. {accuracy: 1.0}")
+    return ConfiguredRewards(
+        rewards={name: REWARDS[name].factory(context) for name in active},
+        weights=active,
+        needs_attribution=any(REWARDS[name].needs_attribution for name in active),
+    )
+
+
+def compute_rewards(
+    configured: ConfiguredRewards, trajectories: list[Trajectory], batch: dict
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Weighted sum of the rewards and each reward's own values (for logging)."""
+    parts = {name: reward(trajectories, batch).float() for name, reward in configured.rewards.items()}
+    return combine_rewards(parts, configured.weights), parts
+
+
+@register_reward("accuracy")
 class AccuracyReward:
     """The data set's own soft score of the final answer (MCQ letter, yes/no, relaxed accuracy, ANLS, ...)."""
+
+    def __init__(self, context: RewardContext | None = None) -> None:
+        pass
 
     def __call__(self, trajectories: list[Trajectory], batch: dict) -> torch.Tensor:
         samples = batch["samples"]
         return torch.tensor([score_sample(t.final_answer, samples[t.sample_index]) for t in trajectories])
 
 
+@register_reward("format")
 class FormatReward:
     """1 for a well-formed trajectory (an answer, no malformed turn or tool call), else 0."""
+
+    def __init__(self, context: RewardContext | None = None) -> None:
+        pass
 
     def __call__(self, trajectories: list[Trajectory], batch: dict) -> torch.Tensor:
         return torch.tensor([float(t.well_formed) for t in trajectories])
 
 
+@register_reward("attribution", needs_attribution=True)
 class AttributionReward:
     """1 − divergence(student ‖ teacher) over the union of components; 0 for a trajectory with no target."""
 
-    def __init__(self, divergence: str = "jsd") -> None:
+    def __init__(self, context: RewardContext | None = None) -> None:
+        divergence = (context or RewardContext()).attribution.divergence
         if divergence not in DIVERGENCES:
             raise ValueError(f"divergence must be one of {sorted(DIVERGENCES)}, got {divergence!r}")
         self.divergence = DIVERGENCES[divergence]
@@ -56,14 +137,3 @@ class AttributionReward:
             _, p, q = align_distributions(s, t)
             values.append(1.0 - float(self.divergence(p, q)))
         return torch.tensor(values)
-
-
-REWARDS: dict[str, type] = {"accuracy": AccuracyReward, "format": FormatReward, "attribution": AttributionReward}
-
-
-def compute_rewards(
-    rewards: dict[str, Reward], weights: dict[str, float], trajectories: list[Trajectory], batch: dict
-) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Weighted sum of the rewards and each reward's own values (for logging)."""
-    parts = {name: reward(trajectories, batch).float() for name, reward in rewards.items()}
-    return combine_rewards(parts, weights), parts

@@ -5,7 +5,7 @@ trainer:
     - class_path: iapo.training.rollout_table.RolloutTable
       init_args: {every_n_steps: 10, dirpath: logs/iapo/rollouts}
 
-One row per trajectory of `pl_module.last_rollout`: question (with its lettered options), the original image (a
+One row per trajectory of the step's `StepRecord` (`on_train_batch_end` outputs): question (with its lettered options), the original image (a
 thumbnail), the assistant turns with what each tool call returned, the final and the gold answer, the number of tool
 calls, and every reward component (`reward/<name>`, `reward/total`). With a `WandbLogger` the rows are logged as the
 table `rollouts`; otherwise (or when W&B logging fails) they are appended to `<dirpath>/rollouts.jsonl`, with the
@@ -26,6 +26,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from PIL import Image
 
 from iapo.training.callbacks import EveryNSteps
+from iapo.training.step import StepRecord
 
 
 def question_text(sample) -> str:
@@ -79,10 +80,10 @@ class RolloutTable(EveryNSteps):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step
-        if not self.due(trainer) or not trainer.is_global_zero or getattr(pl_module, "last_rollout", None) is None:
+        record = outputs.get("record") if isinstance(outputs, dict) else None
+        if not self.due(trainer) or not trainer.is_global_zero or record is None:
             return
-        trajectories, scored = pl_module.last_rollout
-        rows = self.rows(trajectories, scored)
+        rows = self.rows(record)
         loggers = [logger for logger in trainer.loggers if isinstance(logger, WandbLogger)]
         if loggers:
             try:
@@ -92,16 +93,15 @@ class RolloutTable(EveryNSteps):
                 rank_zero_warn(f"RolloutTable: W&B logging failed ({err!r}); writing {self.dirpath / 'rollouts.jsonl'}")
         self._write_json_lines(rows, step)
 
-    def rows(self, trajectories, scored: dict) -> list[dict]:
+    def rows(self, record: StepRecord) -> list[dict]:
         """One dict per trajectory; `image` is the (shrunk) original as a PIL image, shared by its group."""
-        rewards = scored.get("rewards", {})
         images: dict[int, Image.Image] = {}
         rows = []
-        for row, trajectory in enumerate(trajectories):
-            sample = scored["samples"][trajectory.sample_index]
+        for row, trajectory in enumerate(record.trajectories):
+            sample = record.samples[trajectory.sample_index]
             if trajectory.sample_index not in images:
                 images[trajectory.sample_index] = thumbnail(trajectory.images[0], self.max_image_side)
-            record = {
+            entry = {
                 "uid": trajectory.uid,
                 "question": question_text(sample),
                 "image": images[trajectory.sample_index],
@@ -110,8 +110,8 @@ class RolloutTable(EveryNSteps):
                 "gold_answer": sample.answer,
                 "tool_calls": trajectory.stats.calls,
             }
-            record.update({f"reward/{name}": float(values[row]) for name, values in rewards.items()})
-            rows.append(record)
+            entry.update({f"reward/{name}": float(values[row]) for name, values in record.rewards.items()})
+            rows.append(entry)
         return rows
 
     def _log_wandb(self, logger: WandbLogger, rows: list[dict], step: int) -> None:

@@ -1,0 +1,192 @@
+"""One training step as plain functions: rollout → attribution → rewards → advantages → update.
+
+`collect` runs the first four stages and returns a `StepRecord` (trajectories, attributions, rewards, advantages,
+metrics, timings); `train_step` adds the PPO update. `IAPOModule.training_step`, `IAPOModule.explain` (greedy, no
+update) and the benchmark (`python -m iapo.experiments.bench`) all call these, and callbacks read the record from
+`on_train_batch_end`'s outputs. Lightning only wraps them: no module state is read here.
+
+    settings = StepSettings(group_size=4, sampling=SamplingSettings(), attribution=AttributionSettings())
+    rewards = build_rewards({"accuracy": 1.0, "format": 0.1, "attribution": 0.5}, RewardContext(settings.attribution))
+    record = train_step(model, processor, optimizer, samples, images, settings, rewards, teacher=lambda: (t, tp))
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from iapo.agent.rollout import HFPolicy, SamplingSettings, rollout
+from iapo.agent.trajectory import Trajectory
+from iapo.attribution.score import AttributionSettings, attribution_distributions
+from iapo.training.algo import ADVANTAGE_SCALES, group_advantages
+from iapo.training.rewards import ConfiguredRewards, compute_rewards
+from iapo.training.update import PPOSettings, policy_update
+
+TeacherLoader = Callable[[], tuple]
+"""Returns the frozen teacher's (model, processor), loading it on first use."""
+
+
+@dataclass
+class StepSettings:
+    """Everything one step needs besides models, data and rewards (the module's config)."""
+
+    group_size: int = 4
+    sampling: SamplingSettings = field(default_factory=SamplingSettings)
+    attribution: AttributionSettings = field(default_factory=AttributionSettings)
+    ppo: PPOSettings = field(default_factory=PPOSettings)
+    advantage_scale: str = "group"
+
+    def __post_init__(self) -> None:
+        if self.advantage_scale not in ADVANTAGE_SCALES:
+            raise ValueError(f"advantage_scale must be one of {ADVANTAGE_SCALES}, got {self.advantage_scale!r}")
+        if self.group_size < 1:
+            raise ValueError(f"group_size must be >= 1, got {self.group_size}")
+
+
+@dataclass
+class StepRecord:
+    """What one step produced: `rewards` holds each reward's values and their weighted `total`; `attributions` one
+    `{component: score}` dict per trajectory for the student and the teacher (empty when not attributed)."""
+
+    samples: list
+    trajectories: list[Trajectory]
+    attributions: dict[str, list[dict]]
+    rewards: dict[str, torch.Tensor]
+    advantages: torch.Tensor
+    metrics: dict[str, float] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@contextmanager
+def timed(timings: dict[str, float], name: str) -> Iterator[None]:
+    """Wall-clock seconds of the block into `timings["time/<name>"]`; on a GPU also its peak memory
+    (`memory/<name>_gib`), synchronised so that asynchronous kernels count where they ran."""
+    cuda = torch.cuda.is_available()
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    yield
+    if cuda:
+        torch.cuda.synchronize()
+        timings[f"memory/{name}_gib"] = torch.cuda.max_memory_allocated() / 2**30
+    timings[f"time/{name}"] = time.perf_counter() - start
+
+
+def attribute_both(
+    policy_model, processor, trajectories, samples, attribution: AttributionSettings, teacher: TeacherLoader, timings
+) -> dict[str, list[dict]]:
+    """Student and teacher attribution of the same trajectories (the teacher reads them in its own tokens)."""
+    with timed(timings, "attribution_student"):
+        student = attribution_distributions(policy_model, processor, trajectories, samples, attribution)
+    with timed(timings, "attribution_teacher"):
+        teacher_model, teacher_processor = teacher()
+        teacher_view = attribution_distributions(
+            teacher_model, teacher_processor, trajectories, samples, attribution, reencode=True
+        )
+    return {"student": student, "teacher": teacher_view}
+
+
+def collect(
+    policy_model,
+    processor,
+    samples: list,
+    images: list,
+    settings: StepSettings,
+    rewards: ConfiguredRewards,
+    teacher: TeacherLoader | None = None,
+    attribute: bool | None = None,
+) -> StepRecord:
+    """Rollout → attribution → rewards → group advantages, without touching the weights.
+
+    `attribute` defaults to whether a configured reward needs attribution (then `teacher` is required).
+    """
+    attribute = rewards.needs_attribution if attribute is None else attribute
+    if attribute and teacher is None:
+        raise ValueError("attribution needs a teacher: pass `teacher`")
+    timings: dict[str, float] = {}
+    with timed(timings, "rollout"):
+        policy = HFPolicy(policy_model, processor, settings.sampling)
+        trajectories = rollout(policy, processor, samples, images, settings.group_size, settings.sampling)
+    if attribute:
+        attributions = attribute_both(
+            policy_model, processor, trajectories, samples, settings.attribution, teacher, timings
+        )
+    else:
+        attributions = {"student": [{} for _ in trajectories], "teacher": [{} for _ in trajectories]}
+    total, parts = compute_rewards(rewards, trajectories, {"samples": samples, "attributions": attributions})
+    advantages = group_advantages(total, settings.group_size, settings.advantage_scale)
+    record = StepRecord(samples, trajectories, attributions, {**parts, "total": total}, advantages, timings=timings)
+    record.metrics = rollout_metrics(record, settings.group_size)
+    return record
+
+
+def train_step(
+    policy_model,
+    processor,
+    optimizer,
+    samples: list,
+    images: list,
+    settings: StepSettings,
+    rewards: ConfiguredRewards,
+    teacher: TeacherLoader | None = None,
+    backward: Callable[[torch.Tensor], None] = torch.Tensor.backward,
+    on_step: Callable[[], None] | None = None,
+) -> StepRecord:
+    """`collect`, then the PPO-clip update over μ epochs of mini-batches; the update's statistics join the metrics."""
+    record = collect(policy_model, processor, samples, images, settings, rewards, teacher)
+    with timed(record.timings, "update"):
+        stats = policy_update(
+            policy_model,
+            optimizer,
+            record.trajectories,
+            record.advantages,
+            settings.ppo,
+            processor.tokenizer.pad_token_id,
+            backward=backward,
+            on_step=on_step,
+        )
+    record.metrics.update(stats)
+    return record
+
+
+def rollout_metrics(record: StepRecord, group_size: int) -> dict[str, float]:
+    """TRL-style names: `reward/<name>` (+ `_std`), `reward_std`, `frac_reward_zero_std`, `tools/*`, `errors/*`."""
+    trajectories, total = record.trajectories, record.rewards["total"]
+    metrics: dict[str, float] = {}
+    for name, values in record.rewards.items():
+        metrics[f"reward/{name}"] = float(values.mean())
+        if name != "total":
+            metrics[f"reward/{name}_std"] = float(values.std()) if len(values) > 1 else 0.0
+    grouped = total.view(-1, group_size)
+    metrics["reward_std"] = float(total.std()) if len(total) > 1 else 0.0
+    metrics["frac_reward_zero_std"] = float((grouped.max(1).values == grouped.min(1).values).float().mean())
+    if "attribution" in record.rewards:
+        pairs = zip(record.attributions["student"], record.attributions["teacher"], strict=True)
+        attributed = [bool(s and t) for s, t in pairs]
+        values = record.rewards["attribution"][attributed]
+        metrics["attribution/jsd"] = float(1 - values.mean()) if len(values) else float("nan")
+        metrics["attribution/unattributed"] = float(sum(not a for a in attributed))
+    calls = sum(t.stats.calls for t in trajectories)
+    metrics["tools/call_frequency"] = calls / len(trajectories)
+    metrics["tools/failure_frequency"] = sum(t.stats.failures for t in trajectories) / max(calls, 1)
+    by_tool = Counter()
+    for t in trajectories:
+        by_tool.update(t.stats.calls_by_tool)
+    for name, count in by_tool.items():
+        metrics[f"tools/{name}/call_frequency"] = count / len(trajectories)
+    metrics["turns/mean"] = float(np.mean([len(t.turns) for t in trajectories]))
+    metrics["completion_length"] = float(np.mean([t.completion_length for t in trajectories]))
+    metrics["answered"] = float(np.mean([t.final_answer is not None for t in trajectories]))
+    errors = Counter()
+    for t in trajectories:
+        errors.update(t.stats.errors)
+    for kind, count in errors.items():
+        metrics[f"errors/{kind}"] = count / len(trajectories)
+    return metrics
