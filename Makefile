@@ -43,8 +43,8 @@ predict: $(STAMP) ## roll out the agent (CONFIG=configs/tiny.yaml) and write tra
 train: $(STAMP) ## train IAPO offline on the tiny preset; TRAIN_CONFIG=configs/iapo.yaml for the paper setting
 	$(PY) src/cli.py fit $(foreach c,$(TRAIN_CONFIG),--config $(c)) $(ARGS)
 
-data: $(STAMP) ## download the six test sets into data/ (needs the Hugging Face Hub; idempotent)
-	$(PY) -m iapo.data.download --root data
+data: $(STAMP) ## download test sets and training data into data/ (SETS=zoom|paper|all or names; Hugging Face Hub; idempotent)
+	$(PY) -m iapo.data.download --root data --sets $(or $(SETS),all)
 
 eval: $(STAMP) ## evaluate on the test sets under data/ (EVAL_CONFIG, ADAPTER=dir for base + adapter, ARGS=...)
 	$(PY) src/cli.py test $(foreach c,$(EVAL_CONFIG),--config $(c)) $(if $(ADAPTER),--ckpt_path $(ADAPTER)) $(ARGS)

@@ -1,8 +1,10 @@
 """`VQADataModule`: training, validation, test and predict sets chosen by name in the config.
 
-A set is a `DataSpec`: `synthetic` (the built-in visual-search set), `jsonl` (any `{image, question, options?,
-answer}` file), `expert_jsonl` (the same rows with the assistant `turns`, for `SFTModule`) or one of the six
-benchmarks by name (`vstar_bench`, `hr_bench_4k`, ...; see `data/README.md`).
+A set is a `DataSpec`: `synthetic` (the built-in visual-search set), `synthetic_charts` (bar charts and tables with
+label boxes), `jsonl` (any `{image, question, options?, answer}` file), `expert_jsonl` (the same rows with the
+assistant `turns`, for `SFTModule`), one of the test sets by name (`vstar_bench`, `chartqa_h_bar`, ...) or a
+paper-setting training set (`refocus_chart_train`, `tablevqa_bench`, `table_train`; see `data/README.md`). Training
+on rows of a validation or test set is refused unless `allow_train_test_overlap` (`refuse_reported_rows`).
 Rows are listed eagerly and cheaply; images are decoded lazily in DataLoader workers. A row whose image cannot be
 used arrives as a skip counted by its reason (`batch["skipped"]`), never as an exception; `strict: true` raises
 instead. Nothing is dropped without a word: a test set whose folder is there but incomplete is named with what is
@@ -24,8 +26,10 @@ import lightning as L
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
+from iapo.data.benchmarks import paper_sets
 from iapo.data.sample import BadRowError, SkipLog, VQASample, load_image
 from iapo.data.synthetic import SyntheticConfig, build_split
+from iapo.data.synthetic_charts import SyntheticChartsConfig
 
 
 @dataclass
@@ -46,6 +50,8 @@ class DataSpec:
         """The set's name in logs and result tables."""
         if self.name == "synthetic":
             return f"synthetic_{self.split}"
+        if self.name == "synthetic_charts" or paper_sets.reads_split(self.name, self.split):
+            return f"{self.name}_{self.split}"
         if self.name == "jsonl" and self.path:
             return Path(self.path).stem
         return self.name
@@ -95,10 +101,20 @@ def incomplete_benchmarks(root: Path) -> dict[str, str]:
 SYNTHETIC_DEFAULT_ROWS = 256
 
 
-def load_rows(spec: DataSpec, root: Path, synthetic: SyntheticConfig, skips: SkipLog) -> list[VQASample]:
+def load_rows(
+    spec: DataSpec, root: Path, synthetic: SyntheticConfig, skips: SkipLog, charts: SyntheticChartsConfig | None = None
+) -> list[VQASample]:
     """The samples of one `DataSpec` (image decoding deferred)."""
     if spec.name == "synthetic":
         return build_split(spec.split, spec.n or SYNTHETIC_DEFAULT_ROWS, synthetic, seed=spec.seed)
+    if spec.name == "synthetic_charts":
+        from iapo.data.synthetic_charts import build_split as build_charts
+
+        return build_charts(spec.split, spec.n or SYNTHETIC_DEFAULT_ROWS, charts, seed=spec.seed)
+    if paper_sets.reads_split(spec.name, spec.split):
+        rows, set_skips = paper_sets.load_with_split(spec.name, root, spec.split, spec.seed, skips.strict, spec.n)
+        skips.counts.update(set_skips.counts)
+        return rows
     if spec.name in ("jsonl", "expert_jsonl"):
         from iapo.data.jsonl import read_expert_jsonl, read_jsonl
 
@@ -110,7 +126,15 @@ def load_rows(spec: DataSpec, root: Path, synthetic: SyntheticConfig, skips: Ski
     from iapo.data.benchmarks import BENCHMARKS, load_benchmark
 
     if spec.name not in BENCHMARKS:
-        raise ValueError(f"unknown data set {spec.name!r}; use synthetic, jsonl or one of {sorted(BENCHMARKS)}")
+        known = [
+            "synthetic",
+            "synthetic_charts",
+            "jsonl",
+            "expert_jsonl",
+            *sorted(BENCHMARKS),
+            *paper_sets.TRAINING_SETS,
+        ]
+        raise ValueError(f"unknown data set {spec.name!r}; use one of {', '.join(known)}")
     rows, bench_skips = load_benchmark(spec.name, root, strict=skips.strict, limit=spec.n, seed=spec.seed)
     for reason, count in bench_skips.counts.items():
         skips.counts[reason] += count
@@ -167,14 +191,18 @@ class VQADataModule(L.LightningDataModule):
         test: list[DataSpec] | None = None,
         predict: list[DataSpec] | None = None,
         synthetic: SyntheticConfig | None = None,
+        synthetic_charts: SyntheticChartsConfig | None = None,
         batch_size: int = 4,
         num_workers: int = 0,
         strict: bool = False,
+        allow_train_test_overlap: bool = False,
     ) -> None:
         super().__init__()
         self.root = Path(root)
         self.specs = {"train": train or [], "val": val or [], "test": test or [], "predict": predict or []}
         self.synthetic = synthetic or SyntheticConfig()
+        self.synthetic_charts = synthetic_charts or SyntheticChartsConfig()
+        self.allow_train_test_overlap = allow_train_test_overlap
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.strict = strict
@@ -183,11 +211,13 @@ class VQADataModule(L.LightningDataModule):
 
     def datasets_for(self, stage: str) -> list[VQADataset]:
         """The data sets of a stage, loaded once; their load-time skip counts go to `load_skips[label]`."""
+        if stage == "train" and stage not in self.datasets:
+            self.refuse_reported_rows()
         if stage not in self.datasets:
             datasets, empty = [], []
             for spec in expand_specs(self.specs[stage], self.root):
                 skips = SkipLog(strict=self.strict)
-                rows = load_rows(spec, self.root, self.synthetic, skips)
+                rows = load_rows(spec, self.root, self.synthetic, skips, self.synthetic_charts)
                 self.load_skips[spec.label] = skips.as_dict()
                 rank_zero_info(f"{stage} set {spec.label}: {len(rows)} rows, {skips.total} skipped {skips.as_dict()}")
                 if rows:
@@ -200,6 +230,24 @@ class VQADataModule(L.LightningDataModule):
                 raise ValueError(f"no rows to {stage}: every `data.{stage}` set is empty: {'; '.join(empty)}")
             self.datasets[stage] = datasets
         return self.datasets[stage]
+
+    def refuse_reported_rows(self) -> None:
+        """Refuse training sets that hold rows of a validation or test set (VTool-R1's table training data is cut from
+        the table test sets), unless `allow_train_test_overlap`; then each overlap is a warning."""
+        reported = []
+        for stage in ("val", "test"):
+            try:
+                reported += expand_specs(self.specs[stage], self.root)
+            except FileNotFoundError:  # `benchmarks` with no test set present: nothing reported to overlap
+                continue
+        overlaps = paper_sets.reported_overlaps(self.specs["train"], reported)
+        if overlaps and not self.allow_train_test_overlap:
+            raise ValueError(
+                "training on rows that are also reported: " + "; ".join(overlaps) + ". Report the table sets with "
+                "`split: heldout` and the training split's `seed`, or set `data.allow_train_test_overlap: true`."
+            )
+        for line in overlaps:
+            rank_zero_warn(f"allowed by data.allow_train_test_overlap: {line}")
 
     def _loader(self, dataset: Dataset, shuffle: bool = False) -> DataLoader:
         return DataLoader(

@@ -4,7 +4,7 @@ from iapo.data.benchmarks import BENCHMARKS, load_benchmark
 samples, skips = load_benchmark("hr_bench_4k", "data", limit=100)   # deterministic subset of 100
 """
 
-from iapo.data.benchmarks import zoom_sets  # noqa: F401  (registers the zoom setting's sets)
+from iapo.data.benchmarks import paper_sets, zoom_sets  # noqa: F401  (register the two settings' sets)
 from iapo.data.benchmarks.registry import (
     BENCHMARKS,
     BenchmarkSpec,

@@ -1,0 +1,834 @@
+"""The paper setting's data: ReFocus's six test files with label boxes, VTool-R1's chart training parquet,
+TableVQA-Bench, and an explicit, seeded table training split.
+
+Test sets (registered in `BENCHMARKS`, so ``name: benchmarks`` picks up those present), one folder each under
+``data/<name>/`` (layouts and how sure we are of each field in data/README.md):
+
+    chartqa_h_bar       ReFocus chartQA_h_bar_wbb.json        relaxed accuracy   label boxes: y_values (chart_h)
+    chartqa_v_bar       ReFocus chartQA_v_bar_wbb.json        relaxed accuracy   label boxes: x_values (chart_v)
+    tablevqa_vwtq       ReFocus tablevqa_wbb.json             WTQ denotation     label boxes: columns + rows
+    tablevqa_vwtq_syn   ReFocus tablevqa-vwtq_syn_wbb.json    WTQ denotation     label boxes: columns + rows
+    tablevqa_vtabfact   ReFocus tablevqa-vtabfact_wbb.json    true / false       label boxes: columns + rows
+    charxiv             ReFocus charxiv-subfigures.json       CharXiv rule       no label boxes
+
+Training sets (`TRAINING_SETS`, never part of ``name: benchmarks``; loaded by `load_training_set`):
+
+    refocus_chart_train   VTool-R1's chart parquet (HF VTOOL/Refocus_Chart), split train (~14k) or test (826)
+    tablevqa_bench        TableVQA-Bench (HF terryoo/TableVQA-Bench), split vwtq / vwtq_syn / vtabfact / fintabnetqa / all
+    table_train           the three ReFocus table test files, deduplicated by qa_id, split train / heldout by a seeded
+                          hash of the qa_id (`table_part`): VTool-R1 cut its table training data from these test sets
+
+Every chart/table sample carries its label boxes in ``meta["refocus"]`` in the `REFOCUS_META` layout (pixels of the
+original image), and ``meta["row_key"]``, the identity of the underlying question across files (``tablevqa:<qa_id>``,
+``chartqa:<image stem>:<question>``), with which overlaps between training and reported rows are checked.
+`reported_overlaps` names every training set that holds rows of a reported set; the data module refuses to train on
+them unless told (``data.allow_train_test_overlap: true``). Reporting the table sets with ``split: heldout`` and the
+training split's seed makes them disjoint from ``table_train`` split ``train``.
+
+    from iapo.data.benchmarks import load_benchmark
+    from iapo.data.benchmarks.paper_sets import load_training_set
+    samples, skips = load_benchmark("tablevqa_vwtq", "data")
+    train, skips = load_training_set("table_train", "data", split="train", seed=0)
+
+Bad rows are skipped and counted by reason: those of `zoom_sets` (``missing_field``, ``missing_image``, ``bad_json``,
+``duplicate_uid``, ``unknown_answer``) plus ``bad_boxes`` (a label list and its box list of different lengths, or a
+box that is not four numbers), ``undecodable_image`` (the image header cannot be read, so normalised boxes cannot be
+converted to pixels) and, in ``table_train``, ``duplicate_question`` (a qa_id already taken from an earlier file, as
+VTool-R1 deduplicates).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import os
+import random
+import re
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from PIL import Image, UnidentifiedImageError
+
+from iapo.data.benchmarks.readers import (
+    IMAGE_SUFFIXES,
+    checked_object,
+    collect_rows,
+    embedded_image,
+    is_blank,
+    parquet_rows,
+    row_field,
+    row_text,
+)
+from iapo.data.benchmarks.registry import (
+    BENCHMARKS,
+    BenchmarkSpec,
+    is_present,
+    load_benchmark,
+    register_benchmark,
+    require_present,
+)
+from iapo.data.sample import BadRowError, ImageRef, SkipLog, VQASample
+
+REFOCUS_REPO = "ReFocus/ReFocus_Data"
+TABLEVQA_REPO = "terryoo/TableVQA-Bench"
+VTOOL_CHART_REPO = "VTOOL/Refocus_Chart"
+CHARXIV_REPO = "princeton-nlp/CharXiv"
+
+REFOCUS_FOLDER = "test_data_with_bounding_box*"
+"""The Hub folder of ReFocus's test files; on the Hub its name ends with a space, which the glob absorbs."""
+
+CHART_TEST_SETS = ("chartqa_h_bar", "chartqa_v_bar")
+TABLE_TEST_SETS = ("tablevqa_vtabfact", "tablevqa_vwtq", "tablevqa_vwtq_syn")
+"""In VTool-R1's order of concatenation (vtabfact, tablevqa, vwtq_syn), which decides which duplicate is kept."""
+PAPER_TEST_SETS = (*CHART_TEST_SETS, "tablevqa_vwtq", "tablevqa_vwtq_syn", "tablevqa_vtabfact", "charxiv")
+
+TABLEVQA_SUBSETS = {"vwtq": "wtq", "vwtq_syn": "wtq", "vtabfact": "tabfact", "fintabnetqa": "relaxed"}
+"""TableVQA-Bench subset -> answer type. FinTabNetQA's official rule (units, currency) is not implemented; relaxed
+accuracy is the closest rule we have, and FinTabNetQA is not one of the paper's test sets."""
+TABLE_SUBSET_OF = {"tablevqa_vwtq": "vwtq", "tablevqa_vwtq_syn": "vwtq_syn", "tablevqa_vtabfact": "vtabfact"}
+
+TABLE_TRAIN_FRACTION = 0.7
+"""Share of the deduplicated table questions in `table_train` split "train" (VTool-R1: 70/30)."""
+TABLE_SPLITS = ("train", "heldout")
+
+SHARED_IMAGE_FOLDERS = ("refocus_images", "charxiv_images")
+"""Folders under the data root searched by file name for the figures of the six test files (fetched once by
+`make data`: ReFocus_Data's ``images/`` and CharXiv's ``images.zip``, archives unpacked)."""
+
+
+# --- files fetched for the loaders, not data sets themselves ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SharedFiles:
+    """Files the loaders search, fetched into ``data/<name>/`` from `hf_repo`; archives in them are unpacked."""
+
+    name: str
+    hf_repo: str
+    hf_files: tuple[str, ...]
+    layouts: tuple[tuple[str, ...], ...]
+    description: str
+
+
+SHARED_FILES: dict[str, SharedFiles] = {
+    files.name: files
+    for files in (
+        SharedFiles(
+            name="refocus_images",
+            hf_repo=REFOCUS_REPO,
+            hf_files=("images/*",),
+            layouts=(("images/*",),),
+            description="ReFocus_Data's images/ folder (contents not verified: archives are unpacked in place)",
+        ),
+        SharedFiles(
+            name="charxiv_images",
+            hf_repo=CHARXIV_REPO,
+            hf_files=("images.zip",),
+            layouts=(("images.zip",), ("images/*",)),
+            description="CharXiv's figures, images/<figure_id>.jpg once unpacked",
+        ),
+    )
+}
+
+
+# --- small readers ------------------------------------------------------------------------------------------------
+
+
+def _text_answer(value: Any) -> str:
+    """A reference answer as text: lists joined with "|" (VTool-R1's "|||" too), numbers as written."""
+    if isinstance(value, list | tuple):
+        items = [str(item).strip() for item in value if not is_blank(item)]
+        if not items:
+            raise BadRowError("missing_field", "answer")
+        return "|".join(items)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    text = str(value).strip()
+    if not text:
+        raise BadRowError("missing_field", "answer")
+    return text.replace("|||", "|")
+
+
+TABFACT_WORDS = {"1": "true", "true": "true", "entailed": "true", "0": "false", "false": "false", "refuted": "false"}
+
+
+def _tabfact_answer(value: Any) -> str:
+    """TabFact's label as "true"/"false" (TableVQA-Bench stores 1/0, as int or text)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    verdict = TABFACT_WORDS.get(str(value).strip().lower())
+    if verdict is None:
+        raise BadRowError("unknown_answer", f"{value!r} is not a TabFact label (1/0, true/false)")
+    return verdict
+
+
+def _raw_box(value: Any) -> list[float]:
+    """A box as [x1, y1, x2, y2] from ``{"x1", "y1", "x2", "y2"}`` or a list of four numbers."""
+    try:
+        if isinstance(value, dict):
+            box = [float(value[key]) for key in ("x1", "y1", "x2", "y2")]
+        elif isinstance(value, list | tuple) and len(value) == 4:
+            box = [float(v) for v in value]
+        else:
+            raise TypeError(type(value).__name__)
+    except (KeyError, TypeError, ValueError) as err:
+        raise BadRowError("bad_boxes", f"not a box: {value!r} ({err})") from err
+    if any(v != v or abs(v) == float("inf") for v in box) or box[2] < box[0] or box[3] < box[1]:
+        raise BadRowError("bad_boxes", f"not a box: {value!r}")
+    return box
+
+
+def _parallel_boxes(row: dict[str, Any], labels_key: str, boxes_key: str) -> list[tuple[str, list[float]]]:
+    """ReFocus's parallel lists (``x_values`` + ``x_bboxes``) as (label, raw box) pairs; absent or null is empty."""
+    labels, boxes = row.get(labels_key), row.get(boxes_key)
+    labels = [] if labels is None else labels
+    boxes = [] if boxes is None else boxes
+    if not isinstance(labels, list) or not isinstance(boxes, list):
+        raise BadRowError("bad_boxes", f"{labels_key} / {boxes_key} must be lists")
+    if len(labels) != len(boxes):
+        raise BadRowError("bad_boxes", f"{len(labels)} {labels_key} but {len(boxes)} {boxes_key}")
+    return [(str(label).strip(), _raw_box(box)) for label, box in zip(labels, boxes, strict=True)]
+
+
+def _mapped_boxes(value: Any, labels: Any = None) -> list[tuple[str, list[float]]]:
+    """VTool-R1's label -> box map (or parallel arrays with `labels`) as (label, raw box) pairs.
+
+    ``{"x1": "none"}`` is VTool-R1's marker of an absent map; it gives no pairs.
+    """
+    if value is None or value == {} or value == []:
+        return []
+    if isinstance(value, dict):
+        if set(value) <= {"x1", "y1", "x2", "y2"} and str(value.get("x1")).lower() == "none":
+            return []
+        return [(str(label).strip(), _raw_box(box)) for label, box in value.items()]
+    if isinstance(value, list) and isinstance(labels, list) and len(labels) == len(value):
+        return [(str(label).strip(), _raw_box(box)) for label, box in zip(labels, value, strict=True)]
+    raise BadRowError("bad_boxes", f"label boxes must be a label -> box map, got {type(value).__name__}")
+
+
+def _in_pixels(pairs: Sequence[tuple[str, list[float]]], size: tuple[int, int], normalised: bool) -> list[list]:
+    """(label, box) pairs in the `REFOCUS_META` layout: ``[label, [x1, y1, x2, y2]]`` in original-image pixels."""
+    width, height = size
+    scale = (width, height, width, height) if normalised else (1, 1, 1, 1)
+    return [[label, [round(v * s, 2) for v, s in zip(box, scale, strict=True)]] for label, box in pairs]
+
+
+def _is_normalised(pairs: Sequence[tuple[str, list[float]]]) -> bool:
+    """Whether a group of boxes is in fractions of the image size (ReFocus's files) rather than pixels (VTool-R1's
+    parquet): every coordinate within [0, 1]. Decided per group, as VTool-R1 mixes a normalised figure box with
+    pixel label boxes in one record [T]."""
+    values = [v for _, box in pairs for v in box]
+    return bool(values) and all(0.0 <= v <= 1.0 for v in values)
+
+
+def _image_size(ref: ImageRef) -> tuple[int, int]:
+    """Width and height from the image header (nothing is decoded)."""
+    try:
+        if isinstance(ref, bytes):
+            with Image.open(io.BytesIO(ref)) as image:
+                return image.size
+        with Image.open(ref) as image:
+            return image.size
+    except Image.DecompressionBombError as err:
+        raise BadRowError("image_too_large", str(err)) from err
+    except (UnidentifiedImageError, OSError, ValueError) as err:
+        raise BadRowError("undecodable_image", f"cannot read the image header ({type(err).__name__}: {err})") from err
+
+
+def refocus_meta(
+    kind: str, size: tuple[int, int], groups: dict[str, Sequence[tuple[str, list[float]]]]
+) -> dict[str, Any]:
+    """``meta["refocus"]`` for one record: `kind` and each group of (label, raw box) pairs in pixels."""
+    return {"kind": kind, **{key: _in_pixels(pairs, size, _is_normalised(pairs)) for key, pairs in groups.items()}}
+
+
+class FigureFinder:
+    """Finds a ReFocus ``figure_path`` on disk, never outside the folders it searches.
+
+    Tried in order: the path under the set's folder (a copy of ReFocus's ``data/`` tree), then the file name under
+    the set's ``images/`` folder and under each of `shared` (searched recursively, indexed once). An absolute
+    path or one that climbs out with ``..`` is only looked up by its file name.
+    """
+
+    def __init__(self, set_dir: Path, shared: Sequence[Path] = ()) -> None:
+        self.set_dir = Path(set_dir)
+        self.folders = [self.set_dir / "images", *shared]
+        self._index: dict[str, Path] | None = None
+
+    def _names(self) -> dict[str, Path]:
+        if self._index is None:
+            self._index = {}
+            for folder in self.folders:
+                for parent, dirs, files in os.walk(folder):
+                    dirs.sort()
+                    for name in sorted(files):
+                        if name.lower().endswith(IMAGE_SUFFIXES):
+                            self._index.setdefault(name, Path(parent) / name)
+        return self._index
+
+    def find(self, figure_path: str) -> Path | None:
+        relative = Path(figure_path)
+        if not relative.is_absolute() and ".." not in relative.parts and (self.set_dir / relative).is_file():
+            return self.set_dir / relative
+        return self._names().get(relative.name) if relative.name else None
+
+
+def _refocus_records(set_dir: Path, file_name: str) -> Iterator[tuple[str, Any]]:
+    """(where, (id, record)) for every record of a ReFocus test file: a JSON object mapping id -> record [V].
+
+    The file is ``<set_dir>/<REFOCUS_FOLDER>/<file_name>`` (the Hub layout) or ``<set_dir>/<file_name>``. A list of
+    records is accepted too, with the id taken from ``qa_id`` / ``id`` / ``figure_id`` or the position [I].
+    """
+    candidates = sorted(set_dir.glob(f"{REFOCUS_FOLDER}/{file_name}")) + [set_dir / file_name]
+    path = next(p for p in candidates if p.is_file())
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        yield f"{path}:0", ("", BadRowError("bad_json", str(err)))
+        return
+    if isinstance(data, dict):
+        items = list(data.items())
+    elif isinstance(data, list):
+        items = [
+            (str(next((r[k] for k in ("qa_id", "id", "figure_id") if isinstance(r, dict) and r.get(k)), n)), r)
+            for n, r in enumerate(data, start=1)
+        ]
+    else:
+        yield f"{path}:0", ("", BadRowError("bad_json", f"expected an object of records, got {type(data).__name__}"))
+        return
+    for number, (key, record) in enumerate(items, start=1):
+        yield f"{path}:{number} ({key})", (str(key), record)
+
+
+def _refocus_file_layouts(file_name: str) -> tuple[tuple[str, ...], ...]:
+    return ((f"{REFOCUS_FOLDER}/{file_name}",), (file_name,))
+
+
+def _shared_folders(set_dir: Path) -> list[Path]:
+    return [set_dir.parent / name for name in SHARED_IMAGE_FOLDERS]
+
+
+# --- ChartQA horizontal / vertical bars -------------------------------------------------------------------------
+
+
+def _load_refocus_chart(name: str, file_name: str, kind: str, set_dir: Path, skips: SkipLog) -> list[VQASample]:
+    set_dir = Path(set_dir)
+    require_present(name, set_dir)
+    # ReFocus's figure_path points into the ChartQA release, so the official ChartQA test images work too.
+    finder = FigureFinder(set_dir, [*_shared_folders(set_dir), set_dir.parent / "chartqa" / "test" / "png"])
+
+    def build(item: tuple[str, Any]) -> VQASample:
+        key, record = item[0], checked_object(item[1])
+        question = row_text(record, "query")
+        answer = _text_answer(row_field(record, "answer"))
+        figure_path = row_text(record, "figure_path")
+        image = finder.find(figure_path)
+        if image is None:
+            raise BadRowError("missing_image", f"{figure_path} (under {set_dir} or the shared image folders)")
+        groups = {
+            "x_values": _parallel_boxes(record, "x_values", "x_bboxes"),
+            "y_values": _parallel_boxes(record, "y_values", "y_bboxes"),
+        }
+        return VQASample(
+            uid=f"{name}/{key}",
+            source=name,
+            image=image,
+            question=question,
+            answer=answer,
+            answer_type="relaxed",
+            category=kind,
+            meta={
+                "refocus": refocus_meta(kind, _image_size(image), groups),
+                "id": key,
+                "figure_path": figure_path,
+                "row_key": f"chartqa:{Path(figure_path).stem}:{question}",
+            },
+        )
+
+    return collect_rows(_refocus_records(set_dir, file_name), build, skips)
+
+
+def load_chartqa_h_bar(root: Path, skips: SkipLog) -> list[VQASample]:
+    """ReFocus's ChartQA horizontal bar charts: ``chartQA_h_bar_wbb.json``, label boxes on the y axis."""
+    return _load_refocus_chart("chartqa_h_bar", "chartQA_h_bar_wbb.json", "chart_h", root, skips)
+
+
+def load_chartqa_v_bar(root: Path, skips: SkipLog) -> list[VQASample]:
+    """ReFocus's ChartQA vertical bar charts: ``chartQA_v_bar_wbb.json``, label boxes on the x axis."""
+    return _load_refocus_chart("chartqa_v_bar", "chartQA_v_bar_wbb.json", "chart_v", root, skips)
+
+
+# --- TableVQA-Bench tables with ReFocus's boxes -------------------------------------------------------------------
+
+
+def _tablevqa_files(set_dir: Path, subset: str) -> list[Path]:
+    """TableVQA-Bench's parquet files of one subset (``data/<subset>-00000-of-00001-<hash>.parquet``)."""
+    return sorted(set_dir.glob(f"data/{subset}-*.parquet"))
+
+
+class EmbeddedTables:
+    """Table images of one TableVQA-Bench subset by qa_id, read from ``<root>/tablevqa_bench/`` on first use."""
+
+    def __init__(self, root: Path, subset: str) -> None:
+        self.files = _tablevqa_files(Path(root) / "tablevqa_bench", subset)
+        self._images: dict[str, Any] | None = None
+
+    def get(self, qa_id: str) -> Any:
+        if self._images is None:
+            self._images = {
+                str(row.get("qa_id")).strip(): row.get("image")
+                for _, row in parquet_rows(self.files, ("qa_id", "image"))
+            }
+        return self._images.get(qa_id)
+
+
+def _load_refocus_table(name: str, file_name: str, set_dir: Path, skips: SkipLog) -> list[VQASample]:
+    set_dir = Path(set_dir)
+    require_present(name, set_dir)
+    finder = FigureFinder(set_dir, _shared_folders(set_dir))
+    embedded = EmbeddedTables(set_dir.parent, TABLE_SUBSET_OF[name])
+    answer_type = TABLEVQA_SUBSETS[TABLE_SUBSET_OF[name]]
+
+    def build(item: tuple[str, Any]) -> VQASample:
+        qa_id, record = item[0], checked_object(item[1])
+        question = row_text(record, "query")
+        raw_answer = row_field(record, "answer")
+        answer = _tabfact_answer(raw_answer) if answer_type == "tabfact" else _text_answer(raw_answer)
+        figure_path = str(record.get("figure_path") or "").strip()
+        image: ImageRef | None = finder.find(figure_path) if figure_path else None
+        if image is None:
+            stored = embedded.get(qa_id)
+            if stored is None:
+                raise BadRowError("missing_image", f"{figure_path or qa_id} (on disk or in tablevqa_bench)")
+            image = embedded_image(stored)
+        groups = {
+            "columns": _parallel_boxes(record, "column_headers", "columns_bbox"),
+            "rows": _parallel_boxes(record, "row_starters", "rows_bbox"),
+        }
+        return VQASample(
+            uid=f"{name}/{qa_id}",
+            source=name,
+            image=image,
+            question=question,
+            answer=answer,
+            answer_type=answer_type,
+            category=TABLE_SUBSET_OF[name],
+            meta={
+                "refocus": refocus_meta("table", _image_size(image), groups),
+                "qa_id": qa_id,
+                "prompt": str(record.get("prompt") or ""),
+                "row_key": f"tablevqa:{qa_id}",
+            },
+        )
+
+    return collect_rows(_refocus_records(set_dir, file_name), build, skips)
+
+
+def load_tablevqa_vwtq(root: Path, skips: SkipLog) -> list[VQASample]:
+    """TableVQA-Bench VWTQ with ReFocus's column / row boxes: ``tablevqa_wbb.json``; WTQ denotation accuracy."""
+    return _load_refocus_table("tablevqa_vwtq", "tablevqa_wbb.json", root, skips)
+
+
+def load_tablevqa_vwtq_syn(root: Path, skips: SkipLog) -> list[VQASample]:
+    """TableVQA-Bench VWTQ_syn with ReFocus's boxes: ``tablevqa-vwtq_syn_wbb.json``; WTQ denotation accuracy."""
+    return _load_refocus_table("tablevqa_vwtq_syn", "tablevqa-vwtq_syn_wbb.json", root, skips)
+
+
+def load_tablevqa_vtabfact(root: Path, skips: SkipLog) -> list[VQASample]:
+    """TableVQA-Bench VTabFact with ReFocus's boxes: ``tablevqa-vtabfact_wbb.json``; answers "true" / "false"."""
+    return _load_refocus_table("tablevqa_vtabfact", "tablevqa-vtabfact_wbb.json", root, skips)
+
+
+# --- CharXiv ------------------------------------------------------------------------------------------------------
+
+
+def load_charxiv(root: Path, skips: SkipLog) -> list[VQASample]:
+    """ReFocus's CharXiv subset: ``charxiv-subfigures.json`` (``figure_path``, ``prompt`` = the question, ``answer``).
+
+    No label boxes: ReFocus computes subplot candidates with OpenCV when it builds the prompt, so
+    ``meta["refocus"]`` is absent. Scored with our CharXiv rule (answer type ``charxiv``).
+    """
+    set_dir = Path(root)
+    require_present("charxiv", set_dir)
+    finder = FigureFinder(set_dir, _shared_folders(set_dir))
+
+    def build(item: tuple[str, Any]) -> VQASample:
+        key, record = item[0], checked_object(item[1])
+        figure_path = row_text(record, "figure_path")
+        image = finder.find(figure_path)
+        if image is None:
+            raise BadRowError("missing_image", f"{figure_path} (under {set_dir} or the shared image folders)")
+        return VQASample(
+            uid=f"charxiv/{key}",
+            source="charxiv",
+            image=image,
+            question=row_text(record, "prompt"),
+            answer=_text_answer(row_field(record, "answer")),
+            answer_type="charxiv",
+            meta={"id": key, "figure_path": figure_path},
+        )
+
+    return collect_rows(_refocus_records(set_dir, "charxiv-subfigures.json"), build, skips)
+
+
+for _name, _loader, _answer_type, _file in (
+    ("chartqa_h_bar", load_chartqa_h_bar, "relaxed", "chartQA_h_bar_wbb.json"),
+    ("chartqa_v_bar", load_chartqa_v_bar, "relaxed", "chartQA_v_bar_wbb.json"),
+    ("tablevqa_vwtq", load_tablevqa_vwtq, "wtq", "tablevqa_wbb.json"),
+    ("tablevqa_vwtq_syn", load_tablevqa_vwtq_syn, "wtq", "tablevqa-vwtq_syn_wbb.json"),
+    ("tablevqa_vtabfact", load_tablevqa_vtabfact, "tabfact", "tablevqa-vtabfact_wbb.json"),
+    ("charxiv", load_charxiv, "charxiv", "charxiv-subfigures.json"),
+):
+    register_benchmark(
+        BenchmarkSpec(
+            name=_name,
+            loader=_loader,
+            answer_type=_answer_type,
+            metric="accuracy",
+            hf_repo=REFOCUS_REPO,
+            hf_files=(f"{REFOCUS_FOLDER}/{_file}",),
+            layouts=_refocus_file_layouts(_file),
+        )
+    )
+
+
+# --- training sets ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrainingSetSpec:
+    """A training set: `loader(root, skips, split, seed)` reads it from the data root.
+
+    `hf_repo` / `hf_files` / `layouts` as for `BenchmarkSpec` (empty `hf_repo`: built from other sets, nothing to
+    fetch); `splits` are the accepted values of the data spec's `split`.
+    """
+
+    name: str
+    loader: Callable[[Path, SkipLog, str, int], list[VQASample]]
+    splits: tuple[str, ...]
+    hf_repo: str
+    hf_files: tuple[str, ...]
+    layouts: tuple[tuple[str, ...], ...]
+
+
+TRAINING_SETS: dict[str, TrainingSetSpec] = {}
+
+
+def _check_split(name: str, split: str) -> None:
+    splits = TRAINING_SETS[name].splits
+    if split not in splits:
+        raise ValueError(f"{name}: split must be one of {', '.join(splits)}, got {split!r}")
+
+
+def _require_training_files(name: str, set_dir: Path) -> None:
+    spec = TRAINING_SETS[name]
+    if not is_present(spec, set_dir):
+        expected = " or ".join(" + ".join(str(set_dir / p) for p in layout) for layout in spec.layouts)
+        raise FileNotFoundError(
+            f"training set {name!r} not found: expected {expected}. Run `make data SETS=paper` (or "
+            f"`python -m iapo.data.download --sets {name}`) to fetch it from huggingface.co/datasets/{spec.hf_repo}, "
+            "or place the files as described in data/README.md."
+        )
+
+
+def _question_from_prompt(prompt: Any) -> str | None:
+    """The user request inside a VTool-R1 prompt (a string, or chat messages whose content holds it)."""
+    if isinstance(prompt, list):
+        prompt = "\n".join(str(m.get("content", "")) if isinstance(m, dict) else str(m) for m in prompt)
+    match = re.search(r"# USER REQUEST #:\s*(.*?)\s*(?:\n|$)", str(prompt or ""))
+    if match is None or not match.group(1).strip():
+        return None
+    return match.group(1).strip()
+
+
+def _json_object(value: Any, what: str) -> dict[str, Any]:
+    if isinstance(value, dict):
+        return value
+    try:
+        parsed = json.loads(value)
+    except (TypeError, json.JSONDecodeError) as err:
+        raise BadRowError("bad_json", f"{what} is not a JSON object ({err})") from err
+    if not isinstance(parsed, dict):
+        raise BadRowError("bad_json", f"{what} is not a JSON object")
+    return parsed
+
+
+def load_refocus_chart_train(root: Path, skips: SkipLog, split: str = "train", seed: int = 0) -> list[VQASample]:
+    """VTool-R1's chart training data, HF ``VTOOL/Refocus_Chart``: ``<split>.parquet`` (train ~14,344 rows, test
+    826) [T], or ``data/<split>-*.parquet``.
+
+    Two row layouts are read. training-v2 [T]: ``id``, ``source`` (h_bar / v_bar, or chartqa_h_bar / ...),
+    ``images`` (list of ``{bytes, path}``), ``reward_model.ground_truth``, ``extra_info`` (``question``, ``answer``,
+    ``index``, ``tools_kwargs.metadata``: a JSON string with ``x_values_bbox`` / ``y_values_bbox`` label -> box maps).
+    The original EasyR1 fork [V]: ``metadata`` (JSON string, same maps), ``figure_id``, ``query``, ``answer``,
+    ``images`` (list of raw bytes). A group of boxes within [0, 1] is taken as fractions of the image, others as pixels [I].
+    """
+    _check_split("refocus_chart_train", split)
+    set_dir = Path(root) / "refocus_chart_train"
+    _require_training_files("refocus_chart_train", set_dir)
+    files = sorted(set_dir.glob(f"{split}*.parquet")) + sorted(set_dir.glob(f"data/{split}-*.parquet"))
+    columns = ("id", "source", "prompt", "images", "reward_model", "extra_info", "metadata", "figure_id", "query")
+    columns += ("answer", "figure_path")
+
+    def build(item: tuple[int, dict[str, Any]]) -> VQASample:
+        number, row = item
+        extra = row.get("extra_info") if isinstance(row.get("extra_info"), dict) else {}
+        question = next(
+            (str(v).strip() for v in (extra.get("question"), row.get("query")) if not is_blank(v)), None
+        ) or _question_from_prompt(row.get("prompt"))
+        if not question:
+            raise BadRowError("missing_field", "question (extra_info.question, query or the prompt's user request)")
+        reward = row.get("reward_model") if isinstance(row.get("reward_model"), dict) else {}
+        answer = next(
+            (v for v in (extra.get("answer"), reward.get("ground_truth"), row.get("answer")) if not is_blank(v)), None
+        )
+        if answer is None:
+            raise BadRowError("missing_field", "answer")
+        images = row.get("images")
+        image = embedded_image(images[0] if isinstance(images, list | tuple) and len(images) else None)
+        tools = extra.get("tools_kwargs") if isinstance(extra.get("tools_kwargs"), dict) else {}
+        raw_metadata = tools.get("metadata", row.get("metadata"))
+        if is_blank(raw_metadata):
+            raise BadRowError("missing_field", "metadata (label boxes)")
+        metadata = _json_object(raw_metadata, "metadata")
+        x_pairs = _mapped_boxes(metadata.get("x_values_bbox"), metadata.get("x_values"))
+        y_pairs = _mapped_boxes(metadata.get("y_values_bbox"), metadata.get("y_values"))
+        source = str(row.get("source") or metadata.get("source") or metadata.get("type") or "")
+        kind = (
+            "chart_h" if "h_bar" in source else "chart_v" if "v_bar" in source else "chart_h" if y_pairs else "chart_v"
+        )
+        stem = str(row.get("id") or row.get("figure_id") or Path(str(row.get("figure_path") or "")).stem or number)
+        index = extra.get("index", number)
+        return VQASample(
+            uid=f"refocus_chart_train/{split}/{stem}/{index}",
+            source="refocus_chart_train",
+            image=image,
+            question=question,
+            answer=_text_answer(answer),
+            answer_type="relaxed",
+            category=kind,
+            meta={
+                "refocus": refocus_meta(kind, _image_size(image), {"x_values": x_pairs, "y_values": y_pairs}),
+                "id": stem,
+                "row_key": f"chartqa:{Path(stem).stem}:{question}",
+            },
+        )
+
+    rows = parquet_rows(files, columns)
+    return collect_rows(((where, (n, row)) for n, (where, row) in enumerate(rows, start=1)), build, skips)
+
+
+def load_tablevqa_bench(root: Path, skips: SkipLog, split: str = "all", seed: int = 0) -> list[VQASample]:
+    """TableVQA-Bench, HF ``terryoo/TableVQA-Bench``: ``data/<subset>-*.parquet`` with ``qa_id``, ``question``,
+    ``gt``, ``image`` [V]. `split` is a subset (vwtq, vwtq_syn, vtabfact, fintabnetqa) or ``all``.
+
+    No label boxes (``meta["refocus"]`` absent): for the editing tools use ``table_train``, which carries ReFocus's
+    boxes. The subsets are the sources of three reported test sets, so `reported_overlaps` flags them.
+    """
+    _check_split("tablevqa_bench", split)
+    set_dir = Path(root) / "tablevqa_bench"
+    _require_training_files("tablevqa_bench", set_dir)
+    subsets = list(TABLEVQA_SUBSETS) if split == "all" else [split]
+
+    def build(item: tuple[str, dict[str, Any]]) -> VQASample:
+        subset, row = item
+        qa_id = row_text(row, "qa_id")
+        answer_type = TABLEVQA_SUBSETS[subset]
+        gt = row_field(row, "gt")
+        return VQASample(
+            uid=f"tablevqa_bench/{subset}/{qa_id}",
+            source="tablevqa_bench",
+            image=embedded_image(row.get("image")),
+            question=row_text(row, "question"),
+            answer=_tabfact_answer(gt) if answer_type == "tabfact" else _text_answer(gt),
+            answer_type=answer_type,
+            category=subset,
+            meta={"qa_id": qa_id, "row_key": f"tablevqa:{qa_id}"},
+        )
+
+    rows = (
+        (where, (subset, row))
+        for subset in subsets
+        for where, row in parquet_rows(_tablevqa_files(set_dir, subset), ("qa_id", "question", "gt", "image"))
+    )
+    return collect_rows(rows, build, skips)
+
+
+def table_part(qa_id: str, seed: int) -> str:
+    """ "train" or "heldout": the part of the table split a question falls in, a pure function of (qa_id, seed).
+
+    A hash rather than VTool-R1's shuffle-and-cut, so a question's part does not move when other rows are added or
+    skipped. About `TABLE_TRAIN_FRACTION` of the questions fall in "train".
+    """
+    digest = hashlib.sha256(f"table_train:{seed}:{qa_id}".encode()).digest()
+    return "train" if int.from_bytes(digest[:8], "big") / 2**64 < TABLE_TRAIN_FRACTION else "heldout"
+
+
+def load_table_train(root: Path, skips: SkipLog, split: str = "train", seed: int = 0) -> list[VQASample]:
+    """The table training split, built as VTool-R1 built its own, explicitly and seeded.
+
+    The rows of the three ReFocus table test files (with their label boxes) in VTool-R1's order (vtabfact, vwtq,
+    vwtq_syn), deduplicated by qa_id (the first kept; the others counted as ``duplicate_question``), then split by
+    `table_part` with `seed`: split ``train`` or ``heldout``. The same questions are in the reported table sets:
+    report those with ``split: heldout`` and the same seed (`heldout_rows`) to keep training and reporting disjoint.
+    """
+    _check_split("table_train", split)
+    missing = [name for name in TABLE_TEST_SETS if not is_present(BENCHMARKS[name], Path(root) / name)]
+    if missing:
+        raise FileNotFoundError(
+            f"table_train is built from the ReFocus table files; missing: {', '.join(missing)} under {root}. "
+            "Run `make data SETS=paper`, or see data/README.md."
+        )
+    taken: set[str] = set()
+    out = []
+    for name in TABLE_TEST_SETS:
+        for sample in BENCHMARKS[name].loader(Path(root) / name, skips):
+            qa_id = sample.meta["qa_id"]
+            if qa_id in taken:
+                skips.skip("duplicate_question", sample.uid, f"qa_id {qa_id} already taken from an earlier file")
+                continue
+            taken.add(qa_id)
+            if table_part(qa_id, seed) == split:
+                out.append(dataclasses.replace(sample, source="table_train", category=name))
+    return out
+
+
+def heldout_rows(samples: list[VQASample], seed: int) -> list[VQASample]:
+    """The rows of a table test set that `table_train` with `seed` leaves out (its ``heldout`` part)."""
+    return [s for s in samples if table_part(s.meta["qa_id"], seed) == "heldout"]
+
+
+for _training in (
+    TrainingSetSpec(
+        name="refocus_chart_train",
+        loader=load_refocus_chart_train,
+        splits=("train", "test"),
+        hf_repo=VTOOL_CHART_REPO,
+        hf_files=("*.parquet", "data/*.parquet"),
+        layouts=(("train*.parquet",), ("test*.parquet",), ("data/*.parquet",)),
+    ),
+    TrainingSetSpec(
+        name="tablevqa_bench",
+        loader=load_tablevqa_bench,
+        splits=(*TABLEVQA_SUBSETS, "all"),
+        hf_repo=TABLEVQA_REPO,
+        hf_files=("data/*.parquet",),
+        layouts=(("data/*.parquet",),),
+    ),
+    TrainingSetSpec(
+        name="table_train",
+        loader=load_table_train,
+        splits=TABLE_SPLITS,
+        hf_repo="",
+        hf_files=(),
+        layouts=(),
+    ),
+):
+    TRAINING_SETS[_training.name] = _training
+
+
+def _subset(samples: list[VQASample], limit: int | None, seed: int) -> list[VQASample]:
+    """A subset of `limit` samples drawn with `seed`, in file order (all of them without a limit)."""
+    if limit is None or limit >= len(samples):
+        return samples
+    keep = sorted(random.Random(seed).sample(range(len(samples)), limit))
+    return [samples[i] for i in keep]
+
+
+def load_training_set(
+    name: str,
+    root: str | Path = "data",
+    split: str = "train",
+    seed: int = 0,
+    strict: bool = False,
+    limit: int | None = None,
+) -> tuple[list[VQASample], SkipLog]:
+    """Load training set `name` from the data root; with `limit`, a subset of that size drawn with `seed`."""
+    if name not in TRAINING_SETS:
+        raise ValueError(f"unknown training set {name!r}; known: {', '.join(TRAINING_SETS)}")
+    skips = SkipLog(strict=strict)
+    samples = TRAINING_SETS[name].loader(Path(root), skips, split, seed)
+    return _subset(samples, limit, seed), skips
+
+
+def reads_split(name: str, split: str) -> bool:
+    """Whether data set `name` with `split` is read by `load_with_split` (a training set, or the ``heldout`` part of
+    a table test set) rather than whole by `load_benchmark`."""
+    return name in TRAINING_SETS or (name in TABLE_TEST_SETS and split == "heldout")
+
+
+def load_with_split(
+    name: str,
+    root: str | Path = "data",
+    split: str = "train",
+    seed: int = 0,
+    strict: bool = False,
+    limit: int | None = None,
+) -> tuple[list[VQASample], SkipLog]:
+    """A training set by split, or a table test set's rows left out of ``table_train`` with `seed` (`heldout_rows`)."""
+    if name in TRAINING_SETS:
+        return load_training_set(name, root, split, seed, strict, limit)
+    if not reads_split(name, split):
+        raise ValueError(f"{name} with split {split!r} is read whole by load_benchmark")
+    samples, skips = load_benchmark(name, root, strict=strict)
+    return _subset(heldout_rows(samples, seed), limit, seed), skips
+
+
+# --- which reported rows a data set holds -----------------------------------------------------------------------
+
+
+def rows_held(name: str, split: str, seed: int) -> dict[str, str]:
+    """{reported test set: part} for the test-set rows data set `name` holds with this split and seed.
+
+    A part is "all", "train@<seed>" or "heldout@<seed>" (the parts of `table_part`). Sets made by the project
+    (synthetic, JSONL) hold none.
+    """
+    if name == "table_train":
+        return {test_set: f"{split}@{seed}" for test_set in TABLE_TEST_SETS}
+    if name == "tablevqa_bench":
+        chosen = TABLEVQA_SUBSETS if split == "all" else [split]
+        return {test_set: "all" for test_set, subset in TABLE_SUBSET_OF.items() if subset in chosen}
+    if name == "refocus_chart_train":  # its test split is ReFocus's 826 chart test rows [T]; ChartQA test holds them
+        return {test_set: "all" for test_set in (*CHART_TEST_SETS, "chartqa")} if split == "test" else {}
+    if name in TABLE_TEST_SETS:
+        return {name: f"heldout@{seed}" if split == "heldout" else "all"}
+    if name in CHART_TEST_SETS:
+        return {name: "all", "chartqa": "all"}
+    if name in BENCHMARKS:
+        return {name: "all"}
+    return {}
+
+
+def _parts_overlap(a: str, b: str) -> bool:
+    """Whether two parts of a test set share rows: only "train@s" and "heldout@s" of one seed are disjoint."""
+    if a == "all" or b == "all":
+        return True
+    (part_a, seed_a), (part_b, seed_b) = a.split("@"), b.split("@")
+    return part_a == part_b or seed_a != seed_b
+
+
+def reported_overlaps(training: Sequence[Any], reported: Sequence[Any]) -> list[str]:
+    """One line per (training spec, reported spec) pair that share test rows; specs have `name`, `split`, `seed`."""
+    lines = []
+    for train_spec in training:
+        held = rows_held(train_spec.name, train_spec.split, train_spec.seed)
+        for report_spec in reported:
+            shared = [
+                f"{test_set} ({held[test_set]} vs {part})"
+                for test_set, part in rows_held(report_spec.name, report_spec.split, report_spec.seed).items()
+                if test_set in held and _parts_overlap(held[test_set], part)
+            ]
+            if shared:
+                lines.append(
+                    f"training set {train_spec.name} (split {train_spec.split}, seed {train_spec.seed}) and reported "
+                    f"set {report_spec.name} (split {report_spec.split}) share rows of {', '.join(shared)}"
+                )
+    return lines
