@@ -3,11 +3,14 @@ and resuming from `last`."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from peft import PeftModel
 
 from helpers.cli import ROOT, load_cli
@@ -17,6 +20,7 @@ from iapo.data.sample import load_image
 from iapo.data.synthetic import build_split
 from iapo.models.loader import load_model
 from iapo.training.callbacks import AdapterCheckpoint, AttributionMapLogger
+from iapo.training.rewards import REWARDS, register_reward
 
 REQUIRED_METRICS = {
     "reward/accuracy",
@@ -124,3 +128,45 @@ def test_misspelled_keys_fail(tmp_path, monkeypatch, key):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit):
         fit("iapo.yaml", "tiny.yaml", extra=(key,))
+
+
+def test_a_reward_added_by_config_reaches_the_step_and_the_logs(tmp_path, monkeypatch):
+    @register_reward("answered_test")
+    class Answered:
+        def __init__(self, context):
+            pass
+
+        def __call__(self, trajectories, batch):
+            return torch.tensor([float(t.final_answer is not None) for t in trajectories])
+
+    monkeypatch.chdir(tmp_path)
+    try:
+        rewards = "--model.init_args.rewards={accuracy: 1.0, answered_test: 0.5}"
+        cli = fit("iapo.yaml", "tiny.yaml", extra=("--trainer.max_steps=1", rewards))
+    finally:
+        REWARDS.pop("answered_test")
+    assert cli.model._teacher is None  # no configured reward needs attribution
+    [row] = metric_rows(Path(cli.trainer.logger.log_dir))
+    assert float(row["reward/total"]) == pytest.approx(
+        float(row["reward/accuracy"]) + 0.5 * float(row["reward/answered_test"])
+    )
+    assert float(row["reward/answered_test"]) == pytest.approx(float(row["answered"]))
+
+
+def test_the_grpo_overlay_changes_only_the_rewards_and_the_run_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+
+    def resolved(*configs: str) -> dict:
+        args = ["fit", *[arg for c in configs for arg in ("--config", str(ROOT / "configs" / c))], "--print_config"]
+        with pytest.raises(SystemExit), contextlib.redirect_stdout(io.StringIO()) as out:
+            load_cli().main(args)
+        return yaml.safe_load(out.getvalue())
+
+    iapo, grpo = resolved("iapo.yaml"), resolved("iapo.yaml", "grpo.yaml")
+    assert iapo["model"]["init_args"]["rewards"] == {"accuracy": 1.0, "format": 0.1, "attribution": 0.5}
+    assert grpo["model"]["init_args"]["rewards"] == {"accuracy": 1.0, "format": 0.1}
+    assert grpo["trainer"]["default_root_dir"] == "logs/grpo"
+    assert grpo["trainer"]["callbacks"][0]["init_args"]["dirpath"] == "logs/grpo/checkpoints"
+    for key in ("student", "teacher", "sampling", "attribution", "ppo", "group_size", "lr"):
+        assert grpo["model"]["init_args"][key] == iapo["model"]["init_args"][key], key
+    assert grpo["data"] == iapo["data"]
