@@ -1,7 +1,8 @@
 """Batched multi-turn rollout: B prompts × G samples generated together, tools answered with image crops.
 
 Each turn, every unfinished trajectory is left-padded into one batch (all its images included) and the policy
-generates until `</tool_call>`, `</answer>`, EOS or `max_new_tokens`. A tool call runs with the tools of the
+generates until a stop string of the action format (`</tool_call>` or `</answer>` by default; VTool-R1's Python
+blocks with `sampling.protocol: vtool`), EOS or `max_new_tokens`. A tool call runs with the tools of the
 configured toolset on the full-resolution original (or, for edits with `edit_latest`, on the latest returned image),
 with the example's metadata in its context, and its observation (a `user` turn with the returned image) is appended
 as tokens, masked out of the policy loss.
@@ -20,9 +21,9 @@ from typing import Protocol
 import torch
 from PIL import Image
 
-from iapo.agent.parsing import STOP_STRINGS, parse_turn
-from iapo.agent.prompts import AgentPrompt, observation_text, prompt_messages
-from iapo.agent.tools import ToolContext, ToolResult, get_toolset, run_tool
+from iapo.agent.prompts import AgentPrompt, prompt_messages
+from iapo.agent.protocols import ends_with_stop, get_protocol
+from iapo.agent.tools import ToolContext, ToolResult, get_toolset
 from iapo.agent.trajectory import ToolStats, Trajectory, Turn, collate, device_inputs, image_token_spans
 from iapo.data.sample import VQASample
 
@@ -33,7 +34,8 @@ class SamplingSettings:
 
     `toolset` names a registered toolset (`iapo.agent.tools`); None is the tools-off prompt. `instructions` replaces
     the toolset's opening instructions. `edit_latest` applies image edits to the latest returned image instead of
-    the original (VTool-R1 allows one tool round on the original).
+    the original (VTool-R1 allows one tool round on the original). `protocol` names the action format
+    (`iapo.agent.protocols`): "tool_call" (Qwen2.5's tool calls) or "vtool" (VTool-R1's Python blocks).
     """
 
     max_turns: int = 3
@@ -47,8 +49,10 @@ class SamplingSettings:
     toolset: str | None = "zoom"
     instructions: str | None = None
     edit_latest: bool = False
+    protocol: str = "tool_call"
 
     def __post_init__(self) -> None:
+        get_protocol(self.protocol)  # an unknown name fails at config time, naming the registered ones
         if self.toolset is not None:
             get_toolset(self.toolset)  # an unknown name fails at config time, naming the registered ones
 
@@ -80,6 +84,7 @@ class HFPolicy:
         self.model = model
         self.tokenizer = processor.tokenizer
         self.sampling = sampling
+        self.stop_strings = get_protocol(sampling.protocol).stop_strings
         self.stop_ids = {self.tokenizer.convert_tokens_to_ids(t) for t in ("<|im_end|>", "<|endoftext|>")}
         self.suppressed_ids = self.tokenizer.convert_tokens_to_ids(list(VISION_TOKENS))
 
@@ -93,7 +98,7 @@ class HFPolicy:
             max_new_tokens=max_new_tokens,
             min_new_tokens=s.min_new_tokens,
             do_sample=s.do_sample,
-            stop_strings=list(STOP_STRINGS),
+            stop_strings=list(self.stop_strings),
             tokenizer=self.tokenizer,
             pad_token_id=self.tokenizer.pad_token_id,
             eos_token_id=sorted(self.stop_ids),
@@ -107,11 +112,10 @@ class HFPolicy:
         """Keep a row up to its stop: an EOS the model produced is kept; padding after a stop string is not."""
         for i, token in enumerate(row):
             if token in self.stop_ids:
-                text = self.tokenizer.decode(row[:i])
-                stopped_on_string = text.rstrip().endswith(STOP_STRINGS)
+                stopped_on_string = ends_with_stop(self.tokenizer.decode(row[:i]), self.stop_strings)
                 return Generation(row[:i] if stopped_on_string else row[: i + 1], truncated=False)
         text = self.tokenizer.decode(row)
-        return Generation(row, truncated=not text.rstrip().endswith(STOP_STRINGS))
+        return Generation(row, truncated=not ends_with_stop(text, self.stop_strings))
 
 
 @dataclass
@@ -227,11 +231,12 @@ def _run_call(episode: _Episode, call, settings: SamplingSettings) -> ToolResult
     toolset = episode.prompt.toolset
     if toolset is None:
         return ToolResult(text="Error: no tools are available here; answer directly.", error="unknown_tool")
-    if call.name in get_toolset(toolset).tools:
-        episode.stats.calls_by_tool[call.name] += 1
+    protocol = get_protocol(settings.protocol)
     canvas = episode.images[-1] if settings.edit_latest else None
     context = ToolContext(episode.image, episode.model_size, settings.min_crop_size, episode.meta, canvas)
-    return run_tool(call, context, toolset)
+    offered = get_toolset(toolset).tools
+    episode.stats.calls_by_tool.update(name for name in protocol.tools_called(call, context) if name in offered)
+    return protocol.run(call, context, toolset)
 
 
 def _step(episode: _Episode, generation: Generation, processor, settings: SamplingSettings, last_turn: bool) -> None:
@@ -239,7 +244,8 @@ def _step(episode: _Episode, generation: Generation, processor, settings: Sampli
     tokenizer = processor.tokenizer
     episode.append(torch.tensor(generation.token_ids, dtype=torch.long), generated=True)
     text = tokenizer.decode(generation.token_ids, skip_special_tokens=False)
-    action = parse_turn(text, truncated=generation.truncated)
+    protocol = get_protocol(settings.protocol)
+    action = protocol.parse(text, generation.truncated)
     turn = Turn(text=text, action=action.kind, call=action.call, error=action.error)
     episode.turns.append(turn)
     if action.error:
@@ -253,20 +259,20 @@ def _step(episode: _Episode, generation: Generation, processor, settings: Sampli
         return
     episode.stats.calls += 1
     if action.call is None:
-        result_text, crop = f"Error: malformed tool call ({action.error}).", None
+        result = ToolResult(text=f"Error: malformed tool call ({action.error}).", error=action.error)
     else:
         result = _run_call(episode, action.call, settings)
         if result.error:
             episode.stats.errors[result.error] += 1
             turn.error = turn.error or result.error
         turn.crop_box = result.box
-        result_text, crop = result.text, result.image
+    result_text, crop = result.text, result.image
     turn.observation = result_text
     if last_turn:
         episode.finish("no_answer")
         return
     closed = bool(generation.token_ids) and generation.token_ids[-1] == tokenizer.convert_tokens_to_ids("<|im_end|>")
-    observation = observation_text(result_text, with_image=crop is not None, assistant_closed=closed)
+    observation = protocol.observation(result, closed, text)
     encoded = processor(text=[observation], images=[crop] if crop is not None else None, return_tensors="pt")
     episode.append(encoded["input_ids"][0], generated=False, token_types=encoded["mm_token_type_ids"][0])
     if crop is not None:
