@@ -295,6 +295,11 @@ def test_data_module_refuses_training_on_reported_rows_unless_told(table_root: P
     [dataset] = module.datasets_for("train")
     assert dataset.name == "table_train_train" and len(dataset) > 0
     assert [d.name for d in module.datasets_for("val")] == [f"{name}_heldout" for name in TABLE_TEST_SETS]
+    everything = VQADataModule(
+        root=str(table_root), train=[DataSpec("benchmarks")], val=[DataSpec("tablevqa_vtabfact")]
+    )
+    with pytest.raises(ValueError, match="training set tablevqa_vtabfact"):
+        everything.datasets_for("train")
     allowed = VQADataModule(
         root=str(table_root), train=train, test=[DataSpec("tablevqa_vwtq")], allow_train_test_overlap=True
     )

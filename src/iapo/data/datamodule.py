@@ -234,13 +234,13 @@ class VQADataModule(L.LightningDataModule):
     def refuse_reported_rows(self) -> None:
         """Refuse training sets that hold rows of a validation or test set (VTool-R1's table training data is cut from
         the table test sets), unless `allow_train_test_overlap`; then each overlap is a warning."""
-        reported = []
-        for stage in ("val", "test"):
+        expanded = {}
+        for stage in ("train", "val", "test"):
             try:
-                reported += expand_specs(self.specs[stage], self.root)
-            except FileNotFoundError:  # `benchmarks` with no test set present: nothing reported to overlap
-                continue
-        overlaps = paper_sets.reported_overlaps(self.specs["train"], reported)
+                expanded[stage] = expand_specs(self.specs[stage], self.root)
+            except FileNotFoundError:  # `benchmarks` with no test set present: no rows to overlap
+                expanded[stage] = []
+        overlaps = paper_sets.reported_overlaps(expanded["train"], expanded["val"] + expanded["test"])
         if overlaps and not self.allow_train_test_overlap:
             raise ValueError(
                 "training on rows that are also reported: " + "; ".join(overlaps) + ". Report the table sets with "

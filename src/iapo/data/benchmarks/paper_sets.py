@@ -111,7 +111,6 @@ class SharedFiles:
     hf_repo: str
     hf_files: tuple[str, ...]
     layouts: tuple[tuple[str, ...], ...]
-    description: str
 
 
 SHARED_FILES: dict[str, SharedFiles] = {
@@ -121,15 +120,13 @@ SHARED_FILES: dict[str, SharedFiles] = {
             name="refocus_images",
             hf_repo=REFOCUS_REPO,
             hf_files=("images/*",),
-            layouts=(("images/*",),),
-            description="ReFocus_Data's images/ folder (contents not verified: archives are unpacked in place)",
+            layouts=(("images/*",),),  # its content is not verified here: archives in it are unpacked in place
         ),
         SharedFiles(
             name="charxiv_images",
             hf_repo=CHARXIV_REPO,
             hf_files=("images.zip",),
-            layouts=(("images.zip",), ("images/*",)),
-            description="CharXiv's figures, images/<figure_id>.jpg once unpacked",
+            layouts=(("images.zip",), ("images/*",)),  # images/<figure_id>.jpg once unpacked
         ),
     )
 }
