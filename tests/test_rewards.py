@@ -119,3 +119,8 @@ def test_a_registered_reward_is_built_from_config(batch):
         assert total.tolist() == [1.5, 6.5]
     finally:
         REWARDS.pop("answer_length_test")
+
+
+def test_the_judge_reward_needs_a_configured_judge():
+    with pytest.raises(ValueError, match="needs `model.init_args.judge"):
+        build_rewards({"judge": 1.0})

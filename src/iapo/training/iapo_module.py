@@ -21,6 +21,7 @@ from torch import nn
 
 from iapo.agent.rollout import HFPolicy, SamplingSettings, rollout
 from iapo.attribution.score import AttributionSettings
+from iapo.evaluation.judge import JudgeSettings
 from iapo.evaluation.results import HEADLINE_METRIC
 from iapo.models.loader import ModelSettings
 from iapo.training.policy_base import PolicyModule, greedy_settings
@@ -48,6 +49,8 @@ class IAPOModule(PolicyModule):
         predict_group_size: trajectories per prompt in `predict`.
         tools: evaluate (validate / test) with the toolset; False answers directly in one turn.
         label: the model's name in result tables (default: the adapter or model directory name).
+        judge: an optional LLM judge (`iapo.evaluation.judge`), reported beside the rule-based score in its own
+            column and usable as the `judge` reward; never the headline.
     """
 
     def __init__(
@@ -66,6 +69,7 @@ class IAPOModule(PolicyModule):
         predict_group_size: int = 1,
         tools: bool = True,
         label: str | None = None,
+        judge: JudgeSettings | None = None,
     ) -> None:
         super().__init__()
         self.step_settings = StepSettings(
@@ -76,7 +80,7 @@ class IAPOModule(PolicyModule):
             advantage_scale=advantage_scale,
         )
         self.configured_rewards = build_rewards(
-            DEFAULT_REWARDS if rewards is None else rewards, RewardContext(self.step_settings.attribution)
+            DEFAULT_REWARDS if rewards is None else rewards, RewardContext(self.step_settings.attribution, judge)
         )
         self.save_hyperparameters()
         self.automatic_optimization = False
@@ -86,6 +90,7 @@ class IAPOModule(PolicyModule):
         self.sampling = self.step_settings.sampling
         self.attribution = self.step_settings.attribution
         self.tools = tools
+        self.judge_settings = judge
         self.policy_model = None
         self.processor = None
         self._teacher: tuple | None = None  # (model, processor); kept out of the module tree: frozen, not saved
@@ -175,6 +180,8 @@ class IAPOModule(PolicyModule):
         results = self.evaluation_results()
         scores = {name: bench["metrics"][HEADLINE_METRIC] for name, bench in results["benchmarks"].items()}
         self.log_dict({f"test/{name}/{HEADLINE_METRIC}": value for name, value in scores.items()})
+        judged = {name: bench["judge"]["acc"] for name, bench in results["benchmarks"].items() if "judge" in bench}
+        self.log_dict({f"test/{name}/judge": value for name, value in judged.items()})
         self.log("test/average", results["average"])
 
     def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> dict:

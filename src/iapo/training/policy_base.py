@@ -21,6 +21,7 @@ from torch import nn
 
 from iapo.agent.rollout import HFPolicy, SamplingSettings, rollout
 from iapo.agent.trajectory import Trajectory
+from iapo.evaluation.judge import Judge, JudgeSettings
 from iapo.evaluation.results import HEADLINE_METRIC, BenchmarkTally
 from iapo.serialization import plain
 
@@ -40,6 +41,8 @@ class PolicyModule(L.LightningModule):
     # submodule that `nn.Module` registers on assignment
     sampling: SamplingSettings
     tools: bool
+    judge_settings: JudgeSettings | None = None  # subclasses with a `judge` argument set it
+    _judge: Judge | None = None
 
     def configure_optimizers(self):
         params = [p for p in self.policy_model.parameters() if p.requires_grad]
@@ -58,10 +61,18 @@ class PolicyModule(L.LightningModule):
         policy = HFPolicy(self.policy_model, self.processor, settings)
         return rollout(policy, self.processor, samples, images, 1, settings)
 
+    def evaluation_judge(self) -> Judge | None:
+        """The configured judge, built on first use (a run that never evaluates needs no key or judge model)."""
+        if self.judge_settings is not None and self._judge is None:
+            self._judge = self.judge_settings.build()
+        return self._judge
+
     def _start_tallies(self, stage: str) -> None:
         datamodule = self.trainer.datamodule
+        judge = self.evaluation_judge()
         self.tallies = nn.ModuleList(
-            BenchmarkTally(d.name, d.samples, datamodule.load_skips.get(d.name)) for d in datamodule.datasets_for(stage)
+            BenchmarkTally(d.name, d.samples, datamodule.load_skips.get(d.name), judge=judge)
+            for d in datamodule.datasets_for(stage)
         ).to(self.device)
 
     def _score_batch(self, batch: dict, dataloader_idx: int) -> None:
@@ -81,7 +92,8 @@ class PolicyModule(L.LightningModule):
         summaries = {tally.name: tally.summary() for tally in self.tallies}
         values = {f"val/acc/{name}": s["metrics"][HEADLINE_METRIC] for name, s in summaries.items()}
         values["val/acc"] = sum(values.values()) / len(values)
-        values["val/tool_call_rate"] = sum(s["mean_tool_calls"] for s in summaries.values()) / len(summaries)
+        values["val/tool_call_rate"] = sum(s["tool_call_rate"] for s in summaries.values()) / len(summaries)
+        values["val/mean_tool_calls"] = sum(s["mean_tool_calls"] for s in summaries.values()) / len(summaries)
         for key in ("answered_rate", "tool_failure_rate"):
             values[f"val/{key}"] = sum(s[key] for s in summaries.values()) / len(summaries)
         self.log_dict(values)

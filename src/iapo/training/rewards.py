@@ -29,6 +29,7 @@ import torch
 from iapo.agent.trajectory import Trajectory
 from iapo.attribution.align import DIVERGENCES, align_distributions
 from iapo.attribution.score import AttributionSettings
+from iapo.evaluation.judge import JudgeReward, JudgeSettings
 from iapo.evaluation.scoring import score_sample
 from iapo.training.algo import combine_rewards
 
@@ -40,6 +41,7 @@ class RewardContext:
     """What a reward may be built from: the run's settings that rewards depend on."""
 
     attribution: AttributionSettings = field(default_factory=AttributionSettings)
+    judge: JudgeSettings | None = None
 
 
 @dataclass(frozen=True)
@@ -137,3 +139,11 @@ class AttributionReward:
             _, p, q = align_distributions(s, t)
             values.append(1.0 - float(self.divergence(p, q)))
         return torch.tensor(values)
+
+
+@register_reward("judge")
+def judge_reward(context: RewardContext) -> JudgeReward:
+    """The judge's verdict as the outcome reward (VTool-R1 trained with a judge): 1 correct, else 0."""
+    if context.judge is None:
+        raise ValueError("the judge reward needs `model.init_args.judge: {backend: ..., model: ...}`")
+    return JudgeReward(context.judge)
