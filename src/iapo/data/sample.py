@@ -14,8 +14,8 @@ figures. Text read with ``errors="surrogateescape"`` is checked by `require_utf8
 ("bad_encoding"), not the file.
 
     from iapo.data.sample import drawable, load_image
-    image = load_image("data/synthetic/test/0001.png")     # RGB, upright, 8-bit
-    small = drawable(image, max_side=1024)                  # for plots only
+    image = load_image("data/synthetic/test/synthetic-test-000000.png")   # RGB, upright, 8-bit
+    small = drawable(image, max_side=1024)                                # for plots only
 """
 
 from __future__ import annotations
@@ -191,7 +191,7 @@ def _grey_to_8bit(image: Image.Image) -> Image.Image:
     else:
         scale = 1 / 257 if image.mode.startswith("I;16") or (values.size and values.max() > 255) else 1.0
     grey = np.clip(np.nan_to_num(values * scale), 0, 255).round().astype(np.uint8)
-    return Image.fromarray(grey, mode="L")
+    return Image.fromarray(grey)  # 2-D uint8: mode "L"
 
 
 def drawable(image: Image.Image, max_side: int = 1024) -> Image.Image:
