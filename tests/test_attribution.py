@@ -1,13 +1,16 @@
 """Attribution methods: the gradient × input and occlusion cores against analytic values, and on the tiny student:
 the objective is the model's own log-prob, a batch scores as its trajectories alone, inputs the target cannot see
 score 0, answerless trajectories are skipped, and an NF4 + LoRA + checkpointed model is attributed without leaving
-gradients or changing its mode."""
+gradients or changing its mode. Settings: every choice is validated with one line naming the valid values, and that
+line is what the command line's chain of errors leads back to."""
 
 from __future__ import annotations
 
 import bitsandbytes as bnb
+import lightning as L
 import pytest
 import torch
+from jsonargparse import ArgumentParser
 
 from helpers.policies import ScriptedPolicy
 from iapo.agent.rollout import SamplingSettings, rollout
@@ -20,9 +23,11 @@ from iapo.attribution.methods import (
     occlusion_scores,
     target_logprob_fn,
 )
+from iapo.attribution.score import AttributionSettings, attribution_distributions
 from iapo.data.sample import load_image
 from iapo.data.synthetic import build_split
 from iapo.models.loader import LoraSettings, load_model
+from iapo.settings_errors import SettingsError, settings_error
 
 ZOOM = '<tool_call>{{"name": "zoom_in", "arguments": {{"bbox_2d": [{}, {}, {}, {}]}}}}</tool_call>'
 SCRIPTS = [
@@ -200,3 +205,75 @@ def test_nf4_model_still_back_propagates_after_a_no_grad_forward(attributed, tin
     occluded = attribute(model, trajectories, components, targets, pad, method="occlusion")
     gradient = attribute(model, trajectories, components, targets, pad, method="grad_x_input")
     assert occluded[0] and gradient[0]["question"] > 0
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "valid"),
+    [
+        ("method", "saliency", "['attention', 'grad_x_input', 'integrated_gradients', 'occlusion']"),
+        ("target", "tools", "['answer', 'generated', 'tool_call']"),
+        ("layout", "cells", "['regions', 'blocks']"),
+        ("divergence", "l2", "['cosine', 'jsd', 'kl']"),
+        ("form", "bonus", "['penalty', 'similarity']"),
+        ("missing_target", "drop", "['zero', 'exclude']"),
+        ("baseline", "blur", "['zero', 'mean']"),
+    ],
+)
+def test_settings_name_the_valid_values_in_one_line(field, value, valid):
+    with pytest.raises(SettingsError) as error:
+        AttributionSettings(**{field: value})
+    assert str(error.value) == f"attribution.{field} must be one of {valid}, got {value!r}"
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"steps": 0}, "attribution.steps must be an integer >= 1, got 0"),
+        ({"chunk_size": -2}, "attribution.chunk_size must be an integer >= 1, got -2"),
+        ({"batch_size": 1.5}, "attribution.batch_size must be an integer >= 1, got 1.5"),
+        ({"grid": (0, 3)}, "attribution.grid must be two integers >= 1 (rows, columns), got (0, 3)"),
+        ({"kl_smoothing": -0.1}, "attribution.kl_smoothing must be >= 0, got -0.1"),
+        (
+            {"divergence": "kl"},
+            "attribution.form 'similarity' (1 − D) needs a divergence in ['jsd', 'cosine'], got 'kl': "
+            "use form 'penalty' with it",
+        ),
+    ],
+)
+def test_settings_reject_bad_numbers_and_combinations_in_one_line(changes, message):
+    with pytest.raises(SettingsError) as error:
+        AttributionSettings(**changes)
+    assert str(error.value) == message and "\n" not in message
+
+
+def test_the_command_lines_chain_of_errors_leads_back_to_the_one_line():
+    """The CLI's parser (a LightningModule by class path, optional settings) wraps the error in nested "does not
+    validate against any of the Union subtypes" errors; `settings_error` finds the one line again."""
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_subclass_arguments(L.LightningModule, "model")
+    config = parser.parse_args(["--model=iapo.training.iapo_module.IAPOModule", "--model.attribution.method=saliency"])
+    with pytest.raises(ValueError) as error:
+        parser.instantiate_classes(config)
+    assert "Union subtypes" in str(error.value) and str(error.value).count("\n") > 5
+    assert str(settings_error(error.value)) == (
+        "attribution.method must be one of ['attention', 'grad_x_input', 'integrated_gradients', 'occlusion'], "
+        "got 'saliency'"
+    )
+    assert settings_error(ValueError("unrelated")) is None
+
+
+def test_distributions_without_a_tool_call_are_empty_and_the_rest_normalised(tiny_student, attributed):
+    """`target: tool_call`: the answer-only trajectory and the one without an answer or call get `{}` (not run);
+    the others are distributions over their regions; the paper's settings validate."""
+    model, processor = tiny_student
+    trajectories, _, _ = attributed
+    samples = build_split("test", len(SCRIPTS), seed=0)
+    settings = AttributionSettings(method="grad_x_input", target="tool_call", include_history=True)
+    weights = attribution_distributions(model, processor, trajectories, samples, settings)
+    assert weights[0] == {} and weights[3] == {}
+    for row in weights[1:3]:
+        assert sum(row.values()) == pytest.approx(1.0) and "history" in row and "crop/1" in row
+    paper = AttributionSettings(
+        method="integrated_gradients", target="tool_call", layout="blocks", divergence="kl", form="penalty"
+    )
+    assert paper.missing_target == "zero" and paper.steps >= 1

@@ -1,6 +1,8 @@
 """Components and targets of trajectories, and the teacher's view of them: region masks partition the original
 image's visual tokens, the visual-token order is row-major, retokenizing with the student's processor gives back the
-rollout's tokens, and the teacher's view has the same keys with other token counts."""
+rollout's tokens, the teacher's view has the same keys with other token counts, the P / R / I / T blocks cover each
+token of their category exactly once (tools on and off, with and without tool calls, student and teacher tokens), and
+the tool-call target is the executed call of every tool-call turn."""
 
 from __future__ import annotations
 
@@ -12,13 +14,16 @@ from PIL import Image
 from transformers.vision_utils import get_vision_window_index
 
 from helpers.policies import ScriptedPolicy
+from iapo.agent.prompts import AgentPrompt, format_question, tools_section
 from iapo.agent.retokenize import retokenize
 from iapo.agent.rollout import SamplingSettings, rollout
 from iapo.attribution.components import (
+    block_components,
     final_turn_span,
     image_region_masks,
     target_mask,
     trajectory_components,
+    turn_token_spans,
 )
 from iapo.data.sample import load_image
 from iapo.data.synthetic import build_split
@@ -189,3 +194,119 @@ def test_target_mask(tiny_processor, trajectories):
     assert torch.equal(target_mask(untagged, tokenizer)[start:end], torch.ones(end - start, dtype=torch.bool))
     with pytest.raises(ValueError, match="target"):
         target_mask(trajectories[0], tokenizer, "everything")
+
+
+TOOLS_OFF_SCRIPTS = [
+    ["It is <answer>A</answer>"],
+    ["Zooming. " + ZOOM.format(0, 0, 120, 90), "Then <answer>B</answer>"],
+]
+"""Tools off: a direct answer; a tool call anyway (answered with an `unknown_tool` error, no image), then an answer."""
+BAD_CALL = '<tool_call>{"name": "zoom_in", "arguments": [1, 2</tool_call>'
+
+
+@pytest.fixture(scope="module")
+def tools_off(tiny_processor):
+    """(samples, trajectories) of `TOOLS_OFF_SCRIPTS` under the tools-off prompt, plus one malformed call with tools
+    on (answered with an error observation)."""
+    rows = build_split("test", len(TOOLS_OFF_SCRIPTS), seed=1)
+    images = [load_image(s.image) for s in rows]
+    turns = [[script[0] for script in TOOLS_OFF_SCRIPTS], [TOOLS_OFF_SCRIPTS[1][1]]]
+    policy = ScriptedPolicy(tiny_processor.tokenizer, turns)
+    off = rollout(policy, tiny_processor, rows, images, settings=SamplingSettings(max_turns=2, toolset=None))
+    bad = rollout(
+        ScriptedPolicy(tiny_processor.tokenizer, [BAD_CALL, "<answer>C</answer>"]),
+        tiny_processor,
+        rows[:1],
+        images[:1],
+        settings=SamplingSettings(max_turns=2),
+    )
+    return [*rows, rows[0]], [*off, *bad]
+
+
+def test_tools_off_fixture_covers_the_cases(tools_off):
+    _, trajectories = tools_off
+    assert [t.prompt.toolset for t in trajectories] == [None, None, "zoom"]
+    assert [t.stats.calls for t in trajectories] == [0, 1, 1]
+    assert trajectories[1].stats.errors["unknown_tool"] == 1 and trajectories[1].num_images == 1
+    assert trajectories[2].stats.errors["bad_json"] == 1
+    assert [t.tools_span == (0, 0) for t in trajectories] == [True, True, False]
+
+
+def _block_views(trajectories, tools_off, tiny_processor, teacher_processor):
+    """(view, sample, processor) of every fixture trajectory, in the student's and in the teacher's tokens."""
+    samples, trajectories = trajectories
+    off_samples, off = tools_off
+    for sample, trajectory in [*zip(samples, trajectories, strict=True), *zip(off_samples, off, strict=True)]:
+        yield trajectory, sample, tiny_processor
+        yield retokenize(trajectory, sample, teacher_processor), sample, teacher_processor
+
+
+def test_blocks_cover_each_token_of_their_category_exactly_once(
+    trajectories, tools_off, tiny_processor, teacher_processor
+):
+    """P ∪ T is the system text (a token that straddles the instructions and the tool definitions goes to T), R the
+    question, I every image token; the blocks are disjoint and hold no generated or observation-text token."""
+    views = list(_block_views(trajectories, tools_off, tiny_processor, teacher_processor))
+    assert len(views) == 2 * (len(SCRIPTS) + 3)
+    for view, sample, processor in views:
+        tokenizer = processor.tokenizer
+        blocks = block_components(view)
+        assert list(blocks) == ["P", "R", "I", "T"]
+        stacked = torch.stack(list(blocks.values()))
+        assert stacked.sum(0).max() <= 1  # each token in at most one block
+        image_pad = tokenizer.convert_tokens_to_ids("<|image_pad|>")
+        assert torch.equal(blocks["I"], view.input_ids == image_pad)
+        assert int(blocks["I"].sum()) == sum(int(g.prod()) // 4 for g in view.image_grid_thw)
+        prompt = view.prompt
+        assert tokenizer.decode(view.input_ids[blocks["P"] | blocks["T"]]) == prompt.system_prompt
+        assert tokenizer.decode(view.input_ids[blocks["R"]]) == format_question(sample, prompt.toolset)
+        assert not (stacked.any(0) & view.policy_mask).any()
+        assert not stacked[[0, 1, 3], view.prompt_length :].any()  # P, R, T: prompt tokens only
+        if prompt.toolset is None:
+            assert not blocks["T"].any()
+            assert tokenizer.decode(view.input_ids[blocks["P"]]) == prompt.system_prompt
+            continue
+        tools = tokenizer.decode(view.input_ids[blocks["T"]])
+        instructions = tokenizer.decode(view.input_ids[blocks["P"]])
+        assert tools.endswith(tools_section(prompt.toolset)) and instructions + tools == prompt.system_prompt
+        straddle = len(tools) - len(tools_section(prompt.toolset))
+        first = tokenizer.decode(view.input_ids[blocks["T"]][:1])
+        assert straddle < len(first)  # at most the first token of T reaches into the instructions
+
+
+def test_blocks_need_the_system_span(trajectories):
+    _, trajectories = trajectories
+    legacy = dataclasses.replace(trajectories[0], system_span=(0, 0), tools_span=(0, 0))
+    with pytest.raises(ValueError, match="records no system span"):
+        block_components(legacy)
+    assert AgentPrompt(None).tools_char_span()[0] == len(AgentPrompt(None).system_prompt)
+
+
+def test_tool_call_target_is_the_executed_call_of_every_tool_call_turn(
+    trajectories, tools_off, tiny_processor, teacher_processor
+):
+    """Tokens of each tool-call turn's first `<tool_call>…</tool_call>` block, tags included, in the student's and
+    the teacher's tokens; malformed calls and calls made with tools off count; no tool call: an empty target."""
+    for view, _, processor in _block_views(trajectories, tools_off, tiny_processor, teacher_processor):
+        target = target_mask(view, processor.tokenizer, "tool_call")
+        calls = [turn.text[turn.text.index("<tool_call>") :] for turn in view.turns if turn.action == "tool_call"]
+        calls = [text[: text.index("</tool_call>") + len("</tool_call>")] for text in calls]
+        assert tokenizer_decode(processor, view.input_ids[target]) == "".join(calls)
+        assert not (target & ~view.policy_mask).any()
+        assert target.any() == bool(view.stats.calls)
+    _, on = trajectories
+    assert [int(target_mask(t, tiny_processor.tokenizer, "tool_call").any()) for t in on] == [0, 1, 1, 1, 0]
+    spans = turn_token_spans(on[2])
+    assert len(spans) == 3 and all(end > start for start, end in spans)
+    assert [tiny_processor.tokenizer.decode(on[2].input_ids[s:e]) for s, e in spans] == [t.text for t in on[2].turns]
+
+
+def tokenizer_decode(processor, ids) -> str:
+    return processor.tokenizer.decode(ids, skip_special_tokens=False)
+
+
+def test_turn_spans_reject_turns_that_do_not_match_the_tokens(trajectories):
+    _, trajectories = trajectories
+    shifted = dataclasses.replace(trajectories[1], turns=trajectories[1].turns[:1])
+    with pytest.raises(ValueError, match="2 runs of policy tokens for 1 turns"):
+        target_mask(shifted, None, "tool_call")
