@@ -4,7 +4,9 @@
     figure.savefig("attribution.png")
 
 Panels: row 1 the student, row 2 the teacher — the original image with its grid regions shaded by weight, then each
-crop titled with its weight; a last column with both distributions over all components as bars.
+crop titled with its weight; a last column with both distributions over all components as bars. With the `blocks`
+layout (keys P / R / I / T, no `image/` regions) the images are shown plain, the first titled with the weight of the
+image block I (which covers every image), and the bars carry the comparison.
 """
 
 from __future__ import annotations
@@ -40,9 +42,18 @@ def attribution_figure(
     columns = 2 + len(crops)
     figure, axes = plt.subplots(2, columns, figsize=(3.2 * columns, 6.4), squeeze=False)
     vmax = max([*student.values(), *teacher.values(), 1e-9])
+    regions = any(key.startswith("image/") for key in (*student, *teacher))
     for row, (name, weights) in enumerate((("student", student), ("teacher", teacher))):
         ax = axes[row, 0]
         ax.imshow(images[0])
+        if not regions:
+            ax.set_title(f"{name}: images, I = {weights.get('I', 0.0):.2f}")
+            for t, crop in enumerate(crops, start=1):
+                axes[row, t].imshow(crop)
+                axes[row, t].set_title(f"{name}: returned image {t}")
+            for ax in axes[row, : columns - 1]:
+                ax.axis("off")
+            continue
         width, height = images[0].size
         ax.imshow(
             region_heatmap(weights, grid),
