@@ -5,11 +5,16 @@ protocol drives a rollout (stop strings, observation wording, per-tool counts)."
 from __future__ import annotations
 
 import hashlib
+import random
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
+from transformers import AutoTokenizer
+from transformers.generation.stopping_criteria import StopStringCriteria
 
 from iapo.agent.protocols import PROTOCOLS, ends_with_stop, get_protocol
 from iapo.agent.rollout import HFPolicy, SamplingSettings, rollout
@@ -235,6 +240,77 @@ def test_stop_strings_and_generation_cut(tiny_processor):
     assert policy._cut([*closed, im_end, pad]).token_ids == [*closed, im_end]  # the model's own end is kept
     with pytest.raises(ValueError, match="unknown protocol"):
         SamplingSettings(protocol="json")
+
+
+def test_generation_stops_after_the_closing_fence_with_qwens_tokenizer():
+    """With the real Qwen2.5 tokenizer, HF's stop-string check fires after the block's closing fence (not after the
+    opening "```" of "```python") and at TERMINATE."""
+    tokenizer = AutoTokenizer.from_pretrained(Path(__file__).parent / "fixtures" / "qwen2.5-vl")
+    criteria = StopStringCriteria(tokenizer, list(STOP_STRINGS))
+
+    def stop_prefix(text: str) -> str:
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        first = next(k for k in range(1, len(ids) + 1) if criteria(torch.tensor([ids[:k]]), None)[0])
+        return tokenizer.decode(ids[:first])
+
+    assert stop_prefix(ACTION + "OBSERVATION: an imagined result") == ACTION
+    answer = "ANSWER: 3. FINAL ANSWER: 3. TERMINATE"
+    assert stop_prefix(answer + "\n\nmore text") == answer
+
+
+FRAGMENTS = [
+    "image_1",
+    "display",
+    "(",
+    ")",
+    "[",
+    "]",
+    ",",
+    "'Year'",
+    '"4"',
+    "columns_bbox",
+    "rows_bbox",
+    "=",
+    "\n",
+    ".",
+    "focus_on_rows_with_draw",
+    "focus_on_columns_with_mask",
+    "import",
+    "os",
+    "lambda",
+    ":",
+    "x",
+    "1",
+    "*",
+    "**",
+    "for",
+    "in",
+    "<|im_end|>",
+    "<tool_call>",
+    "{",
+    "}",
+    "\\",
+    "\\_",
+    "```",
+    "FINAL ANSWER:",
+    "TERMINATE",
+    " ",
+]
+
+
+def test_random_turns_never_raise(original):
+    """Random token soup inside and outside ```python blocks: every turn parses to an action and every block runs
+    to an image or a counted error."""
+    rng = random.Random(0)
+    known = set(PROGRAM_ERRORS) | {"unknown_label", "no_labels", "unknown_tool", "bad_arguments", "missing_arguments"}
+    for _ in range(400):
+        soup = "".join(rng.choice(FRAGMENTS) for _ in range(rng.randint(0, 30)))
+        text = rng.choice(["", "ACTION 0:\n```python\n"]) + soup + rng.choice(["", "\n```\n", "\n```"])
+        action = parse_vtool_turn(text, truncated=rng.random() < 0.2)
+        assert action.kind in ("tool_call", "answer", "none")
+        if action.call is not None:
+            result = run_vtool_call(action.call, context(original), "refocus")
+            assert (result.error in known) if result.image is None else result.error is None
 
 
 def table_sample(image, question="what is the sum of annual earnings after 2006?") -> VQASample:
