@@ -27,6 +27,18 @@ one assistant turn into an `Action`, `run_vtool_call` runs a parsed block (never
 
     action = parse_vtool_turn(text)                    # Action("tool_call", ToolCall("python", {"code": ...}))
     result = run_vtool_call(action.call, context, toolset="refocus")
+
+A released VTool-R1 checkpoint as the paper's VTool-R1 row (its prompt and format, one tool round on the original,
+VTool-R1's pixel budget of 262,144 to 4,194,304 pixels per image; VTool-R1's own evaluation sampled at temperature
+1.0, top-p 0.99, up to 1,024 new tokens, ours is greedy):
+
+    python src/cli.py test --config configs/eval.yaml \
+        --model.init_args.student.name=VTOOL/VTOOL-R1-3B-<variant> \
+        --model.init_args.student.min_pixels=262144 --model.init_args.student.max_pixels=4194304 \
+        --model.init_args.sampling.toolset=refocus --model.init_args.sampling.protocol=vtool \
+        --model.init_args.sampling.max_turns=2 --model.init_args.sampling.max_new_tokens=1024 \
+        --data.test='[{name: chartqa_h_bar}, {name: chartqa_v_bar}, {name: tablevqa_vwtq},
+                      {name: tablevqa_vwtq_syn}, {name: tablevqa_vtabfact}, {name: charxiv}]'
 """
 
 from __future__ import annotations

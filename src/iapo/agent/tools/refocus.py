@@ -214,7 +214,7 @@ def focus_tool(kind: LabelKind, edit: str):
 
 
 EDIT_WORDING = {
-    "mask": "by masking out (whitening) every other {noun}{header}",
+    "mask": "by masking out (filling white) every {noun} not selected{header}",
     "draw": "by drawing a red box around each of them",
     "highlight": "by highlighting each of them in translucent red",
 }
