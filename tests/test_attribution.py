@@ -222,20 +222,20 @@ def test_nf4_model_still_back_propagates_after_a_no_grad_forward(attributed, tin
 def test_settings_name_the_valid_values_in_one_line(field, value, valid):
     with pytest.raises(SettingsError) as error:
         AttributionSettings(**{field: value})
-    assert str(error.value) == f"attribution.{field} must be one of {valid}, got {value!r}"
+    assert str(error.value) == f"attribution {field} must be one of {valid}, got {value!r}"
 
 
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"steps": 0}, "attribution.steps must be an integer >= 1, got 0"),
-        ({"chunk_size": -2}, "attribution.chunk_size must be an integer >= 1, got -2"),
-        ({"batch_size": 1.5}, "attribution.batch_size must be an integer >= 1, got 1.5"),
-        ({"grid": (0, 3)}, "attribution.grid must be two integers >= 1 (rows, columns), got (0, 3)"),
-        ({"kl_smoothing": -0.1}, "attribution.kl_smoothing must be >= 0, got -0.1"),
+        ({"steps": 0}, "attribution steps must be an integer >= 1, got 0"),
+        ({"chunk_size": -2}, "attribution chunk_size must be an integer >= 1, got -2"),
+        ({"batch_size": 1.5}, "attribution batch_size must be an integer >= 1, got 1.5"),
+        ({"grid": (0, 3)}, "attribution grid must be two integers >= 1 (rows, columns), got (0, 3)"),
+        ({"kl_smoothing": -0.1}, "attribution kl_smoothing must be >= 0, got -0.1"),
         (
             {"divergence": "kl"},
-            "attribution.form 'similarity' (1 − D) needs a divergence in ['jsd', 'cosine'], got 'kl': "
+            "attribution form 'similarity' (1 − D) needs a divergence in ['jsd', 'cosine'], got 'kl': "
             "use form 'penalty' with it",
         ),
     ],
@@ -256,7 +256,7 @@ def test_the_command_lines_chain_of_errors_leads_back_to_the_one_line():
         parser.instantiate_classes(config)
     assert "Union subtypes" in str(error.value) and str(error.value).count("\n") > 5
     assert str(settings_error(error.value)) == (
-        "attribution.method must be one of ['attention', 'grad_x_input', 'integrated_gradients', 'occlusion'], "
+        "attribution method must be one of ['attention', 'grad_x_input', 'integrated_gradients', 'occlusion'], "
         "got 'saliency'"
     )
     assert settings_error(ValueError("unrelated")) is None

@@ -83,18 +83,18 @@ class AttributionSettings:
             ("baseline", list(BASELINES)),
         ):
             if getattr(self, name) not in valid:
-                raise SettingsError(f"attribution.{name} must be one of {valid}, got {getattr(self, name)!r}")
+                raise SettingsError(f"attribution {name} must be one of {valid}, got {getattr(self, name)!r}")
         for name in ("steps", "chunk_size", "batch_size"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
-                raise SettingsError(f"attribution.{name} must be an integer >= 1, got {value!r}")
+                raise SettingsError(f"attribution {name} must be an integer >= 1, got {value!r}")
         if len(self.grid) != 2 or min(self.grid) < 1:
-            raise SettingsError(f"attribution.grid must be two integers >= 1 (rows, columns), got {self.grid!r}")
+            raise SettingsError(f"attribution grid must be two integers >= 1 (rows, columns), got {self.grid!r}")
         if not self.kl_smoothing >= 0:
-            raise SettingsError(f"attribution.kl_smoothing must be >= 0, got {self.kl_smoothing!r}")
+            raise SettingsError(f"attribution kl_smoothing must be >= 0, got {self.kl_smoothing!r}")
         if self.form == "similarity" and self.divergence not in BOUNDED_DIVERGENCES:
             raise SettingsError(
-                f"attribution.form 'similarity' (1 − D) needs a divergence in {list(BOUNDED_DIVERGENCES)}, "
+                f"attribution form 'similarity' (1 − D) needs a divergence in {list(BOUNDED_DIVERGENCES)}, "
                 f"got {self.divergence!r}: use form 'penalty' with it"
             )
 
