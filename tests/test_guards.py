@@ -14,16 +14,9 @@ from iapo.cli import check_checkpoint_file
 from iapo.data.sample import load_image
 from iapo.data.synthetic import build_split
 from iapo.models.loader import LoraSettings, load_model
+from iapo.serialization import readable_directory, recover_interrupted_swap, write_directory_atomically
 from iapo.training.algo import combine_rewards, group_advantages
-from iapo.training.callbacks import write_directory_atomically
-from iapo.training.guards import (
-    NonFiniteGuard,
-    TrainingDivergedError,
-    check_trainable_weights,
-    nonfinite_reward_terms,
-    readable_directory,
-    recover_interrupted_swap,
-)
+from iapo.training.guards import NonFiniteGuard, TrainingDivergedError, check_trainable_weights, nonfinite_reward_terms
 from iapo.training.update import PPOSettings, policy_update
 
 # --- every update skipped --------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from jsonargparse import set_parsing_settings
 from lightning.pytorch.cli import LightningCLI
 
 from iapo.data.datamodule import VQADataModule
-from iapo.training.guards import readable_directory
+from iapo.serialization import readable_directory
 
 # configs write `${trainer.default_root_dir}`: resolved within the subcommand's config (`fit`, `test`, ...)
 set_parsing_settings(omegaconf_absolute_to_relative_paths=True)

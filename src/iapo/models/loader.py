@@ -24,6 +24,7 @@ import torch
 
 from iapo.models import ModelNotFoundError
 from iapo.models.tiny import TINY_SPECS, build_tiny
+from iapo.serialization import readable_directory
 
 PIXELS_PER_TOKEN = 28 * 28
 """One visual token per 28×28 pixels (14-px patches, 2×2 merge)."""
@@ -211,6 +212,7 @@ def load_model(
     if adapter is not None:
         from peft import PeftModel
 
+        adapter = str(readable_directory(Path(adapter)))  # a swap interrupted by a kill left `.<name>.old/`
         if not (Path(adapter) / "adapter_config.json").is_file():
             raise ModelNotFoundError(f"{adapter} is not a LoRA adapter directory (no adapter_config.json)")
         model = PeftModel.from_pretrained(model, adapter, is_trainable=lora is not None)

@@ -23,28 +23,9 @@ from lightning.pytorch.loggers import WandbLogger
 
 from iapo.agent.trajectory import trajectory_record
 from iapo.attribution.plots import attribution_figure
+from iapo.data.sample import drawable
 from iapo.evaluation.results import write_results
-from iapo.serialization import plain
-
-
-def write_directory_atomically(target: Path, fill) -> None:
-    """Write into a temporary sibling with `fill(path)`, then swap it in, so readers never see half a directory.
-
-    A kill between the swap's two renames leaves only the previous version as `.<name>.old/`; it is put back before
-    anything else (readers do the same with `recover_interrupted_swap`).
-    """
-    from iapo.training.guards import recover_interrupted_swap
-
-    recover_interrupted_swap(target)
-    staging = target.with_name(f".{target.name}.tmp")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    fill(staging)
-    retired = target.with_name(f".{target.name}.old")
-    if target.exists():
-        target.rename(retired)
-    staging.rename(target)
-    shutil.rmtree(retired, ignore_errors=True)
+from iapo.serialization import plain, write_directory_atomically
 
 
 class EveryNSteps(Callback):
@@ -181,11 +162,16 @@ def draw_attributions(module, samples: list, images: list, out: Path) -> list[Pa
     for index, (trajectory, (student, teacher)) in enumerate(zip(record.trajectories, pairs, strict=True)):
         sample = samples[index]
         title = f"{sample.question} → {trajectory.final_answer} (gold {sample.answer})"
-        figure = attribution_figure(trajectory.images, student, teacher, module.attribution.grid, title)
+        images = [drawable(image, MAX_DRAWN_SIDE) for image in trajectory.images]  # an 8K original costs GBs
+        figure = attribution_figure(images, student, teacher, module.attribution.grid, title)
         paths.append(out / f"example-{index}.png")
         figure.savefig(paths[-1], dpi=80)
         plt.close(figure)
     return paths
+
+
+MAX_DRAWN_SIDE = 1024
+"""Images in attribution pictures are drawn at most this many pixels on a side (the heat-maps are coarse)."""
 
 
 class EvalResultsWriter(Callback):

@@ -1,5 +1,4 @@
-"""Guards of a training run: one clear error instead of a run that never ends or writes exploded weights, and the
-repair of an adapter directory whose swap was interrupted.
+"""Guards of a training run: one clear error instead of a run that never ends or writes exploded weights.
 
 Plain functions and a small counter, no Lightning; the training step calls them:
 
@@ -13,19 +12,13 @@ Plain functions and a small counter, no Lightning; the training step calls them:
 - `check_trainable_weights`: after an optimizer step, a trainable weight that is not finite or larger than
   `max_abs` (LoRA weights are far below 1; `lr: 1e30` makes them about 1e30) raises `TrainingDivergedError` naming
   the weight and the learning rate, before the exploded weights reach a checkpoint or the next rollout.
-- `recover_interrupted_swap` / `readable_directory`: `write_directory_atomically` (`iapo.training.callbacks`) swaps
-  a directory with two renames; a kill between them leaves only ``.<name>.old/``, the complete previous version.
-  The next writer renames it back; a reader (which may run beside a live writer, so must not rename) reads it
-  where it is.
 """
 
 from __future__ import annotations
 
 import math
-import shutil
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
@@ -123,33 +116,3 @@ def check_trainable_weights(
         f"{where} the trainable weight {named[worst][0]} {state}: the learning rate lr={lr:g} is too high for this "
         "model; lower `model.init_args.lr`."
     )
-
-
-def recover_interrupted_swap(target: Path) -> bool:
-    """Repair ``target`` after a swap by `write_directory_atomically` was interrupted; True when it restored one.
-
-    The swap renames ``target`` to ``.<name>.old`` and then ``.<name>.tmp`` to ``target``. Killed between the two,
-    only the complete previous version ``.<name>.old`` is left: it is renamed back. Killed after both renames but
-    before the clean-up, the stale ``.<name>.old`` is removed (a later swap could not rename onto it). A lone
-    ``.<name>.tmp`` may be half written and is left for the next writer to clear.
-    """
-    target = Path(target)
-    retired = target.with_name(f".{target.name}.old")
-    if not retired.is_dir():
-        return False
-    if target.exists():
-        shutil.rmtree(retired, ignore_errors=True)
-        return False
-    retired.rename(target)
-    return True
-
-
-def readable_directory(target: Path) -> Path:
-    """`target`, or its complete previous version ``.<name>.old`` when a swap was interrupted between its renames.
-
-    Readers use this instead of renaming: a writer may be between its two renames right now, and a rename by the
-    reader would make the writer's second rename fail.
-    """
-    target = Path(target)
-    retired = target.with_name(f".{target.name}.old")
-    return retired if not target.exists() and retired.is_dir() else target

@@ -24,6 +24,7 @@ from iapo.attribution.score import AttributionSettings
 from iapo.evaluation.judge import JudgeSettings
 from iapo.evaluation.results import HEADLINE_METRIC
 from iapo.models.loader import ModelSettings
+from iapo.training.guards import DEFAULT_MAX_ABS_WEIGHT, NonFiniteGuard
 from iapo.training.policy_base import PolicyModule, greedy_settings
 from iapo.training.rewards import RewardContext, build_rewards
 from iapo.training.step import StepRecord, StepSettings, collect, train_step
@@ -51,6 +52,9 @@ class IAPOModule(PolicyModule):
         label: the model's name in result tables (default: the adapter or model directory name).
         judge: an optional LLM judge (`iapo.evaluation.judge`), reported beside the rule-based score in its own
             column and usable as the `judge` reward; never the headline.
+        max_skipped_steps: stop with one clear error after this many steps in a row whose every update was skipped
+            as not finite (a run that cannot learn would otherwise never reach `max_steps`).
+        max_abs_weight: stop when a trainable weight exceeds this after an optimizer step (an exploding lr).
     """
 
     def __init__(
@@ -70,6 +74,8 @@ class IAPOModule(PolicyModule):
         tools: bool = True,
         label: str | None = None,
         judge: JudgeSettings | None = None,
+        max_skipped_steps: int = 3,
+        max_abs_weight: float = DEFAULT_MAX_ABS_WEIGHT,
     ) -> None:
         super().__init__()
         self.step_settings = StepSettings(
@@ -78,7 +84,9 @@ class IAPOModule(PolicyModule):
             attribution=attribution or AttributionSettings(),
             ppo=ppo or PPOSettings(),
             advantage_scale=advantage_scale,
+            max_abs_weight=max_abs_weight,
         )
+        self.nonfinite_guard = NonFiniteGuard(max_skipped_steps)
         self.configured_rewards = build_rewards(
             DEFAULT_REWARDS if rewards is None else rewards, RewardContext(self.step_settings.attribution, judge)
         )
@@ -144,7 +152,11 @@ class IAPOModule(PolicyModule):
             backward=self.manual_backward,
             on_step=self.lr_schedulers().step,
         )
-        metrics = {**record.metrics, **record.timings}
+        metrics = record.metrics
+        self.nonfinite_guard.update(
+            metrics["skipped_nonfinite"], metrics["optimizer_steps"], record.rewards, self.configured_rewards.weights
+        )
+        metrics = {**metrics, **record.timings}
         metrics["lr"] = optimizer.param_groups[0]["lr"]
         metrics["data/skipped_rows"] = skipped_rows
         size = len(record.trajectories)
@@ -164,7 +176,7 @@ class IAPOModule(PolicyModule):
     def evaluation_results(self) -> dict:
         """The last `test` run: label, model, adapter, tools, per-benchmark summaries and the average headline."""
         benchmarks = {tally.name: tally.summary() for tally in self.tallies}
-        scores = {name: bench["metrics"][HEADLINE_METRIC] for name, bench in benchmarks.items()}
+        scores = {name: b["metrics"][HEADLINE_METRIC] for name, b in benchmarks.items() if b["rows_scored"] > 0}
         student = self.student_settings
         return {
             "label": self.hparams.label or Path(student.adapter or student.name).name,
@@ -173,12 +185,14 @@ class IAPOModule(PolicyModule):
             "tools": self.hparams.tools,
             "toolset": self.sampling.toolset if self.tools else None,
             "benchmarks": benchmarks,
-            "average": sum(scores.values()) / len(scores),
+            "average": sum(scores.values()) / len(scores) if scores else float("nan"),
+            "unscored": sorted(set(benchmarks) - set(scores)),  # every row skipped: reported, not averaged as 0
         }
 
     def on_test_epoch_end(self) -> None:
         results = self.evaluation_results()
-        scores = {name: bench["metrics"][HEADLINE_METRIC] for name, bench in results["benchmarks"].items()}
+        scored = {name: b for name, b in results["benchmarks"].items() if name not in results["unscored"]}
+        scores = {name: bench["metrics"][HEADLINE_METRIC] for name, bench in scored.items()}
         self.log_dict({f"test/{name}/{HEADLINE_METRIC}": value for name, value in scores.items()})
         judged = {name: bench["judge"]["acc"] for name, bench in results["benchmarks"].items() if "judge" in bench}
         self.log_dict({f"test/{name}/judge": value for name, value in judged.items()})

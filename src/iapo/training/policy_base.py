@@ -87,13 +87,16 @@ class PolicyModule(L.LightningModule):
         self._score_batch(batch, dataloader_idx)
 
     def on_validation_epoch_end(self) -> None:
-        """Logs `val/acc` (mean over the sets), `val/acc/<set>`, and the mean tool-call, answered and tool-failure
-        rates."""
+        """Logs `val/acc` (mean over the sets that scored rows), `val/acc/<set>`, the share of questions with a tool
+        call, the mean tool calls, answered and tool-failure rates."""
         summaries = {tally.name: tally.summary() for tally in self.tallies}
+        summaries = {name: s for name, s in summaries.items() if s["rows_scored"] > 0}
+        if not summaries:
+            return
         values = {f"val/acc/{name}": s["metrics"][HEADLINE_METRIC] for name, s in summaries.items()}
         values["val/acc"] = sum(values.values()) / len(values)
-        values["val/tool_call_rate"] = sum(s["tool_call_rate"] for s in summaries.values()) / len(summaries)
-        values["val/mean_tool_calls"] = sum(s["mean_tool_calls"] for s in summaries.values()) / len(summaries)
+        for key, name in (("tool_call_rate", "tool_call_rate"), ("mean_tool_calls", "mean_tool_calls")):
+            values[f"val/{name}"] = sum(s[key] for s in summaries.values()) / len(summaries)
         for key in ("answered_rate", "tool_failure_rate"):
             values[f"val/{key}"] = sum(s[key] for s in summaries.values()) / len(summaries)
         self.log_dict(values)

@@ -36,9 +36,9 @@ from torch import nn
 from iapo.agent.rollout import SamplingSettings
 from iapo.agent.trajectory import collate_trajectories, device_inputs
 from iapo.models.loader import ModelSettings, load_model
-from iapo.serialization import plain
-from iapo.training.callbacks import write_directory_atomically
+from iapo.serialization import plain, write_directory_atomically
 from iapo.training.expert import EXPERT_KINDS, expert_trajectories
+from iapo.training.guards import DEFAULT_MAX_ABS_WEIGHT, check_trainable_weights
 from iapo.training.policy_base import PolicyModule
 
 
@@ -153,6 +153,11 @@ class SFTModule(PolicyModule):
         self.log("sft/token_accuracy", accuracy, batch_size=size)
         self.log("sft/tokens", float(collated["policy_mask"].sum()), batch_size=size)
         return loss
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        """Stop at once when the optimizer step made a weight non-finite or exploded (an lr far too large)."""
+        lr = self.trainer.optimizers[0].param_groups[0]["lr"]
+        check_trainable_weights(self.policy_model.named_parameters(), lr=lr, max_abs=DEFAULT_MAX_ABS_WEIGHT)
 
     # ---------------------------------------------------------------- export
 

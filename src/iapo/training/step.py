@@ -25,6 +25,7 @@ from iapo.agent.rollout import HFPolicy, SamplingSettings, rollout
 from iapo.agent.trajectory import Trajectory
 from iapo.attribution.score import AttributionSettings, attribution_distributions
 from iapo.training.algo import ADVANTAGE_SCALES, group_advantages
+from iapo.training.guards import DEFAULT_MAX_ABS_WEIGHT, check_trainable_weights, nonfinite_reward_terms
 from iapo.training.rewards import ConfiguredRewards, compute_rewards
 from iapo.training.update import PPOSettings, policy_update
 
@@ -41,6 +42,7 @@ class StepSettings:
     attribution: AttributionSettings = field(default_factory=AttributionSettings)
     ppo: PPOSettings = field(default_factory=PPOSettings)
     advantage_scale: str = "group"
+    max_abs_weight: float = DEFAULT_MAX_ABS_WEIGHT
 
     def __post_init__(self) -> None:
         if self.advantage_scale not in ADVANTAGE_SCALES:
@@ -124,6 +126,7 @@ def collect(
     advantages = group_advantages(total, settings.group_size, settings.advantage_scale)
     record = StepRecord(samples, trajectories, attributions, {**parts, "total": total}, advantages, timings=timings)
     record.metrics = rollout_metrics(record, settings.group_size)
+    record.metrics["reward/nonfinite_terms"] = float(len(nonfinite_reward_terms(record.rewards, rewards.weights)))
     return record
 
 
@@ -139,8 +142,19 @@ def train_step(
     backward: Callable[[torch.Tensor], None] = torch.Tensor.backward,
     on_step: Callable[[], None] | None = None,
 ) -> StepRecord:
-    """`collect`, then the PPO-clip update over μ epochs of mini-batches; the update's statistics join the metrics."""
+    """`collect`, then the PPO-clip update over μ epochs of mini-batches; the update's statistics join the metrics.
+
+    After every optimizer step the trainable weights must stay finite and below `settings.max_abs_weight`
+    (`TrainingDivergedError` naming the lr otherwise), so exploded weights never reach a checkpoint or a rollout.
+    """
     record = collect(policy_model, processor, samples, images, settings, rewards, teacher)
+
+    def after_optimizer_step() -> None:
+        if on_step is not None:
+            on_step()
+        lr = optimizer.param_groups[0]["lr"]
+        check_trainable_weights(policy_model.named_parameters(), lr=lr, max_abs=settings.max_abs_weight)
+
     with timed(record.timings, "update"):
         stats = policy_update(
             policy_model,
@@ -150,7 +164,7 @@ def train_step(
             settings.ppo,
             processor.tokenizer.pad_token_id,
             backward=backward,
-            on_step=on_step,
+            on_step=after_optimizer_step,
         )
     record.metrics.update(stats)
     return record
