@@ -5,6 +5,7 @@ protocol drives a rollout (stop strings, observation wording, per-tool counts)."
 from __future__ import annotations
 
 import hashlib
+import json
 import random
 import re
 from pathlib import Path
@@ -16,9 +17,10 @@ from PIL import Image
 from transformers import AutoTokenizer
 from transformers.generation.stopping_criteria import StopStringCriteria
 
+from iapo.agent.prompts import AgentPrompt, prompt_messages
 from iapo.agent.protocols import PROTOCOLS, ends_with_stop, get_protocol
 from iapo.agent.rollout import HFPolicy, SamplingSettings, rollout
-from iapo.agent.tools import ToolCall, ToolContext
+from iapo.agent.tools import ToolCall, ToolContext, tool_failure_kinds
 from iapo.agent.tools.refocus import draw_boxes, highlight_boxes, mask_boxes
 from iapo.agent.vtool import (
     MAX_CALLS,
@@ -190,7 +192,7 @@ def test_hostile_programs_are_counted_errors_and_nothing_runs(original, tmp_path
     assert caught.value.kind == kind, str(caught.value)
     result = run_vtool_call(ToolCall("python", {"code": code}), context(original), "refocus")
     assert result.error == kind and result.image is None and result.text.startswith("Error:")
-    assert kind in PROGRAM_ERRORS and kind in get_protocol("vtool").failure_kinds
+    assert kind in PROGRAM_ERRORS and kind in tool_failure_kinds()
     assert not canary.exists()
 
 
@@ -372,5 +374,27 @@ def test_a_vtool_rollout_edits_the_image_and_reads_the_final_answer(tiny_process
 
     assert refused.final_answer == "364263" and refused.num_images == 1
     assert refused.stats.errors == {"program_disallowed": 1} and not refused.stats.calls_by_tool
+    assert refused.stats.failures == 1
     assert refused.turns[0].observation.startswith("Error: import is not allowed")
     assert "OBSERVATION: Execution failed. No output is available. Error: import" in tokenizer.decode(refused.input_ids)
+
+
+def test_the_vtool_prompt_is_vtool_r1s_conversation(tiny_processor, original, scripted):
+    """With `protocol: vtool` the opening conversation is VTool-R1's (no system message of its own, so Qwen2.5-VL's
+    default; the image; its request, label lists, tool text and worked examples), and trajectories record it."""
+    template = json.loads((Path(__file__).parent / "fixtures/qwen2.5-vl/chat_template.json").read_text())
+    sample = table_sample(original)
+    prompt = AgentPrompt("table", protocol="vtool")
+    tokenizer = tiny_processor.tokenizer
+    vtool_r1 = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": vtool_question(sample)}]}]
+    ours = prompt_messages(sample, prompt)
+    render = lambda messages: tokenizer.apply_chat_template(  # noqa: E731
+        messages, chat_template=template["chat_template"], tokenize=False
+    )
+    assert render(ours) == render(vtool_r1)
+    assert prompt.tools_char_span() == (len(prompt.system_prompt),) * 2
+    policy = scripted(tokenizer, ["ANSWER: 5. FINAL ANSWER: 5. TERMINATE"])
+    settings = SamplingSettings(toolset="table", protocol="vtool", max_turns=2)
+    [trajectory] = rollout(policy, tiny_processor, [sample], [original], settings=settings)
+    assert trajectory.prompt == prompt and trajectory.final_answer == "5"
+    assert "# USER Bounding Box Info: columns_bbox" in tokenizer.decode(trajectory.input_ids)

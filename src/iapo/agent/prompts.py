@@ -19,6 +19,7 @@ import re
 from dataclasses import dataclass
 
 from iapo.agent.tools import get_toolset, toolset_tools
+from iapo.agent.vtool import vtool_question
 from iapo.data.sample import VQASample
 
 VISION_PLACEHOLDER = "<|vision_start|><|image_pad|><|vision_end|>"
@@ -39,6 +40,10 @@ DIRECT_INSTRUCTIONS = (
 )
 """The tools-off prompt: the same answer format, no tool (evaluation with `tools: false`, max one turn)."""
 
+VTOOL_SYSTEM_PROMPT = "You are a helpful assistant."
+"""VTool-R1 sends no system message; Qwen2.5-VL's chat template then renders this one. Its tool text and worked
+examples follow the image in the user turn (`iapo.agent.vtool.vtool_question`)."""
+
 CONTROL_TEXT = re.compile(r"<\|[^<>|\s]{1,40}\|>|</?tool_call>|</?tool_response>")
 
 
@@ -55,14 +60,18 @@ def tools_section(toolset: str) -> str:
 
 @dataclass  # not frozen: Lightning's apply_to_collection rebuilds dataclasses inside step outputs
 class AgentPrompt:
-    """What the agent is told: a toolset (None: tools off, direct answer) and optional instructions replacing the
-    toolset's own (or the direct-answer ones). Every trajectory records the prompt it was sampled under."""
+    """What the agent is told: a toolset (None: tools off, direct answer), optional instructions replacing the
+    toolset's own (or the direct-answer ones) and the action format (`iapo.agent.protocols`; "vtool" is VTool-R1's
+    prompt: its tool text in the user turn). Every trajectory records the prompt it was sampled under."""
 
     toolset: str | None = "zoom"
     instructions: str | None = None
+    protocol: str = "tool_call"
 
     @property
     def system_prompt(self) -> str:
+        if self.protocol == "vtool":
+            return self.instructions or VTOOL_SYSTEM_PROMPT
         if self.toolset is None:
             return self.instructions or DIRECT_INSTRUCTIONS
         return (self.instructions or get_toolset(self.toolset).instructions) + tools_section(self.toolset)
@@ -70,7 +79,7 @@ class AgentPrompt:
     def tools_char_span(self) -> tuple[int, int]:
         """[start, end) of the tool definitions within `system_prompt` ((n, n) when tools are off)."""
         text = self.system_prompt
-        if self.toolset is None:
+        if self.toolset is None or self.protocol == "vtool":  # VTool-R1's tool text is in the user turn
             return len(text), len(text)
         start = text.rindex(TOOLS_HEADER)
         return start, len(text)
@@ -100,9 +109,12 @@ ANSWER_INSTRUCTIONS = {
 DEFAULT_INSTRUCTION = "Answer the question using a single word or phrase."
 
 
-def format_question(sample: VQASample, toolset: str | None = None) -> str:
+def format_question(sample: VQASample, toolset: str | None = None, protocol: str = "tool_call") -> str:
     """The user text of a sample: the question, lettered options when present, what the toolset tells about this
-    example (e.g. the labels an editing tool accepts), and the answer instruction. Data text is neutralised."""
+    example (e.g. the labels an editing tool accepts), and the answer instruction; with the "vtool" protocol,
+    VTool-R1's request, label lists, tool text and worked examples. Data text is neutralised."""
+    if protocol == "vtool":
+        return neutralize_control_text(vtool_question(sample))
     lines = [sample.question.strip()]
     if sample.options:
         lines.append("Options:")
@@ -121,7 +133,10 @@ def prompt_messages(sample: VQASample, prompt: AgentPrompt | None = None) -> lis
         {"role": "system", "content": prompt.system_prompt},
         {
             "role": "user",
-            "content": [{"type": "image"}, {"type": "text", "text": format_question(sample, prompt.toolset)}],
+            "content": [
+                {"type": "image"},
+                {"type": "text", "text": format_question(sample, prompt.toolset, prompt.protocol)},
+            ],
         },
     ]
 

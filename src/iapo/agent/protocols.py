@@ -24,6 +24,7 @@ from iapo.agent import parsing, vtool
 from iapo.agent.parsing import Action
 from iapo.agent.prompts import VISION_PLACEHOLDER, neutralize_control_text, observation_text
 from iapo.agent.tools import ToolCall, ToolContext, ToolResult, run_tool
+from iapo.agent.tools.registry import register_parse_failures
 
 IM_END = "<|im_end|>"
 
@@ -52,6 +53,7 @@ PROTOCOLS: dict[str, Protocol] = {}
 
 
 def register_protocol(protocol: Protocol) -> Protocol:
+    register_parse_failures(protocol.failure_kinds)
     PROTOCOLS[protocol.name] = protocol
     return protocol
 

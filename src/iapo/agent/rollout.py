@@ -58,7 +58,7 @@ class SamplingSettings:
 
     @property
     def prompt(self) -> AgentPrompt:
-        return AgentPrompt(self.toolset, self.instructions)
+        return AgentPrompt(self.toolset, self.instructions, self.protocol)
 
 
 VISION_TOKENS = ("<|vision_start|>", "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>")
@@ -240,8 +240,21 @@ def _run_call(episode: _Episode, call, settings: SamplingSettings) -> ToolResult
 
 
 def _step(episode: _Episode, generation: Generation, processor, settings: SamplingSettings, last_turn: bool) -> None:
-    """Record one generated turn and answer it: finish, or append the tool observation."""
+    """Record one generated turn and answer it: finish, or append the tool observation.
+
+    A vision placeholder the policy wrote (HFPolicy suppresses them; a scripted or external policy may not) would have
+    no pixels behind it: the turn is cut before it, counted as `vision_token`, and the episode ends.
+    """
     tokenizer = processor.tokenizer
+    vision_ids = set(tokenizer.convert_tokens_to_ids(list(VISION_TOKENS)))
+    placeholder = next((i for i, token in enumerate(generation.token_ids) if token in vision_ids), None)
+    if placeholder is not None:
+        cut = generation.token_ids[:placeholder]
+        episode.append(torch.tensor(cut, dtype=torch.long), generated=True)
+        episode.turns.append(Turn(text=tokenizer.decode(cut), action="none", error="vision_token"))
+        episode.stats.errors["vision_token"] += 1
+        episode.finish("no_answer")
+        return
     episode.append(torch.tensor(generation.token_ids, dtype=torch.long), generated=True)
     text = tokenizer.decode(generation.token_ids, skip_special_tokens=False)
     protocol = get_protocol(settings.protocol)

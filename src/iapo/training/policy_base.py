@@ -30,7 +30,7 @@ def greedy_settings(sampling: SamplingSettings, tools: bool) -> SamplingSettings
     """Evaluation settings: greedy; with tools off, one turn under the direct-answer prompt."""
     settings = dataclasses.replace(sampling, do_sample=False)
     if not tools:
-        settings = dataclasses.replace(settings, max_turns=1, toolset=None)
+        settings = dataclasses.replace(settings, max_turns=1, toolset=None, protocol="tool_call")
     return settings
 
 

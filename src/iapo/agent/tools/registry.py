@@ -16,7 +16,7 @@ prompt without touching any other file.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -106,8 +106,9 @@ class Toolset:
 TOOLS: dict[str, Tool] = {}
 TOOLSETS: dict[str, Toolset] = {}
 
-PARSE_FAILURES = ("bad_json", "missing_name", "missing_arguments")
-"""Failed calls that never reach a tool: the `<tool_call>` payload does not parse (`iapo.agent.parsing`)."""
+PARSE_FAILURES = {"bad_json", "missing_name", "missing_arguments"}
+"""Failed calls that never reach a tool: the `<tool_call>` payload does not parse (`iapo.agent.parsing`), or another
+action format's call cannot be read (`register_parse_failures`; e.g. VTool-R1's blocks, `iapo.agent.vtool`)."""
 DISPATCH_FAILURES = ("unknown_tool",)
 
 
@@ -117,6 +118,11 @@ def register_tool(tool: Tool) -> Tool:
         raise ValueError(f"tool names must be identifiers, got {tool.name!r}")
     TOOLS[tool.name] = tool
     return tool
+
+
+def register_parse_failures(kinds: Iterable[str]) -> None:
+    """Count these error kinds of an action format's parser as failed tool calls (`iapo.agent.protocols`)."""
+    PARSE_FAILURES.update(kinds)
 
 
 def register_toolset(toolset: Toolset) -> Toolset:
