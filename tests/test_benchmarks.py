@@ -11,6 +11,7 @@ import pytest
 from helpers.data_files import b64, hr_rows, make_vstar, png, write_json, write_parquet
 from iapo.data import download
 from iapo.data.benchmarks import BENCHMARKS, is_present, load_benchmark, zoom_sets
+from iapo.data.benchmarks.paper_sets import PAPER_TEST_SETS
 from iapo.data.sample import BadRowError, SkipLog, load_image
 
 # --- V* Bench -------------------------------------------------------------------------------------------------------
@@ -281,7 +282,8 @@ def test_limit_gives_a_deterministic_subset_in_file_order(tmp_path: Path) -> Non
 
 
 def test_registry_is_consistent() -> None:
-    assert set(BENCHMARKS) == {"vstar_bench", "hr_bench_4k", "hr_bench_8k", "mme_realworld_lite", "pope", "chartqa"}
+    zoom = {"vstar_bench", "hr_bench_4k", "hr_bench_8k", "mme_realworld_lite", "pope", "chartqa"}
+    assert set(BENCHMARKS) == zoom | set(PAPER_TEST_SETS)
     for name, spec in BENCHMARKS.items():
         assert spec.name == name and spec.loader.__name__.startswith("load_")
         assert spec.metric in ("accuracy", "hr_bench", "pope") and spec.hf_files and spec.layouts

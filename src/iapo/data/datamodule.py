@@ -23,11 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
-from torch.utils.data import ConcatDataset, DataLoader, Dataset
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, Sampler
 
 from iapo.data.benchmarks import paper_sets
-from iapo.data.sample import BadRowError, SkipLog, VQASample, load_image
+from iapo.data.sample import MAX_IMAGE_PIXELS, BadRowError, SkipLog, VQASample, load_image
 from iapo.data.synthetic import SyntheticConfig, build_split
 from iapo.data.synthetic_charts import SyntheticChartsConfig
 
@@ -36,7 +37,9 @@ from iapo.data.synthetic_charts import SyntheticChartsConfig
 class DataSpec:
     """One data set. `n`: rows for `synthetic`, a deterministic subset size for the others (None = all).
 
-    `name: benchmarks` stands for every one of the six test sets present under `data.root`.
+    `name: benchmarks` stands for every test set present under `data.root`. For `jsonl` / `expert_jsonl`, image
+    paths must resolve inside `image_root` (default: the JSONL's folder) unless `allow_outside_root` (see
+    `iapo.data.jsonl`).
     """
 
     name: str
@@ -44,6 +47,8 @@ class DataSpec:
     n: int | None = None
     path: str | None = None
     seed: int = 0
+    image_root: str | None = None
+    allow_outside_root: bool = False
 
     @property
     def label(self) -> str:
@@ -113,7 +118,7 @@ def load_rows(
         return build_charts(spec.split, spec.n or SYNTHETIC_DEFAULT_ROWS, charts, seed=spec.seed)
     if paper_sets.reads_split(spec.name, spec.split):
         rows, set_skips = paper_sets.load_with_split(spec.name, root, spec.split, spec.seed, skips.strict, spec.n)
-        skips.counts.update(set_skips.counts)
+        skips.merge(set_skips)
         return rows
     if spec.name in ("jsonl", "expert_jsonl"):
         from iapo.data.jsonl import read_expert_jsonl, read_jsonl
@@ -121,7 +126,7 @@ def load_rows(
         if not spec.path:
             raise ValueError(f"a `{spec.name}` data set needs `path: <file.jsonl>`")
         reader = read_jsonl if spec.name == "jsonl" else read_expert_jsonl
-        rows = reader(spec.path, skips=skips)
+        rows = reader(spec.path, skips=skips, image_root=spec.image_root, allow_outside_root=spec.allow_outside_root)
         return rows[: spec.n] if spec.n else rows
     from iapo.data.benchmarks import BENCHMARKS, load_benchmark
 
@@ -136,8 +141,7 @@ def load_rows(
         ]
         raise ValueError(f"unknown data set {spec.name!r}; use one of {', '.join(known)}")
     rows, bench_skips = load_benchmark(spec.name, root, strict=skips.strict, limit=spec.n, seed=spec.seed)
-    for reason, count in bench_skips.counts.items():
-        skips.counts[reason] += count
+    skips.merge(bench_skips)
     return rows
 
 
@@ -152,10 +156,13 @@ def _no_rows_reason(spec: DataSpec, skips: SkipLog) -> str:
 class VQADataset(Dataset):
     """Samples of one set; `__getitem__` decodes the image, or returns the skip reason when it cannot."""
 
-    def __init__(self, name: str, samples: list[VQASample], strict: bool = False) -> None:
+    def __init__(
+        self, name: str, samples: list[VQASample], strict: bool = False, max_pixels: int = MAX_IMAGE_PIXELS
+    ) -> None:
         self.name = name
         self.samples = samples
         self.strict = strict
+        self.max_pixels = max_pixels
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -163,7 +170,7 @@ class VQADataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         sample = self.samples[index]
         try:
-            return {"sample": sample, "image": load_image(sample.image), "skip": None}
+            return {"sample": sample, "image": load_image(sample.image, self.max_pixels), "skip": None}
         except BadRowError as err:
             if self.strict:
                 raise BadRowError(err.reason, f"{self.name} row {sample.uid}: {err}") from err
@@ -181,7 +188,15 @@ def collate_samples(items: list[dict]) -> dict:
 
 
 class VQADataModule(L.LightningDataModule):
-    """Data sets by stage. Each of `train`, `val`, `test`, `predict` is a list of `DataSpec`."""
+    """Data sets by stage. Each of `train`, `val`, `test`, `predict` is a list of `DataSpec`.
+
+    Args:
+        root: where the named sets live (`data/<name>/`).
+        synthetic, synthetic_charts: the offline generators' knobs (visual search; bar charts and tables).
+        strict: the first bad row raises (naming file and row) instead of being skipped and counted.
+        allow_train_test_overlap: train on rows of a set that is also validated or tested (a warning, not an error).
+        max_image_pixels: images above this many pixels are skipped as `image_too_large` before decoding.
+    """
 
     def __init__(
         self,
@@ -196,6 +211,7 @@ class VQADataModule(L.LightningDataModule):
         num_workers: int = 0,
         strict: bool = False,
         allow_train_test_overlap: bool = False,
+        max_image_pixels: int = MAX_IMAGE_PIXELS,
     ) -> None:
         super().__init__()
         self.root = Path(root)
@@ -206,6 +222,7 @@ class VQADataModule(L.LightningDataModule):
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.strict = strict
+        self.max_image_pixels = max_image_pixels
         self.datasets: dict[str, list[VQADataset]] = {}
         self.load_skips: dict[str, dict[str, int]] = {}
 
@@ -221,7 +238,7 @@ class VQADataModule(L.LightningDataModule):
                 self.load_skips[spec.label] = skips.as_dict()
                 rank_zero_info(f"{stage} set {spec.label}: {len(rows)} rows, {skips.total} skipped {skips.as_dict()}")
                 if rows:
-                    datasets.append(VQADataset(spec.label, rows, strict=self.strict))
+                    datasets.append(VQADataset(spec.label, rows, self.strict, self.max_image_pixels))
                     continue
                 reason = _no_rows_reason(spec, skips)
                 empty.append(f"{spec.label} ({reason})")
@@ -249,21 +266,38 @@ class VQADataModule(L.LightningDataModule):
         for line in overlaps:
             rank_zero_warn(f"allowed by data.allow_train_test_overlap: {line}")
 
-    def _loader(self, dataset: Dataset, shuffle: bool = False) -> DataLoader:
+    def _loader(self, dataset: Dataset, shuffle: bool = False, sampler: Sampler | None = None) -> DataLoader:
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
             shuffle=shuffle,
+            sampler=sampler,
             num_workers=self.num_workers,
             collate_fn=collate_samples,
             persistent_workers=self.num_workers > 0,
         )
 
+    def _evaluation_sampler(self, dataset: VQADataset) -> Sampler | None:
+        """With several processes, each evaluates its own rows exactly once: process r of W takes rows r, r + W, ...
+        and no row is repeated (Lightning's default `DistributedSampler` pads the last batch with repeated rows,
+        which the tallies would count twice). Lightning keeps a sampler that is already distributed, so
+        `trainer.use_distributed_sampler` stays at its default; training prompts are still sharded by Lightning's
+        own (padded, shuffled) `DistributedSampler`, which keeps every step's batch size equal on all processes."""
+        if self.trainer is None or self.trainer.world_size == 1:
+            return None
+        world = self.trainer.world_size
+        if len(dataset) < world:
+            raise ValueError(
+                f"the set {dataset.name} has {len(dataset)} rows for {world} processes: every process needs at "
+                "least one row (evaluate it on fewer devices)"
+            )
+        return UnrepeatedDistributedSampler(dataset, num_replicas=world, rank=self.trainer.global_rank, shuffle=False)
+
     def _loaders(self, stage: str) -> list[DataLoader]:
         datasets = self.datasets_for(stage)
         if not datasets:
             raise ValueError(f"no `data.{stage}` sets configured; add e.g. `- {{name: synthetic, split: {stage}}}`")
-        return [self._loader(dataset) for dataset in datasets]
+        return [self._loader(dataset, sampler=self._evaluation_sampler(dataset)) for dataset in datasets]
 
     def train_dataloader(self):
         """All training sets mixed into one shuffled stream."""

@@ -254,6 +254,12 @@ class SkipLog:
         self.counts[reason] += 1
         self.examples.setdefault(reason, message)
 
+    def merge(self, other: SkipLog) -> None:
+        """Add another log's counts and first examples (a loader's own log into the data module's)."""
+        self.counts.update(other.counts)
+        for reason, example in other.examples.items():
+            self.examples.setdefault(reason, example)
+
     @property
     def total(self) -> int:
         return sum(self.counts.values())
