@@ -32,3 +32,22 @@ def test_unknown_config_keys_are_rejected(tmp_path, monkeypatch):
         load_cli().main(
             ["predict", "--config", str(ROOT / "configs" / "tiny.yaml"), "--model.init_args.samplng.max_turns=2"]
         )
+
+
+@pytest.mark.parametrize(
+    ("flag", "line"),
+    [
+        (
+            "--model.init_args.attribution.method=saliency",
+            "error: attribution method must be one of "
+            "['attention', 'grad_x_input', 'integrated_gradients', 'occlusion'], got 'saliency'",
+        ),
+        ("--model.init_args.sampling.toolset=pliers", "error: unknown toolset 'pliers'; registered: "),
+        ("--model.init_args.rewards={acuracy: 1.0}", "error: unknown reward(s) ['acuracy']; registered: "),
+    ],
+)
+def test_a_bad_setting_is_one_line(tmp_path, monkeypatch, flag, line):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as stop:
+        load_cli().main(["fit", "--config", str(ROOT / "configs" / "tiny.yaml"), flag])
+    assert str(stop.value).startswith(line)

@@ -32,3 +32,17 @@ def test_figure_layout(tmp_path):
     figure.savefig(path, dpi=50)
     width, height = Image.open(path).size
     assert (width, height) == (int(3 * 3.2 * 50), int(6.4 * 50))
+
+
+def test_figure_of_the_blocks_layout():
+    images = [Image.new("RGB", (672, 448), "white"), Image.new("RGB", (96, 96), "gray")]
+    student = {"P": 0.1, "R": 0.2, "I": 0.6, "T": 0.1}
+    figure = attribution_figure(images, student, {"P": 0.05, "R": 0.15, "I": 0.75, "T": 0.05})
+    assert [ax.get_title() for ax in figure.axes][:4] == [
+        "student: images, I = 0.60",
+        "student: returned image 1",
+        "teacher: images, I = 0.75",
+        "teacher: returned image 1",
+    ]
+    assert len(figure.axes[0].images) == 1
+    assert [t.get_text() for t in figure.axes[-1].get_yticklabels()] == ["I", "P", "R", "T"]

@@ -16,6 +16,7 @@ from lightning.pytorch.cli import LightningCLI
 
 from iapo.data.datamodule import VQADataModule
 from iapo.serialization import readable_directory
+from iapo.settings_errors import settings_error
 
 # configs write `${trainer.default_root_dir}`: resolved within the subcommand's config (`fit`, `test`, ...)
 set_parsing_settings(omegaconf_absolute_to_relative_paths=True)
@@ -78,4 +79,12 @@ class IAPOCLI(LightningCLI):
 
 
 def main(args: list[str] | None = None) -> LightningCLI:
-    return IAPOCLI(**CLI_OPTIONS, save_config_kwargs={"overwrite": True}, args=args)
+    """Run the CLI; an invalid setting found while building the model or data ends it with its one line, not with
+    jsonargparse's chain of "does not validate against any of the Union subtypes" tracebacks."""
+    try:
+        return IAPOCLI(**CLI_OPTIONS, save_config_kwargs={"overwrite": True}, args=args)
+    except ValueError as error:
+        cause = settings_error(error)
+        if cause is None:
+            raise
+        raise SystemExit(f"error: {cause}") from None

@@ -27,10 +27,11 @@ from dataclasses import dataclass, field
 import torch
 
 from iapo.agent.trajectory import Trajectory
-from iapo.attribution.align import DIVERGENCES, align_distributions
+from iapo.attribution.align import attribution_terms
 from iapo.attribution.score import AttributionSettings
 from iapo.evaluation.judge import JudgeReward, JudgeSettings
 from iapo.evaluation.scoring import score_sample
+from iapo.settings_errors import SettingsError
 from iapo.training.algo import combine_rewards
 
 Reward = Callable[[list[Trajectory], dict], torch.Tensor]
@@ -76,11 +77,11 @@ def build_rewards(weights: dict[str, float], context: RewardContext | None = Non
     """Instantiate the configured rewards; an unknown name is one clear error listing the registered ones."""
     unknown = sorted(set(weights) - set(REWARDS))
     if unknown:
-        raise ValueError(f"unknown reward(s) {unknown}; registered: {sorted(REWARDS)}")
+        raise SettingsError(f"unknown reward(s) {unknown}; registered: {sorted(REWARDS)}")
     context = context or RewardContext()
     active = {name: float(weight) for name, weight in weights.items() if weight != 0}
     if not active:
-        raise ValueError("every reward weight is 0: configure at least one reward, e.g. {accuracy: 1.0}")
+        raise SettingsError("every reward weight is 0: configure at least one reward, e.g. {accuracy: 1.0}")
     return ConfiguredRewards(
         rewards={name: REWARDS[name].factory(context) for name in active},
         weights=active,
@@ -121,29 +122,31 @@ class FormatReward:
 
 @register_reward("attribution", needs_attribution=True)
 class AttributionReward:
-    """1 − divergence(student ‖ teacher) over the union of components; 0 for a trajectory with no target."""
+    """The attribution term: −D(student ‖ teacher) (`form: penalty`, the paper's r − λ·KL) or 1 − D (`form:
+    similarity`, a bounded D such as JSD); `missing_target` decides a trajectory without a target (0, or its
+    group's mean term). λ is this reward's weight."""
 
     def __init__(self, context: RewardContext | None = None) -> None:
-        divergence = (context or RewardContext()).attribution.divergence
-        if divergence not in DIVERGENCES:
-            raise ValueError(f"divergence must be one of {sorted(DIVERGENCES)}, got {divergence!r}")
-        self.divergence = DIVERGENCES[divergence]
+        self.settings = (context or RewardContext()).attribution
 
     def __call__(self, trajectories: list[Trajectory], batch: dict) -> torch.Tensor:
-        student, teacher = batch["attributions"]["student"], batch["attributions"]["teacher"]
-        values = []
-        for s, t in zip(student, teacher, strict=True):
-            if not s or not t:
-                values.append(0.0)
-                continue
-            _, p, q = align_distributions(s, t)
-            values.append(1.0 - float(self.divergence(p, q)))
-        return torch.tensor(values)
+        s = self.settings
+        attributions = batch["attributions"]
+        terms, _ = attribution_terms(
+            attributions["student"],
+            attributions["teacher"],
+            s.divergence,
+            s.form,
+            s.missing_target,
+            batch.get("group_size", 1),
+            s.kl_smoothing,
+        )
+        return terms
 
 
 @register_reward("judge")
 def judge_reward(context: RewardContext) -> JudgeReward:
     """The judge's verdict as the outcome reward (VTool-R1 trained with a judge): 1 correct, else 0."""
     if context.judge is None:
-        raise ValueError("the judge reward needs `model.init_args.judge: {backend: ..., model: ...}`")
+        raise SettingsError("the judge reward needs `model.init_args.judge: {backend: ..., model: ...}`")
     return JudgeReward(context.judge)

@@ -24,7 +24,9 @@ import torch
 from iapo.agent.rollout import HFPolicy, SamplingSettings, rollout
 from iapo.agent.trajectory import Trajectory
 from iapo.attribution.score import AttributionSettings, attribution_distributions
+from iapo.settings_errors import SettingsError
 from iapo.training.algo import ADVANTAGE_SCALES, group_advantages
+from iapo.training.diagnostics import mechanism_metrics
 from iapo.training.guards import DEFAULT_MAX_ABS_WEIGHT, check_trainable_weights, nonfinite_reward_terms
 from iapo.training.rewards import ConfiguredRewards, compute_rewards
 from iapo.training.update import PPOSettings, policy_update
@@ -46,9 +48,9 @@ class StepSettings:
 
     def __post_init__(self) -> None:
         if self.advantage_scale not in ADVANTAGE_SCALES:
-            raise ValueError(f"advantage_scale must be one of {ADVANTAGE_SCALES}, got {self.advantage_scale!r}")
+            raise SettingsError(f"advantage_scale must be one of {ADVANTAGE_SCALES}, got {self.advantage_scale!r}")
         if self.group_size < 1:
-            raise ValueError(f"group_size must be >= 1, got {self.group_size}")
+            raise SettingsError(f"group_size must be >= 1, got {self.group_size}")
 
 
 @dataclass
@@ -122,10 +124,11 @@ def collect(
         )
     else:
         attributions = {"student": [{} for _ in trajectories], "teacher": [{} for _ in trajectories]}
-    total, parts = compute_rewards(rewards, trajectories, {"samples": samples, "attributions": attributions})
+    batch = {"samples": samples, "attributions": attributions, "group_size": settings.group_size}
+    total, parts = compute_rewards(rewards, trajectories, batch)
     advantages = group_advantages(total, settings.group_size, settings.advantage_scale)
     record = StepRecord(samples, trajectories, attributions, {**parts, "total": total}, advantages, timings=timings)
-    record.metrics = rollout_metrics(record, settings.group_size)
+    record.metrics = rollout_metrics(record, settings)
     record.metrics["reward/nonfinite_terms"] = float(len(nonfinite_reward_terms(record.rewards, rewards.weights)))
     return record
 
@@ -170,9 +173,12 @@ def train_step(
     return record
 
 
-def rollout_metrics(record: StepRecord, group_size: int) -> dict[str, float]:
-    """TRL-style names: `reward/<name>` (+ `_std`), `reward_std`, `frac_reward_zero_std`, `tools/*`, `errors/*`."""
-    trajectories, total = record.trajectories, record.rewards["total"]
+def rollout_metrics(record: StepRecord, settings: StepSettings) -> dict[str, float]:
+    """TRL-style names: `reward/<name>` (+ `_std`), `reward_std`, `frac_reward_zero_std`, `tools/*`, `errors/*`;
+    and the mechanism diagnostics (`iapo.training.diagnostics`): outcome-tied groups, groups the attribution term
+    breaks ties in, its within-group rank correlation with the outcome, divergence and attribution mass per
+    component."""
+    trajectories, total, group_size = record.trajectories, record.rewards["total"], settings.group_size
     metrics: dict[str, float] = {}
     for name, values in record.rewards.items():
         metrics[f"reward/{name}"] = float(values.mean())
@@ -181,12 +187,20 @@ def rollout_metrics(record: StepRecord, group_size: int) -> dict[str, float]:
     grouped = total.view(-1, group_size)
     metrics["reward_std"] = float(total.std()) if len(total) > 1 else 0.0
     metrics["frac_reward_zero_std"] = float((grouped.max(1).values == grouped.min(1).values).float().mean())
-    if "attribution" in record.rewards:
-        pairs = zip(record.attributions["student"], record.attributions["teacher"], strict=True)
-        attributed = [bool(s and t) for s, t in pairs]
-        values = record.rewards["attribution"][attributed]
-        metrics["attribution/jsd"] = float(1 - values.mean()) if len(values) else float("nan")
-        metrics["attribution/unattributed"] = float(sum(not a for a in attributed))
+    term = record.rewards.get("attribution")
+    metrics.update(
+        mechanism_metrics(
+            outcome=record.rewards.get("accuracy", record.rewards.get("judge", total)),
+            total=total,
+            attribution_term=term,
+            student=record.attributions["student"] if term is not None else None,
+            teacher=record.attributions["teacher"] if term is not None else None,
+            trajectories=trajectories,
+            group_size=group_size,
+            divergence=settings.attribution.divergence,
+            kl_smoothing=settings.attribution.kl_smoothing,
+        )
+    )
     calls = sum(t.stats.calls for t in trajectories)
     metrics["tools/call_frequency"] = calls / len(trajectories)
     metrics["tools/failure_frequency"] = sum(t.stats.failures for t in trajectories) / max(calls, 1)

@@ -22,6 +22,8 @@ from typing import Any
 
 from PIL import Image
 
+from iapo.settings_errors import SettingsError
+
 
 @dataclass
 class ToolCall:
@@ -135,7 +137,7 @@ def register_toolset(toolset: Toolset) -> Toolset:
 
 def get_toolset(name: str) -> Toolset:
     if name not in TOOLSETS:
-        raise ValueError(f"unknown toolset {name!r}; registered: {sorted(TOOLSETS)}")
+        raise SettingsError(f"unknown toolset {name!r}; registered: {sorted(TOOLSETS)}")
     return TOOLSETS[name]
 
 
