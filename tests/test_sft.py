@@ -4,6 +4,7 @@ and the fine-tuned model's round trips (Lightning checkpoint, `save_pretrained` 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import warnings
 from collections import Counter
@@ -21,6 +22,8 @@ from iapo.data.datamodule import DataSpec, VQADataModule
 from iapo.data.jsonl import read_expert_jsonl
 from iapo.data.sample import SkipLog, load_image
 from iapo.data.synthetic import SyntheticConfig, build_split
+from iapo.data.synthetic_charts import SyntheticChartsConfig
+from iapo.data.synthetic_charts import build_split as build_charts
 from iapo.experiments.demo import DEMO_TASK
 from iapo.models.loader import LoraSettings, ModelSettings, load_model
 from iapo.training.expert import ExpertPolicy, expert_box, expert_trajectories, tool_call_text
@@ -66,7 +69,7 @@ def test_expert_box_contains_the_target_and_stays_inside():
 
 def test_zoom_expert_zooms_once_on_the_target_and_answers(tiny_processor, synthetic):
     rows, images = synthetic
-    trajectories, skipped = expert_trajectories(tiny_processor, rows, images, SETTINGS, kind="zoom")
+    trajectories, skipped = expert_trajectories(tiny_processor, rows, images, SETTINGS, kind="tool")
     assert not skipped and [t.sample_index for t in trajectories] == list(range(len(rows)))
     for trajectory, sample in zip(trajectories, rows, strict=True):
         assert trajectory.well_formed and trajectory.stats.calls == 1 and len(trajectory.turns) == 2
@@ -83,6 +86,21 @@ def test_zoom_expert_zooms_once_on_the_target_and_answers(tiny_processor, synthe
         assert AgentPrompt("zoom").system_prompt in tiny_processor.tokenizer.decode(
             trajectory.input_ids[: trajectory.prompt_length]
         )
+
+
+def test_edit_expert_masks_the_asked_bar_or_row_and_answers(tiny_processor):
+    charts = build_charts("train", 6, SyntheticChartsConfig(), seed=0)
+    images = [load_image(s.image) for s in charts]
+    settings = dataclasses.replace(SETTINGS, toolset="refocus")
+    trajectories, skipped = expert_trajectories(tiny_processor, charts, images, settings, kind="tool")
+    assert not skipped and len(trajectories) == len(charts)
+    for trajectory, sample in zip(trajectories, charts, strict=True):
+        kind, labels = next(iter(sample.meta["focus"].items()))
+        assert trajectory.well_formed and trajectory.turns[0].call.name == f"focus_on_{kind}_with_mask"
+        assert trajectory.turns[0].call.arguments == {f"{kind}_to_focus_on": labels}
+        edited = trajectory.images[1]
+        assert edited.size == images[trajectory.sample_index].size and edited != images[trajectory.sample_index]
+        assert trajectory.final_answer == sample.answer
 
 
 def test_direct_and_mixed_experts(tiny_processor, synthetic):
@@ -149,7 +167,7 @@ def test_read_expert_jsonl_keeps_turns_and_counts_bad_rows(tmp_path, tiny_proces
     assert [s.meta["turns"] for s in dataset.samples] == [rows[0]["turns"], rows[1]["turns"]]
     assert datamodule.load_skips["expert_jsonl"] == skips.as_dict()
     images = [load_image(s.image) for s in samples]
-    trajectories, skipped = expert_trajectories(tiny_processor, samples, images, SETTINGS, kind="zoom")
+    trajectories, skipped = expert_trajectories(tiny_processor, samples, images, SETTINGS, kind="tool")
     assert not skipped and [t.stats.calls for t in trajectories] == [1, 0]
     assert [t.text for t in trajectories[0].turns] == rows[0]["turns"]
     assert trajectories[0].turns[0].crop_box == (20, 40, 180, 160)  # model space 224 → original 448

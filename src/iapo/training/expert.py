@@ -1,17 +1,18 @@
 """Expert trajectories for the cold-start fine-tune (`iapo.training.sft_module`): what a perfect agent writes, as real rollouts.
 
-An expert trajectory is a list of assistant turns. For a synthetic sample it is built from the target's known box
-(`meta["bbox"]`, original pixels): turn 1 names the object and calls `zoom_in` on that box mapped to the image as
-the model sees it (grown by a margin, clamped), turn 2 gives the answer in words and as `<answer>{letter}</answer>`.
-The `direct` variant is that last turn alone, under the tools-off prompt (`toolset: null`): the training data
-of the no-zoom control. Real data brings its own turns (`read_expert_jsonl`, replayed under the tools-on prompt).
+An expert trajectory is a list of assistant turns. For a synthetic visual-search sample it is built from the
+target's known box (`meta["bbox"]`, original pixels): turn 1 names the object and calls `zoom_in` on that box mapped
+to the image as the model sees it (grown by a margin, clamped), turn 2 gives the answer in words and as
+`<answer>{letter}</answer>`. For a synthetic chart or table (`meta["focus"]`), turn 1 masks everything but the asked
+bar / row (`focus_on_<kind>_with_mask`), turn 2 answers. The `direct` variant is that last turn alone, under the
+tools-off prompt (`toolset: null`): the training data of the no-tool control. Real data brings its own turns (`read_expert_jsonl`, replayed under the tools-on prompt).
 
 The turns become `Trajectory` objects by running the real `rollout` with `ExpertPolicy`, a policy that replays
 them: tokens, policy masks, tool crops and image positions are exactly those the RL rollout produces when the
 model writes the same text.
 
     from iapo.training.expert import expert_trajectories
-    trajectories, skipped = expert_trajectories(processor, samples, images, SamplingSettings(), kind="zoom")
+    trajectories, skipped = expert_trajectories(processor, samples, images, SamplingSettings(), kind="tool")
 
 Expert JSONL rows are read by `iapo.data.jsonl.read_expert_jsonl`.
 """
@@ -29,12 +30,13 @@ import torch
 from iapo.agent.parsing import check_turns
 from iapo.agent.rollout import Generation, SamplingSettings, grid_to_model_size, rollout
 from iapo.agent.tools import format_tool_call
+from iapo.agent.tools.refocus import tool_name
 from iapo.agent.trajectory import Trajectory
 from iapo.data.sample import VQASample
 
-EXPERT_KINDS = ("zoom", "direct", "mixed")
-"""`zoom`: zoom on the target, then answer; `direct`: answer at once, tools-off prompt; `mixed`: each sample one of
-the two, alternating by epoch (one model for both prompts)."""
+EXPERT_KINDS = ("tool", "direct", "mixed")
+"""`tool`: use the setting's tool on the target (zoom, or an edit), then answer; `direct`: answer at once, tools-off
+prompt; `mixed`: each sample one of the two, alternating by epoch (one model for both prompts)."""
 
 
 def expert_box(
@@ -101,6 +103,19 @@ def expert_turns(
     return [f"Zoom in on {_target(sample)}, {place}.\n{tool_call_text(box)}", answer_turn(sample)]
 
 
+EDIT_EXPERT = "mask"
+"""The edit the chart / table expert makes: mask everything but the asked bar, row or column (one thing left to
+read; `draw` and `highlight` leave the others visible)."""
+
+
+def edit_turns(sample: VQASample) -> list[str]:
+    """The chart / table expert: turn 1 masks what `meta["focus"]` names (`{"x_values": ["owl"]}`; a table's row
+    first), turn 2 answers."""
+    kind, labels = next(iter(sample.meta["focus"].items()))
+    call = format_tool_call(tool_name(kind, EDIT_EXPERT), {f"{kind}_to_focus_on": list(labels)})
+    return [f"Focus on {', '.join(labels)}.\n{call}", answer_turn(sample)]
+
+
 def direct_turns(sample: VQASample) -> list[str]:
     """The direct expert (tools off): the zoom expert's final turn alone."""
     return [answer_turn(sample)]
@@ -141,23 +156,26 @@ def model_size_of(processor, image) -> tuple[int, int]:
 
 
 def choose_kind(kind: str, sample: VQASample, epoch: int) -> str:
-    """The expert of one sample: `kind` itself, or for `mixed` zoom / direct alternating by epoch."""
+    """The expert of one sample: `kind` itself, or for `mixed` tool / direct alternating by epoch."""
     if kind != "mixed":
         return kind
-    return ("zoom", "direct")[(zlib.crc32(sample.uid.encode()) + epoch) % 2]
+    return ("tool", "direct")[(zlib.crc32(sample.uid.encode()) + epoch) % 2]
 
 
 def sample_turns(
     processor, sample: VQASample, image, kind: str, margin: float = 0.25
 ) -> tuple[list[str] | None, str | None]:
-    """(turns, None) for one sample and expert kind ("zoom" or "direct"), or (None, skip reason).
+    """(turns, None) for one sample and expert kind ("tool" or "direct"), or (None, skip reason).
 
-    Zoom: the sample's own `meta["turns"]` (expert JSONL) when present, else built from `meta["bbox"]`.
+    Tool: the sample's own `meta["turns"]` (expert JSONL) when present; else an edit of what `meta["focus"]` names
+    (charts and tables); else a zoom on `meta["bbox"]` (visual search).
     """
     if kind == "direct":
         return direct_turns(sample), None
     if sample.meta.get("turns"):
         return list(sample.meta["turns"]), None
+    if "focus" in sample.meta:
+        return edit_turns(sample), None
     if "bbox" not in sample.meta:
         return None, "no_expert"
     return expert_turns(sample, model_size_of(processor, image), image.size, margin), None
@@ -168,13 +186,13 @@ def expert_trajectories(
     samples: Sequence[VQASample],
     images: Sequence,
     settings: SamplingSettings,
-    kind: str = "zoom",
+    kind: str = "tool",
     margin: float = 0.25,
     epoch: int = 0,
 ) -> tuple[list[Trajectory], Counter]:
     """Expert trajectories of a batch, rolled out by the real agent loop; and the samples skipped, by reason.
 
-    `settings.max_turns` and `max_new_tokens` bound the expert as they bound the agent; the zoom expert uses
+    `settings.max_turns` and `max_new_tokens` bound the expert as they bound the agent; the tool expert uses
     `settings.prompt`, the direct expert the tools-off prompt (what tools-off evaluation uses).
     `sample_index` of each trajectory indexes `samples`. A trajectory whose tool call failed (e.g. a JSONL box
     outside the image) is dropped and counted as "expert_error".
@@ -182,7 +200,7 @@ def expert_trajectories(
     if kind not in EXPERT_KINDS:
         raise ValueError(f"expert kind must be one of {EXPERT_KINDS}, got {kind!r}")
     skipped: Counter = Counter()
-    groups: dict[str, list[tuple[int, list[str]]]] = {"zoom": [], "direct": []}
+    groups: dict[str, list[tuple[int, list[str]]]] = {"tool": [], "direct": []}
     for index, (sample, image) in enumerate(zip(samples, images, strict=True)):
         chosen = choose_kind(kind, sample, epoch)
         turns, reason = sample_turns(processor, sample, image, chosen, margin)
@@ -198,7 +216,7 @@ def expert_trajectories(
     for chosen, members in groups.items():
         if not members:
             continue
-        group_settings = settings if chosen == "zoom" else dataclasses.replace(settings, toolset=None)
+        group_settings = settings if chosen == "tool" else dataclasses.replace(settings, toolset=None)
         indices = [index for index, _ in members]
         policy = ExpertPolicy(processor.tokenizer, [turns for _, turns in members])
         rolled = rollout(

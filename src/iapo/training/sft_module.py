@@ -84,7 +84,8 @@ class SFTModule(PolicyModule):
         student: the model to fine-tune; `lora` trains an adapter, no `lora` is a full fine-tune.
         sampling: agent-loop limits (`max_turns`, `max_new_tokens` also bound the expert trajectories, which must be
             ones the agent loop can produce) and the system prompt; validation rollouts are greedy.
-        expert: "zoom" (zoom on the target, then answer), "direct" (answer at once, tools-off prompt) or "mixed".
+        expert: "tool" (use the setting's tool on the target — zoom, or edit a chart / table — then answer),
+            "direct" (answer at once, tools-off prompt) or "mixed" (each sample one of the two, by epoch).
         margin: the expert's zoom box is the target box grown by this fraction of its side on every side.
         train_vision: in a full fine-tune, also train the vision tower (for a randomly initialised student).
         tools: evaluate with the zoom tool (default: unless `expert` is "direct").
@@ -95,7 +96,7 @@ class SFTModule(PolicyModule):
         self,
         student: ModelSettings | None = None,
         sampling: SamplingSettings | None = None,
-        expert: str = "zoom",
+        expert: str = "tool",
         margin: float = 0.25,
         train_vision: bool = False,
         tools: bool | None = None,
