@@ -1,5 +1,6 @@
-"""`python src/cli.py test --config configs/eval.yaml --config configs/tiny.yaml --data.root DIR` on fixture files
-in the official layouts: every benchmark present is scored, skipped rows are counted, both result files agree with
+"""`python src/cli.py test --config configs/eval.yaml --config configs/zoom.yaml --config configs/tiny.yaml
+--data.root DIR` on fixture files of the zoom setting's sets in their official layouts: every benchmark present is
+scored, skipped rows are counted, both result files agree with
 the per-question predictions; `python -m iapo.evaluation.results compare` merges runs into one table."""
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ def evaluate(tmp_path, data_root, *extra: str) -> Path:
             "test",
             "--config",
             str(ROOT / "configs" / "eval.yaml"),
+            "--config",
+            str(ROOT / "configs" / "zoom.yaml"),
             "--config",
             str(ROOT / "configs" / "tiny.yaml"),
             f"--data.root={data_root}",

@@ -37,7 +37,8 @@ from iapo.data.synthetic_charts import SyntheticChartsConfig
 class DataSpec:
     """One data set. `n`: rows for `synthetic`, a deterministic subset size for the others (None = all).
 
-    `name: benchmarks` stands for every test set present under `data.root`. For `jsonl` / `expert_jsonl`, image
+    `name: benchmarks` stands for every test set present under `data.root`; `paper_benchmarks` and
+    `zoom_benchmarks` for those of one setting. For `jsonl` / `expert_jsonl`, image
     paths must resolve inside `image_root` (default: the JSONL's folder) unless `allow_outside_root` (see
     `iapo.data.jsonl`).
     """
@@ -62,21 +63,49 @@ class DataSpec:
         return self.name
 
 
+def offline_stand_ins(specs: list[DataSpec], stage: str, rows: int) -> list[DataSpec]:
+    """The synthetic set of each spec's setting in its place (`VQADataModule.offline`): chart and table sets become
+    `synthetic_charts`, every other set (the zoom setting's, JSONL files) the visual-search `synthetic` set; `rows`
+    rows of the `stage` split each, one spec per stand-in."""
+    paper = set(paper_sets.PAPER_TEST_SETS) | set(paper_sets.TRAINING_SETS)
+    out: dict[str, DataSpec] = {}
+    for spec in specs:
+        name = "synthetic_charts" if spec.name in paper | {"synthetic_charts"} else "synthetic"
+        if name not in out:
+            out[name] = DataSpec(name, split=stage, n=rows, seed=spec.seed)
+            if spec.name != name:
+                rank_zero_info(f"offline: {stage} set {spec.label} -> {name} ({rows} rows)")
+    return list(out.values())
+
+
+BENCHMARK_GROUPS = {
+    "benchmarks": lambda name: True,
+    "paper_benchmarks": lambda name: name in paper_sets.PAPER_TEST_SETS,
+    "zoom_benchmarks": lambda name: name not in paper_sets.PAPER_TEST_SETS,
+}
+"""Names that stand for every registered test set present under `data.root`: all of them, or one setting's."""
+
+
 def expand_specs(specs: list[DataSpec], root: Path) -> list[DataSpec]:
-    """Replace `benchmarks` by one spec per test set present under `root` (an error when none is)."""
+    """Replace `benchmarks` (or `paper_benchmarks` / `zoom_benchmarks`) by one spec per test set of that group present
+    under `root` (an error when none is)."""
     from iapo.data.benchmarks import BENCHMARKS, is_present
 
     out = []
     for spec in specs:
-        if spec.name != "benchmarks":
+        if spec.name not in BENCHMARK_GROUPS:
             out.append(spec)
             continue
-        present = [name for name, bench in BENCHMARKS.items() if is_present(bench, root / name)]
+        group = [name for name in BENCHMARKS if BENCHMARK_GROUPS[spec.name](name)]
+        present = [name for name in group if is_present(BENCHMARKS[name], root / name)]
         for name, missing in incomplete_benchmarks(root).items():
-            rank_zero_warn(f"benchmarks: {name} left out, {root / name} is incomplete: {missing} (see data/README.md)")
+            if name in group:
+                rank_zero_warn(
+                    f"{spec.name}: {name} left out, {root / name} is incomplete: {missing} (see data/README.md)"
+                )
         if not present:
             raise FileNotFoundError(
-                f"no test set found under {root}/ (looked for {', '.join(BENCHMARKS)}); run `make data` "
+                f"no test set found under {root}/ (looked for {', '.join(group)}); run `make data` "
                 "or see data/README.md for the layouts"
             )
         out += [DataSpec(name, split=spec.split, n=spec.n, seed=spec.seed) for name in present]
@@ -195,6 +224,9 @@ class VQADataModule(L.LightningDataModule):
         synthetic, synthetic_charts: the offline generators' knobs (visual search; bar charts and tables).
         strict: the first bad row raises (naming file and row) instead of being skipped and counted.
         allow_train_test_overlap: train on rows of a set that is also validated or tested (a warning, not an error).
+        offline: rows per stage (`{train: 256, val: 8}`) of the synthetic set that replaces each `train` / `val` set
+            of that stage — chart and table sets by `synthetic_charts`, the others by `synthetic` — so `fit` runs
+            offline in either setting (`configs/tiny.yaml`); `test` and `predict` sets are read as given.
         max_image_pixels: images above this many pixels are skipped as `image_too_large` before decoding.
     """
 
@@ -212,6 +244,7 @@ class VQADataModule(L.LightningDataModule):
         strict: bool = False,
         allow_train_test_overlap: bool = False,
         max_image_pixels: int = MAX_IMAGE_PIXELS,
+        offline: dict[str, int] | None = None,
     ) -> None:
         super().__init__()
         self.root = Path(root)
@@ -223,6 +256,10 @@ class VQADataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.strict = strict
         self.max_image_pixels = max_image_pixels
+        unknown = set(offline or {}) - {"train", "val"}
+        if unknown:
+            raise ValueError(f"data.offline takes rows for `train` and `val`, got {sorted(unknown)}")
+        self.offline = offline or {}
         self.datasets: dict[str, list[VQADataset]] = {}
         self.load_skips: dict[str, dict[str, int]] = {}
 
@@ -232,7 +269,7 @@ class VQADataModule(L.LightningDataModule):
             self.refuse_reported_rows()
         if stage not in self.datasets:
             datasets, empty = [], []
-            for spec in expand_specs(self.specs[stage], self.root):
+            for spec in expand_specs(self.stage_specs(stage), self.root):
                 skips = SkipLog(strict=self.strict)
                 rows = load_rows(spec, self.root, self.synthetic, skips, self.synthetic_charts)
                 self.load_skips[spec.label] = skips.as_dict()
@@ -248,13 +285,19 @@ class VQADataModule(L.LightningDataModule):
             self.datasets[stage] = datasets
         return self.datasets[stage]
 
+    def stage_specs(self, stage: str) -> list[DataSpec]:
+        """The stage's specs as configured, or their synthetic stand-ins when `offline` names the stage."""
+        if stage in self.offline and self.specs[stage]:
+            self.specs[stage] = offline_stand_ins(self.specs[stage], stage, self.offline.pop(stage))
+        return self.specs[stage]
+
     def refuse_reported_rows(self) -> None:
         """Refuse training sets that hold rows of a validation or test set (VTool-R1's table training data is cut from
         the table test sets), unless `allow_train_test_overlap`; then each overlap is a warning."""
         expanded = {}
         for stage in ("train", "val", "test"):
             try:
-                expanded[stage] = expand_specs(self.specs[stage], self.root)
+                expanded[stage] = expand_specs(self.stage_specs(stage), self.root)
             except FileNotFoundError:  # `benchmarks` with no test set present: no rows to overlap
                 expanded[stage] = []
         overlaps = paper_sets.reported_overlaps(expanded["train"], expanded["val"] + expanded["test"])
