@@ -10,7 +10,7 @@ EVAL_CONFIG ?= configs/eval.yaml
 SWEEP ?= configs/sweep.yaml
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test test-all lint predict tiny train data eval compare bench sweep demo
+.PHONY: help setup test test-all lint predict tiny train data eval compare bench sweep demo paper
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -60,3 +60,6 @@ sweep: $(STAMP) ## check SWEEP against the CLI, create the W&B sweep and print i
 
 demo: $(STAMP) ## the miniature reproduction: cold start, GRPO vs IAPO, evaluation, logs/demo/report.md (~20 min; FAST=1: ~4 min; ARGS=--fresh starts over)
 	$(PY) -m iapo.experiments.demo $(if $(FAST),--fast --out logs/demo-fast) $(ARGS)
+
+paper: $(STAMP) ## the paper's recipe: print its stages (teacher, cold start, IAPO / GRPO, evaluations, table); RUN=1 runs them (GPU)
+	$(PY) -m iapo.experiments.recipe $(if $(RUN),--run) $(ARGS)
