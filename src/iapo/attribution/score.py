@@ -9,7 +9,7 @@ The student scores its own token sequence; the teacher reads the same interactio
     terms, attributed = attribution_terms(student, teacher, settings.divergence, settings.form,
                                           settings.missing_target, group_size, settings.kl_smoothing)
 
-The paper's variant (DESIGN §1): `method: integrated_gradients, target: tool_call, layout: blocks, divergence: kl,
+The paper's variant (docs/method.md): `method: integrated_gradients, target: tool_call, layout: blocks, divergence: kl,
 form: penalty`. A trajectory without a target (no tool call, or no answer) is not run through the model and gets
 `{}`; `missing_target` says what its reward term is (`align.attribution_terms`).
 
@@ -39,7 +39,7 @@ from iapo.settings_errors import SettingsError
 
 @dataclass
 class AttributionSettings:
-    """How attributions are computed and compared (DESIGN §3 "Components", "Attribution", "Rewards").
+    """How attributions are computed and compared (docs/method.md, "Attribution").
 
     Args:
         method: a key of `METHODS` (`integrated_gradients`, `grad_x_input`, `occlusion`, `attention`).

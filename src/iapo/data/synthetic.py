@@ -3,7 +3,7 @@
 Each image is a `canvas_size`² canvas with a few coloured shapes placed on a coarse grid of positions. Every shape
 carries a small grey panel filled with a fine texture ("horizontal lines", "dots", "checkerboard", ...). The question
 asks for the texture inside one shape, named by colour and shape ("What pattern is inside the red circle?"), with
-lettered options naming textures. This is the offline default training set (DESIGN.md §4).
+lettered options naming textures. This is the zoom setting's offline training set (docs/method.md).
 
 Why the zoom is needed: every texture repeats every 3 px (`pattern_scale=1`) and all textures have exactly the same
 mean grey (the ink is darker for sparser tiles). Shrinking the 672-px canvas to the model's 224-px input (3× in each
@@ -103,10 +103,9 @@ class SyntheticConfig:
     up to that many px (kept on the period grid).
 
     `cell_hint` shades the background of the target's grid cell in a tint that names the cell (`CELL_TINTS`, row
-    major), so where to zoom can be read from the colours of the 224-px view alone. Qwen2.5-VL has no absolute
-    position embedding, and a tiny model trained from scratch did not learn to read an object's position in a CPU
-    budget (2×2 grid without the hint: zoom boxes at chance after 1,200 SFT steps); with the hint it learns where
-    to zoom in a few hundred steps. The texture still needs the zoom.
+    major), so where to zoom can be read from the colours of the 224-px view alone: Qwen2.5-VL has no absolute
+    position embedding, and a tiny model trained from scratch does not learn to read an object's position in a CPU
+    budget without it (docs/results.md). The texture still needs the zoom.
     `shuffle_options: False` lists the options in the order of `patterns`, so each texture always has the same
     letter (the answer is then a direct function of the texture).
     """

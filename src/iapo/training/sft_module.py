@@ -1,24 +1,22 @@
-"""`SFTModule`: the cold start — fine-tune the student on expert trajectories before RL (DESIGN.md §3).
+"""`SFTModule`: the cold start — fine-tune the student on expert trajectories before RL (docs/method.md, "Teacher and
+recipe").
 
     python src/cli.py fit --config configs/sft.yaml --config configs/demo_task.yaml   # tiny student, CPU; writes
                                                                     # logs/sft/model/, the start of RL:
-    python src/cli.py fit --config configs/iapo.yaml --config configs/tiny.yaml --config configs/demo_task.yaml \
-        --model.init_args.student.name=logs/sft/model
+    python src/cli.py fit --config configs/iapo.yaml --config configs/zoom.yaml --config configs/tiny.yaml \
+        --config configs/demo_task.yaml --model.init_args.student.name=logs/sft/model
 
-Each training step turns the batch's samples into expert trajectories (`iapo.training.expert`: zoom on the known target box,
-then answer; or answer directly; or a JSONL sample's own turns in `meta["turns"]`), rolled out by the real agent
-loop so tokens, masks and crops are those of RL, and minimises the mean negative log-likelihood of the assistant
+Each training step turns the batch's samples into expert trajectories (`iapo.training.expert`: zoom on the known
+target box or edit the chart / table, then answer; or answer directly; or a JSONL sample's own turns), rolled out by
+the real agent loop so tokens, masks and crops are those of RL, and minimises the mean negative log-likelihood of the assistant
 tokens (prompt and tool-observation tokens are masked). Validation is greedy agent rollouts, logged as `val/acc` and
 `val/tool_call_rate` like `IAPOModule`.
 
 Trainable weights: with `student.lora` the LoRA adapter (the usual choice for a pretrained 3B); without it a full
 fine-tune of the language model, the LM head and the vision-language merger, plus the vision tower when
-`train_vision` is set. A tiny student built from random weights takes the full fine-tune, vision tower included, at
-lr 3e-4, batch 16 (configs/sft.yaml): on the demo's task (configs/demo_task.yaml) it zooms on the right cell and
-reads the crop after roughly 600-1,200 steps (3-6 min on 2 CPU cores). At lr 1e-3 it learns the protocol within
-~200 steps but not where to zoom; on the default synthetic task (16 cells, distractors, shuffled options, lr 1e-3)
-accuracy stayed at chance for 8,000 steps. The Lightning checkpoint keeps only the trainable weights (as
-`IAPOModule`'s does); `save_pretrained(dir)` (or the `SavePretrained` callback) writes a plain model directory,
+`train_vision` is set. A tiny student built from random weights takes the full fine-tune, vision tower included
+(configs/sft.yaml; what it learns at which learning rate and budget is measured in docs/results.md). The Lightning
+checkpoint keeps only the trainable weights (as `IAPOModule`'s does); `save_pretrained(dir)` (or the `SavePretrained` callback) writes a plain model directory,
 LoRA merged, with the processor, that `load_model(dir)` and `student.name: <dir>` load.
 """
 
