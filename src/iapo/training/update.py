@@ -82,6 +82,19 @@ def score_logprobs(
     return out
 
 
+def finite_on_every_process(loss: torch.Tensor) -> bool:
+    """Whether `loss` is finite here and, under torch.distributed (Lightning's DDP), on every other process too.
+
+    Each backward pass under DDP all-reduces the gradients, so all processes must skip the same mini-batches: one
+    that skipped alone would leave the others waiting in the all-reduce. The gradient-norm check needs no vote, as
+    the norms are computed from the already all-reduced gradients.
+    """
+    finite = torch.isfinite(loss.detach()).to(torch.float32).reshape(1)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
+    return bool(finite.item())
+
+
 def _pad_left(rows: list[torch.Tensor], length: int) -> torch.Tensor:
     out = torch.zeros(len(rows), length)
     for i, row in enumerate(rows):
@@ -145,7 +158,7 @@ def policy_update(
                     loss = loss + settings.kl_beta * kl
                 stats["kl"] = kl.detach()
             optimizer.zero_grad(set_to_none=True)
-            if not torch.isfinite(loss):
+            if not finite_on_every_process(loss):
                 skipped += 1
                 continue
             backward(loss)
