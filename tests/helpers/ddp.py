@@ -9,37 +9,49 @@ from unittest import mock
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from iapo.agent.rollout import Generation, HFPolicy, find_question_span
+from iapo.agent.rollout import Generation, find_question_span
 
 ZOOM = '<tool_call>{"name": "zoom_in", "arguments": {"bbox_2d": [0, 0, 112, 112]}}</tool_call>'
 
 
-def keyed_generate(self: HFPolicy, batch: dict[str, torch.Tensor], max_new_tokens: int) -> list[Generation]:
-    """A scripted agent in place of sampling. Each row's key is the sum of its question's token ids: a key divisible
-    by 3 zooms on its first turn; the answer is letter (key // 3 + row) % 4, so the G samples of a prompt
-    (consecutive rows) answer four different letters and their rewards differ, while a batch of one row answers what
-    its question alone says, whatever process or batch it is evaluated in."""
-    vision_start = self.tokenizer.convert_tokens_to_ids("<|vision_start|>")
-    generations = []
-    for row, (ids, keep) in enumerate(zip(batch["input_ids"], batch["attention_mask"], strict=True)):
-        ids = ids[keep.bool()]
-        start, end = find_question_span(ids, self.tokenizer)
-        key = int(ids[start:end].sum())
-        first_turn = int((ids == vision_start).sum()) == 1
-        text = ZOOM if key % 3 == 0 and first_turn else f"<answer>{'ABCD'[(key // 3 + row) % 4]}</answer>"
-        generations.append(Generation(self.tokenizer(text, add_special_tokens=False)["input_ids"], truncated=False))
-    return generations
+class KeyedAgent:
+    """A scripted agent in place of `HFPolicy` (same constructor). Each row's key is the sum of its question's token
+    ids: a key divisible by 3 zooms on its first turn; the answer is letter (key // 3 + row) % 4, so the G samples of
+    a prompt (consecutive rows) answer four different letters and their rewards differ, while a batch of one row
+    answers what its question alone says, whatever process or batch it is evaluated in."""
+
+    def __init__(self, model, processor, sampling) -> None:
+        self.tokenizer = processor.tokenizer
+
+    def generate(self, batch: dict[str, torch.Tensor], max_new_tokens: int) -> list[Generation]:
+        vision_start = self.tokenizer.convert_tokens_to_ids("<|vision_start|>")
+        generations = []
+        for row, (ids, keep) in enumerate(zip(batch["input_ids"], batch["attention_mask"], strict=True)):
+            ids = ids[keep.bool()]
+            start, end = find_question_span(ids, self.tokenizer)
+            key = int(ids[start:end].sum())
+            first_turn = int((ids == vision_start).sum()) == 1
+            text = ZOOM if key % 3 == 0 and first_turn else f"<answer>{'ABCD'[(key // 3 + row) % 4]}</answer>"
+            tokens = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+            generations.append(Generation(tokens, truncated=False))
+        return generations
+
+
+AGENT_FACTORIES = ("iapo.training.step.HFPolicy", "iapo.training.policy_base.HFPolicy")
+"""Where the training step and the greedy evaluation build their policy."""
 
 
 class ScriptedAgent(Callback):
-    """Every rollout of the run (training, validation, test) is answered by `keyed_generate`."""
+    """Every rollout of the run (training, validation, test) is answered by `KeyedAgent`."""
 
     def setup(self, trainer, pl_module, stage: str) -> None:
-        self._patch = mock.patch.object(HFPolicy, "generate", keyed_generate)
-        self._patch.start()
+        self._patches = [mock.patch(target, KeyedAgent) for target in AGENT_FACTORIES]
+        for patch in self._patches:
+            patch.start()
 
     def teardown(self, trainer, pl_module, stage: str) -> None:
-        self._patch.stop()
+        for patch in self._patches:
+            patch.stop()
 
 
 class DumpTrainableWeights(Callback):
