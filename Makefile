@@ -40,7 +40,7 @@ lint: $(STAMP) ## ruff lint and format check
 predict: $(STAMP) ## roll out the agent (CONFIG=configs/tiny.yaml) and write trajectories under logs/predict/
 	$(PY) src/cli.py predict $(foreach c,$(CONFIG),--config $(c)) $(ARGS)
 
-train: $(STAMP) ## train IAPO offline on the tiny preset; TRAIN_CONFIG=configs/iapo.yaml for the paper setting
+train: $(STAMP) ## train IAPO (paper setting) offline on the tiny preset; TRAIN_CONFIG=configs/iapo.yaml on a GPU
 	$(PY) src/cli.py fit $(foreach c,$(TRAIN_CONFIG),--config $(c)) $(ARGS)
 
 data: $(STAMP) ## download test sets and training data into data/ (SETS=zoom|paper|all or names; Hugging Face Hub; idempotent)
