@@ -21,6 +21,7 @@ from typing import Protocol
 import torch
 from PIL import Image
 
+from iapo.agent.cached_generation import CachedGenerator, DecodeRow
 from iapo.agent.prompts import AgentPrompt, prompt_messages
 from iapo.agent.protocols import ends_with_stop, get_protocol
 from iapo.agent.tools import ToolContext, ToolResult, get_toolset
@@ -36,6 +37,10 @@ class SamplingSettings:
     the toolset's opening instructions. `edit_latest` applies image edits to the latest returned image instead of
     the original (VTool-R1 allows one tool round on the original). `protocol` names the action format
     (`iapo.agent.protocols`): "tool_call" (Qwen2.5's tool calls) or "vtool" (VTool-R1's Python blocks).
+    `fast_rollout` generates with `CachedGenerator` (each distinct image through the vision tower once, a group's
+    prompt prefilled once, the KV cache carried across turns: the same tokens, less work); False runs the plain path
+    (every turn re-encodes every image and prefills the whole conversation), kept for comparison
+    (`python -m iapo.experiments.bench`). Only `HFPolicy` has the fast path.
     """
 
     max_turns: int = 3
@@ -50,6 +55,7 @@ class SamplingSettings:
     instructions: str | None = None
     edit_latest: bool = False
     protocol: str = "tool_call"
+    fast_rollout: bool = True
 
     def __post_init__(self) -> None:
         get_protocol(self.protocol)  # an unknown name fails at config time, naming the registered ones
@@ -88,23 +94,27 @@ class HFPolicy:
         self.stop_ids = {self.tokenizer.convert_tokens_to_ids(t) for t in ("<|im_end|>", "<|endoftext|>")}
         self.suppressed_ids = self.tokenizer.convert_tokens_to_ids(list(VISION_TOKENS))
 
-    @torch.no_grad()
-    def generate(self, batch: dict[str, torch.Tensor], max_new_tokens: int) -> list[Generation]:
-        inputs = device_inputs(self.model, batch)
+    def generation_kwargs(self, max_new_tokens: int) -> dict:
+        """`model.generate` settings of one turn: sampling, stop strings, EOS and pad ids, suppressed tokens."""
         s = self.sampling
         sampling = {"temperature": s.temperature, "top_p": s.top_p, "top_k": s.top_k} if s.do_sample else {}
-        output = self.model.generate(
-            **inputs,
-            max_new_tokens=max_new_tokens,
-            min_new_tokens=s.min_new_tokens,
-            do_sample=s.do_sample,
-            stop_strings=list(self.stop_strings),
-            tokenizer=self.tokenizer,
-            pad_token_id=self.tokenizer.pad_token_id,
-            eos_token_id=sorted(self.stop_ids),
-            suppress_tokens=self.suppressed_ids,
+        return {
+            "max_new_tokens": max_new_tokens,
+            "min_new_tokens": s.min_new_tokens,
+            "do_sample": s.do_sample,
+            "stop_strings": list(self.stop_strings),
+            "tokenizer": self.tokenizer,
+            "pad_token_id": self.tokenizer.pad_token_id,
+            "eos_token_id": sorted(self.stop_ids),
+            "suppress_tokens": self.suppressed_ids,
             **sampling,
-        )
+        }
+
+    @torch.no_grad()
+    def generate(self, batch: dict[str, torch.Tensor], max_new_tokens: int) -> list[Generation]:
+        """One turn of the plain path: the collated batch, every image included, prefilled from scratch."""
+        inputs = device_inputs(self.model, batch)
+        output = self.model.generate(**inputs, **self.generation_kwargs(max_new_tokens))
         new_tokens = output[:, inputs["input_ids"].shape[1] :].tolist()
         return [self._cut(row) for row in new_tokens]
 
@@ -149,6 +159,10 @@ class _Episode:
             "pixel_values": torch.cat(self.pixel_values),
             "image_grid_thw": torch.cat(self.grids),
         }
+
+    def decode_row(self) -> DecodeRow:
+        """The episode as the cached generator reads it (`fast_rollout`)."""
+        return DecodeRow(self, torch.cat(self.chunks), torch.cat(self.token_types), self.pixel_values, self.grids)
 
     def append(self, token_ids: torch.Tensor, generated: bool, token_types: torch.Tensor | None = None) -> None:
         """Append tokens; `token_types` are the processor's `mm_token_type_ids` (zeros for generated text)."""
@@ -336,12 +350,17 @@ def rollout(
     settings = settings or SamplingSettings()
     episodes = start_episodes(processor, samples, images, group_size, settings.prompt)
     pad_token_id = processor.tokenizer.pad_token_id
+    cached = CachedGenerator(policy) if settings.fast_rollout and isinstance(policy, HFPolicy) else None
     for turn in range(settings.max_turns):
         active = [e for e in episodes if not e.done]
         if not active:
             break
-        batch = collate([e.model_inputs() for e in active], pad_token_id)
-        generations = policy.generate(batch, settings.max_new_tokens)
+        if cached is not None:
+            generations = cached.generate([e.decode_row() for e in active], settings.max_new_tokens)
+        else:
+            generations = policy.generate(
+                collate([e.model_inputs() for e in active], pad_token_id), settings.max_new_tokens
+            )
         for episode, generation in zip(active, generations, strict=True):
             _step(episode, generation, processor, settings, last_turn=turn == settings.max_turns - 1)
     return [_to_trajectory(e, processor) for e in episodes]

@@ -40,6 +40,7 @@ from torch import Tensor, nn
 from transformers.modeling_layers import GradientCheckpointingLayer
 
 from iapo.agent.trajectory import Trajectory, collate_trajectories, device_inputs
+from iapo.agent.vision import distinct_image_features, encoder_outputs
 
 BASELINES = ("zero", "mean")
 
@@ -54,6 +55,7 @@ def attribute(
     baseline: str = "zero",
     steps: int = 16,
     chunk_size: int | None = None,
+    fast: bool = True,
 ) -> list[dict[str, float]]:
     """Raw non-negative score of each component of each trajectory for its target.
 
@@ -67,6 +69,9 @@ def attribute(
         baseline: the reference input b, `"zero"` or `"mean"` (the row's mean embedding).
         steps: m, interpolation steps of `integrated_gradients` (the other methods ignore it).
         chunk_size: sequences per forward/backward of `integrated_gradients` (default: the batch's rows).
+        fast: each distinct image through the vision tower once and every row cut after its last target token
+            (`through_last_target`), both exact; False runs the plain path (every image encoded, whole sequences),
+            kept for comparison (`python -m iapo.experiments.bench`).
 
     Returns:
         Per trajectory {key: score}; `{}` for a trajectory with an empty target (it is not run through the model).
@@ -95,17 +100,22 @@ def attribute(
     inputs = device_inputs(model, batch)
     device = inputs["input_ids"].device
     with attribution_mode(model):
-        embeddings, positions = language_model_inputs(model, inputs)
-        # explicit mRoPE positions: a subset of rows can then run without its images' grids
-        inputs = {**inputs, "position_ids": positions}
+        embeddings, positions = language_model_inputs(model, inputs, distinct_images=fast)
+        if positions is None:
+            raise RuntimeError("the model gave its language model no position ids: attribution needs mRoPE positions")
         reference = baseline_embeddings(embeddings, inputs["attention_mask"], baseline)
+        # explicit mRoPE positions: a subset of rows can then run without its images' grids
+        inputs = {key: inputs[key] for key in ROW_INPUTS} | {"position_ids": positions}
+        masks, target = masks.to(device), target.to(device)
+        if fast:
+            inputs, embeddings, masks, target = through_last_target(inputs, embeddings, masks, target, pad_token_id)
         scores = METHODS[method](
             model,
             inputs,
             embeddings,
             reference,
-            masks.to(device),
-            target.to(device),
+            masks,
+            target,
             steps=steps,
             chunk_size=chunk_size or rows,
         )
@@ -235,16 +245,24 @@ class _EmbeddingsReady(Exception):
         self.positions = positions
 
 
-def language_model_inputs(model, inputs: dict[str, Tensor]) -> tuple[Tensor, Tensor | None]:
+def language_model_inputs(
+    model, inputs: dict[str, Tensor], distinct_images: bool = True
+) -> tuple[Tensor, Tensor | None]:
     """(input embeddings [B, T, D] with image features scattered in, mRoPE position ids [3, B, T]), no grad.
 
-    Runs the model only up to the language model: the embedding lookup, the vision tower and the position ids.
+    Runs the model only up to the language model: the embedding lookup, the vision tower (once per distinct image of
+    the batch with `distinct_images`, else once per image) and the position ids.
     """
 
     def stop(module, args, kwargs):
         positions = kwargs.get("position_ids")
         raise _EmbeddingsReady(kwargs["inputs_embeds"].detach(), None if positions is None else positions.detach())
 
+    if distinct_images and inputs.get("pixel_values") is not None:
+        # each distinct image through the vision tower once (a group's trajectories share their original image)
+        features = distinct_image_features(model, inputs["pixel_values"], inputs["image_grid_thw"])
+        inputs = {key: value for key, value in inputs.items() if key != "pixel_values"}
+        inputs["mm_encoder_outputs"] = encoder_outputs(features)
     handle = language_model(model).register_forward_pre_hook(stop, with_kwargs=True)
     try:
         with torch.no_grad():
@@ -272,6 +290,43 @@ def select_rows(inputs: dict[str, Tensor], rows: Tensor) -> dict[str, Tensor]:
     selected = {key: inputs[key][rows] for key in ROW_INPUTS if key in inputs}
     selected["position_ids"] = inputs["position_ids"][:, rows]
     return selected
+
+
+def through_last_target(
+    inputs: dict[str, Tensor], embeddings: Tensor, masks: Tensor, targets: Tensor, pad_token_id: int
+) -> tuple[dict[str, Tensor], Tensor, Tensor, Tensor]:
+    """The batch cut after each row's last target token and left-padded again to the longest kept row.
+
+    Exact: log p(target) is read at positions before the last target token, which (causal attention) see no later
+    token, so the gradient, occlusion drop and attention mass of every later token are 0 and the earlier tokens'
+    are unchanged. The tool-call target of a multi-turn trajectory then skips the returned image and the later turns.
+
+    Args:
+        inputs: `ROW_INPUTS` [B, T] and `position_ids` [3, B, T] of a left-padded batch.
+        embeddings: [B, T, D]; masks: [B, K, T]; targets: [B, T] (every row has a target token).
+    """
+    rows, length = targets.shape
+    positions = torch.arange(length, device=targets.device)
+    starts = (inputs["attention_mask"].bool().float().argmax(-1)).to(targets.device)  # first real token of each row
+    ends = torch.where(targets, positions, -1).max(-1).values + 1
+    kept = int((ends - starts).max())
+    if kept == length:
+        return inputs, embeddings, masks, targets
+    # row b keeps columns [ends_b − kept, ends_b); those before its first real token become padding
+    source = ends[:, None] - kept + torch.arange(kept, device=targets.device)
+    real = source >= starts[:, None]
+    batch_rows = torch.arange(rows, device=targets.device)[:, None]
+
+    def take(tensor: Tensor, pad) -> Tensor:
+        """[B, T, ...] -> [B, kept, ...]."""
+        gathered = tensor[batch_rows, source.clamp_min(0)]
+        keep = real.view(rows, kept, *[1] * (tensor.dim() - 2))
+        return torch.where(keep, gathered, torch.as_tensor(pad, dtype=tensor.dtype, device=tensor.device))
+
+    cut = {key: take(inputs[key], pad_token_id if key == "input_ids" else 0) for key in ROW_INPUTS if key in inputs}
+    cut["position_ids"] = take(inputs["position_ids"].permute(1, 2, 0), 0).permute(2, 0, 1).contiguous()
+    cut_masks = take(masks.transpose(1, 2), False).transpose(1, 2).contiguous()
+    return cut, take(embeddings, 0.0), cut_masks, take(targets, False)
 
 
 def forward_from_embeddings(model, inputs: dict[str, Tensor], embeddings: Tensor, **kwargs):

@@ -55,6 +55,10 @@ class AttributionSettings:
         steps: m, interpolation steps of `integrated_gradients`.
         chunk_size: sequences per forward/backward of `integrated_gradients` (bounds its memory).
         batch_size: trajectories per `attribute` call.
+        fast: the exact shortcuts: a trajectory without a target is dropped before anything else (the teacher never
+            re-encodes it), each distinct image goes through the vision tower once, and every sequence is cut after
+            its last target token (`methods.attribute`); False runs the plain path, kept for comparison
+            (`python -m iapo.experiments.bench`).
     """
 
     method: str = "grad_x_input"
@@ -71,6 +75,7 @@ class AttributionSettings:
     steps: int = 16
     chunk_size: int = 8
     batch_size: int = 8
+    fast: bool = True
 
     def __post_init__(self) -> None:
         for name, valid in (
@@ -117,9 +122,12 @@ def attribution_distributions(
     `reencode=True` first re-encodes each trajectory with `processor` (for a teacher with its own tokenizer or
     image resolution).
     """
-    views = [retokenize(t, samples[t.sample_index], processor) for t in trajectories] if reencode else trajectories
+    # a trajectory without a target gets `{}` whatever the model: decided from its turns, before any encoding
+    attributed = [i for i, t in enumerate(trajectories) if not settings.fast or has_target(t, settings.target)]
+    chosen = [trajectories[i] for i in attributed]
+    views = [retokenize(t, samples[t.sample_index], processor) for t in chosen] if reencode else chosen
     merge = processor.image_processor.merge_size
-    out: list[dict[str, float]] = []
+    out: list[dict[str, float]] = [{} for _ in trajectories]
     for start in range(0, len(views), settings.batch_size):
         chunk = views[start : start + settings.batch_size]
         components = [components_of(t, merge, settings) for t in chunk]
@@ -134,12 +142,22 @@ def attribution_distributions(
             baseline=settings.baseline,
             steps=settings.steps,
             chunk_size=settings.chunk_size,
+            fast=settings.fast,
         )
-        for raw in scores:
-            if not raw:
-                out.append({})
-                continue
-            keys = sorted(raw)
-            weights = normalize(torch.tensor([raw[k] for k in keys], dtype=torch.float32))
-            out.append(dict(zip(keys, weights.tolist(), strict=True)))
+        for index, raw in zip(attributed[start : start + settings.batch_size], scores, strict=True):
+            if raw:
+                keys = sorted(raw)
+                weights = normalize(torch.tensor([raw[k] for k in keys], dtype=torch.float32))
+                out[index] = dict(zip(keys, weights.tolist(), strict=True))
     return out
+
+
+def has_target(trajectory: Trajectory, target: str) -> bool:
+    """Whether `target_mask(trajectory, tokenizer, target)` has a token, read from the turns alone (so it holds for
+    every tokenizer's view of the trajectory): `answer` needs a final answer, `tool_call` a tool-call turn with
+    text, `generated` a generated token."""
+    if target == "generated":
+        return bool(trajectory.policy_mask.any())
+    if target == "tool_call":
+        return any(turn.action == "tool_call" and turn.text for turn in trajectory.turns)
+    return trajectory.final_answer is not None
