@@ -10,7 +10,7 @@ features do not depend on which other images share the pass.
     features = distinct_image_features(model, batch["pixel_values"], batch["image_grid_thw"])
     logits = model(**text_inputs, mm_encoder_outputs=encoder_outputs(features)).logits
 
-Run the checks with `python -m pytest tests/test_vision_reuse.py -q`.
+Run the checks with `python -m pytest tests/test_attribution_fast.py tests/test_cached_generation.py -q`.
 """
 
 from __future__ import annotations
