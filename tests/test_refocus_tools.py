@@ -4,6 +4,7 @@ unchanged), bad calls are counted errors that list the labels, and `predict` wri
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -227,10 +228,11 @@ def test_predict_writes_each_edited_image_beside_the_trajectories(tiny_processor
     assert "Game Version" in failed.turns[0].observation
 
     writer = RolloutWriter(output_dir=str(tmp_path), run_name="run")
-    writer.on_predict_start(None, None)
+    trainer = SimpleNamespace(strategy=SimpleNamespace(broadcast=lambda value: value), world_size=1, global_rank=0)
+    writer.on_predict_start(trainer, None)
     prediction = {"samples": [sample(original)], "trajectories": trajectories, "skipped": {}}
-    writer.write_on_batch_end(None, None, prediction, None, None, batch_idx=0, dataloader_idx=0)
-    writer.on_predict_end(None, None)
+    writer.write_on_batch_end(trainer, None, prediction, None, None, batch_idx=0, dataloader_idx=0)
+    writer.on_predict_end(trainer, None)
     records = [json.loads(line) for line in (tmp_path / "run" / "rollouts.jsonl").read_text().splitlines()]
     written = records[0]["turns"][0]["crop_file"]
     assert written is not None and records[1]["turns"][0]["crop_file"] is None

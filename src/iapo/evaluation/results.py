@@ -19,6 +19,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
+import torch
 from torch import nn
 from torchmetrics import SumMetric
 
@@ -60,13 +61,21 @@ class BenchmarkTally(nn.Module):
         self.name = name
         self.metric = metric_for(name, samples)
         self.counts = nn.ModuleDict({key: SumMetric() for key in self.COUNTS + (self.JUDGE_COUNTS if judge else ())})
-        self.skipped: Counter = Counter(load_skips or {})
+        self.load_skips: Counter = Counter(load_skips or {})  # the same on every process: each loads the list
+        self.batch_skips: Counter = Counter()  # rows this process could not decode
         self.judge = judge
         self.records: list[dict] = []  # per question, this process's share (all of it on one device)
 
+    def gather_batch_skips(self) -> None:
+        """Sum the rows every process could not decode (call on every process under DDP, before `summary`)."""
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            gathered: list[Counter] = [Counter() for _ in range(torch.distributed.get_world_size())]
+            torch.distributed.all_gather_object(gathered, self.batch_skips)
+            self.batch_skips = sum(gathered, Counter())
+
     def update(self, trajectories: list[Trajectory], samples: list[VQASample], skipped: Counter) -> None:
         """Score one batch (one trajectory per sample, in order) and count its skipped rows."""
-        self.skipped.update(skipped)
+        self.batch_skips.update(skipped)
         if not trajectories:
             return
         self.metric.update([t.final_answer for t in trajectories], samples)
@@ -105,7 +114,7 @@ class BenchmarkTally(nn.Module):
         summary = {
             "metrics": {key: float(value) for key, value in self.metric.compute().items()},
             "rows_scored": counts["questions"],
-            "rows_skipped": dict(sorted(self.skipped.items())),
+            "rows_skipped": dict(sorted((self.load_skips + self.batch_skips).items())),
             "answered_rate": counts["answered"] / questions,
             "mean_tool_calls": counts["tool_calls"] / questions,
             "tool_failure_rate": counts["tool_failures"] / max(counts["tool_calls"], 1),

@@ -17,6 +17,7 @@ from collections import Counter
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import torch
 import yaml
 from lightning.pytorch.callbacks import BasePredictionWriter, Callback
 from lightning.pytorch.loggers import WandbLogger
@@ -146,7 +147,11 @@ class AttributionMapLogger(EveryNSteps):
     def draw(self, trainer, pl_module, name: str) -> list[Path]:
         if not self.samples or not trainer.is_global_zero:
             return []
-        paths = draw_attributions(pl_module, self.samples, self.images, self.dirpath / name)
+        with (
+            torch.inference_mode(False),
+            torch.enable_grad(),
+        ):  # `test` runs under inference mode; attribution needs autograd
+            paths = draw_attributions(pl_module, self.samples, self.images, self.dirpath / name)
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
                 logger.log_image(f"attribution/{name.split('-')[0]}", [str(p) for p in paths], step=trainer.global_step)
@@ -182,16 +187,22 @@ class EvalResultsWriter(Callback):
         self.run_name = run_name
 
     def on_test_end(self, trainer, pl_module) -> None:
+        records = [record for tally in pl_module.tallies for record in tally.records]
+        if trainer.world_size > 1:  # each process scored its share of the rows
+            gathered: list[list[dict]] = [[] for _ in range(trainer.world_size)]
+            torch.distributed.all_gather_object(gathered, records)
+            records = [record for part in gathered for record in part]
         if not trainer.is_global_zero:
             return
         results = pl_module.evaluation_results()
         run_dir = self.output_dir / (self.run_name or f"{results['label']}-{time.strftime('%Y%m%d-%H%M%S')}")
-        write_results(run_dir, results, [record for tally in pl_module.tallies for record in tally.records])
+        write_results(run_dir, results, records)
         print(f"results: {run_dir / 'results.md'}\n{(run_dir / 'results.md').read_text()}")
 
 
 class RolloutWriter(BasePredictionWriter):
-    """Writes `<output_dir>/<run>/rollouts.jsonl`, `crops/*.png` and `summary.json` during `predict`."""
+    """Writes `<output_dir>/<run>/rollouts.jsonl`, `crops/*.png` and `summary.json` during `predict` (on several
+    processes, one `rollouts.rank<r>.jsonl` and `summary.rank<r>.json` per process in one run directory)."""
 
     def __init__(self, output_dir: str = "logs/predict", run_name: str | None = None) -> None:
         super().__init__(write_interval="batch")
@@ -201,16 +212,20 @@ class RolloutWriter(BasePredictionWriter):
         self.skipped: Counter = Counter()
 
     def on_predict_start(self, trainer, pl_module) -> None:
+        self.run_dir = Path(trainer.strategy.broadcast(str(self.run_dir)))  # one directory for every process
+        suffix = f".rank{trainer.global_rank}" if trainer.world_size > 1 else ""
+        self.rollouts, self.summary = self.run_dir / f"rollouts{suffix}.jsonl", self.run_dir / f"summary{suffix}.json"
         (self.run_dir / "crops").mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "rollouts.jsonl").write_text("")
+        self.rollouts.write_text("")
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx):
         samples = prediction["samples"]
         self.skipped.update(prediction["skipped"])
-        with open(self.run_dir / "rollouts.jsonl", "a") as out:
+        with open(self.rollouts, "a") as out:
             for index, trajectory in enumerate(prediction["trajectories"]):
                 sample = samples[trajectory.sample_index]
-                crop_files = self._save_crops(trajectory, f"{dataloader_idx}-{batch_idx}-{index}")
+                stem = f"{trainer.global_rank}-{dataloader_idx}-{batch_idx}-{index}"
+                crop_files = self._save_crops(trajectory, stem)
                 out.write(json.dumps(trajectory_record(trajectory, sample, crop_files)) + "\n")
                 self.totals.update(
                     trajectories=1,
@@ -234,5 +249,5 @@ class RolloutWriter(BasePredictionWriter):
 
     def on_predict_end(self, trainer, pl_module) -> None:
         summary = {**self.totals, "errors": dict(self.errors), "skipped_rows": dict(self.skipped)}
-        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-        print(f"wrote {self.totals['trajectories']} trajectories to {self.run_dir / 'rollouts.jsonl'}")
+        self.summary.write_text(json.dumps(summary, indent=2))
+        print(f"wrote {self.totals['trajectories']} trajectories to {self.rollouts}")

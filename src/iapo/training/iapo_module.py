@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from iapo.agent.rollout import HFPolicy, SamplingSettings, rollout
@@ -31,6 +32,18 @@ from iapo.training.step import StepRecord, StepSettings, collect, train_step
 from iapo.training.update import PPOSettings
 
 DEFAULT_REWARDS = {"accuracy": 1.0, "format": 0.1, "attribution": 0.5}
+
+
+def mean_over_processes(metrics: dict[str, float]) -> dict[str, float]:
+    """Each metric averaged over the processes (DDP); a key a process did not produce counts as 0 there. Gathered as
+    one object because the key sets may differ (`errors/<kind>`), which rules out `log(..., sync_dist=True)`: Lightning
+    pairs its all-reduces by key."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return metrics
+    gathered: list[dict[str, float]] = [{} for _ in range(torch.distributed.get_world_size())]
+    torch.distributed.all_gather_object(gathered, metrics)
+    keys = sorted(set().union(*gathered))
+    return {key: sum(part.get(key, 0.0) for part in gathered) / len(gathered) for key in keys}
 
 
 class IAPOModule(PolicyModule):
@@ -137,6 +150,11 @@ class IAPOModule(PolicyModule):
         """One IAPO step (`iapo.training.step.train_step`); returns `{"record": StepRecord}` for callbacks."""
         skipped_rows = float(sum(batch["skipped"].values()))
         if not batch["samples"]:
+            if self.trainer.world_size > 1:  # the other processes would wait for this one in the all-reduce
+                raise RuntimeError(
+                    f"a training batch had no decodable row on process {self.global_rank} ({dict(batch['skipped'])}): "
+                    "on several processes every batch must hold rows — clean the data or set data.strict: true"
+                )
             self.log("data/skipped_rows", skipped_rows, batch_size=1)
             return None
         optimizer = self.optimizers()
@@ -159,9 +177,12 @@ class IAPOModule(PolicyModule):
         metrics = {**metrics, **record.timings}
         metrics["lr"] = optimizer.param_groups[0]["lr"]
         metrics["data/skipped_rows"] = skipped_rows
+        metrics["reward"] = record.rewards["total"].mean()
+        metrics = mean_over_processes({k: float(v) for k, v in metrics.items()})
         size = len(record.trajectories)
-        self.log_dict({k: float(v) for k, v in metrics.items()}, prog_bar=False, batch_size=size)
-        self.log("reward", float(record.rewards["total"].mean()), prog_bar=True, batch_size=size)
+        reward = metrics.pop("reward")
+        self.log_dict(metrics, prog_bar=False, batch_size=size)
+        self.log("reward", reward, prog_bar=True, batch_size=size)
         return {"record": record}
 
     # ---------------------------------------------------------------- validation and predict
@@ -190,6 +211,8 @@ class IAPOModule(PolicyModule):
         }
 
     def on_test_epoch_end(self) -> None:
+        for tally in self.tallies:
+            tally.gather_batch_skips()
         results = self.evaluation_results()
         scored = {name: b for name, b in results["benchmarks"].items() if name not in results["unscored"]}
         scores = {name: bench["metrics"][HEADLINE_METRIC] for name, bench in scored.items()}

@@ -89,6 +89,8 @@ class PolicyModule(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         """Logs `val/acc` (mean over the sets that scored rows), `val/acc/<set>`, the share of questions with a tool
         call, the mean tool calls, answered and tool-failure rates."""
+        for tally in self.tallies:
+            tally.gather_batch_skips()
         summaries = {tally.name: tally.summary() for tally in self.tallies}
         summaries = {name: s for name, s in summaries.items() if s["rows_scored"] > 0}
         if not summaries:
