@@ -52,7 +52,7 @@ eval: $(STAMP) ## evaluate on the test sets under data/ (EVAL_CONFIG, ADAPTER=di
 compare: $(STAMP) ## one table from several evaluations: make compare RUNS="logs/eval/a logs/eval/b"
 	$(PY) -m iapo.evaluation.results compare $(RUNS) --out logs/eval/compare.md
 
-bench: $(STAMP) ## time one training step on 3B/7B-shaped random-init models (GPU; ARGS=... see python -m iapo.experiments.bench -h)
+bench: $(STAMP) ## plain vs fast rollouts, and GRPO vs IAPO step time per attribution method and m (CPU: tiny models, ~5 min; GPU: 3B/7B shapes; ARGS=... see python -m iapo.experiments.bench -h)
 	$(PY) -m iapo.experiments.bench --out logs/bench/bench.json $(ARGS)
 
 sweep: $(STAMP) ## check SWEEP against the CLI, create the W&B sweep and print its `wandb agent` line (needs `wandb login`)

@@ -13,7 +13,20 @@ from iapo.experiments.bench import main, step_configurations
 def test_bench_reports_both_paths_and_every_phase(tmp_path, capsys):
     out = tmp_path / "bench.json"
     results = main(
-        ["--preset", "cpu", "--rollouts", "4", "--group-size", "2", "--new-tokens", "4", "--steps", "1"]
+        [
+            "--preset",
+            "cpu",
+            "--rollouts",
+            "4",
+            "--group-size",
+            "2",
+            "--new-tokens",
+            "4",
+            "--repeats",
+            "1",
+            "--warmup",
+            "0",
+        ]
         + ["--attribution-method", "grad_x_input", "integrated_gradients", "--ig-steps", "2", "--out", str(out)]
     )
     [rollouts] = results["rollout"]

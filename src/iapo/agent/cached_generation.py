@@ -26,9 +26,9 @@ the row's tokens: a mismatch raises instead of generating from a wrong cache.
     generator = CachedGenerator(policy)            # one per rollout
     generations = generator.generate(rows, max_new_tokens)
 
-`python -m pytest tests/test_cached_generation.py -q` proves it: the same tokens as the plain path (greedy and
-sampled with a seed), every greedy token the argmax of a from-scratch forward, one vision-tower pass per distinct
-image.
+`python -m pytest tests/test_cached_generation.py -q` proves it: the same tokens as the plain path (greedy, and
+sampled with a seed), the logits of every decoding step equal to those of a from-scratch forward of the finished
+trajectory, one vision-tower pass per distinct image and one prefill per distinct prompt.
 """
 
 from __future__ import annotations
@@ -46,8 +46,8 @@ from iapo.agent.vision import encode_images, encoder_outputs, vision_language_mo
 class DecodeRow:
     """One trajectory as the generator sees it: every token so far and its images in order.
 
-    `key` identifies the trajectory across turns (by identity); `pixel_values[k]` / `grids[k]` are the processor's tensors of its
-    k-th image, and one tensor object shared by several rows is one image (encoded once).
+    `key` identifies the trajectory across turns (by identity); `pixel_values[k]` / `grids[k]` are the processor's
+    tensors of its k-th image, and one tensor object shared by several rows is one image (encoded once).
     """
 
     key: object
@@ -97,7 +97,7 @@ class CachedGenerator:
         self.layout: _Layout | None = None
 
     @torch.no_grad()
-    def generate(self, rows: list[DecodeRow], max_new_tokens: int):
+    def generate(self, rows: list[DecodeRow], max_new_tokens: int) -> list:
         """One turn for `rows`: the same `Generation`s as `policy.generate` on their collated batch."""
         self._encode_images(rows)
         keys = [row.key for row in rows]

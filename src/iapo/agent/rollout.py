@@ -7,6 +7,9 @@ configured toolset on the full-resolution original (or, for edits with `edit_lat
 with the example's metadata in its context, and its observation (a `user` turn with the returned image) is appended
 as tokens, masked out of the policy loss.
 Token ids are concatenated, never re-tokenized, so the trajectory holds exactly the tokens the policy produced.
+With `fast_rollout` (the default) an `HFPolicy` generates through `CachedGenerator`: the same tokens, with each
+distinct image through the vision tower once per rollout, a group's shared prompt prefilled once and the KV cache
+carried across turns (`iapo.agent.cached_generation`; `python -m iapo.experiments.bench` compares both paths).
 
     policy = HFPolicy(model, processor, SamplingSettings(max_turns=3, max_new_tokens=64))
     trajectories = rollout(policy, processor, samples, images, group_size=4)

@@ -20,6 +20,10 @@ method:
 
 log p(target) = Σ over target tokens t of log p(x_t | x_<t), read at position t − 1 (`token_logprobs` semantics);
 logits are computed only at those positions. Scores are raw and non-negative; normalise with `align.normalize`.
+Two exact shortcuts (`fast=True`, the default): each distinct image of the batch goes through the vision tower once
+(a group's trajectories share their original image), and every row is cut after its last target token
+(`through_last_target`: nothing after it can change the objective, so the tool-call target skips the returned
+image and the later turns); the baseline is taken before the cut.
 The model runs without dropout (eval mode), with its checkpointed layers still checkpointing, and every module's
 train/eval flag is restored afterwards.
 

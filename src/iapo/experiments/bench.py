@@ -21,7 +21,8 @@ The attribution target defaults to the paper's (`tool_call`).
 
 `shape-3b` / `shape-7b` are random-init models of the real shapes (speed and memory do not depend on weight values;
 NF4 + LoRA + non-reentrant gradient checkpointing as in the paper config); the first run builds them into
-`$IAPO_CACHE`. Every configuration runs `--steps` times and reports its last step (the first includes warm-up).
+`$IAPO_CACHE`. Every configuration runs `--warmup` times unreported, then `--repeats` times, interleaved with the
+others (so all see the same machine load); the tables give medians.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
+from statistics import median
 
 import torch
 
@@ -116,41 +118,54 @@ def scripted(model, processor, samples, settings: SamplingSettings, call: str | 
         yield
 
 
+def time_rollout(model, processor, samples, images, group_size: int, settings: SamplingSettings, call, seed: int):
+    """One rollout: (its measurements, its trajectories' token ids)."""
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    with scripted(model, processor, samples, settings, call), count_work(model) as work:
+        start = time.perf_counter()
+        trajectories = rollout(HFPolicy(model, processor, settings), processor, samples, images, group_size, settings)
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - start
+    count = len(trajectories)
+    generated = sum(t.completion_length for t in trajectories)
+    measured = {
+        "seconds": seconds,
+        "tokens_per_second": generated / seconds,
+        "vision_images_per_trajectory": work["vision_images"] / count,
+        "prefill_positions_per_trajectory": work["prefill_positions"] / count,
+        "turns_per_trajectory": sum(len(t.turns) for t in trajectories) / count,
+        "generated_tokens_per_trajectory": generated / count,
+    }
+    if torch.cuda.is_available():
+        measured["peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
+    return measured, [t.input_ids for t in trajectories]
+
+
 def bench_rollouts(model, processor, samples, images, args, sampling: SamplingSettings, call) -> list[dict]:
-    """Plain against fast rollouts of the same prompts and seed, for each number of concurrent rollouts."""
+    """Plain against fast rollouts of the same prompts and seed, for each number of concurrent rollouts: the paths
+    alternate within each repeat (so both see the same machine load) and each metric is the median of the repeats."""
     rows = []
     for count in args.rollouts:
         prompts = count // args.group_size
-        record: dict = {"rollouts": count}
-        outputs = {}
+        runs: dict[str, list[dict]] = {path: [] for path in PATHS}
+        same_tokens = True
+        for repeat in range(args.warmup + args.repeats):  # the warm-up repeats are not reported
+            tokens = {}
+            for path in PATHS:
+                settings = replace(sampling, fast_rollout=path == "fast")
+                measured, tokens[path] = time_rollout(
+                    model, processor, samples[:prompts], images[:prompts], args.group_size, settings, call, repeat
+                )
+                if repeat >= args.warmup:
+                    runs[path].append(measured)
+            same_tokens &= all(torch.equal(a, b) for a, b in zip(tokens["plain"], tokens["fast"], strict=True))
+        record: dict = {"rollouts": count, "same_tokens": same_tokens}
         for path in PATHS:
-            settings = replace(sampling, fast_rollout=path == "fast")
-            policy = HFPolicy(model, processor, settings)
-            with scripted(model, processor, samples[:prompts], settings, call):
-                for repeat in range(args.steps):  # the last repeat is reported (the first includes warm-up)
-                    torch.manual_seed(repeat)
-                    _synchronize()
-                    start = time.perf_counter()
-                    with count_work(model) as work:
-                        trajectories = rollout(
-                            policy, processor, samples[:prompts], images[:prompts], args.group_size, settings
-                        )
-                    _synchronize()
-                    seconds = time.perf_counter() - start
-            generated = sum(t.completion_length for t in trajectories)
-            record[path] = {
-                "seconds": seconds,
-                "tokens_per_second": generated / seconds,
-                "vision_images_per_trajectory": work["vision_images"] / count,
-                "prefill_positions_per_trajectory": work["prefill_positions"] / count,
-                "turns_per_trajectory": sum(len(t.turns) for t in trajectories) / count,
-                "generated_tokens_per_trajectory": generated / count,
-            }
-            if torch.cuda.is_available():
-                record[path]["peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
-                torch.cuda.reset_peak_memory_stats()
-            outputs[path] = [t.input_ids for t in trajectories]
-        record["same_tokens"] = all(torch.equal(a, b) for a, b in zip(outputs["plain"], outputs["fast"], strict=True))
+            record[path] = {key: median([run[key] for run in runs[path]]) for key in runs[path][0]}
         record["speedup"] = record["plain"]["seconds"] / record["fast"]["seconds"]
         rows.append(record)
     return rows
@@ -165,68 +180,86 @@ def step_configurations(args) -> list[tuple[str, str, int]]:
     return configurations
 
 
+def step_settings(args, sampling: SamplingSettings, path: str, attribution_method: str, m: int) -> StepSettings:
+    """The step of one configuration: the paper's attribution variant (blocks, KL penalty, mean baseline)."""
+    fast = path == "fast"
+    attribution = AttributionSettings(
+        method=attribution_method or "grad_x_input",
+        target=args.target,
+        layout="blocks",
+        divergence="kl",
+        form="penalty",
+        baseline="mean",
+        steps=max(m, 1),
+        chunk_size=args.ig_chunk,
+        batch_size=args.attribution_batch,
+        fast=fast,
+    )
+    return StepSettings(
+        group_size=args.group_size,
+        sampling=replace(sampling, fast_rollout=fast),
+        attribution=attribution,
+        ppo=PPOSettings(mini_batch_size=args.mini_batch, log_kl=False),
+    )
+
+
 def bench_steps(
     student, processor, teacher: tuple, samples, images, args, sampling: SamplingSettings, call
 ) -> list[dict]:
-    """One training step of GRPO and of IAPO per attribution configuration, on each path, at the first count."""
+    """Training steps of GRPO and of IAPO per attribution configuration, on each path, at the first count: every
+    configuration once per repeat (interleaved), each phase the median of the repeats."""
     count = args.rollouts[0]
     prompts = count // args.group_size
     optimizer = torch.optim.AdamW([p for p in student.parameters() if p.requires_grad], lr=1e-5)
+    configurations = [(path, *configuration) for path in PATHS for configuration in step_configurations(args)]
+    runs: dict[tuple, list[dict]] = {configuration: [] for configuration in configurations}
+    for repeat in range(args.warmup + args.repeats):  # the warm-up repeats are not reported
+        for configuration in configurations:
+            path, method, attribution_method, m = configuration
+            settings = step_settings(args, sampling, path, attribution_method, m)
+            rewards = build_rewards(METHOD_REWARDS[method], RewardContext(settings.attribution))
+            torch.manual_seed(repeat)
+            with (
+                scripted(student, processor, samples[:prompts], settings.sampling, call),
+                count_work(teacher[0]) as teacher_work,
+                count_work(student) as student_work,
+            ):
+                record = train_step(
+                    student,
+                    processor,
+                    optimizer,
+                    samples[:prompts],
+                    images[:prompts],
+                    settings,
+                    rewards,
+                    teacher=lambda: teacher,
+                )
+            if repeat >= args.warmup:
+                timings = dict(record.timings)
+                timings["total"] = sum(timings.get(f"time/{phase}", 0.0) for phase in PHASES)
+                timings["vision_images_per_trajectory"] = (
+                    student_work["vision_images"] + teacher_work["vision_images"]
+                ) / count
+                timings["attributed"] = sum(bool(a) for a in record.attributions["student"])
+                runs[configuration].append(timings)
     rows = []
-    for path in PATHS:
-        fast = path == "fast"
-        totals: dict[str, float] = {}
-        for method, attribution_method, m in step_configurations(args):
-            attribution = AttributionSettings(
-                method=attribution_method or "grad_x_input",
-                target=args.target,
-                layout="blocks",
-                divergence="kl",
-                form="penalty",
-                baseline="mean",
-                steps=max(m, 1),
-                chunk_size=args.ig_chunk,
-                batch_size=args.attribution_batch,
-                fast=fast,
-            )
-            settings = StepSettings(
-                group_size=args.group_size,
-                sampling=replace(sampling, fast_rollout=fast),
-                attribution=attribution,
-                ppo=PPOSettings(mini_batch_size=args.mini_batch, log_kl=False),
-            )
-            rewards = build_rewards(METHOD_REWARDS[method], RewardContext(attribution))
-            with scripted(student, processor, samples[:prompts], settings.sampling, call):
-                for repeat in range(args.steps):
-                    torch.manual_seed(repeat)
-                    with count_work(teacher[0]) as teacher_work, count_work(student) as student_work:
-                        record = train_step(
-                            student,
-                            processor,
-                            optimizer,
-                            samples[:prompts],
-                            images[:prompts],
-                            settings,
-                            rewards,
-                            teacher=lambda: teacher,
-                        )
-            timings = dict(record.timings)
-            total = sum(timings.get(f"time/{phase}", 0.0) for phase in PHASES)
-            name = "grpo" if method == "grpo" else f"iapo {attribution_method}" + (f" m={m}" if m else "")
-            totals[name] = total
-            rows.append(
-                {
-                    "path": path,
-                    "method": name,
-                    "timings": timings,
-                    "total": total,
-                    "iapo_over_grpo": total / totals["grpo"],
-                    "vision_images_per_trajectory": (student_work["vision_images"] + teacher_work["vision_images"])
-                    / count,
-                    "attributed": sum(bool(a) for a in record.attributions["student"]),
-                    "trajectories": count,
-                }
-            )
+    for configuration in configurations:
+        path, method, attribution_method, m = configuration
+        measured = runs[configuration]
+        timings = {key: median([run[key] for run in measured]) for key in measured[0]}
+        grpo = median([run["total"] for run in runs[(path, "grpo", "", 0)]])
+        rows.append(
+            {
+                "path": path,
+                "method": "grpo" if method == "grpo" else f"iapo {attribution_method}" + (f" m={m}" if m else ""),
+                "timings": {k: v for k, v in timings.items() if k.startswith(("time/", "memory/"))},
+                "total": timings["total"],
+                "iapo_over_grpo": timings["total"] / grpo,
+                "vision_images_per_trajectory": timings["vision_images_per_trajectory"],
+                "attributed": timings["attributed"],
+                "trajectories": count,
+            }
+        )
     return rows
 
 
@@ -314,7 +347,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--mini-batch", type=int, default=8)
     parser.add_argument("--attribution-batch", type=int, default=8)
     parser.add_argument("--lora-rank", type=int)
-    parser.add_argument("--steps", type=int, default=2, help="repeats per configuration (the last is reported)")
+    parser.add_argument("--repeats", type=int, default=3, help="measured repeats of each configuration (medians)")
+    parser.add_argument("--warmup", type=int, default=1, help="unreported repeats first (compilation, caches)")
     parser.add_argument(
         "--attribution-method", nargs="+", default=["grad_x_input", "integrated_gradients"], help="IAPO's methods"
     )
@@ -327,6 +361,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for key, value in PRESETS[args.preset].items():
         if getattr(args, key) is None:
             setattr(args, key, value)
+    if args.repeats < 1 or args.warmup < 0:
+        parser.error("--repeats must be >= 1 and --warmup >= 0")
     if any(count % args.group_size for count in args.rollouts):
         parser.error("every --rollouts must be a multiple of --group-size")
     if args.target == "tool_call" and args.turns < 2:
