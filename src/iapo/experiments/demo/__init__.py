@@ -1,0 +1,31 @@
+"""The miniature reproduction: does IAPO's mechanism work where the paper's premise holds?
+
+    make demo                    # python -m iapo.experiments.demo                  — the paper's setting (charts)
+    make demo SETTING=zoom       # python -m iapo.experiments.demo --setting zoom   — the zoom setting
+    make demo FAST=1             # --fast: the CI-sized run of either (a few minutes)
+    make demo ARGS=--fresh       # start over (stages whose outputs exist are otherwise reused)
+
+Offline, on CPU: tiny Qwen2.5-VL-architecture models trained from scratch on the project's synthetic sets. Stages:
+1. cold start (`stages.cold_start`): one SFT run of `tiny-student` on expert trajectories, saved at a few candidate
+   budgets; the same run continued is the teacher (trained longer; measured stronger in the report);
+2. regime (`regime`): each candidate sampled on *training* prompts at the RL settings; the one whose outcome reward
+   is sparsest without being hopeless is chosen, and λ set from the same measurement — never from test results;
+3. GRPO and IAPO from the chosen student, same seeds, data order and budget (`--workers` runs at once);
+4. greedy evaluation of every model on the held-out test split, tools on and off;
+5. the report (`report`): accuracy, paired differences IAPO − GRPO per seed with a 95% t interval, tool rates, the
+   mechanism diagnostics at the cold start and over training, and findings that say what the numbers show.
+
+Output under `logs/demo/` (`logs/demo-zoom/`, `...-fast/`): `report.md`, `report.json`, `curves.png`,
+`attribution/{before,grpo,iapo}/example-<k>.png`, and each stage's files (`sft/`, `regime.json`, `rl/`, `eval/`,
+`logs/<run>/metrics.csv`).
+
+Files: `settings.py` (presets, read from the CLI's YAML overlays), `stages.py` (training and evaluation stages),
+`regime.py` (cold-start diagnostics and the choices made from them), `stats.py` (paired t intervals), `report.py`
+(tables, findings, curves), `run.py` (the order of the stages and the command line).
+"""
+
+from iapo.experiments.demo.report import GRPO, IAPO, STUDENT, TEACHER
+from iapo.experiments.demo.run import main, run
+from iapo.experiments.demo.settings import DemoSettings, demo_settings
+
+__all__ = ["GRPO", "IAPO", "STUDENT", "TEACHER", "DemoSettings", "demo_settings", "main", "run"]

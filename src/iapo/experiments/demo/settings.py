@@ -1,0 +1,184 @@
+"""The demo's settings: which miniature (`charts`, the paper's setting, or `zoom`), its task and every stage's budget.
+
+The task and the agent's sampling are read from the same YAML overlays the CLI uses (`configs/demo_charts.yaml`:
+`data.synthetic_charts` and `model.init_args.sampling`; `configs/demo_task.yaml`: `data.synthetic` and
+`model.init_args.sampling`), typed as the CLI types them, so a run of the CLI with the overlay trains on the same
+task. The rest (cold-start budgets, RL budget, seeds) lives in `DemoSettings`; `fast()` is the CI-sized version.
+
+    settings = demo_settings("charts")            # or "zoom"; .fast() for the CI-sized run
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from jsonargparse import ArgumentParser
+
+from iapo.agent.rollout import SamplingSettings
+from iapo.attribution.score import AttributionSettings
+from iapo.data.datamodule import DataSpec
+from iapo.data.synthetic import SyntheticConfig
+from iapo.data.synthetic_charts import SyntheticChartsConfig
+
+CONFIGS = Path(__file__).resolve().parents[4] / "configs"
+CHARTS_CONFIG = CONFIGS / "demo_charts.yaml"
+ZOOM_CONFIG = CONFIGS / "demo_task.yaml"
+SETTINGS = ("charts", "zoom")
+
+
+def read_overlay(path: Path, data_key: str, task_type: type) -> tuple[object, SamplingSettings]:
+    """(`data.<data_key>` typed as `task_type`, `model.init_args.sampling` as `SamplingSettings`) of a CLI overlay,
+    parsed by jsonargparse as `src/cli.py` parses them."""
+    config = yaml.safe_load(path.read_text())
+    parser = ArgumentParser()
+    parser.add_argument("--task", type=task_type)
+    parser.add_argument("--sampling", type=SamplingSettings)
+    block = {"task": config["data"][data_key], "sampling": config["model"]["init_args"]["sampling"]}
+    parsed = parser.instantiate(parser.parse_object(block))
+    return parsed.task, parsed.sampling
+
+
+def synthetic_task(path: Path = ZOOM_CONFIG) -> SyntheticConfig:
+    """The zoom miniature's task: the `data.synthetic` block of `configs/demo_task.yaml`."""
+    return read_overlay(path, "synthetic", SyntheticConfig)[0]
+
+
+def charts_task(path: Path = CHARTS_CONFIG) -> SyntheticChartsConfig:
+    """The paper miniature's task: the `data.synthetic_charts` block of `configs/demo_charts.yaml`."""
+    return read_overlay(path, "synthetic_charts", SyntheticChartsConfig)[0]
+
+
+PAPER_ATTRIBUTION = AttributionSettings(
+    method="integrated_gradients",
+    target="tool_call",
+    layout="blocks",
+    divergence="kl",
+    form="penalty",
+    baseline="mean",
+    steps=4,
+    missing_target="exclude",
+)
+"""The paper's variant (IG of the tool-call tokens over the P / R / I / T blocks, KL, r − λ·KL) with m = 4 steps (the
+CPU budget). A trajectory without a tool call gets its group's mean term (`exclude`): with `zero`, not calling the
+tool would earn the highest term (0 ≥ −KL) and the penalty would reward skipping the tool."""
+
+ZOOM_ATTRIBUTION = AttributionSettings(method="grad_x_input")
+"""The zoom setting's variant: gradient × input of the answer over image regions, crops and question, 1 − JSD."""
+
+
+@dataclass
+class DemoSettings:
+    """Every stage's budget. One SFT run from the tiny spec saves the candidate cold starts (`candidate_steps`) and
+    goes on to `teacher_steps`: the teacher is the student trained longer (stronger, as the report measures). The
+    regime stage samples `regime_prompts` × `group_size` trajectories of each candidate on *training* prompts and
+    keeps the one whose outcome reward is sparsest (most groups where every sample fails) among those not hopeless
+    (`min_accuracy`, `min_call_rate`); GRPO and IAPO then start from it with the same seeds, data order and budget.
+    λ (`attribution_weight`) is None to set it from the cold start: the outcome's within-group spread over the
+    attribution term's (`iapo.experiments.demo.regime.choose_weight`).
+    """
+
+    setting: str
+    task: SyntheticConfig | SyntheticChartsConfig
+    sampling: SamplingSettings
+    attribution: AttributionSettings
+    out: Path = Path("logs/demo")
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    sft_batch: int = 16
+    sft_lr: float = 1e-3
+    sft_margin: float = 0.1
+    sft_expert: str = "mixed"
+    sft_warmup: int = 20
+    candidate_steps: tuple[int, ...] = (100, 150, 200)
+    teacher_steps: int = 400
+    regime_prompts: int = 16
+    min_accuracy: float = 0.1
+    min_call_rate: float = 0.5
+    rl_steps: int = 20
+    rl_prompts: int = 4
+    group_size: int = 4
+    rl_lr: float = 3e-4
+    lora_rank: int = 16
+    format_weight: float = 0.1
+    attribution_weight: float | None = None
+    train_rows: int = 2048
+    test_rows: int = 100
+    picture_examples: int = 2
+
+    def __post_init__(self) -> None:
+        if self.setting not in SETTINGS:
+            raise ValueError(f"setting must be one of {SETTINGS}, got {self.setting!r}")
+        if sorted(set(self.candidate_steps)) != list(self.candidate_steps) or not self.candidate_steps:
+            raise ValueError(f"candidate_steps must be increasing, got {self.candidate_steps}")
+        if self.teacher_steps <= self.candidate_steps[-1]:
+            raise ValueError("the teacher must train longer than every candidate student (teacher_steps)")
+
+    @property
+    def data_name(self) -> str:
+        """The `DataSpec` name of the task's synthetic set."""
+        return "synthetic_charts" if self.setting == "charts" else "synthetic"
+
+    def data_spec(self, split: str, rows: int) -> DataSpec:
+        return DataSpec(self.data_name, split, rows)
+
+    def data_kwargs(self) -> dict:
+        """The `VQADataModule` argument that carries the task's knobs."""
+        return {"synthetic_charts" if self.setting == "charts" else "synthetic": self.task}
+
+    def build_split(self, split: str, rows: int) -> list:
+        """The first `rows` samples of a split of the task (in memory)."""
+        if self.setting == "charts":
+            from iapo.data.synthetic_charts import build_split
+        else:
+            from iapo.data.synthetic import build_split
+        return build_split(split, rows, self.task)
+
+    def rewards(self, method: str, attribution_weight: float | None = None) -> dict[str, float]:
+        """GRPO: accuracy and format; IAPO: the same plus the attribution reward at λ."""
+        weights = {"accuracy": 1.0, "format": self.format_weight}
+        if method == "grpo":
+            return weights
+        weight = self.attribution_weight if attribution_weight is None else attribution_weight
+        if weight is None:
+            raise ValueError("IAPO needs λ: pass the weight chosen at the cold start")
+        return {**weights, "attribution": weight}
+
+    def fast(self) -> DemoSettings:
+        """The CI-sized run: one seed, a few RL steps, a small test split."""
+        return dataclasses.replace(
+            self,
+            seeds=(0,),
+            candidate_steps=self.candidate_steps[:2],
+            teacher_steps=self.candidate_steps[1] + 20,
+            regime_prompts=4,
+            rl_steps=2,
+            train_rows=512,
+            test_rows=16,
+            picture_examples=1,
+        )
+
+
+def demo_settings(setting: str = "charts", **overrides) -> DemoSettings:
+    """The preset of a miniature: `charts` (the paper's setting: `configs/demo_charts.yaml`, the paper's attribution
+    variant) or `zoom` (`configs/demo_task.yaml`, the zoom setting's variant); `overrides` replace any field."""
+    if setting == "charts":
+        task, sampling = read_overlay(CHARTS_CONFIG, "synthetic_charts", SyntheticChartsConfig)
+        preset = DemoSettings(setting, task, sampling, PAPER_ATTRIBUTION)
+    elif setting == "zoom":
+        task, sampling = read_overlay(ZOOM_CONFIG, "synthetic", SyntheticConfig)
+        preset = DemoSettings(
+            setting,
+            task,
+            sampling,
+            ZOOM_ATTRIBUTION,
+            sft_lr=3e-4,
+            candidate_steps=(400, 600, 800),
+            teacher_steps=1700,
+            rl_steps=60,
+            test_rows=200,
+        )
+    else:
+        raise ValueError(f"setting must be one of {SETTINGS}, got {setting!r}")
+    return dataclasses.replace(preset, **{k: v for k, v in overrides.items() if v is not None})

@@ -1,0 +1,179 @@
+"""The demo's stages, each cached on disk under `settings.out` (a stage whose output exists is reused).
+
+- `cold_start`: one SFT run of the tiny spec on expert trajectories, saving the model at every candidate budget
+  (`sft/step-<n>/`) and at the teacher's (`sft/teacher/`): the teacher is the student trained longer;
+- `evaluate`: greedy evaluation on the held-out test split, tools on or off (`eval/<label>.json`);
+- `reinforce`: GRPO or IAPO from the chosen cold start (`rl/<method>-seed<k>/adapter/`, metrics in
+  `logs/<method>-seed<k>/metrics.csv`);
+- `pictures`: student vs teacher attribution of fixed test examples.
+
+    student = cold_start(settings)["step-150"]; adapter = reinforce(settings, "iapo", 0, student, teacher, weight)
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import CSVLogger
+
+from iapo.data.datamodule import VQADataModule
+from iapo.data.sample import load_image
+from iapo.models.loader import LoraSettings, ModelSettings
+from iapo.training.callbacks import AdapterCheckpoint, draw_attributions
+from iapo.training.iapo_module import IAPOModule
+from iapo.training.sft_module import SFTModule
+from iapo.training.update import PPOSettings
+
+
+def say(message: str) -> None:
+    """Progress, one line per stage."""
+    print(f"[demo] {message}", flush=True)
+
+
+def trainer(max_steps: int, log_dir: Path | None, callbacks: list | None = None) -> L.Trainer:
+    return L.Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_steps=max_steps,
+        logger=CSVLogger(str(log_dir.parent), name=log_dir.name, version="") if log_dir else False,
+        callbacks=callbacks or [],
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        log_every_n_steps=1,
+    )
+
+
+def train_data(settings, batch_size: int) -> VQADataModule:
+    return VQADataModule(
+        train=[settings.data_spec("train", settings.train_rows)], batch_size=batch_size, **settings.data_kwargs()
+    )
+
+
+def test_data(settings) -> VQADataModule:
+    return VQADataModule(test=[settings.data_spec("test", settings.test_rows)], batch_size=16, **settings.data_kwargs())
+
+
+class SaveAtSteps(Callback):
+    """Writes the fine-tuned student (`SFTModule.save_pretrained`) to `paths[step]` when training reaches `step`."""
+
+    def __init__(self, paths: dict[int, Path]) -> None:
+        self.paths = paths
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        path = self.paths.get(trainer.global_step)
+        if path is not None and not (path / "config.json").is_file():
+            pl_module.save_pretrained(path)
+            say(f"cold start: saved {path} (step {trainer.global_step})")
+
+
+def cold_start_paths(settings) -> dict[str, Path]:
+    """Where the cold start writes each candidate student (`step-<n>`) and the teacher."""
+    root = settings.out / "sft"
+    return {**{f"step-{n}": root / f"step-{n}" for n in settings.candidate_steps}, "teacher": root / "teacher"}
+
+
+def cold_start(settings) -> dict[str, Path]:
+    """One SFT run from the tiny spec, saved at each candidate budget and at `teacher_steps` (reused when all
+    exist). Returns `cold_start_paths`."""
+    paths = cold_start_paths(settings)
+    if all((path / "config.json").is_file() for path in paths.values()):
+        say(f"cold start: reusing {settings.out / 'sft'}")
+        return paths
+    say(
+        f"cold start: SFT of tiny-student for {settings.teacher_steps} steps, saving at {list(settings.candidate_steps)}"
+    )
+    L.seed_everything(0, verbose=False)
+    module = SFTModule(
+        student=ModelSettings(name="tiny-student"),
+        sampling=settings.sampling,
+        expert=settings.sft_expert,
+        margin=settings.sft_margin,
+        train_vision=True,
+        lr=settings.sft_lr,
+        warmup_steps=settings.sft_warmup,
+    )
+    saves = {n: paths[f"step-{n}"] for n in settings.candidate_steps} | {settings.teacher_steps: paths["teacher"]}
+    run = trainer(settings.teacher_steps, settings.out / "logs" / "sft", [SaveAtSteps(saves)])
+    run.fit(module, train_data(settings, settings.sft_batch))
+    return paths
+
+
+def evaluate(settings, label: str, student: ModelSettings, tools: bool) -> dict:
+    """Greedy evaluation on the held-out test split; cached in `eval/<label>.json`."""
+    path = settings.out / "eval" / f"{label}.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    module = IAPOModule(
+        student=student, sampling=settings.sampling, rewards={"accuracy": 1.0}, tools=tools, label=label
+    )
+    trainer(0, None).test(module, datamodule=test_data(settings), verbose=False)
+    bench = next(iter(module.evaluation_results()["benchmarks"].values()))
+    result = {
+        "label": label,
+        "tools": tools,
+        "accuracy": bench["metrics"]["acc"],
+        "tool_call_rate": bench["tool_call_rate"],
+        "tool_success_rate": bench["tool_success_rate"],
+        "mean_tool_calls": bench["mean_tool_calls"],
+        "mean_turns": bench["mean_turns"],
+        "answered_rate": bench["answered_rate"],
+        "rows": bench["rows_scored"],
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2))
+    say(f"evaluated {label}: accuracy {result['accuracy']:.3f}, tool-call rate {result['tool_call_rate']:.2f}")
+    return result
+
+
+def run_name(method: str, seed: int) -> str:
+    return f"{method}-seed{seed}"
+
+
+def reinforce(settings, method: str, seed: int, student: Path, teacher: Path, weight: float) -> Path:
+    """GRPO or IAPO (at λ = `weight`) from the cold-started student; returns the adapter directory. Both methods use
+    the same seed, data order and budget; GRPO never loads the teacher."""
+    run = run_name(method, seed)
+    adapter = settings.out / "rl" / run / "adapter"
+    if (adapter / "adapter_config.json").is_file():
+        say(f"RL: reusing {adapter}")
+        return adapter
+    say(f"RL: {run}, {settings.rl_steps} steps × {settings.rl_prompts} prompts × {settings.group_size} samples")
+    L.seed_everything(seed, verbose=False)
+    module = IAPOModule(
+        student=ModelSettings(
+            name=str(student), lora=LoraSettings(r=settings.lora_rank, alpha=2 * settings.lora_rank, dropout=0.0)
+        ),
+        teacher=ModelSettings(name=str(teacher)),
+        sampling=settings.sampling,
+        group_size=settings.group_size,
+        rewards=settings.rewards(method, weight),
+        attribution=settings.attribution,
+        ppo=PPOSettings(mini_batch_size=settings.rl_prompts * settings.group_size),
+        lr=settings.rl_lr,
+    )
+    checkpoint = AdapterCheckpoint(dirpath=str(adapter.parent), every_n_steps=0, monitor=None)
+    run_trainer = trainer(settings.rl_steps, settings.out / "logs" / run, [checkpoint])
+    run_trainer.fit(module, train_data(settings, settings.rl_prompts))
+    (adapter.parent / "last").rename(adapter)
+    return adapter
+
+
+def pictures(settings, name: str, student: ModelSettings, teacher: Path) -> list[str]:
+    """Attribution pictures of the same fixed test examples (the first rows of the test split) for one model."""
+    module = IAPOModule(
+        student=student,
+        teacher=ModelSettings(name=str(teacher)),
+        sampling=settings.sampling,
+        attribution=settings.attribution,
+        rewards={"accuracy": 1.0, "attribution": 1.0},
+    )
+    module.configure_model()
+    rows = settings.build_split("test", settings.picture_examples)
+    paths = draw_attributions(module, rows, [load_image(r.image) for r in rows], settings.out / "attribution" / name)
+    return [str(p.relative_to(settings.out)) for p in paths]
