@@ -58,8 +58,8 @@ bench: $(STAMP) ## plain vs fast rollouts, and GRPO vs IAPO step time per attrib
 sweep: $(STAMP) ## check SWEEP against the CLI, create the W&B sweep and print its `wandb agent` line (needs `wandb login`)
 	$(PY) -m iapo.experiments.sweep $(SWEEP) $(if $(PROJECT),--project $(PROJECT)) $(if $(ENTITY),--entity $(ENTITY))
 
-demo: $(STAMP) ## the miniature reproduction: cold start, GRPO vs IAPO, evaluation, logs/demo/report.md (~20 min; FAST=1: ~4 min; ARGS=--fresh starts over)
-	$(PY) -m iapo.experiments.demo $(if $(FAST),--fast --out logs/demo-fast) $(ARGS)
+demo: $(STAMP) ## the miniature: cold start, regime, GRPO vs IAPO over 5 seeds, logs/demo/report.md (~30 min; SETTING=zoom; FAST=1: ~4 min; ARGS=--fresh starts over)
+	$(PY) -m iapo.experiments.demo $(if $(SETTING),--setting $(SETTING)) $(if $(FAST),--fast) $(ARGS)
 
 paper: $(STAMP) ## the paper's recipe: print its stages (teacher, cold start, IAPO / GRPO, evaluations, table); RUN=1 runs them (GPU)
 	$(PY) -m iapo.experiments.recipe $(if $(RUN),--run) $(ARGS)
