@@ -24,7 +24,7 @@ from iapo.data.sample import SkipLog, load_image
 from iapo.data.synthetic import SyntheticConfig, build_split
 from iapo.data.synthetic_charts import SyntheticChartsConfig
 from iapo.data.synthetic_charts import build_split as build_charts
-from iapo.experiments.demo import DEMO_TASK
+from iapo.experiments.demo.settings import synthetic_task
 from iapo.models.loader import LoraSettings, ModelSettings, load_model
 from iapo.training.expert import ExpertPolicy, expert_box, expert_trajectories, tool_call_text
 from iapo.training.policy_base import greedy_settings
@@ -301,7 +301,7 @@ def test_sft_config_with_the_demo_task_fits_logs_and_writes_a_loadable_model(tmp
     configs = ["--config", str(ROOT / "configs" / "sft.yaml"), "--config", str(ROOT / "configs" / "demo_task.yaml")]
     cli = load_cli().main(["fit", *configs, *overrides])
     assert isinstance(cli.model, SFTModule) and cli.trainer.global_step == 2
-    assert cli.datamodule.synthetic == DEMO_TASK  # the overlay is exactly the demo's task
+    assert cli.datamodule.synthetic == synthetic_task()  # the overlay is exactly the demo's task
     with open(Path(cli.trainer.logger.log_dir) / "metrics.csv") as handle:
         rows = list(csv.DictReader(handle))
     logged = {key for row in rows for key, value in row.items() if value}

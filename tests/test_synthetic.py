@@ -24,7 +24,7 @@ from iapo.data.synthetic import (
     sample_scene,
     write_split,
 )
-from iapo.experiments.demo import DEMO_TASK
+from iapo.experiments.demo.settings import synthetic_task
 
 INPUT_SIDE = 224  # the tiny model's input: 8x8 visual tokens of 28 px
 
@@ -145,7 +145,7 @@ def test_answer_letter_names_the_pattern_drawn_in_the_box(train):
 # --- the task needs the zoom ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("config", [SyntheticConfig(), DEMO_TASK], ids=["default", "demo"])
+@pytest.mark.parametrize("config", [SyntheticConfig(), synthetic_task()], ids=["default", "demo"])
 def test_patterns_vanish_at_input_resolution_but_differ_in_the_zoom_crop(config):
     rng = np.random.default_rng(0)
     for _ in range(4):

@@ -27,19 +27,17 @@ Write a split to disk (PNGs plus `<split>.jsonl` in the generic JSONL format of 
 
 from __future__ import annotations
 
-import argparse
-import json
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
-from tqdm import tqdm
 
 from iapo.data.sample import VQASample
+from iapo.data.synthetic_files import generator_main, write_samples
 
 SOURCE = "synthetic"
 
@@ -330,54 +328,13 @@ def write_split(
     Rows follow the generic format read by `iapo.data.jsonl.read_jsonl` (image paths relative to `out_dir`);
     read them back with `read_jsonl(path, source="synthetic")`.
     """
-    out_dir = Path(out_dir)
-    (out_dir / split).mkdir(parents=True, exist_ok=True)
-    jsonl_path = out_dir / f"{split}.jsonl"
-    samples = iter_split(split, n, config, seed)
-    with jsonl_path.open("w", encoding="utf-8") as handle:
-        for sample in tqdm(samples, total=n, desc=f"synthetic {split}", disable=not progress):
-            relative = f"{split}/{sample.uid}.png"
-            sample.image.save(out_dir / relative)
-            row = {
-                "id": sample.uid,
-                "image": relative,
-                "question": sample.question,
-                "options": list(sample.options),
-                "answer": sample.answer,
-                "answer_type": sample.answer_type,
-                "category": sample.category,
-                "meta": sample.meta,
-            }
-            handle.write(json.dumps(row) + "\n")
-    return jsonl_path
+    return write_samples(out_dir, split, iter_split(split, n, config, seed), n, progress)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Write the synthetic visual-search splits (PNGs + JSONL).")
-    parser.add_argument("--out", type=Path, default=Path("data/synthetic"), help="output folder")
-    parser.add_argument("--train", type=int, default=2000, help="number of training samples")
-    parser.add_argument("--val", type=int, default=200, help="number of validation samples")
-    parser.add_argument("--test", type=int, default=200, help="number of test samples")
-    parser.add_argument("--seed", type=int, default=0)
-    knobs = parser.add_argument_group("difficulty (SyntheticConfig)")
-    for knob in fields(SyntheticConfig):
-        if isinstance(knob.default, tuple):
-            knobs.add_argument(f"--{knob.name}", nargs="+", default=list(knob.default))
-        elif isinstance(knob.default, bool):
-            knobs.add_argument(f"--{knob.name}", action=argparse.BooleanOptionalAction, default=knob.default)
-        else:
-            knobs.add_argument(f"--{knob.name}", type=type(knob.default), default=knob.default)
-    args = parser.parse_args(argv)
-    values = {knob.name: getattr(args, knob.name) for knob in fields(SyntheticConfig)}
-    try:
-        config = SyntheticConfig(**{name: tuple(v) if isinstance(v, list) else v for name, v in values.items()})
-    except ValueError as err:
-        parser.error(str(err))
-    for split in ("train", "val", "test"):
-        count = getattr(args, split)
-        if count:
-            path = write_split(args.out, split, count, config, args.seed, progress=True)
-            print(f"wrote {count} samples to {path}")
+    generator_main(
+        argv, SyntheticConfig, write_split, "Write the synthetic visual-search splits (PNGs + JSONL).", "data/synthetic"
+    )
 
 
 if __name__ == "__main__":
