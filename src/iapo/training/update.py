@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from iapo.agent.trajectory import Trajectory, collate_trajectories, device_inputs
+from iapo.agent.vision import distinct_image_features, encoder_outputs, vision_language_model
 from iapo.training.algo import aggregate, kl_k3, ppo_clip_loss
 from iapo.training.logprobs import DEFAULT_CHUNK_SIZE, masked_logprobs
 
@@ -51,10 +52,16 @@ def policy_forward(
     collated batch, at its `policy_mask` positions only (0 elsewhere).
 
     The LM head runs on the masked positions alone, `chunk_size` at a time (`iapo.training.logprobs`): memory does
-    not grow with vocabulary × sequence length.
+    not grow with vocabulary × sequence length. With the vision tower frozen (LoRA leaves it out), each distinct image
+    of the batch goes through it once, without a graph (exact: no gradient flows into a frozen tower).
     """
     inputs = device_inputs(model, batch)
     backbone, head = backbone_and_head(model)
+    visual_frozen = not any(p.requires_grad for p in vision_language_model(model).visual.parameters())
+    if visual_frozen and inputs.get("pixel_values") is not None:
+        with torch.no_grad():
+            features = distinct_image_features(model, inputs.pop("pixel_values"), inputs["image_grid_thw"])
+        inputs["mm_encoder_outputs"] = encoder_outputs(features)
     hidden = backbone(**inputs, use_cache=False).last_hidden_state
     return masked_logprobs(hidden, head, inputs["input_ids"], batch["policy_mask"], chunk_size, with_entropy)
 
