@@ -1,29 +1,116 @@
-"""`make demo FAST=1`: the whole miniature reproduction writes its report, and its cold start really learned the task
-(about 5 minutes on 2 cores: the one long test of the default suite)."""
+"""`make demo FAST=1`: the paper miniature (charts, editing tools) runs every stage and writes a report whose tables
+and mechanism diagnostics are all there (a few minutes on 2 cores: the one long test of the default suite); and the
+pure pieces the report rests on: the t interval of paired differences, the regime and λ choices."""
 
 from __future__ import annotations
 
 import json
+import math
+
+import pytest
+import torch
 
 from iapo.experiments.demo import GRPO, IAPO, STUDENT, TEACHER, main
+from iapo.experiments.demo.regime import choose_candidate, choose_weight, group_shares, within_group_spread
+from iapo.experiments.demo.stats import paired_difference, t_quantile
+
+COLD_START_KEYS = (
+    "accuracy",
+    "mechanism/outcome_zero_std",
+    "mechanism/all_fail",
+    "mechanism/rescued_groups",
+    "mechanism/rank_corr_attribution_outcome",
+    "attribution/divergence",
+    "tools/call_rate",
+    "tools/success_rate",
+)
+TRAINING_KEYS = (
+    "mechanism/outcome_zero_std",
+    "mechanism/rescued_groups",
+    "mechanism/rank_corr_attribution_outcome",
+    "attribution/divergence",
+    "tools/call_rate",
+)
 
 
-def test_fast_demo_writes_a_report_of_a_student_that_learned_to_zoom(tmp_path):
+def test_fast_paper_demo_reports_results_paired_differences_and_mechanism_diagnostics(tmp_path):
     out = tmp_path / "demo"
-    report = main(["--fast", "--out", str(out)])
+    report = main(["--fast", "--out", str(out), "--workers", "2"])
     data = json.loads((out / "report.json").read_text())
-    results = {(row["model"], row["results"][0]["tools"]): row["results"] for row in data["rows"]}
-    assert set(results) == {(m, t) for m in (STUDENT, TEACHER) for t in (True, False)} | {(GRPO, True), (IAPO, True)}
-    for rows in results.values():
-        for result in rows:
+    rows = {(row["model"], row["tools"]): row["results"] for row in data["rows"]}
+    assert set(rows) == {(m, t) for m in (STUDENT, TEACHER, GRPO, IAPO) for t in (True, False)}
+    seeds = data["settings"]["seeds"]
+    for (model, tools), results in rows.items():
+        assert len(results) == (len(seeds) if model in (GRPO, IAPO) else 1)
+        for result in results:
             assert 0 <= result["accuracy"] <= 1 and result["rows"] == data["settings"]["test_rows"]
-    chance = 1 / data["settings"]["synthetic"]["n_options"]
-    student = results[(STUDENT, True)][0]
-    assert student["tool_call_rate"] >= 0.5  # the cold-started student zooms ...
-    assert student["accuracy"] >= chance + 0.15  # ... and reads the crop: well above chance
-    assert results[(STUDENT, False)][0]["tool_call_rate"] == 0  # tools off: one direct turn
+            if not tools:  # tools off: one direct turn, never a tool call
+                assert result["tool_call_rate"] == 0 and result["mean_turns"] == 1
+    for tools in ("tools on", "tools off"):
+        paired = data["paired"][tools]
+        iapo, grpo = rows[(IAPO, tools == "tools on")], rows[(GRPO, tools == "tools on")]
+        assert paired["differences"] == pytest.approx(
+            [a["accuracy"] - b["accuracy"] for a, b in zip(iapo, grpo, strict=True)]
+        )
+    # the regime: every candidate measured on training prompts, one chosen with its reason, λ with its reason
+    regime = data["regime"]
+    assert [c["steps"] for c in regime["candidates"]] == data["settings"]["candidate_steps"]
+    assert regime["chosen"] in {c["name"] for c in regime["candidates"]} and regime["reason"]
+    assert data["weight"] > 0 and "λ" in data["weight_reason"]
+    cold = data["cold_start_diagnostics"]
+    assert set(COLD_START_KEYS) <= set(cold)
+    assert any(key.startswith("attribution/teacher_mass/") for key in cold)
+    # the diagnostics over training: logged every step, summarised per method (GRPO computes no attribution)
+    iapo_training, grpo_training = data["training"]["iapo"], data["training"]["grpo"]
+    assert set(TRAINING_KEYS) <= set(iapo_training)
+    assert "attribution/divergence" not in grpo_training and "mechanism/outcome_zero_std" in grpo_training
+    for entry in iapo_training.values():
+        assert set(entry) == {"first", "last", "mean"}
     assert (out / "curves.png").stat().st_size > 0
     for files in data["pictures"].values():
         assert files and all((out / f).is_file() for f in files)
     text = report.read_text()
-    assert "| model | tools | accuracy |" in text and "Chance is 25%" in text
+    for heading in (
+        "## Findings",
+        "## How the regime was chosen (training prompts only, before any test result)",
+        "## Cold-start diagnostics",
+        "### IAPO − GRPO, paired by seed",
+        "## Mechanism over training",
+    ):
+        assert heading in text
+    assert "within-group rank correlation" in text and "student–teacher divergence" in text
+
+
+def test_t_quantiles_and_the_paired_interval():
+    assert t_quantile(0.975, 4) == pytest.approx(2.776, abs=1e-3)
+    assert t_quantile(0.975, 1) == pytest.approx(12.706, abs=1e-3)
+    assert t_quantile(0.95, 30) == pytest.approx(1.697, abs=1e-3)
+    result = paired_difference([0.5, 0.6, 0.7], [0.4, 0.4, 0.7])
+    assert result["differences"] == pytest.approx([0.1, 0.2, 0.0])
+    half = t_quantile(0.975, 2) * 0.1 / math.sqrt(3)  # the differences' std is 0.1
+    assert (result["low"], result["high"]) == pytest.approx((0.1 - half, 0.1 + half))
+    single = paired_difference([0.5], [0.25])
+    assert single["mean"] == 0.25 and math.isnan(single["low"])
+    with pytest.raises(ValueError):
+        paired_difference([0.5, 0.6], [0.5])
+
+
+def test_the_regime_is_the_sparsest_candidate_that_is_not_hopeless():
+    rows = [
+        {"accuracy": 0.02, "tools/call_rate": 0.9, "mechanism/all_fail": 0.95},  # hopeless
+        {"accuracy": 0.15, "tools/call_rate": 0.9, "mechanism/all_fail": 0.60},
+        {"accuracy": 0.40, "tools/call_rate": 0.9, "mechanism/all_fail": 0.20},
+        {"accuracy": 0.30, "tools/call_rate": 0.2, "mechanism/all_fail": 0.70},  # rarely calls the tool
+    ]
+    assert choose_candidate(rows, min_accuracy=0.1, min_call_rate=0.5)[0] == 1
+    index, reason = choose_candidate(rows[:1], min_accuracy=0.1, min_call_rate=0.5)
+    assert index == 0 and "no candidate" in reason
+
+
+def test_lambda_matches_the_outcome_spread_and_group_shares():
+    outcome = torch.tensor([0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 1.0, 0.0, 1.0, 1.0, 1.0, 1.0])
+    assert group_shares(outcome, 4) == {"all_fail": pytest.approx(1 / 3), "all_succeed": pytest.approx(1 / 3)}
+    assert within_group_spread(outcome, 4) == pytest.approx(math.sqrt(0.25 / 3))
+    weight, reason = choose_weight({"outcome_spread": 0.3, "term_spread": 0.01})
+    assert weight == pytest.approx(30) and "λ = 30" in reason
+    assert choose_weight({"outcome_spread": 0.0, "term_spread": 0.01}, fallback=1.0)[0] == 1.0

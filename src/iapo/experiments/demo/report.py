@@ -30,7 +30,7 @@ METHODS = {"grpo": GRPO, "iapo": IAPO}
 DIAGNOSTICS = (
     ("reward/accuracy", "sampled accuracy (outcome reward)"),
     ("mechanism/outcome_zero_std", "groups with equal outcome rewards (no GRPO signal)"),
-    ("mechanism/rescued_groups", "groups with equal outcomes whose total rewards differ (IAPO's extra signal)"),
+    ("mechanism/rescued_groups", "groups with equal outcomes whose total rewards differ (format or attribution term)"),
     ("mechanism/rank_corr_attribution_outcome", "within-group rank correlation, attribution term vs outcome"),
     ("attribution/divergence", "student–teacher divergence (KL of the block masses)"),
     ("tools/call_rate", "tool-call rate (share of trajectories)"),
@@ -99,6 +99,18 @@ def number(value: float | None, digits: int = 3) -> str:
     return "–" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
 
 
+def shown(key: str, value: float | None) -> str:
+    """A diagnostic as the report prints it: a correlation with 2 decimals, a divergence in scientific notation
+    (KL of block masses is often ~1e-4), anything else (shares, rates) in percent."""
+    if value is None or not math.isfinite(value):
+        return "–"
+    if "rank_corr" in key:
+        return f"{value:.2f}"
+    if "divergence" in key:
+        return f"{value:.2e}"
+    return percent(value)
+
+
 def percent_mean_std(values: list[float]) -> str:
     finite = [v for v in values if v is not None and math.isfinite(v)]
     if not finite:
@@ -123,18 +135,22 @@ def regime_table(regime: dict) -> list[str]:
     return lines
 
 
-def cold_start_lines(diagnostics: dict) -> list[str]:
-    """The chosen cold start's diagnostics with the teacher's attribution (IAPO's view of step 0)."""
+def cold_start_lines(diagnostics: dict, grpo_view: dict) -> list[str]:
+    """The chosen cold start's diagnostics with the teacher's attribution (IAPO's view of step 0); `grpo_view` is the
+    same cold start's regime measurement (GRPO's rewards), whose tie-breaking comes from the format reward alone."""
     lines = ["| diagnostic | value |", "|---|---|"]
     for key, wording in DIAGNOSTICS:
         value = diagnostics.get("accuracy" if key == "reward/accuracy" else key)
-        shown = number(value) if "rank_corr" in key or "divergence" in key else percent(value)
-        lines.append(f"| {wording} | {shown} |")
+        lines.append(f"| {wording} | {shown(key, value)} |")
+        if key == "mechanism/rescued_groups":
+            lines.append(
+                f"| the same with GRPO's rewards (format reward only) | {percent(grpo_view['mechanism/rescued_groups'])} |"
+            )
     for side in ("student", "teacher"):
         masses = {k.rsplit("/", 1)[1]: v for k, v in diagnostics.items() if k.startswith(f"attribution/{side}_mass/")}
         if masses:
-            shown = ", ".join(f"{k} {percent(v)}" for k, v in sorted(masses.items()))
-            lines.append(f"| {side} attribution mass per component % | {shown} |")
+            masses_text = ", ".join(f"{k} {percent(v)}" for k, v in sorted(masses.items()))
+            lines.append(f"| {side} attribution mass per component % | {masses_text} |")
     return lines
 
 
@@ -185,8 +201,7 @@ def training_lines(summary: dict) -> list[str]:
             if entry is None:
                 cells.append("not computed")
                 continue
-            fmt = number if "rank_corr" in key or "divergence" in key else percent
-            cells.append(f"{fmt(entry['first'])} → {fmt(entry['last'])}")
+            cells.append(f"{shown(key, entry['first'])} → {shown(key, entry['last'])}")
         lines.append(f"| {wording} | " + " | ".join(cells) + " |")
     return lines
 
@@ -198,6 +213,10 @@ def _accuracy(rows: list[dict], model: str, tools: bool) -> list[float]:
     raise KeyError(f"no row {model!r} tools={tools}")
 
 
+def chosen_candidate(regime: dict) -> dict:
+    return next(row for row in regime["candidates"] if row["name"] == regime["chosen"])
+
+
 def findings(summary: dict) -> list[str]:
     """Plain-language reading of the numbers: the tool's use, the regime, IAPO against GRPO and why, by the
     diagnostics (thresholds stated in the text)."""
@@ -205,7 +224,7 @@ def findings(summary: dict) -> list[str]:
     cold, training = summary["cold_start_diagnostics"], summary["training"]
     student_on, student_off = _accuracy(rows, STUDENT, True)[0], _accuracy(rows, STUDENT, False)[0]
     teacher_on, teacher_off = _accuracy(rows, TEACHER, True)[0], _accuracy(rows, TEACHER, False)[0]
-    chosen = next(row for row in regime["candidates"] if row["name"] == regime["chosen"])
+    chosen = chosen_candidate(regime)
     out = [
         f"- **Tools and teacher.** On the test split (greedy) the teacher scores {percent(teacher_on)}% with the tool "
         f"and {percent(teacher_off)}% without; the cold-started student {percent(student_on)}% and "
@@ -269,10 +288,12 @@ def mechanism_reading(cold: dict, training: dict) -> list[str]:
         f"({percent(rescued_run)}% over training) — a signal that helps only as far as the term tracks success."
     )
     divergence = iapo.get("attribution/divergence", {})
-    if divergence:
-        first, last = divergence.get("first", math.nan), divergence.get("last", math.nan)
+    first, last = divergence.get("first", math.nan), divergence.get("last", math.nan)
+    if math.isfinite(first) and math.isfinite(last):
         moved = "fell" if last < 0.9 * first else "rose" if last > 1.1 * first else "did not move (within 10%)"
-        sentences.append(f"The student–teacher divergence {moved}: {number(first, 4)} → {number(last, 4)}.")
+        sentences.append(f"The student–teacher divergence {moved} over IAPO's training: {first:.2e} → {last:.2e}.")
+    else:
+        sentences.append("The student–teacher divergence was not measured (no attributed trajectory in a quarter).")
     calls = {m: training.get(m, {}).get("tools/call_rate", {}) for m in ("grpo", "iapo")}
     if all(calls.values()):
         sentences.append(
@@ -310,7 +331,7 @@ def render(summary: dict) -> str:
         "",
         "## Cold-start diagnostics (chosen student, teacher's attribution, training prompts)",
         "",
-        *cold_start_lines(summary["cold_start_diagnostics"]),
+        *cold_start_lines(summary["cold_start_diagnostics"], chosen_candidate(regime)),
         "",
         "## Test results (held-out split, greedy)",
         "",
