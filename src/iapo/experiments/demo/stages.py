@@ -49,10 +49,9 @@ def trainer(max_steps: int, log_dir: Path | None, callbacks: list | None = None)
     )
 
 
-def train_data(settings, batch_size: int) -> VQADataModule:
-    return VQADataModule(
-        train=[settings.data_spec("train", settings.train_rows)], batch_size=batch_size, **settings.data_kwargs()
-    )
+def train_data(settings, batch_size: int, rows: int) -> VQADataModule:
+    """The first `rows` rows of the training split, shuffled by the run's seed."""
+    return VQADataModule(train=[settings.data_spec("train", rows)], batch_size=batch_size, **settings.data_kwargs())
 
 
 def test_data(settings) -> VQADataModule:
@@ -100,7 +99,7 @@ def cold_start(settings) -> dict[str, Path]:
     )
     saves = {n: paths[f"step-{n}"] for n in settings.candidate_steps} | {settings.teacher_steps: paths["teacher"]}
     run = trainer(settings.teacher_steps, settings.out / "logs" / "sft", [SaveAtSteps(saves)])
-    run.fit(module, train_data(settings, settings.sft_batch))
+    run.fit(module, train_data(settings, settings.sft_batch, settings.train_rows))
     return paths
 
 
@@ -154,12 +153,12 @@ def reinforce(settings, method: str, seed: int, student: Path, teacher: Path, we
         group_size=settings.group_size,
         rewards=settings.rewards(method, weight),
         attribution=settings.attribution,
-        ppo=PPOSettings(mini_batch_size=settings.rl_prompts * settings.group_size),
+        ppo=PPOSettings(mini_batch_size=settings.rl_mini_batch),
         lr=settings.rl_lr,
     )
     checkpoint = AdapterCheckpoint(dirpath=str(adapter.parent), every_n_steps=0, monitor=None)
     run_trainer = trainer(settings.rl_steps, settings.out / "logs" / run, [checkpoint])
-    run_trainer.fit(module, train_data(settings, settings.rl_prompts))
+    run_trainer.fit(module, train_data(settings, settings.rl_prompts, settings.rl_rows))
     (adapter.parent / "last").rename(adapter)
     return adapter
 
