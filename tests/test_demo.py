@@ -4,14 +4,16 @@ pure pieces the report rests on: the t interval of paired differences, the regim
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
 import pytest
 import torch
 
-from iapo.experiments.demo import GRPO, IAPO, STUDENT, TEACHER, main
+from iapo.experiments.demo import GRPO, IAPO, STUDENT, TEACHER, demo_settings, main
 from iapo.experiments.demo.regime import choose_candidate, choose_weight, group_shares, within_group_spread
+from iapo.experiments.demo.run import claim_outputs
 from iapo.experiments.demo.stats import paired_difference, t_quantile
 
 COLD_START_KEYS = (
@@ -114,3 +116,11 @@ def test_lambda_matches_the_outcome_spread_and_group_shares():
     weight, reason = choose_weight({"outcome_spread": 0.3, "term_spread": 0.01})
     assert weight == pytest.approx(30) and "λ = 30" in reason
     assert choose_weight({"outcome_spread": 0.0, "term_spread": 0.01}, fallback=1.0)[0] == 1.0
+
+
+def test_an_output_folder_of_other_settings_is_refused(tmp_path):
+    settings = demo_settings("charts", out=tmp_path).fast()
+    claim_outputs(settings)
+    claim_outputs(settings)  # the same settings: its cached stages are this run's
+    with pytest.raises(SystemExit, match="other settings"):
+        claim_outputs(dataclasses.replace(settings, rl_steps=settings.rl_steps + 1))

@@ -71,6 +71,7 @@ def training_summary(histories: dict[str, list[list[dict]]]) -> dict[str, dict[s
 def learning_curves(histories: dict[str, list[list[dict]]], path: Path) -> None:
     """Per-step `CURVES`, mean ± std over seeds, for each method."""
     figure, axes = plt.subplots(1, len(CURVES), figsize=(4 * len(CURVES), 3.4))
+    colours = {"grpo": "tab:blue", "iapo": "tab:orange"}
     for method, runs in histories.items():
         for ax, metric in zip(axes, CURVES, strict=True):
             series = [[row[metric] for row in run if metric in row and math.isfinite(row[metric])] for run in runs]
@@ -80,10 +81,10 @@ def learning_curves(histories: dict[str, list[list[dict]]], path: Path) -> None:
             curves = np.array([s[:length] for s in series])
             mean, std = curves.mean(0), curves.std(0)
             steps = np.arange(1, length + 1)
-            ax.plot(steps, mean, label=method.upper())
-            ax.fill_between(steps, mean - std, mean + std, alpha=0.2)
+            ax.plot(steps, mean, label=method.upper(), color=colours[method])
+            ax.fill_between(steps, mean - std, mean + std, alpha=0.2, color=colours[method])
     for ax, metric in zip(axes, CURVES, strict=True):
-        ax.set_xlabel("step")
+        ax.set_xlabel("RL step")
         ax.set_title(metric, fontsize=9)
     axes[0].legend()
     figure.tight_layout()
@@ -219,81 +220,106 @@ def chosen_candidate(regime: dict) -> dict:
 
 def findings(summary: dict) -> list[str]:
     """Plain-language reading of the numbers: the tool's use, the regime, IAPO against GRPO and why, by the
-    diagnostics (thresholds stated in the text)."""
+    diagnostics (every threshold is stated in the text)."""
     rows, regime, paired = summary["rows"], summary["regime"], summary["paired"]
-    cold, training = summary["cold_start_diagnostics"], summary["training"]
     student_on, student_off = _accuracy(rows, STUDENT, True)[0], _accuracy(rows, STUDENT, False)[0]
     teacher_on, teacher_off = _accuracy(rows, TEACHER, True)[0], _accuracy(rows, TEACHER, False)[0]
     chosen = chosen_candidate(regime)
-    out = [
+    grpo_on, iapo_on = mean_std(_accuracy(rows, GRPO, True)), mean_std(_accuracy(rows, IAPO, True))
+    on = paired["tools on"]
+    return [
         f"- **Tools and teacher.** On the test split (greedy) the teacher scores {percent(teacher_on)}% with the tool "
         f"and {percent(teacher_off)}% without; the cold-started student {percent(student_on)}% and "
-        f"{percent(student_off)}%. The teacher is {'stronger' if teacher_on > student_on else 'not stronger'} "
-        "than the student with the tool.",
+        f"{percent(student_off)}%. The teacher is {'stronger' if teacher_on > student_on else 'not stronger'} than "
+        f"the student with the tool, and the tool {gain_words(teacher_on - teacher_off)} the teacher and "
+        f"{gain_words(student_on - student_off)} the student.",
         f"- **Regime.** At the chosen cold start ({chosen['steps']} SFT steps), sampled on training prompts at the RL "
         f"temperature, accuracy is {percent(chosen['accuracy'])}% and {percent(chosen['mechanism/outcome_zero_std'])}% "
-        f"of the groups have equal outcome rewards ({percent(chosen['mechanism/all_fail'])}% all fail): GRPO has no "
-        "signal there.",
-    ]
-    on = paired["tools on"]
-    if on["n"] < 2:
-        verdict = "one seed cannot separate them"
-    elif on["low"] > 0:
-        verdict = "the 95% interval lies above 0: IAPO helped"
-    elif on["high"] < 0:
-        verdict = "the 95% interval lies below 0: IAPO hurt"
-    else:
-        verdict = "the 95% interval contains 0: no difference shown"
-    grpo_on, iapo_on = mean_std(_accuracy(rows, GRPO, True)), mean_std(_accuracy(rows, IAPO, True))
-    out.append(
+        f"of the groups have equal outcome rewards ({percent(chosen['mechanism/all_fail'])}% all fail): GRPO's "
+        "outcome reward gives those groups no signal.",
         f"- **IAPO vs GRPO.** Test accuracy with tools: GRPO {percent(grpo_on[0])}%, IAPO {percent(iapo_on[0])}% "
-        f"(mean of {on['n']} seeds); paired difference IAPO − GRPO {100 * on['mean']:+.1f} points"
+        f"(means of {on['n']} seeds; the cold start: {percent(student_on)}%); paired difference IAPO − GRPO "
+        f"{100 * on['mean']:+.1f} points"
         + (f", 95% CI [{100 * on['low']:+.1f}, {100 * on['high']:+.1f}]" if on["n"] > 1 else "")
-        + f": {verdict}."
-    )
-    out.append("- **Why, by the diagnostics.** " + " ".join(mechanism_reading(cold, training)))
-    return out
+        + f": {verdict(on)}.",
+        "- **Why, by the diagnostics.** " + " ".join(mechanism_reading(summary, verdict(on))),
+    ]
 
 
-def mechanism_reading(cold: dict, training: dict) -> list[str]:
-    """Sentences on whether IAPO's term could help: its correlation with success, the ties it breaks, whether the
-    divergence moved, and what happened to tool use."""
+def gain_words(points: float) -> str:
+    return f"adds {100 * points:.1f} points for" if points > 0 else f"costs {100 * -points:.1f} points for"
+
+
+def verdict(paired: dict) -> str:
+    if paired["n"] < 2:
+        return "one seed cannot separate them"
+    if paired["low"] > 0:
+        return "the 95% interval lies above 0: IAPO helped"
+    if paired["high"] < 0:
+        return "the 95% interval lies below 0: IAPO hurt"
+    return "the 95% interval contains 0: no difference shown"
+
+
+ALIGNED, RELATED = 0.3, 0.1
+"""Rank-correlation thresholds of the findings: at least `ALIGNED`, the attribution term ranks a group's samples
+much as success does; below `RELATED` in magnitude, it is unrelated to success."""
+
+
+def correlation_words(rho: float) -> str:
+    if rho >= ALIGNED:
+        return "aligned with success"
+    if rho >= RELATED:
+        return "weakly aligned with success"
+    if rho > -RELATED:
+        return "unrelated to success"
+    return "at odds with success"
+
+
+def mechanism_reading(summary: dict, outcome: str) -> list[str]:
+    """Sentences on whether IAPO's term could help: its correlation with success, the ties it breaks (beyond the
+    format reward's), where the attribution mass lies, whether the divergence moved, and tool use."""
+    cold, training = summary["cold_start_diagnostics"], summary["training"]
+    iapo = training.get("iapo", {})
     sentences = []
     rho = cold.get("mechanism/rank_corr_attribution_outcome", math.nan)
-    groups = cold.get("mechanism/rank_corr_groups", 0.0)
-    iapo = training.get("iapo", {})
-    rho_run = iapo.get("mechanism/rank_corr_attribution_outcome", {}).get("mean", math.nan)
+    run = iapo.get("mechanism/rank_corr_attribution_outcome", {})
+    rho_run = run.get("mean", math.nan)
     if not math.isfinite(rho) and not math.isfinite(rho_run):
         sentences.append(
-            "No group had both a varying outcome and a varying attribution term, so the term's link to "
-            "success could not be measured."
+            "No group had both varying outcomes and varying attribution terms, so the term's link to success could "
+            "not be measured."
         )
     else:
-        strength = (
-            "aligned with"
-            if max(rho, rho_run) >= 0.3
-            else "barely related to"
-            if abs(rho) < 0.1
-            else "weakly related to"
-        )
         sentences.append(
-            f"The attribution term's within-group rank correlation with the outcome is {number(rho, 2)} at the cold "
-            f"start ({int(groups)} groups) and {number(rho_run, 2)} over IAPO's training: the term is {strength} "
-            "success (0.3 and 0.1 are the thresholds used here)."
+            f"Within groups, the attribution term's rank correlation with the outcome is {number(rho, 2)} at the cold "
+            f"start ({int(cold.get('mechanism/rank_corr_groups', 0))} groups) and {number(rho_run, 2)} over IAPO's "
+            f"training (first quarter {number(run.get('first'), 2)}, last {number(run.get('last'), 2)}): the term is "
+            f"{correlation_words(rho_run if math.isfinite(rho_run) else rho)} (thresholds ±{RELATED:g} and "
+            f"{ALIGNED:g})."
         )
-    rescued = cold.get("mechanism/rescued_groups", math.nan)
-    rescued_run = iapo.get("mechanism/rescued_groups", {}).get("mean", math.nan)
+    format_only = chosen_candidate(summary["regime"])["mechanism/rescued_groups"]
     sentences.append(
-        f"It gives a signal in {percent(rescued)}% of the cold start's groups where GRPO has none "
-        f"({percent(rescued_run)}% over training) — a signal that helps only as far as the term tracks success."
+        f"At the cold start the term makes rewards differ in {percent(cold.get('mechanism/rescued_groups'))}% of the "
+        f"groups (of {percent(cold.get('mechanism/outcome_zero_std'))}% with equal outcomes), where the format reward "
+        f"alone already does in {percent(format_only)}%; over IAPO's training, "
+        f"{percent(iapo.get('mechanism/rescued_groups', {}).get('mean'))}% of the groups."
     )
+    masses = {
+        side: {k.rsplit("/", 1)[1]: v for k, v in cold.items() if k.startswith(f"attribution/{side}_mass/")}
+        for side in ("student", "teacher")
+    }
+    if all(masses.values()):
+        top = max(masses["teacher"], key=masses["teacher"].get)
+        sentences.append(
+            f"Student and teacher both put most of the attribution on {top} ({percent(masses['student'][top], 0)}% and "
+            f"{percent(masses['teacher'][top], 0)}%), so the divergence measures small shifts among the other "
+            f"components (KL {shown('attribution/divergence', cold.get('attribution/divergence'))} at the cold start)."
+        )
     divergence = iapo.get("attribution/divergence", {})
     first, last = divergence.get("first", math.nan), divergence.get("last", math.nan)
     if math.isfinite(first) and math.isfinite(last):
         moved = "fell" if last < 0.9 * first else "rose" if last > 1.1 * first else "did not move (within 10%)"
-        sentences.append(f"The student–teacher divergence {moved} over IAPO's training: {first:.2e} → {last:.2e}.")
-    else:
-        sentences.append("The student–teacher divergence was not measured (no attributed trajectory in a quarter).")
+        sentences.append(f"Under IAPO the divergence {moved}: {first:.2e} → {last:.2e} (first → last quarter).")
     calls = {m: training.get(m, {}).get("tools/call_rate", {}) for m in ("grpo", "iapo")}
     if all(calls.values()):
         sentences.append(
@@ -301,7 +327,28 @@ def mechanism_reading(cold: dict, training: dict) -> list[str]:
             + ", ".join(f"{m.upper()} {percent(c['first'])}% → {percent(c['last'])}%" for m, c in calls.items())
             + "."
         )
+    sentences.append(synthesis(outcome, rho_run if math.isfinite(rho_run) else rho))
     return sentences
+
+
+def synthesis(outcome: str, rho: float) -> str:
+    """The closing sentence: the comparison's verdict read against the term's link to success."""
+    link = correlation_words(rho) if math.isfinite(rho) else "of unknown relation to success"
+    if "no difference" in outcome or "one seed" in outcome:
+        if math.isfinite(rho) and rho >= ALIGNED:
+            return (
+                f"The term was {link}, yet no gain is shown: the budget (or the ties it broke) was too small to move "
+                "test accuracy beyond seed noise."
+            )
+        return (
+            f"So the term added a signal where GRPO's outcome reward had none, but that signal was {link}: it could "
+            "not be expected to raise accuracy, and no gain is shown."
+        )
+    if "helped" in outcome:
+        return f"The gain comes with a term that was {link}" + (
+            ", as the mechanism predicts." if rho >= ALIGNED else ": the diagnostics do not explain it."
+        )
+    return f"IAPO hurt while its term was {link}: the term's signal pulled the policy away from what succeeds."
 
 
 def render(summary: dict) -> str:
@@ -335,9 +382,10 @@ def render(summary: dict) -> str:
         "",
         "## Test results (held-out split, greedy)",
         "",
-        f"RL: {settings['rl_steps']} steps × {settings['rl_prompts']} prompts × {settings['group_size']} samples, "
-        f"seeds {seeds}, the same data order and budget for both methods; test split of {settings['test_rows']} "
-        "questions. Mean ± std over seeds where there are several.",
+        f"RL: {settings['rl_steps']} steps of {settings['rl_prompts']} prompts × {settings['group_size']} samples "
+        f"(temperature {summary['temperature']:g}; PPO-clip, mini-batches of {settings['rl_mini_batch']}, LoRA rank "
+        f"{settings['lora_rank']}, lr {settings['rl_lr']:g}), seeds {seeds}, the same data order and budget for both "
+        f"methods; test split of {settings['test_rows']} questions. Mean ± std over seeds where there are several.",
         "",
         *results_table(summary["rows"]),
         "",

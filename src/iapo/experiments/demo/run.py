@@ -93,10 +93,28 @@ def rl_stage(settings: DemoSettings, student: Path, teacher: Path, weight: float
         return list(pool.map(rl_task, *zip(*arguments, strict=True)))
 
 
+def settings_record(settings: DemoSettings) -> dict:
+    """The settings as plain JSON (the output folder left out): what the cached stages were made with."""
+    record = json.loads(json.dumps(dataclasses.asdict(settings), default=str))
+    record.pop("out")
+    return record
+
+
+def claim_outputs(settings: DemoSettings) -> None:
+    """Write `settings.json` in the output folder, or stop with one line if the folder holds the outputs of other
+    settings (its cached stages would be reused as if they were this run's)."""
+    path = settings.out / "settings.json"
+    record = settings_record(settings)
+    if path.is_file() and json.loads(path.read_text()) != record:
+        raise SystemExit(f"{settings.out} holds the outputs of other settings ({path}): pass --fresh or another --out")
+    settings.out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=2))
+
+
 def run(settings: DemoSettings, workers: int = 1) -> Path:
     """All stages; returns the path of `report.md`."""
     start = time.time()
-    settings.out.mkdir(parents=True, exist_ok=True)
+    claim_outputs(settings)
     paths = stages.cold_start(settings)
     regime = regime_stage(settings, paths)
     student, teacher = paths[regime["chosen"]], paths["teacher"]
@@ -146,7 +164,7 @@ def run(settings: DemoSettings, workers: int = 1) -> Path:
     summary = {
         "title": "the paper's setting (charts, editing tools)" if settings.setting == "charts" else "the zoom setting",
         "task": task_description(settings),
-        "settings": json.loads(json.dumps(dataclasses.asdict(settings), default=str)),
+        "settings": settings_record(settings),
         "temperature": settings.sampling.temperature,
         "regime": {k: regime[k] for k in ("candidates", "chosen", "reason")},
         "weight": regime["weight"],
@@ -169,16 +187,15 @@ def task_description(settings: DemoSettings) -> str:
     """One paragraph on the task, from its knobs."""
     task = settings.task
     if settings.setting == "charts":
-        kinds = ", ".join(
-            {"chart_v": "vertical bar charts", "chart_h": "horizontal bar charts", "table": "tables"}[k]
-            for k in task.kinds
-        )
+        kinds = {"chart_v": "vertical bar charts", "chart_h": "horizontal bar charts", "table": "tables"}
+        drawn = " and ".join(kinds[k] for k in task.kinds)
+        sizes = f"{task.n_bars} bars" + (f" / {task.n_rows} rows" if "table" in task.kinds else "")
         return (
-            f"Task: {kinds} of {task.n_bars} bars ({task.n_rows} rows for tables) on a {task.image_size}-px canvas, "
-            f"labels from {len(task.labels)} words, values {'/'.join(task.values)}, {task.font_size}-px text; the "
-            f"question asks one bar's value. Tools: the `{settings.sampling.toolset}` toolset (ReFocus's edits; the "
-            "expert masks every other bar), one tool round. The model sees the chart at 224 px, where the labels are a "
-            "few pixels high; after the mask one bar is left to read."
+            f"Task: {drawn} ({sizes}) on a {task.image_size}-px canvas, labels from {len(task.labels)} words, values "
+            f"{'/'.join(task.values)}, {task.font_size}-px text{', grid lines' if task.gridlines else ''}; the question "
+            f"asks one bar's value. Tools: the `{settings.sampling.toolset}` toolset (ReFocus's edits; the expert masks "
+            "every other bar), one tool round. The model sees the chart at 224 px; after the mask one bar and its value "
+            "are left to read."
         )
     return (
         f"Task: what texture fills the {'/'.join(task.colours)} {'/'.join(task.shapes)} on a {task.canvas_size}-px "

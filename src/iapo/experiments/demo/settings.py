@@ -11,6 +11,7 @@ task. The rest (cold-start budgets, RL budget, seeds) lives in `DemoSettings`; `
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,7 +101,7 @@ class DemoSettings:
     rl_prompts: int = 4
     group_size: int = 4
     rl_mini_batch: int = 8
-    rl_lr: float = 5e-4
+    rl_lr: float = 3e-4
     lora_rank: int = 16
     format_weight: float = 0.1
     attribution_weight: float | None = None
@@ -136,6 +137,12 @@ class DemoSettings:
         else:
             from iapo.data.synthetic import build_split
         return build_split(split, rows, self.task)
+
+    @property
+    def updates_per_step(self) -> int:
+        """Optimizer steps per RL step: one per mini-batch of the step's B × G trajectories (`trainer.max_steps`
+        counts optimizer steps)."""
+        return math.ceil(self.rl_prompts * self.group_size / self.rl_mini_batch)
 
     def rewards(self, method: str, attribution_weight: float | None = None) -> dict[str, float]:
         """GRPO: accuracy and format; IAPO: the same plus the attribution reward at λ."""

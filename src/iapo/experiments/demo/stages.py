@@ -142,7 +142,7 @@ def reinforce(settings, method: str, seed: int, student: Path, teacher: Path, we
     if (adapter / "adapter_config.json").is_file():
         say(f"RL: reusing {adapter}")
         return adapter
-    say(f"RL: {run}, {settings.rl_steps} steps × {settings.rl_prompts} prompts × {settings.group_size} samples")
+    say(f"RL: {run}, {settings.rl_steps} steps of {settings.rl_prompts} prompts × {settings.group_size} samples")
     L.seed_everything(seed, verbose=False)
     module = IAPOModule(
         student=ModelSettings(
@@ -157,7 +157,7 @@ def reinforce(settings, method: str, seed: int, student: Path, teacher: Path, we
         lr=settings.rl_lr,
     )
     checkpoint = AdapterCheckpoint(dirpath=str(adapter.parent), every_n_steps=0, monitor=None)
-    run_trainer = trainer(settings.rl_steps, settings.out / "logs" / run, [checkpoint])
+    run_trainer = trainer(settings.rl_steps * settings.updates_per_step, settings.out / "logs" / run, [checkpoint])
     run_trainer.fit(module, train_data(settings, settings.rl_prompts, settings.rl_rows))
     (adapter.parent / "last").rename(adapter)
     return adapter
