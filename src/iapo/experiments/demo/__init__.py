@@ -20,11 +20,13 @@ Output under `logs/demo/` (`logs/demo-zoom/`, `...-fast/`): `report.md`, `report
 `logs/<run>/metrics.csv`).
 
 Files: `settings.py` (presets, read from the CLI's YAML overlays), `stages.py` (training and evaluation stages),
-`regime.py` (cold-start diagnostics and the choices made from them), `stats.py` (paired t intervals), `report.py`
-(tables, findings, curves), `run.py` (the order of the stages and the command line).
+`regime.py` (cold-start diagnostics and the choices made from them), `stats.py` (paired t intervals), `curves.py`
+(the RL runs' logged steps: summaries and curves), `findings.py` (what the numbers show, in words), `report.py`
+(the tables of `report.md`), `formatting.py` (labels and number formats they share), `run.py` (the order of the
+stages and the command line).
 """
 
-from iapo.experiments.demo.report import GRPO, IAPO, STUDENT, TEACHER
+from iapo.experiments.demo.formatting import GRPO, IAPO, STUDENT, TEACHER
 from iapo.experiments.demo.run import main, run
 from iapo.experiments.demo.settings import DemoSettings, demo_settings
 

@@ -18,16 +18,10 @@ from multiprocessing import get_context
 from pathlib import Path
 
 from iapo.experiments.demo import stages
+from iapo.experiments.demo.curves import learning_curves, read_history, training_summary
+from iapo.experiments.demo.formatting import METHODS, STUDENT, TEACHER
 from iapo.experiments.demo.regime import choose_candidate, choose_weight, sample_diagnostics
-from iapo.experiments.demo.report import (
-    METHODS,
-    STUDENT,
-    TEACHER,
-    learning_curves,
-    read_history,
-    render,
-    training_summary,
-)
+from iapo.experiments.demo.report import render
 from iapo.experiments.demo.settings import DemoSettings, demo_settings
 from iapo.experiments.demo.stats import paired_difference
 from iapo.models.loader import ModelSettings

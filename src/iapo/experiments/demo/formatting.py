@@ -1,0 +1,67 @@
+"""What the demo's report and findings share: row labels, the diagnostics reported, and how numbers are printed.
+
+percent(0.125) == "12.5"; shown("attribution/divergence", 9.45e-3) == "9.45e-03"
+"""
+
+from __future__ import annotations
+
+import math
+
+from iapo.experiments.demo.stats import mean_std
+
+STUDENT, TEACHER = "student (cold start)", "teacher (cold start, trained longer)"
+GRPO, IAPO = "GRPO (from the cold-started student)", "IAPO (from the cold-started student)"
+"""Row labels of the report."""
+
+METHODS = {"grpo": GRPO, "iapo": IAPO}
+
+DIAGNOSTICS = (
+    ("reward/accuracy", "sampled accuracy (outcome reward)"),
+    ("mechanism/outcome_zero_std", "groups with equal outcome rewards (no GRPO signal)"),
+    ("mechanism/rescued_groups", "groups with equal outcomes whose total rewards differ (format or attribution term)"),
+    ("mechanism/rank_corr_attribution_outcome", "within-group rank correlation, attribution term vs outcome"),
+    ("attribution/divergence", "student–teacher divergence of the attribution distributions"),
+    ("tools/call_rate", "tool-call rate (share of trajectories)"),
+    ("tools/success_rate", "tool success rate (share of calls)"),
+)
+"""The mechanism diagnostics summarised in every report (metric key, wording); the attribution mass of every block /
+component is added from what was logged."""
+
+
+def percent(value: float | None, digits: int = 1) -> str:
+    return "–" if value is None or not math.isfinite(value) else f"{100 * value:.{digits}f}"
+
+
+def number(value: float | None, digits: int = 3) -> str:
+    return "–" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
+
+
+def shown(key: str, value: float | None) -> str:
+    """A diagnostic as the report prints it: a correlation with 2 decimals, a divergence in scientific notation
+    (KL of block masses is often ~1e-4), anything else (shares, rates) in percent."""
+    if value is None or not math.isfinite(value):
+        return "–"
+    if "rank_corr" in key:
+        return f"{value:.2f}"
+    if "divergence" in key:
+        return f"{value:.2e}"
+    return percent(value)
+
+
+def percent_mean_std(values: list[float]) -> str:
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    if not finite:
+        return "–"
+    mean, std = mean_std(finite)
+    return percent(mean) if len(finite) == 1 else f"{percent(mean)} ± {percent(std)}"
+
+
+def accuracy_of(rows: list[dict], model: str, tools: bool) -> list[float]:
+    for row in rows:
+        if row["model"] == model and row["tools"] == tools:
+            return [r["accuracy"] for r in row["results"]]
+    raise KeyError(f"no row {model!r} tools={tools}")
+
+
+def chosen_candidate(regime: dict) -> dict:
+    return next(row for row in regime["candidates"] if row["name"] == regime["chosen"])
