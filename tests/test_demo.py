@@ -83,17 +83,6 @@ def test_fast_paper_demo_reports_results_paired_differences_and_mechanism_diagno
     assert "within-group rank correlation" in text and "student–teacher divergence" in text
 
 
-@pytest.mark.slow
-def test_fast_zoom_demo_reports_the_same_diagnostics(tmp_path):
-    out = tmp_path / "demo-zoom"
-    main(["--setting", "zoom", "--fast", "--out", str(out), "--workers", "2"])
-    data = json.loads((out / "report.json").read_text())
-    assert data["settings"]["setting"] == "zoom" and data["settings"]["sampling"]["toolset"] == "zoom"
-    assert set(COLD_START_KEYS) <= set(data["cold_start_diagnostics"])
-    assert set(TRAINING_KEYS) <= set(data["training"]["iapo"])
-    assert "## Mechanism over training" in (out / "report.md").read_text()
-
-
 def test_t_quantiles_and_the_paired_interval():
     assert t_quantile(0.975, 4) == pytest.approx(2.776, abs=1e-3)
     assert t_quantile(0.975, 1) == pytest.approx(12.706, abs=1e-3)

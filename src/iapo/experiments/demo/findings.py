@@ -17,7 +17,6 @@ from iapo.experiments.demo.formatting import (
     TEACHER,
     accuracy_of,
     chosen_candidate,
-    masses_of,
     number,
     percent,
     shown,
@@ -111,13 +110,16 @@ def mechanism_reading(summary: dict, outcome: str) -> list[str]:
         f"alone already does in {percent(format_only)}%; over IAPO's training, "
         f"{percent(iapo.get('mechanism/rescued_groups', {}).get('mean'))}% of the groups."
     )
-    masses = {side: masses_of(cold, side) for side in ("student", "teacher")}
+    masses = {
+        side: {k.rsplit("/", 1)[1]: v for k, v in cold.items() if k.startswith(f"attribution/{side}_mass/")}
+        for side in ("student", "teacher")
+    }
     if all(masses.values()):
         top = max(masses["teacher"], key=masses["teacher"].get)
         sentences.append(
             f"Student and teacher both put most of the attribution on {top} ({percent(masses['student'][top], 0)}% and "
             f"{percent(masses['teacher'][top], 0)}%), so the divergence measures small shifts among the other "
-            f"components (divergence {shown('attribution/divergence', cold.get('attribution/divergence'))} at the cold start)."
+            f"components (KL {shown('attribution/divergence', cold.get('attribution/divergence'))} at the cold start)."
         )
     divergence = iapo.get("attribution/divergence", {})
     first, last = divergence.get("first", math.nan), divergence.get("last", math.nan)
@@ -131,17 +133,6 @@ def mechanism_reading(summary: dict, outcome: str) -> list[str]:
             + ", ".join(f"{m.upper()} {percent(c['first'])}% → {percent(c['last'])}%" for m, c in calls.items())
             + "."
         )
-        dropped = [m.upper() for m, c in calls.items() if c["last"] < 0.5 * c["first"]]
-        if dropped:
-            student = summary["rows"]
-            with_tool, without = accuracy_of(student, STUDENT, True)[0], accuracy_of(student, STUDENT, False)[0]
-            sentences.append(
-                f"{' and '.join(dropped)} learned to stop calling the tool (below half its first-quarter rate): the "
-                f"cold-started student's tool path is no better than answering directly ({percent(with_tool)}% vs "
-                f"{percent(without)}% on the test split), so the outcome reward favours skipping it."
-                if with_tool <= without
-                else f"{' and '.join(dropped)} learned to stop calling the tool (below half its first-quarter rate)."
-            )
     sentences.append(synthesis(outcome, rho_run if math.isfinite(rho_run) else rho))
     return sentences
 

@@ -65,10 +65,3 @@ def accuracy_of(rows: list[dict], model: str, tools: bool) -> list[float]:
 
 def chosen_candidate(regime: dict) -> dict:
     return next(row for row in regime["candidates"] if row["name"] == regime["chosen"])
-
-
-def masses_of(diagnostics: dict, side: str) -> dict[str, float]:
-    """{component: mass} of one side ("student" or "teacher") from logged `attribution/<side>_mass/<component>`
-    metrics (components may hold a slash: `image/r0c1`, `crop/1`)."""
-    prefix = f"attribution/{side}_mass/"
-    return {key.removeprefix(prefix): value for key, value in diagnostics.items() if key.startswith(prefix)}

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 
 from iapo.experiments.demo.findings import findings
-from iapo.experiments.demo.formatting import DIAGNOSTICS, chosen_candidate, masses_of, percent, percent_mean_std, shown
+from iapo.experiments.demo.formatting import DIAGNOSTICS, chosen_candidate, percent, percent_mean_std, shown
 
 
 def regime_table(regime: dict) -> list[str]:
@@ -41,7 +41,7 @@ def cold_start_lines(diagnostics: dict, grpo_view: dict) -> list[str]:
                 f"| the same with GRPO's rewards (format reward only) | {percent(grpo_view['mechanism/rescued_groups'])} |"
             )
     for side in ("student", "teacher"):
-        masses = masses_of(diagnostics, side)
+        masses = {k.rsplit("/", 1)[1]: v for k, v in diagnostics.items() if k.startswith(f"attribution/{side}_mass/")}
         if masses:
             masses_text = ", ".join(f"{k} {percent(v)}" for k, v in sorted(masses.items()))
             lines.append(f"| {side} attribution mass per component % | {masses_text} |")
