@@ -1,5 +1,5 @@
-"""The ReFocus edits give exactly the expected pixels (mask / draw / highlight, header row kept, all-masked
-unchanged), bad calls are counted errors that list the labels, and `predict` writes the edited images."""
+"""The ReFocus edits give exactly the expected pixels (mask / draw / highlight, header row kept; an edit that would
+change nothing is the counted error "no_change"), bad calls are counted errors that list the labels, and `predict` writes the edited images."""
 
 from __future__ import annotations
 
@@ -110,18 +110,16 @@ def test_a_row_mask_keeps_the_header_row(original):
         ("focus_on_x_values_with_mask", {"x_values_to_focus_on": []}),
     ],
 )
-def test_masking_everything_returns_the_image_unchanged_and_says_so(original, name, arguments):
+def test_masking_everything_is_a_counted_no_change(original, name, arguments):
     result = call(original, name, arguments)
-    assert result.error is None
-    np.testing.assert_array_equal(np.asarray(result.image), np.asarray(original))
-    assert "unchanged" in result.text
+    assert result.error == "no_change" and result.image is None and "would not change" in result.text
+    assert "no_change" in tool_failure_kinds()
 
 
-def test_draw_and_highlight_with_nothing_selected_return_the_image_unchanged(original):
+def test_draw_and_highlight_with_nothing_selected_are_a_counted_no_change(original):
     for edit in ("draw", "highlight"):
         result = call(original, f"focus_on_columns_with_{edit}", {"columns_to_focus_on": []})
-        assert result.error is None and "unchanged" in result.text
-        np.testing.assert_array_equal(np.asarray(result.image), np.asarray(original))
+        assert result.error == "no_change" and result.image is None
 
 
 def test_an_unknown_label_is_a_counted_error_that_lists_the_labels(original):
@@ -193,9 +191,9 @@ def test_boxes_outside_the_image_are_clipped(original):
 @pytest.mark.parametrize(
     "pairs", [[["a", [0, 0, 1]]], [["a"]], [[3, [0, 0, 1, 1]]], [["a", [0, 0, float("nan"), 1]]], ["a"]]
 )
-def test_a_malformed_label_layout_is_a_clear_error(original, pairs):
-    with pytest.raises(ValueError, match=r'meta\["refocus"\]\["rows"\]\[0\]'):
-        call(original, "focus_on_rows_with_mask", {"rows_to_focus_on": ["a"]}, meta={"refocus": {"rows": pairs}})
+def test_a_malformed_label_layout_is_a_counted_error_naming_it(original, pairs):
+    result = call(original, "focus_on_rows_with_mask", {"rows_to_focus_on": ["a"]}, meta={"refocus": {"rows": pairs}})
+    assert result.error == "bad_label_boxes" and 'meta["refocus"]["rows"][0]' in result.text
 
 
 def sample(image: Image.Image, meta=META, question="Which team is Alice in?") -> VQASample:

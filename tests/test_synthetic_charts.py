@@ -52,7 +52,7 @@ def masked_by_tool(sample) -> Image.Image:
     key = FOCUS_KEY[sample.meta["kind"]]
     pairs = label_boxes(sample.meta, key)
     chosen = [label in sample.meta["focus"][key] for label, _ in pairs]
-    return apply_edit(sample.image, pairs, chosen, "mask", LABEL_KINDS[key])[0]
+    return apply_edit(sample.image, pairs, chosen, "mask", LABEL_KINDS[key])
 
 
 def original(sample) -> Image.Image:

@@ -129,7 +129,7 @@ def test_a_failing_call_is_the_tools_counted_error(original):
     result = run_vtool_call(ToolCall("python", {"code": code}), context(original), "refocus")
     assert result.error == "unknown_label" and "Salary" in result.text and '"Earning"' in result.text
     shown = run_vtool_call(ToolCall("python", {"code": "display(image_1)"}), context(original), "refocus")
-    np.testing.assert_array_equal(np.asarray(shown.image), np.asarray(original))
+    assert shown.error == "no_change" and shown.image is None  # displaying the original edits nothing
 
 
 HOSTILE = [

@@ -45,11 +45,20 @@ VTOOL_SYSTEM_PROMPT = "You are a helpful assistant."
 examples follow the image in the user turn (`iapo.agent.vtool.vtool_question`)."""
 
 CONTROL_TEXT = re.compile(r"<\|[^<>|\s]{1,40}\|>|</?tool_call>|</?tool_response>")
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+"""A JSON escape such as `"\\ud800"` (in a tool call or a data file) decodes to a lone surrogate, which no tokenizer
+and no UTF-8 writer accepts."""
+
+
+def well_formed_text(text: str) -> str:
+    """`text` with every lone surrogate replaced by U+FFFD, so it can be tokenised and written as UTF-8."""
+    return LONE_SURROGATE.sub("\ufffd", text)
 
 
 def neutralize_control_text(text: str) -> str:
-    """Text that cannot tokenize to a control token: `<|im_end|>` becomes `‹|im_end|›` (likewise the tool tags)."""
-    return CONTROL_TEXT.sub(lambda match: "‹" + match.group(0)[1:-1] + "›", text)
+    """Text that cannot tokenize to a control token: `<|im_end|>` becomes `‹|im_end|›` (likewise the tool tags);
+    lone surrogates become U+FFFD (`well_formed_text`)."""
+    return CONTROL_TEXT.sub(lambda match: "‹" + match.group(0)[1:-1] + "›", well_formed_text(text))
 
 
 def tools_section(toolset: str) -> str:

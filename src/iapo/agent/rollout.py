@@ -25,7 +25,7 @@ import torch
 from PIL import Image
 
 from iapo.agent.cached_generation import CachedGenerator, DecodeRow
-from iapo.agent.prompts import AgentPrompt, prompt_messages
+from iapo.agent.prompts import AgentPrompt, prompt_messages, well_formed_text
 from iapo.agent.protocols import ends_with_stop, get_protocol
 from iapo.agent.tools import ToolContext, ToolResult, get_toolset
 from iapo.agent.trajectory import ToolStats, Trajectory, Turn, collate, device_inputs, image_token_spans
@@ -296,7 +296,8 @@ def _step(episode: _Episode, generation: Generation, processor, settings: Sampli
             episode.stats.errors[result.error] += 1
             turn.error = turn.error or result.error
         turn.crop_box = result.box
-    result_text, crop = result.text, result.image
+    # model-written text echoed in an error (a label, a tool name) may hold lone surrogates from JSON escapes
+    result_text, crop = well_formed_text(result.text), result.image
     turn.observation = result_text
     if last_turn:
         episode.finish("no_answer")

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -283,10 +284,24 @@ class _Reader:
         raise ProgramError("program_bad_call", f"the boxes must be {' or '.join(BOX_NAMES)}")
 
 
+def _syntax_tree(code: str) -> ast.Module:
+    """The block's syntax tree as written, so string escapes (`'Game\\nVersion'`, as our prompt prints labels) and
+    line continuations keep their meaning; failing that, as VTool-R1 reads it (every backslash deleted), so a block
+    that only parses that way still does."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SyntaxWarning)  # an unknown escape ("\\d") stays as written, as in Python
+        try:
+            return ast.parse(code, mode="exec")
+        except SyntaxError:
+            if "\\" not in code:
+                raise
+            return ast.parse(code.replace("\\", ""), mode="exec")
+
+
 def parse_program(code: str) -> Program:
     """Read a block into a `Program`; raises `ProgramError` for anything outside the grammar. Runs nothing."""
     try:
-        tree = ast.parse(code, mode="exec")
+        tree = _syntax_tree(code)
     except (SyntaxError, ValueError, RecursionError, MemoryError) as err:
         raise ProgramError("program_syntax", f"the code does not parse ({type(err).__name__})") from None
     if not tree.body:
@@ -305,6 +320,8 @@ def parse_program(code: str) -> Program:
 def sample_kind(meta: Mapping[str, Any]) -> str | None:
     """ "table", "chart_v" or "chart_h" from `meta["refocus"]` (its `kind`, else which labels it has); None if none."""
     refocus = meta.get("refocus") or {}
+    if not isinstance(refocus, Mapping):  # malformed label boxes: the tools report them ("bad_label_boxes")
+        return None
     if refocus.get("kind") in ("table", "chart_v", "chart_h"):
         return refocus["kind"]
     if refocus.get("columns") or refocus.get("rows"):
@@ -328,9 +345,9 @@ def resolve(call: Call, meta: Mapping[str, Any]) -> tuple[str, str]:
 
 
 def run_program(program: Program, context: ToolContext, toolset: str) -> ToolResult:
-    """Run each call through `run_tool` on its input image; the first failing call's error is the result."""
+    """Run each call through `run_tool` on its input image; the first failing call's error is the result. A block
+    that displays `image_1` unedited changes nothing: the error "no_change", as for an edit that changes nothing."""
     outputs = []
-    notes = []
     for index, call in enumerate(program.calls):
         source = context.edit_base if call.image is None else outputs[call.image]
         try:
@@ -342,9 +359,9 @@ def run_program(program: Program, context: ToolContext, toolset: str) -> ToolRes
         if result.error:
             return ToolResult(text=f"{result.text} (call {index + 1}, {call.function})", error=result.error)
         outputs.append(result.image)
-        notes += [result.text] if result.text else []
-    shown = context.edit_base if program.shown is None else outputs[program.shown]
-    return ToolResult(text=" ".join(notes), image=shown)
+    if program.shown is None:
+        return ToolResult(text="Error: the block displays image_1 unedited, so it changes nothing.", error="no_change")
+    return ToolResult(text="", image=outputs[program.shown])
 
 
 def run_vtool_call(call: ToolCall, context: ToolContext, toolset: str) -> ToolResult:
@@ -382,7 +399,9 @@ def extract_final_answer(text: str) -> str | None:
 def parse_vtool_turn(text: str, truncated: bool = False) -> Action:
     """One assistant turn in VTool-R1's format: a ```python block is a tool call (it wins over an answer written
     before it, as in VTool-R1); without one, `FINAL ANSWER:` gives the answer."""
-    cleaned = text.replace("\\_", "_").replace("\\", "")
+    # markdown escapes of `_` and backticks are undone (VTool-R1 deletes every backslash; `_syntax_tree` falls back
+    # to that when the block does not parse as written)
+    cleaned = text.replace("\\_", "_").replace("\\`", "`")
     start = cleaned.find(CODE_START)
     if start != -1:
         body = cleaned[start + len(CODE_START) :]

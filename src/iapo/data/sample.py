@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import io
+import math
 import re
 import string
 import warnings
@@ -51,7 +52,56 @@ REFOCUS_META = {
 }
 """The layout of `VQASample.meta["refocus"]`: label boxes in pixels of the original image (x1, y1, x2, y2), as
 (label, box) pairs in reading order so repeated labels survive. Loaders convert ReFocus's normalised boxes and
-VTool-R1's pixel boxes into it; the editing tools (`iapo.agent.tools.refocus`) read it through the tool context."""
+VTool-R1's pixel boxes into it; the editing tools (`iapo.agent.tools.refocus`) read it through the tool context.
+`check_refocus_meta` checks a value against it (JSONL rows that carry it are checked when read)."""
+REFOCUS_KINDS = ("table", "chart_v", "chart_h")
+REFOCUS_GROUPS = ("columns", "rows", "x_values", "y_values")
+
+
+def refocus_pairs(pairs: Any, group: str) -> list[tuple[str, tuple[float, float, float, float]]]:
+    """The (label, box) pairs of one group of `REFOCUS_META` (None or [] is no pairs); `BadRowError("bad_boxes")`
+    naming the first pair that is not ``[text, [x1, y1, x2, y2]]`` with finite numbers, x1 <= x2 and y1 <= y2."""
+    if pairs is None:
+        return []
+    if not isinstance(pairs, list | tuple):
+        raise BadRowError(
+            "bad_boxes", f'meta["refocus"]["{group}"] must be a list of pairs, got {type(pairs).__name__}'
+        )
+    checked = []
+    for index, pair in enumerate(pairs):
+        where = f'meta["refocus"]["{group}"][{index}]'
+        if not isinstance(pair, list | tuple) or len(pair) != 2:
+            raise BadRowError("bad_boxes", f"{where} is not a [label, [x1, y1, x2, y2]] pair: {pair!r}"[:300])
+        label, box = pair
+        if not isinstance(label, str):
+            raise BadRowError("bad_boxes", f"{where}: the label must be text, got {label!r}"[:300])
+        if not isinstance(box, list | tuple) or len(box) != 4 or not all(_finite_number(v) for v in box):
+            raise BadRowError("bad_boxes", f"{where}: the box must be four finite numbers, got {box!r}"[:300])
+        x1, y1, x2, y2 = (float(v) for v in box)
+        if x2 < x1 or y2 < y1:
+            raise BadRowError("bad_boxes", f"{where}: the box {box!r} has x2 < x1 or y2 < y1"[:300])
+        checked.append((label, (x1, y1, x2, y2)))
+    return checked
+
+
+def _finite_number(value: Any) -> bool:
+    """A JSON number that is a finite float (an integer of 400 digits is not: it overflows a float)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
+def check_refocus_meta(value: Any) -> None:
+    """Raise `BadRowError("bad_boxes")` unless `value` follows `REFOCUS_META` (a known kind, well-formed groups)."""
+    if not isinstance(value, dict):
+        raise BadRowError("bad_boxes", f'meta["refocus"] must be an object, got {type(value).__name__}')
+    if value.get("kind") is not None and value["kind"] not in REFOCUS_KINDS:
+        raise BadRowError("bad_boxes", f'meta["refocus"]["kind"] must be one of {REFOCUS_KINDS}, got {value["kind"]!r}')
+    for group in REFOCUS_GROUPS:
+        refocus_pairs(value.get(group), group)
 
 
 OPTION_LETTERS = string.ascii_uppercase

@@ -8,13 +8,20 @@ on a vertical bar chart, x values; on a horizontal bar chart, y values. The mode
 The edits reproduce ReFocus's (`src/tools.py` of ReFocus, also VTool-R1's copy) pixel for pixel:
 - every box is inset by 2 px as ReFocus does (`int(x1 + 2), int(y1 + 2), int(x2 - 2), int(y2 - 2)`, inclusive);
 - *mask* fills every box that is not selected with white; a table's header row (its first row box) is never
-  masked; when no selected box would remain, the image is returned unchanged and the observation says so;
+  masked;
 - *draw* outlines each selected box in red, 5 px wide, inside the box;
 - *highlight* composites red at alpha 50/255 over each selected box (overlapping boxes are not darkened twice).
 Unlike ReFocus, an edit never changes the image it is given (it returns a new RGB image), an unknown label is a
-counted error whose observation lists the valid labels (ReFocus raises, or skips it silently in some tools), and
-a label that occurs twice selects both boxes. The image edited is `ToolContext.edit_base`: the original, or the
-latest returned image with `sampling.edit_latest: true` (VTool-R1: one tool round on the original).
+counted error whose observation lists the valid labels (ReFocus raises, or skips it silently in some tools), an
+argument other than the label list is a counted error ("bad_arguments"; ReFocus has no other parameter), and a
+label that occurs twice selects both boxes. The image edited is `ToolContext.edit_base`: the original, or the latest
+returned image with `sampling.edit_latest: true` (VTool-R1: one tool round on the original).
+
+An edit that would change no pixel is a counted error, "no_change" (ReFocus returns the input unchanged): an empty
+label list, a mask with every box selected or with nothing left to keep, a draw or highlight whose boxes lie outside
+the image or vanish in the inset. It is declared in every edit tool's `errors`, so `tool_failure_kinds` counts it
+as a failed call and `tools/success_rate` only counts calls that edited the image. Label boxes that do not follow
+`REFOCUS_META` (a data problem; the loaders reject such rows when they read a file) are the error "bad_label_boxes".
 
 Toolsets: `table` (the six column / row tools), `chart` (the six x / y value tools) and `refocus` (all twelve, for
 runs that mix charts and tables); each lists the example's labels in the question, as VTool-R1's prompt does.
@@ -26,7 +33,6 @@ runs that mix charts and tables); each lists the example's labels in the questio
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +40,7 @@ from typing import Any
 from PIL import Image, ImageDraw
 
 from iapo.agent.tools.registry import Tool, ToolContext, ToolError, ToolResult, Toolset, register_tool, register_toolset
+from iapo.data.sample import BadRowError, refocus_pairs
 
 Box = tuple[float, float, float, float]
 PixelBox = tuple[int, int, int, int]
@@ -46,7 +53,17 @@ HIGHLIGHT_ALPHA = 50
 WHITE = (255, 255, 255)
 
 EDITS = ("mask", "draw", "highlight")
-EDIT_ERRORS = ("missing_arguments", "bad_arguments", "unknown_label", "no_labels", "canvas_size_mismatch")
+EDIT_ERRORS = (
+    "missing_arguments",
+    "bad_arguments",
+    "unknown_label",
+    "no_labels",
+    "no_change",
+    "bad_label_boxes",
+    "canvas_size_mismatch",
+)
+HIGHLIGHT_STRIP_ROWS = 64
+"""Highlight composites this many rows at a time: RGBA copies of a whole 6000 x 6000 image would cost ~0.5 GB."""
 
 
 @dataclass(frozen=True)
@@ -80,25 +97,13 @@ def normalize_label(label: str) -> str:
 def label_boxes(meta: Mapping[str, Any], kind: str) -> list[tuple[str, Box]]:
     """The (label, box) pairs of `kind` in `meta["refocus"]`, in reading order ([] when the example has none).
 
-    Raises ValueError for a malformed layout: a loader bug, not a model error (loaders write `REFOCUS_META`).
+    Raises `BadRowError` (a ValueError) for a layout that is not `REFOCUS_META`: a loader bug, not a model error
+    (loaders check what they read with `refocus_pairs`).
     """
-    pairs = (meta.get("refocus") or {}).get(kind) or []
-    checked = []
-    for index, pair in enumerate(pairs):
-        where = f'meta["refocus"]["{kind}"][{index}]'
-        if not isinstance(pair, Sequence) or isinstance(pair, str) or len(pair) != 2:
-            raise ValueError(f"{where} is not a [label, [x1, y1, x2, y2]] pair: {pair!r}")
-        label, box = pair
-        if not isinstance(label, str):
-            raise ValueError(f"{where}: the label must be text, got {label!r}")
-        if not isinstance(box, Sequence) or len(box) != 4 or not all(_finite(v) for v in box):
-            raise ValueError(f"{where}: the box must be four finite numbers [x1, y1, x2, y2], got {box!r}")
-        checked.append((label, tuple(float(v) for v in box)))
-    return checked
-
-
-def _finite(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    refocus = meta.get("refocus") or {}
+    if not isinstance(refocus, Mapping):
+        raise BadRowError("bad_boxes", f'meta["refocus"] must be an object, got {type(refocus).__name__}')
+    return refocus_pairs(refocus.get(kind), kind)
 
 
 def unique_labels(pairs: Sequence[tuple[str, Box]]) -> list[str]:
@@ -140,19 +145,33 @@ def highlight_boxes(image: Image.Image, boxes: Sequence[Box]) -> Image.Image:
     """A copy of `image` with translucent red (alpha `HIGHLIGHT_ALPHA`/255) composited over every box.
 
     As in ReFocus, the red is drawn into an overlay (pixels replaced, so overlapping boxes are tinted once) that is
-    alpha-composited over the image.
+    alpha-composited over the image; here band by band (`HIGHLIGHT_STRIP_ROWS`) over the boxes' extent only, so the
+    only full-size allocation is the returned copy (compositing is per pixel: the result is the same).
     """
-    base = image.convert("RGBA")
-    overlay = base.copy()
-    draw = ImageDraw.Draw(overlay)
-    for box in _pixel_boxes(boxes, base.size):
-        draw.rectangle(box, fill=(*RED, HIGHLIGHT_ALPHA))
-    return Image.alpha_composite(base, overlay).convert("RGB")
+    edited = image.convert("RGB")
+    pixel_boxes = _pixel_boxes(boxes, edited.size)
+    if not pixel_boxes:
+        return edited
+    left, right = min(b[0] for b in pixel_boxes), max(b[2] for b in pixel_boxes) + 1
+    top, bottom = min(b[1] for b in pixel_boxes), max(b[3] for b in pixel_boxes) + 1
+    for band_top in range(top, bottom, HIGHLIGHT_STRIP_ROWS):
+        band = (left, band_top, right, min(band_top + HIGHLIGHT_STRIP_ROWS, bottom))
+        base = edited.crop(band).convert("RGBA")
+        overlay = base.copy()
+        draw = ImageDraw.Draw(overlay)
+        for x1, y1, x2, y2 in pixel_boxes:
+            if y1 < band[3] and y2 >= band_top:
+                draw.rectangle((x1 - left, y1 - band_top, x2 - left, y2 - band_top), fill=(*RED, HIGHLIGHT_ALPHA))
+        edited.paste(Image.alpha_composite(base, overlay).convert("RGB"), band[:2])
+    return edited
 
 
 def _selected_labels(arguments: Mapping[str, Any], kind: LabelKind) -> list[str]:
     if kind.argument not in arguments:
         raise ToolError("missing_arguments", f'this tool needs "{kind.argument}": [{kind.noun} labels]')
+    extra = [name for name in arguments if name != kind.argument]
+    if extra:  # a misspelt or invented option would otherwise be ignored and the call look successful
+        raise ToolError("bad_arguments", f"unexpected argument(s) {json.dumps(extra)[:200]}; only {kind.argument}")
     labels = arguments[kind.argument]
     if not isinstance(labels, list) or not all(isinstance(label, str) for label in labels):
         raise ToolError("bad_arguments", f"{kind.argument} must be a list of {kind.noun} labels (strings)")
@@ -175,21 +194,25 @@ def select(pairs: Sequence[tuple[str, Box]], labels: Sequence[str], kind: LabelK
 
 def apply_edit(
     image: Image.Image, pairs: Sequence[tuple[str, Box]], chosen: Sequence[bool], edit: str, kind: LabelKind
-) -> tuple[Image.Image, str]:
-    """(edited copy, note) for one edit of the chosen pairs; the note is "" or says why the image is unchanged."""
+) -> Image.Image:
+    """The edited copy for one edit of the chosen pairs; raises ToolError "no_change" when it would change no pixel."""
     boxes = [box for _, box in pairs]
     if edit == "mask":
         keep = [c or (kind.keeps_header and i == 0) for i, c in enumerate(chosen)]
         # a table keeps its header row, so "something remains" means a selected row besides it
-        remaining = [c for i, c in enumerate(chosen) if not (kind.keeps_header and i == 0)]
-        if not any(remaining):
-            return image.convert("RGB"), f"Every {kind.noun} would be masked, so the image is returned unchanged."
-        return mask_boxes(image, [b for b, k in zip(boxes, keep, strict=True) if not k]), ""
-    selected = [b for b, c in zip(boxes, chosen, strict=True) if c]
-    if not selected:
-        return image.convert("RGB"), f"No {kind.noun} was selected, so the image is returned unchanged."
-    edited = draw_boxes(image, selected) if edit == "draw" else highlight_boxes(image, selected)
-    return edited, ""
+        remaining = any(c for i, c in enumerate(chosen) if not (kind.keeps_header and i == 0))
+        touched = [b for b, k in zip(boxes, keep, strict=True) if not k]
+        if not remaining:
+            raise ToolError("no_change", f"every {kind.noun} would be masked, so the image would not change")
+    else:
+        touched = [b for b, c in zip(boxes, chosen, strict=True) if c]
+        if not touched:
+            raise ToolError("no_change", f"no {kind.noun} was selected, so the image would not change")
+    if not _pixel_boxes(touched, image.size):
+        reason = "nothing is left to mask" if edit == "mask" else "their boxes lie outside the image"
+        raise ToolError("no_change", f"{reason}, so the image would not change")
+    edit_boxes = {"mask": mask_boxes, "draw": draw_boxes, "highlight": highlight_boxes}[edit]
+    return edit_boxes(image, touched)
 
 
 def focus_tool(kind: LabelKind, edit: str):
@@ -197,7 +220,10 @@ def focus_tool(kind: LabelKind, edit: str):
 
     def run(arguments: dict[str, Any], context: ToolContext) -> ToolResult:
         labels = _selected_labels(arguments, kind)
-        pairs = label_boxes(context.meta, kind.key)
+        try:
+            pairs = label_boxes(context.meta, kind.key)
+        except ValueError as err:
+            raise ToolError("bad_label_boxes", f"this example's label boxes are unusable ({err})") from None
         if not pairs:
             raise ToolError("no_labels", f"this image has no {kind.noun} labels to focus on; answer from the image")
         base = context.edit_base
@@ -207,8 +233,7 @@ def focus_tool(kind: LabelKind, edit: str):
                 f"the image to edit is {base.width}x{base.height}, its label boxes are for "
                 f"{context.image.width}x{context.image.height}",
             )
-        edited, note = apply_edit(base, pairs, select(pairs, labels, kind), edit, kind)
-        return ToolResult(text=note, image=edited)
+        return ToolResult(text="", image=apply_edit(base, pairs, select(pairs, labels, kind), edit, kind))
 
     return run
 
