@@ -15,9 +15,11 @@ A row that cannot be used is skipped and counted in the `SkipLog` by reason: "ba
 "bad_encoding" (the line holds bytes that are not UTF-8; the rest of the file is read), "missing_field" (no image,
 question or answer, or "mcq" with fewer than two options), "too_many_options" (more than the 26 letters A-Z),
 "bad_field" (a field of the wrong type or an unknown answer_type), "outside_root" (the image path leaves the data
-root, see below), "missing_image" (the file does not exist; images are not decoded here) and "unknown_answer" (an
+root, see below), "missing_image" (the file does not exist; images are not decoded here), "unknown_answer" (an
 "mcq" answer that is neither a letter of the options nor an option's text, compared exactly, then ignoring case;
-or a "yes_no" answer other than yes/no). With `SkipLog(strict=True)` the first bad row raises `BadRowError`
+a "yes_no" answer other than yes/no; a "tabfact" answer other than true/false or 1/0) and "bad_boxes" (a
+`meta.refocus` that is not the label-box layout `iapo.data.sample.REFOCUS_META`: pixel boxes as
+``[label, [x1, y1, x2, y2]]`` pairs of finite numbers, checked by `check_refocus_meta`). With `SkipLog(strict=True)` the first bad row raises `BadRowError`
 naming file and line. Text is kept as written: a question that contains chat-template tokens such as
 ``<|im_end|>`` is an ordinary row (the prompt builder escapes it).
 
@@ -59,8 +61,16 @@ from pathlib import Path
 from typing import Any
 
 from iapo.agent.parsing import check_turns, parse_turn
-from iapo.data.sample import ANSWER_TYPES, OPTION_LETTERS, BadRowError, SkipLog, VQASample, require_utf8
-from iapo.evaluation.scoring import score_sample
+from iapo.data.sample import (
+    ANSWER_TYPES,
+    OPTION_LETTERS,
+    BadRowError,
+    SkipLog,
+    VQASample,
+    check_refocus_meta,
+    require_utf8,
+)
+from iapo.evaluation.scoring import TABFACT_REFERENCES, score_sample
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +161,9 @@ def _parse_row(line: str, images: ImagePaths, source: str, default_uid: str) -> 
     missing = [name for name in REQUIRED_FIELDS if row.get(name) in (None, "")]
     if missing:
         raise BadRowError("missing_field", f"missing {', '.join(missing)}")
-    if isinstance(row["answer"], int | float) and not isinstance(row["answer"], bool):
+    if isinstance(row["answer"], bool):
+        row["answer"] = "true" if row["answer"] else "false"  # a TabFact verdict written as a JSON boolean
+    elif isinstance(row["answer"], int | float):
         row["answer"] = str(row["answer"])  # numeric answers (counts, chart values) are read as text
     image, question, answer = (_typed(row, name, str) for name in REQUIRED_FIELDS)
     options = _typed(row, "options", list, default=[])
@@ -164,6 +176,9 @@ def _parse_row(line: str, images: ImagePaths, source: str, default_uid: str) -> 
         raise BadRowError("missing_field", f"an mcq row needs at least two options, got {len(options)}")
     if len(options) > len(OPTION_LETTERS):
         raise BadRowError("too_many_options", f"{len(options)} options; at most {len(OPTION_LETTERS)} (A-Z)")
+    meta = _typed(row, "meta", dict, default={})
+    if "refocus" in meta:  # label boxes for the editing tools: checked now, not when a tool or the prompt reads them
+        check_refocus_meta(meta["refocus"])
     image_path = images.resolve(image)
     return VQASample(
         uid=str(row.get("id", default_uid)),
@@ -174,7 +189,7 @@ def _parse_row(line: str, images: ImagePaths, source: str, default_uid: str) -> 
         answer_type=answer_type,
         options=tuple(options),
         category=str(row.get("category") or ""),
-        meta=_typed(row, "meta", dict, default={}),
+        meta=meta,
     )
 
 
@@ -189,8 +204,13 @@ def _typed(row: dict[str, Any], name: str, kind: type, default: Any = None) -> A
 
 
 def _normalise_answer(answer: str, answer_type: str, options: tuple[str, ...]) -> str:
-    """The stored form of an answer: the option letter for "mcq", "yes"/"no" for "yes_no", else the text."""
+    """The stored form of an answer: the option letter for "mcq", "yes"/"no" for "yes_no", "true"/"false" for
+    "tabfact" (also from 1 / 0), else the text."""
     text = answer.strip()
+    if answer_type == "tabfact":
+        if text.lower() not in TABFACT_REFERENCES:
+            raise BadRowError("unknown_answer", f"tabfact answer must be true/false or 1/0, got {answer!r}")
+        return TABFACT_REFERENCES[text.lower()]
     if answer_type == "yes_no":
         if text.lower() not in ("yes", "no"):
             raise BadRowError("unknown_answer", f"yes_no answer must be yes or no, got {answer!r}")

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from iapo.data.sample import VQASample
 
 __all__ = [
+    "TABFACT_REFERENCES",
     "anls",
     "charxiv_match",
     "exact_match",
@@ -404,12 +405,13 @@ def tabfact_verdict(prediction: str | None) -> str | None:
     return "true" if says_true else "false"
 
 
-_TABFACT_REFERENCE = {"true": "true", "1": "true", "false": "false", "0": "false"}
+TABFACT_REFERENCES = {"true": "true", "1": "true", "false": "false", "0": "false"}
+"""The VTabFact references `tabfact_accuracy` accepts and the verdict each stands for."""
 
 
 def tabfact_accuracy(prediction: str | None, reference: str) -> float:
     """1.0 when `tabfact_verdict` of the answer equals the reference ("true"/"false", or TableVQA-Bench's 1/0)."""
-    expected = _TABFACT_REFERENCE.get(str(reference).strip().lower())
+    expected = TABFACT_REFERENCES.get(str(reference).strip().lower())
     if expected is None:
         raise ValueError(f"a VTabFact reference must be true/false or 1/0, got {reference!r}")
     return float(tabfact_verdict(prediction) == expected)

@@ -41,9 +41,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import io
 import json
-import os
 import random
 import re
 from collections.abc import Callable, Iterator, Sequence
@@ -51,10 +49,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, UnidentifiedImageError
-
 from iapo.data.benchmarks.readers import (
-    IMAGE_SUFFIXES,
     checked_object,
     collect_rows,
     embedded_image,
@@ -62,6 +57,14 @@ from iapo.data.benchmarks.readers import (
     parquet_rows,
     row_field,
     row_text,
+)
+from iapo.data.benchmarks.refocus_files import (
+    FigureFinder,
+    mapped_boxes,
+    parallel_boxes,
+    refocus_meta,
+    refocus_records,
+    upright_size,
 )
 from iapo.data.benchmarks.registry import (
     BENCHMARKS,
@@ -167,142 +170,11 @@ def _tabfact_answer(value: Any) -> str:
     return verdict
 
 
-def _raw_box(value: Any) -> list[float]:
-    """A box as [x1, y1, x2, y2] from ``{"x1", "y1", "x2", "y2"}`` or a list of four numbers."""
-    try:
-        if isinstance(value, dict):
-            box = [float(value[key]) for key in ("x1", "y1", "x2", "y2")]
-        elif isinstance(value, list | tuple) and len(value) == 4:
-            box = [float(v) for v in value]
-        else:
-            raise TypeError(type(value).__name__)
-    except (KeyError, TypeError, ValueError) as err:
-        raise BadRowError("bad_boxes", f"not a box: {value!r} ({err})") from err
-    if any(v != v or abs(v) == float("inf") for v in box) or box[2] < box[0] or box[3] < box[1]:
-        raise BadRowError("bad_boxes", f"not a box: {value!r}")
-    return box
-
-
-def _parallel_boxes(row: dict[str, Any], labels_key: str, boxes_key: str) -> list[tuple[str, list[float]]]:
-    """ReFocus's parallel lists (``x_values`` + ``x_bboxes``) as (label, raw box) pairs; absent or null is empty."""
-    labels, boxes = row.get(labels_key), row.get(boxes_key)
-    labels = [] if labels is None else labels
-    boxes = [] if boxes is None else boxes
-    if not isinstance(labels, list) or not isinstance(boxes, list):
-        raise BadRowError("bad_boxes", f"{labels_key} / {boxes_key} must be lists")
-    if len(labels) != len(boxes):
-        raise BadRowError("bad_boxes", f"{len(labels)} {labels_key} but {len(boxes)} {boxes_key}")
-    return [(str(label).strip(), _raw_box(box)) for label, box in zip(labels, boxes, strict=True)]
-
-
-def _mapped_boxes(value: Any, labels: Any = None) -> list[tuple[str, list[float]]]:
-    """VTool-R1's label -> box map (or parallel arrays with `labels`) as (label, raw box) pairs.
-
-    ``{"x1": "none"}`` is VTool-R1's marker of an absent map; it gives no pairs.
-    """
-    if value is None or value == {} or value == []:
-        return []
-    if isinstance(value, dict):
-        if set(value) <= {"x1", "y1", "x2", "y2"} and str(value.get("x1")).lower() == "none":
-            return []
-        return [(str(label).strip(), _raw_box(box)) for label, box in value.items()]
-    if isinstance(value, list) and isinstance(labels, list) and len(labels) == len(value):
-        return [(str(label).strip(), _raw_box(box)) for label, box in zip(labels, value, strict=True)]
-    raise BadRowError("bad_boxes", f"label boxes must be a label -> box map, got {type(value).__name__}")
-
-
-def _in_pixels(pairs: Sequence[tuple[str, list[float]]], size: tuple[int, int], normalised: bool) -> list[list]:
-    """(label, box) pairs in the `REFOCUS_META` layout: ``[label, [x1, y1, x2, y2]]`` in original-image pixels."""
-    width, height = size
-    scale = (width, height, width, height) if normalised else (1, 1, 1, 1)
-    return [[label, [round(v * s, 2) for v, s in zip(box, scale, strict=True)]] for label, box in pairs]
-
-
-def _is_normalised(pairs: Sequence[tuple[str, list[float]]]) -> bool:
-    """Whether a group of boxes is in fractions of the image size (ReFocus's files) rather than pixels (VTool-R1's
-    parquet): every coordinate within [0, 1]. Decided per group, as VTool-R1 mixes a normalised figure box with
-    pixel label boxes in one record [T]."""
-    values = [v for _, box in pairs for v in box]
-    return bool(values) and all(0.0 <= v <= 1.0 for v in values)
-
-
-def _image_size(ref: ImageRef) -> tuple[int, int]:
-    """Width and height from the image header (nothing is decoded)."""
-    try:
-        if isinstance(ref, bytes):
-            with Image.open(io.BytesIO(ref)) as image:
-                return image.size
-        with Image.open(ref) as image:
-            return image.size
-    except Image.DecompressionBombError as err:
-        raise BadRowError("image_too_large", str(err)) from err
-    except (UnidentifiedImageError, OSError, ValueError) as err:
-        raise BadRowError("undecodable_image", f"cannot read the image header ({type(err).__name__}: {err})") from err
-
-
-def refocus_meta(
-    kind: str, size: tuple[int, int], groups: dict[str, Sequence[tuple[str, list[float]]]]
-) -> dict[str, Any]:
-    """``meta["refocus"]`` for one record: `kind` and each group of (label, raw box) pairs in pixels."""
-    return {"kind": kind, **{key: _in_pixels(pairs, size, _is_normalised(pairs)) for key, pairs in groups.items()}}
-
-
-class FigureFinder:
-    """Finds a ReFocus ``figure_path`` on disk, never outside the folders it searches.
-
-    Tried in order: the path under the set's folder (a copy of ReFocus's ``data/`` tree), then the file name under
-    the set's ``images/`` folder and under each of `shared` (searched recursively, indexed once). An absolute
-    path or one that climbs out with ``..`` is only looked up by its file name.
-    """
-
-    def __init__(self, set_dir: Path, shared: Sequence[Path] = ()) -> None:
-        self.set_dir = Path(set_dir)
-        self.folders = [self.set_dir / "images", *shared]
-        self._index: dict[str, Path] | None = None
-
-    def _names(self) -> dict[str, Path]:
-        if self._index is None:
-            self._index = {}
-            for folder in self.folders:
-                for parent, dirs, files in os.walk(folder):
-                    dirs.sort()
-                    for name in sorted(files):
-                        if name.lower().endswith(IMAGE_SUFFIXES):
-                            self._index.setdefault(name, Path(parent) / name)
-        return self._index
-
-    def find(self, figure_path: str) -> Path | None:
-        relative = Path(figure_path)
-        if not relative.is_absolute() and ".." not in relative.parts and (self.set_dir / relative).is_file():
-            return self.set_dir / relative
-        return self._names().get(relative.name) if relative.name else None
-
-
 def _refocus_records(set_dir: Path, file_name: str) -> Iterator[tuple[str, Any]]:
-    """(where, (id, record)) for every record of a ReFocus test file: a JSON object mapping id -> record [V].
-
-    The file is ``<set_dir>/<REFOCUS_FOLDER>/<file_name>`` (the Hub layout) or ``<set_dir>/<file_name>``. A list of
-    records is accepted too, with the id taken from ``qa_id`` / ``id`` / ``figure_id`` or the position [I].
-    """
+    """(where, (id, record)) for every record of a ReFocus test file (`refocus_records`), found as
+    ``<set_dir>/<REFOCUS_FOLDER>/<file_name>`` (the Hub layout) or ``<set_dir>/<file_name>``."""
     candidates = sorted(set_dir.glob(f"{REFOCUS_FOLDER}/{file_name}")) + [set_dir / file_name]
-    path = next(p for p in candidates if p.is_file())
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        yield f"{path}:0", ("", BadRowError("bad_json", str(err)))
-        return
-    if isinstance(data, dict):
-        items = list(data.items())
-    elif isinstance(data, list):
-        items = [
-            (str(next((r[k] for k in ("qa_id", "id", "figure_id") if isinstance(r, dict) and r.get(k)), n)), r)
-            for n, r in enumerate(data, start=1)
-        ]
-    else:
-        yield f"{path}:0", ("", BadRowError("bad_json", f"expected an object of records, got {type(data).__name__}"))
-        return
-    for number, (key, record) in enumerate(items, start=1):
-        yield f"{path}:{number} ({key})", (str(key), record)
+    yield from refocus_records(next(p for p in candidates if p.is_file()))
 
 
 def _refocus_file_layouts(file_name: str) -> tuple[tuple[str, ...], ...]:
@@ -331,8 +203,8 @@ def _load_refocus_chart(name: str, file_name: str, kind: str, set_dir: Path, ski
         if image is None:
             raise BadRowError("missing_image", f"{figure_path} (under {set_dir} or the shared image folders)")
         groups = {
-            "x_values": _parallel_boxes(record, "x_values", "x_bboxes"),
-            "y_values": _parallel_boxes(record, "y_values", "y_bboxes"),
+            "x_values": parallel_boxes(record, "x_values", "x_bboxes"),
+            "y_values": parallel_boxes(record, "y_values", "y_bboxes"),
         }
         return VQASample(
             uid=f"{name}/{key}",
@@ -343,7 +215,7 @@ def _load_refocus_chart(name: str, file_name: str, kind: str, set_dir: Path, ski
             answer_type="relaxed",
             category=kind,
             meta={
-                "refocus": refocus_meta(kind, _image_size(image), groups),
+                "refocus": refocus_meta(kind, upright_size(image), groups),
                 "id": key,
                 "figure_path": figure_path,
                 "row_key": f"chartqa:{Path(figure_path).stem}:{question}",
@@ -407,8 +279,8 @@ def _load_refocus_table(name: str, file_name: str, set_dir: Path, skips: SkipLog
                 raise BadRowError("missing_image", f"{figure_path or qa_id} (on disk or in tablevqa_bench)")
             image = embedded_image(stored)
         groups = {
-            "columns": _parallel_boxes(record, "column_headers", "columns_bbox"),
-            "rows": _parallel_boxes(record, "row_starters", "rows_bbox"),
+            "columns": parallel_boxes(record, "column_headers", "columns_bbox"),
+            "rows": parallel_boxes(record, "row_starters", "rows_bbox"),
         }
         return VQASample(
             uid=f"{name}/{qa_id}",
@@ -419,7 +291,7 @@ def _load_refocus_table(name: str, file_name: str, set_dir: Path, skips: SkipLog
             answer_type=answer_type,
             category=TABLE_SUBSET_OF[name],
             meta={
-                "refocus": refocus_meta("table", _image_size(image), groups),
+                "refocus": refocus_meta("table", upright_size(image), groups),
                 "qa_id": qa_id,
                 "prompt": str(record.get("prompt") or ""),
                 "row_key": f"tablevqa:{qa_id}",
@@ -596,8 +468,8 @@ def load_refocus_chart_train(root: Path, skips: SkipLog, split: str = "train", s
         if is_blank(raw_metadata):
             raise BadRowError("missing_field", "metadata (label boxes)")
         metadata = _json_object(raw_metadata, "metadata")
-        x_pairs = _mapped_boxes(metadata.get("x_values_bbox"), metadata.get("x_values"))
-        y_pairs = _mapped_boxes(metadata.get("y_values_bbox"), metadata.get("y_values"))
+        x_pairs = mapped_boxes(metadata.get("x_values_bbox"), metadata.get("x_values"))
+        y_pairs = mapped_boxes(metadata.get("y_values_bbox"), metadata.get("y_values"))
         source = str(row.get("source") or metadata.get("source") or metadata.get("type") or "")
         kind = (
             "chart_h" if "h_bar" in source else "chart_v" if "v_bar" in source else "chart_h" if y_pairs else "chart_v"
@@ -613,7 +485,7 @@ def load_refocus_chart_train(root: Path, skips: SkipLog, split: str = "train", s
             answer_type="relaxed",
             category=kind,
             meta={
-                "refocus": refocus_meta(kind, _image_size(image), {"x_values": x_pairs, "y_values": y_pairs}),
+                "refocus": refocus_meta(kind, upright_size(image), {"x_values": x_pairs, "y_values": y_pairs}),
                 "id": stem,
                 "row_key": f"chartqa:{Path(stem).stem}:{question}",
             },

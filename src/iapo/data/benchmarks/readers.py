@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from iapo.data.sample import OPTION_LETTERS, BadRowError, ImageRef, SkipLog, VQASample, require_utf8
@@ -105,15 +106,33 @@ def embedded_image(value: Any) -> ImageRef:
 
 
 def parquet_rows(paths: Iterable[Path], columns: Iterable[str]) -> Iterator[tuple[str, dict[str, Any]]]:
-    """(``"file:row"``, row dict) for every row, reading a few rows at a time; absent columns are absent keys."""
+    """(``"file:row"``, row dict) for every row, reading a few rows at a time; absent columns are absent keys.
+
+    A file that is not readable parquet (truncated, corrupt, not parquet at all) raises `UnreadableFileError`
+    naming it: its rows cannot be counted one by one, and an interrupted download is the usual cause.
+    """
+    columns = list(columns)
     for path in paths:
-        parquet = pq.ParquetFile(path)
-        present = [c for c in columns if c in parquet.schema_arrow.names]
         row = 0
-        for batch in parquet.iter_batches(batch_size=8, columns=present):
-            for record in batch.to_pylist():
-                row += 1
-                yield f"{path}:{row}", record
+        try:
+            parquet = pq.ParquetFile(path)
+            present = [c for c in columns if c in parquet.schema_arrow.names]
+            for batch in parquet.iter_batches(batch_size=8, columns=present):
+                for record in batch.to_pylist():
+                    row += 1
+                    yield f"{path}:{row}", record
+        except (pa.ArrowException, OSError) as err:
+            raise UnreadableFileError(
+                path, f"not readable parquet after {row} rows ({type(err).__name__}: {err})"
+            ) from err
+
+
+class UnreadableFileError(ValueError):
+    """A data file that cannot be read at all: the message names it and says to fetch it again."""
+
+    def __init__(self, path: Path, problem: str) -> None:
+        super().__init__(f"{path}: {problem}. Fetch it again (`make data`) or remove it; see data/README.md.")
+        self.path = path
 
 
 def tsv_rows(path: Path) -> Iterator[tuple[str, dict[str, Any] | BadRowError]]:
