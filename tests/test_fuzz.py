@@ -1,21 +1,31 @@
 """Model output is data: hundreds of random and adversarial assistant turns go through parsing, every registered
 toolset and the tiny model's rollout without an exception, every problem counted by kind, and no model-written text
-becomes a control token; 64 sampled rollouts of the untrained tiny model are well-formed trajectories."""
+becomes a control token; 64 sampled rollouts of the untrained tiny model are well-formed trajectories.
+
+The paper setting too: hostile labels, boxes and VTool-R1 programs through the prompt, both action formats, the
+ReFocus tools, the rollout and the scorers (each answer of up to 10 kB scored within 0.1 s), and hostile test files
+through the six loaders (every record of a file that parses is a sample or a counted skip)."""
 
 from __future__ import annotations
 
 import json
 import random
+import time
 
+import pytest
 import torch
 from PIL import Image
 
 from helpers.policies import ScriptedPolicy
 from iapo.agent.parsing import parse_turn
+from iapo.agent.prompts import format_question
+from iapo.agent.protocols import get_protocol
 from iapo.agent.rollout import HFPolicy, SamplingSettings, rollout
 from iapo.agent.tools import TOOLS, TOOLSETS, ToolContext, run_tool, tool_failure_kinds
-from iapo.data.sample import load_image
+from iapo.data.benchmarks import load_benchmark
+from iapo.data.sample import VQASample, check_refocus_meta, load_image
 from iapo.data.synthetic import build_split
+from iapo.evaluation.scoring import score_sample
 
 CONTROL_TEXT = ("<|im_start|>", "<|im_end|>", "<|endoftext|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>")
 TAGS = ("<tool_call>", "</tool_call>", "<answer>", "</answer>", "<tool_response>", "</tool_response>")
@@ -236,3 +246,188 @@ def test_untrained_model_rollouts_at_high_temperature_are_well_formed(tiny_stude
         assert t.final_answer is not None or t.stats.errors["no_answer"] == 1
         for turn in t.turns:
             assert parse_turn(turn.text).kind == turn.action  # what was run is what the text says
+
+
+# ---------------------------------------------------------------- the paper setting
+# Hostile labels, boxes and programs through the prompt, both action formats, the ReFocus tools, the rollout and the
+# scorers; hostile test files through the six loaders. Run: pytest -q tests/test_fuzz.py -k paper
+
+HOSTILE_LABELS = (
+    "Year", "year ", "", " ", "Game\nVersion", "\ud800", "A\udfffB", "<|im_end|>", "<|image_pad|>", "</tool_call>",
+    "{{ x }}", "{% raw %}", "'\"\\", "\\n", "x" * 2000, "1972", "\u202e", "\x00", "```", "display(image_1)",
+)  # fmt: skip
+BOXES = ([0, 0, 40, 20], [-50, -50, 30, 30], [500, 500, 900, 900], [10, 10, 12, 12], [0, 0, 84, 56], [0.0, 0, 1e9, 1])
+
+
+def hostile_meta(rng: random.Random) -> dict:
+    """A valid `REFOCUS_META` (what loaders let through) with hostile labels and boxes, repeated labels included."""
+    kind = rng.choice(["table", "chart_v", "chart_h"])
+    groups = {"table": ("columns", "rows"), "chart_v": ("x_values",), "chart_h": ("y_values",)}[kind]
+    meta = {"kind": kind}
+    for group in groups:
+        meta[group] = [[rng.choice(HOSTILE_LABELS), list(rng.choice(BOXES))] for _ in range(rng.randrange(4))]
+    return {"refocus": meta}
+
+
+def hostile_program(rng: random.Random, labels: list[str]) -> str:
+    """A VTool-R1 block: sometimes well-formed, sometimes with backslashes, odd calls or statements outside the
+    grammar."""
+    function = f"focus_on_{rng.choice(['columns', 'rows', 'x_values', 'y_values'])}_with_{rng.choice(EDITS_)}"
+    chosen = [rng.choice(labels) for _ in range(rng.randrange(3))] if labels else []
+    call_text = f"{function}(image_1, {chosen!r}, {rng.choice(['columns_bbox', 'rows_bbox', 'x_values_bbox'])})"
+    lines = [f"x = {call_text}", rng.choice(["display(x)", "display(image_1)", "", "print(x)"])]
+    continued = "x = " + call_text.replace("(", "(\\\n", 1)  # a line continuation inside the call
+    extra = rng.choice(
+        ["", "import os", "x.save('/tmp/p')", "x = x[0]", "display(" * 300 + "x" + ")" * 300, "\\\n", "y = [1]",
+         "lambda: 0", "while True: pass", continued, "\\_", "'\\ud800'"]
+    )  # fmt: skip
+    lines.insert(rng.randrange(len(lines) + 1), extra)
+    return "\n".join(lines)
+
+
+EDITS_ = ("mask", "draw", "highlight", "zoom")
+
+
+def paper_turn(rng: random.Random, meta: dict, protocol: str) -> str:
+    labels = [label for group in meta["refocus"].values() if isinstance(group, list) for label, _ in group]
+    if protocol == "vtool":
+        body = hostile_program(rng, labels)
+        return rng.choice([f"ACTION 0:\n```python\n{body}\n```\n", f"```python\n{body}", "FINAL ANSWER: 3. TERMINATE"])
+    kind = rng.choice(["columns", "rows", "x_values", "y_values"])
+    chosen = [rng.choice([*labels, "\\ud800", "nope"]) for _ in range(rng.randrange(3))] if labels else []
+    arguments = {f"{kind}_to_focus_on": chosen, **({"extra": 1} if rng.random() < 0.2 else {})}
+    # ensure_ascii keeps a lone surrogate as the JSON escape a model would write, never as a raw character
+    payload = json.dumps({"name": f"focus_on_{kind}_with_{rng.choice(EDITS_)}", "arguments": arguments})
+    return rng.choice([f"<tool_call>{payload}</tool_call>", f"<tool_call>{payload[:-3]}", "<answer>1972</answer>"])
+
+
+def test_paper_labels_boxes_and_programs_through_prompt_parsing_and_tools():
+    rng = random.Random(7)
+    image = Image.new("RGB", (84, 56), "white")
+    failures = tool_failure_kinds()
+    ran = 0
+    for _ in range(400):
+        meta = hostile_meta(rng)
+        sample = VQASample("u", "s", image, "Who won? <|im_end|>\ud800", "x", answer_type="wtq", meta=meta)
+        for protocol in ("tool_call", "vtool"):
+            question = format_question(sample, "refocus", protocol)
+            question.encode("utf-8")  # no lone surrogate survives into the prompt
+            assert "<|im_end|>" not in question and "<|image_pad|>" not in question
+            turn = paper_turn(rng, meta, protocol)
+            action = get_protocol(protocol).parse(turn, False)
+            if action.call is None:
+                continue
+            context = ToolContext(image, model_size=(56, 84), meta=meta)
+            result = get_protocol(protocol).run(action.call, context, "refocus")
+            ran += 1
+            assert result.error is None or result.error in failures, (protocol, result.error, turn[:200])
+            assert (result.error is None) == (result.image is not None), (protocol, turn[:200])
+    assert ran >= 250  # most turns reach a tool, not only the parser
+
+
+def test_paper_turns_through_the_rollout_never_raise_and_are_counted(tiny_processor):
+    rng = random.Random(11)
+    image = Image.new("RGB", (84, 56), "white")
+    known = tool_failure_kinds() | {"no_answer", "no_action", "truncated", "text_after_answer", "multiple_tool_calls"}
+    for protocol in ("tool_call", "vtool"):
+        samples = [VQASample(f"u{i}", "s", image, "Who?", "1972", "wtq", meta=hostile_meta(rng)) for i in range(4)]
+        script = [[paper_turn(rng, samples[i // 2].meta, protocol) for i in range(8)] for _ in range(2)]
+        settings = SamplingSettings(toolset="refocus", protocol=protocol, max_turns=2, max_new_tokens=4096)
+        policy = ScriptedPolicy(tiny_processor.tokenizer, script)
+        trajectories = rollout(policy, tiny_processor, samples, [image] * 4, group_size=2, settings=settings)
+        for t in trajectories:
+            assert set(t.stats.errors) <= known, dict(t.stats.errors)
+            assert len(t.image_spans) == t.num_images and t.stats.failures <= t.stats.calls
+            for turn in t.turns:
+                (turn.observation or "").encode("utf-8")
+            score_sample(t.final_answer, samples[t.sample_index])
+
+
+def hostile_answer(rng: random.Random) -> str:
+    """Up to 10 kB of text built from pieces that have made scorers backtrack, overflow or fail."""
+    pieces = ["[1]", "[a", "]", " (", ")", "*", "|", "||", '"', "1", "9" * 50, "10^", "e", ",000", ".", "-", " ",
+              "x", "true", "1e999", "\ud800", "٣"]  # fmt: skip
+    piece = rng.choice(pieces)
+    text = piece * rng.randrange(1, 10_000 // len(piece) + 1) + rng.choice(["", "y", "1", "]", ")"])
+    return text[:10_000]
+
+
+def test_paper_scorers_answer_each_hostile_answer_within_a_tenth_of_a_second():
+    rng = random.Random(3)
+    for index in range(200):
+        answer = hostile_answer(rng)
+        answer_type = ("relaxed", "wtq", "tabfact", "charxiv")[index % 4]
+        reference = {"tabfact": "true"}.get(answer_type, rng.choice(["1972", "a|b", "2.5", "10^3", answer[:50]]))
+        sample = VQASample("u", "s", "x.png", "q", reference, answer_type=answer_type)
+        start = time.perf_counter()
+        score = score_sample(answer, sample)
+        assert time.perf_counter() - start < 0.1, (answer_type, answer[:40])
+        assert 0.0 <= score <= 1.0
+
+
+def hostile_record(rng: random.Random) -> object:
+    """A ReFocus test-file record with hostile fields (or not a record at all)."""
+    coordinate = rng.choice([0.5, 1.0001, -0.2, "0.3", None, True, 10**400, 1e308, [], "x"])
+    box = rng.choice([{"x1": 0.1, "y1": 0.1, "x2": 0.9, "y2": 0.9}] * 4 + [{"x1": coordinate, "y1": 0, "x2": 1, "y2": 1},
+                      [0, 0, coordinate, 1], "box", None, [300, 300, 400, 400]])  # fmt: skip
+    labels = [rng.choice(HOSTILE_LABELS) for _ in range(rng.randrange(3))]
+    record = {
+        "figure_path": rng.choice(
+            ["a.png"] * 6 + ["../outside.png", "/etc/passwd", "x" * 300, "a\x00.png", "", None, 7]
+        ),
+        "query": rng.choice(["What?"] * 6 + ["", None, "<|im_end|>", 3]),
+        "prompt": "What?",
+        "answer": rng.choice(["42", 42, ["a", "b"], [], None, True, "1", "a|||b", 1.5, {"x": 1}, "0", "true"]),
+        "column_headers": labels,
+        "columns_bbox": [box] * len(labels) if rng.random() < 0.8 else [box],
+        "row_starters": labels,
+        "rows_bbox": [box] * len(labels),
+        "x_values": labels,
+        "x_bboxes": [box] * len(labels),
+        "y_values": labels,
+        "y_bboxes": [box] * len(labels),
+    }
+    return rng.choice([record] * 12 + [[], "record", None])
+
+
+FILES = {
+    "chartqa_h_bar": "chartQA_h_bar_wbb.json",
+    "chartqa_v_bar": "chartQA_v_bar_wbb.json",
+    "tablevqa_vwtq": "tablevqa_wbb.json",
+    "tablevqa_vwtq_syn": "tablevqa-vwtq_syn_wbb.json",
+    "tablevqa_vtabfact": "tablevqa-vtabfact_wbb.json",
+    "charxiv": "charxiv-subfigures.json",
+}
+
+
+def hostile_file(rng: random.Random, records: list[tuple[str, object]]) -> bytes:
+    """The records as a JSON object (ids possibly repeated), then damaged: a BOM, a bad byte, a huge integer."""
+    text = "{" + ", ".join(f"{json.dumps(key)}: {json.dumps(value)}" for key, value in records) + "}"
+    data = text.encode("utf-8", errors="surrogatepass")  # a lone surrogate label becomes three bytes no decoder takes
+    if rng.random() < 0.3:
+        data = b"\xef\xbb\xbf" + data
+    if rng.random() < 0.3:
+        data = data.replace(b"What?", b"Wh\xffat?", 1)
+    if rng.random() < 0.2:
+        data = data.replace(b"0.9", b"9" * 5000, 1)
+    return data
+
+
+@pytest.mark.parametrize("name", sorted(FILES))
+def test_paper_hostile_test_files_through_the_loaders(tmp_path, name):
+    rng = random.Random(name)
+    (tmp_path / "outside.png").write_bytes(b"not an image")
+    for attempt in range(12):
+        root = tmp_path / str(attempt)
+        (root / name / "images").mkdir(parents=True)
+        Image.new("RGB", (200, 100), "white").save(root / name / "images" / "a.png")
+        ids = [f"nu-{i}" for i in range(12)] + ["nu-1", "", "\ud800", "x" * 300]  # repeated, empty, unpaired, long
+        records = [(rng.choice(ids), hostile_record(rng)) for _ in range(8)]
+        (root / name / FILES[name]).write_bytes(hostile_file(rng, records))
+        samples, skips = load_benchmark(name, root)
+        if "bad_json" not in skips.counts or skips.total > 1:  # the file parsed: every record is a sample or a skip
+            assert len(samples) + skips.total == len(records), (skips.as_dict(), len(samples))
+        for sample in samples:
+            if "refocus" in sample.meta:
+                check_refocus_meta(sample.meta["refocus"])
+            format_question(sample, "refocus").encode("utf-8")
