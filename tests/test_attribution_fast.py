@@ -154,7 +154,9 @@ def test_the_teacher_reencodes_only_trajectories_with_a_target(tiny_student, tea
     teacher_model, teacher_processor = teacher
     with count_work(teacher_model) as fast_work:
         fast = attribution_distributions(teacher_model, teacher_processor, trajectories, samples, settings, True)
-    assert len(calls) == sum(t.stats.calls > 0 for t in trajectories) == 6
+    # six trajectories call a tool, in three identical pairs: each pair is re-encoded once, cut after its last call
+    assert sum(t.stats.calls > 0 for t in trajectories) == 6 and len(calls) == 3
+    assert all(t.turns[-1].action == "tool_call" and t.num_images == 1 + (len(t.turns) > 1) for t in calls)
     calls.clear()
     with count_work(teacher_model) as plain_work:
         plain = attribution_distributions(teacher_model, teacher_processor, trajectories, samples, plain_settings, True)

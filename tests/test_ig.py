@@ -88,10 +88,13 @@ def test_chunks_change_nothing_and_one_step_is_gradient_times_input():
 
     unchunked = integrated_gradients_scores(objective, embeddings, masks, reference, steps=6, chunk_size=18)
     for chunk in (1, 4, 7):
-        torch.testing.assert_close(
-            integrated_gradients_scores(objective, embeddings, masks, reference, steps=6, chunk_size=chunk), unchunked
-        )
-    one_step = integrated_gradients_scores(objective, embeddings, masks, reference, steps=1, chunk_size=3)
+        for got, expected in zip(
+            integrated_gradients_scores(objective, embeddings, masks, reference, steps=6, chunk_size=chunk),
+            unchunked,
+            strict=True,
+        ):
+            torch.testing.assert_close(got, expected)
+    one_step, _ = integrated_gradients_scores(objective, embeddings, masks, reference, steps=1, chunk_size=3)
     gradient = grad_x_input_scores(lambda e: objective(e, torch.arange(3)), embeddings, masks, reference)
     assert torch.equal(one_step, gradient)
     with pytest.raises(ValueError, match="steps"):

@@ -6,11 +6,13 @@ occlusion, attention.
 the vision tower runs once and is never back-propagated), and scores every component of every trajectory with one
 method:
 
-- `integrated_gradients`: a_k = Σ_{i in k} |(e_i − b_i) · (1/m) Σ_{s=1..m} ∂ log p(target) / ∂ e_i at
-  x_s = e − (1 − s/m)(e − b)| (right Riemann sum over m steps from the baseline b to the input e). The B·m
+- `integrated_gradients`: a_k = Σ_{i in k} |(e_i − b_i) · Σ_s w_s ∂ log p(target) / ∂ e_i at
+  x_s = e − (1 − α_s)(e − b)|, m points α_s with weights w_s of a `quadrature` rule (`quadrature.py`: the right
+  Riemann sum α_s = s/m, w_s = 1/m, or Gauss–Legendre) on the path from the baseline b to the input e. The B·m
   interpolation points run in chunks of `chunk_size` sequences per forward/backward, so memory is bounded by the
   chunk, not by m. Before the absolute value the token attributions sum to ≈ f(e) − f(b) (completeness, exact as
-  m grows); m = 1 is gradient × input (the single point is e itself, bit for bit);
+  m grows; each row's relative gap is measured with two more forwards, no backward); Riemann m = 1 is gradient ×
+  input (the single point is e itself, bit for bit);
 - `grad_x_input`: a_k = Σ_{i in k} |∂ log p(target) / ∂ e_i · (e_i − b_i)| (b = 0 by default), one forward and one
   backward for the whole batch. Both gradient methods use `torch.autograd.grad` w.r.t. the embeddings only, so no
   parameter gets a `.grad`, and they work with non-reentrant gradient checkpointing, NF4 weights and LoRA;
@@ -20,10 +22,12 @@ method:
 
 log p(target) = Σ over target tokens t of log p(x_t | x_<t), read at position t − 1 (`token_logprobs` semantics);
 logits are computed only at those positions. Scores are raw and non-negative; normalise with `align.normalize`.
+The `mean` baseline is the mean embedding of the tokens the objective reads (each row's real tokens up to its last
+target token), so what comes after the target changes nothing.
 Two exact shortcuts (`fast=True`, the default): each distinct image of the batch goes through the vision tower once
 (a group's trajectories share their original image), and every row is cut after its last target token
 (`through_last_target`: nothing after it can change the objective, so the tool-call target skips the returned
-image and the later turns); the baseline is taken before the cut.
+image and the later turns); both give the scores of the whole rows.
 The model runs without dropout (eval mode), with its checkpointed layers still checkpointing, and every module's
 train/eval flag is restored afterwards.
 
@@ -45,6 +49,7 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 
 from iapo.agent.trajectory import Trajectory, collate_trajectories, device_inputs
 from iapo.agent.vision import distinct_image_features, encoder_outputs
+from iapo.attribution.quadrature import QUADRATURES, quadrature_points, relative_completeness_gap
 
 BASELINES = ("zero", "mean")
 
@@ -60,6 +65,8 @@ def attribute(
     steps: int = 16,
     chunk_size: int | None = None,
     fast: bool = True,
+    quadrature: str = "riemann",
+    completeness: list[float] | None = None,
 ) -> list[dict[str, float]]:
     """Raw non-negative score of each component of each trajectory for its target.
 
@@ -70,12 +77,16 @@ def attribute(
         targets: per trajectory, BoolTensor [T_b] of target tokens (`target_mask`).
         pad_token_id: left-padding id.
         method: a key of `METHODS`.
-        baseline: the reference input b, `"zero"` or `"mean"` (the row's mean embedding).
-        steps: m, interpolation steps of `integrated_gradients` (the other methods ignore it).
+        baseline: the reference input b, `"zero"` or `"mean"` (the mean embedding of the row's tokens up to its
+            last target token).
+        steps: m, interpolation points of `integrated_gradients` (the other methods ignore it).
         chunk_size: sequences per forward/backward of `integrated_gradients` (default: the batch's rows).
         fast: each distinct image through the vision tower once and every row cut after its last target token
             (`through_last_target`), both exact; False runs the plain path (every image encoded, whole sequences),
             kept for comparison (`python -m iapo.experiments.bench`).
+        quadrature: the rule of `integrated_gradients`' m points, a key of `QUADRATURES`.
+        completeness: when given, receives the relative completeness gap of each attributed trajectory, in order
+            (`integrated_gradients` only; `quadrature.relative_completeness_gap`).
 
     Returns:
         Per trajectory {key: score}; `{}` for a trajectory with an empty target (it is not run through the model).
@@ -84,6 +95,8 @@ def attribute(
         raise ValueError(f"unknown attribution method {method!r}; known: {sorted(METHODS)}")
     if baseline not in BASELINES:
         raise ValueError(f"baseline must be one of {BASELINES}, got {baseline!r}")
+    if quadrature not in QUADRATURES:
+        raise ValueError(f"quadrature must be one of {QUADRATURES}, got {quadrature!r}")
     if steps < 1 or (chunk_size is not None and chunk_size < 1):
         raise ValueError(f"steps and chunk_size must be >= 1, got steps={steps}, chunk_size={chunk_size}")
     results: list[dict[str, float]] = [{} for _ in trajectories]
@@ -107,13 +120,15 @@ def attribute(
         embeddings, positions = language_model_inputs(model, inputs, distinct_images=fast)
         if positions is None:
             raise RuntimeError("the model gave its language model no position ids: attribution needs mRoPE positions")
-        reference = baseline_embeddings(embeddings, inputs["attention_mask"], baseline)
+        masks, target = masks.to(device), target.to(device)
+        read = inputs["attention_mask"].bool() & (target.long().cumsum(-1) < target.sum(-1, keepdim=True))
+        read |= target  # the real tokens before each row's last target token, and that token itself
+        reference = baseline_embeddings(embeddings, read, baseline)
         # explicit mRoPE positions: a subset of rows can then run without its images' grids
         inputs = {key: inputs[key] for key in ROW_INPUTS} | {"position_ids": positions}
-        masks, target = masks.to(device), target.to(device)
         if fast:
             inputs, embeddings, masks, target = through_last_target(inputs, embeddings, masks, target, pad_token_id)
-        scores = METHODS[method](
+        scores, gaps = METHODS[method](
             model,
             inputs,
             embeddings,
@@ -122,8 +137,11 @@ def attribute(
             target,
             steps=steps,
             chunk_size=chunk_size or rows,
+            quadrature=quadrature,
         )
     scores = scores.detach().float().cpu()
+    if completeness is not None and gaps is not None:
+        completeness.extend(gaps.tolist())
     for row, i in enumerate(active):
         results[i] = {key: float(scores[row, k]) for k, key in enumerate(keys) if key in components[i]}
     return results
@@ -154,13 +172,15 @@ def integrated_gradients_tokens(
     reference: Tensor,
     steps: int,
     chunk_size: int,
+    quadrature: str = "riemann",
 ) -> Tensor:
     """Signed integrated-gradients attribution of each token [B, T] (summed over the embedding dim D).
 
-    attr_bi = (e_bi − r_bi) · (1/m) Σ_{s=1..m} ∂ objective_b / ∂ e_bi at x_s = e_b − (1 − s/m)(e_b − r_b), so that
-    Σ_i attr_bi → objective_b(e_b) − objective_b(r_b) as m grows (completeness; exact for a linear objective).
-    The B·m points run row by row, step by step, in chunks of `chunk_size` sequences; the last point is e_b
-    itself, so m = 1 is gradient × input exactly.
+    attr_bi = (e_bi − r_bi) · Σ_s w_s ∂ objective_b / ∂ e_bi at x_s = e_b − (1 − α_s)(e_b − r_b), with the m points
+    α_s and weights w_s of `quadrature` (`quadrature.quadrature_points`), so that Σ_i attr_bi →
+    objective_b(e_b) − objective_b(r_b) as m grows (completeness; exact for a linear objective with either rule).
+    The B·m points run row by row, point by point, in chunks of `chunk_size` sequences; the last Riemann point is
+    e_b itself, so Riemann m = 1 is gradient × input exactly.
 
     Args:
         objective_fn: (points [n, T, D], rows LongTensor [n]) -> [n], the objective of batch row `rows[j]` at
@@ -169,25 +189,27 @@ def integrated_gradients_tokens(
         reference: the baseline r, [B, T, D] or broadcastable (e.g. [B, 1, D]).
         steps: m >= 1.
         chunk_size: sequences per forward/backward (>= 1).
+        quadrature: a key of `quadrature.QUADRATURES`.
     """
     if steps < 1 or chunk_size < 1:
         raise ValueError(f"steps and chunk_size must be >= 1, got steps={steps}, chunk_size={chunk_size}")
     embeddings = embeddings.detach()
     delta = (embeddings - reference).expand_as(embeddings)
+    nodes, node_weights = quadrature_points(quadrature, steps)
     rows = torch.arange(embeddings.shape[0], device=embeddings.device).repeat_interleave(steps)
-    alphas = (torch.arange(1, steps + 1, device=embeddings.device, dtype=torch.float32) / steps).repeat(
-        embeddings.shape[0]
-    )
+    alphas = nodes.float().to(embeddings.device).repeat(embeddings.shape[0])
+    weights = node_weights.float().to(embeddings.device).repeat(embeddings.shape[0])
     grads = torch.zeros(embeddings.shape, dtype=torch.float32, device=embeddings.device)
     for start in range(0, len(rows), chunk_size):
-        chunk_rows, chunk_alphas = rows[start : start + chunk_size], alphas[start : start + chunk_size]
+        chunk = slice(start, start + chunk_size)
+        chunk_rows, chunk_alphas = rows[chunk], alphas[chunk]
         # e − (1 − α)(e − r): at α = 1 this is e bit for bit (the gradient × input point)
         points = embeddings[chunk_rows].float() - (1 - chunk_alphas)[:, None, None] * delta[chunk_rows].float()
         leaf = points.to(embeddings.dtype).requires_grad_(True)
         with torch.enable_grad():
             (grad,) = torch.autograd.grad(objective_fn(leaf, chunk_rows).sum(), leaf)
-        grads.index_add_(0, chunk_rows, grad.float())
-    return (grads / steps * delta.float()).sum(-1)
+        grads.index_add_(0, chunk_rows, grad.float() * weights[chunk, None, None])
+    return (grads * delta.float()).sum(-1)
 
 
 def integrated_gradients_scores(
@@ -197,10 +219,24 @@ def integrated_gradients_scores(
     reference: Tensor,
     steps: int,
     chunk_size: int,
-) -> Tensor:
-    """Integrated gradients summed per component: [B, K] = Σ_{i in k} |attr_bi| (`integrated_gradients_tokens`)."""
-    tokens = integrated_gradients_tokens(objective_fn, embeddings, reference, steps, chunk_size)
-    return torch.einsum("bt,bkt->bk", tokens.abs(), masks.float())
+    quadrature: str = "riemann",
+) -> tuple[Tensor, Tensor]:
+    """Integrated gradients summed per component, [B, K] = Σ_{i in k} |attr_bi| (`integrated_gradients_tokens`),
+    and each row's relative completeness gap [B] (`quadrature.relative_completeness_gap`; the objective at e and at
+    the baseline costs one more forward per row and end, no backward)."""
+    tokens = integrated_gradients_tokens(objective_fn, embeddings, reference, steps, chunk_size, quadrature)
+    rows = embeddings.shape[0]
+    ends = torch.cat([embeddings.detach(), reference.expand_as(embeddings)])  # every row at e, then at its baseline
+    end_rows = torch.arange(rows, device=embeddings.device).repeat(2)
+    with torch.no_grad():
+        values = torch.cat(
+            [
+                objective_fn(ends[start : start + chunk_size], end_rows[start : start + chunk_size])
+                for start in range(0, len(ends), chunk_size)
+            ]
+        )
+    gaps = relative_completeness_gap(tokens.sum(-1), values[:rows] - values[rows:])
+    return torch.einsum("bt,bkt->bk", tokens.abs(), masks.float()), gaps
 
 
 def occlusion_scores(
@@ -222,11 +258,12 @@ def occlusion_scores(
     return torch.stack(drops, dim=1).float().clamp_min(0.0)
 
 
-def baseline_embeddings(embeddings: Tensor, attention_mask: Tensor, baseline: str) -> Tensor:
-    """Reference input [B, 1, D]: zeros, or the mean embedding of each row's real (unpadded) tokens."""
+def baseline_embeddings(embeddings: Tensor, tokens: Tensor, baseline: str) -> Tensor:
+    """Reference input [B, 1, D]: zeros, or the mean embedding of each row's `tokens` ([B, T] mask: its real tokens,
+    or those the objective reads)."""
     if baseline == "zero":
         return torch.zeros_like(embeddings[:, :1])
-    weights = attention_mask[..., None].to(embeddings.dtype)
+    weights = tokens[..., None].to(embeddings.dtype)
     return (embeddings * weights).sum(1, keepdim=True) / weights.sum(1, keepdim=True).clamp_min(1)
 
 
@@ -367,18 +404,20 @@ def target_logprob_fn(model, inputs: dict[str, Tensor], targets: Tensor) -> Call
     return objective
 
 
-def _grad_x_input(model, inputs, embeddings, reference, masks, targets, **unused) -> Tensor:
+def _grad_x_input(model, inputs, embeddings, reference, masks, targets, **unused) -> tuple[Tensor, None]:
     _require_autograd("grad_x_input")
-    return grad_x_input_scores(target_logprob_fn(model, inputs, targets), embeddings, masks, reference)
+    return grad_x_input_scores(target_logprob_fn(model, inputs, targets), embeddings, masks, reference), None
 
 
-def _integrated_gradients(model, inputs, embeddings, reference, masks, targets, steps, chunk_size) -> Tensor:
+def _integrated_gradients(
+    model, inputs, embeddings, reference, masks, targets, steps, chunk_size, quadrature
+) -> tuple[Tensor, Tensor]:
     _require_autograd("integrated_gradients")
 
     def objective(points: Tensor, rows: Tensor) -> Tensor:
         return target_logprob_fn(model, select_rows(inputs, rows), targets[rows])(points)
 
-    return integrated_gradients_scores(objective, embeddings, masks, reference, steps, chunk_size)
+    return integrated_gradients_scores(objective, embeddings, masks, reference, steps, chunk_size, quadrature)
 
 
 def _require_autograd(method: str) -> None:
@@ -386,11 +425,11 @@ def _require_autograd(method: str) -> None:
         raise RuntimeError(f"{method} needs autograd: call it outside torch.inference_mode")
 
 
-def _occlusion(model, inputs, embeddings, reference, masks, targets, **unused) -> Tensor:
-    return occlusion_scores(target_logprob_fn(model, inputs, targets), embeddings, masks, reference)
+def _occlusion(model, inputs, embeddings, reference, masks, targets, **unused) -> tuple[Tensor, None]:
+    return occlusion_scores(target_logprob_fn(model, inputs, targets), embeddings, masks, reference), None
 
 
-def _attention(model, inputs, embeddings, reference, masks, targets, **unused) -> Tensor:
+def _attention(model, inputs, embeddings, reference, masks, targets, **unused) -> tuple[Tensor, None]:
     """Attention from target-predicting positions to each component, averaged over positions, layers and heads.
 
     `reference` is not used (attention has no baseline input).
@@ -420,18 +459,18 @@ def _attention(model, inputs, embeddings, reference, masks, targets, **unused) -
     finally:
         for handle in handles:
             handle.remove()
-    return torch.einsum("bt,bkt->bk", mass / len(layers), masks.float())
+    return torch.einsum("bt,bkt->bk", mass / len(layers), masks.float()), None
 
 
-METHODS: dict[str, Callable[..., Tensor]] = {
+METHODS: dict[str, Callable[..., tuple[Tensor, Tensor | None]]] = {
     "integrated_gradients": _integrated_gradients,
     "grad_x_input": _grad_x_input,
     "occlusion": _occlusion,
     "attention": _attention,
 }
 """name -> fn(model, inputs, embeddings [B,T,D], reference [B,1,D], masks [B,K,T], targets [B,T], *, steps,
-chunk_size) -> scores [B,K]; `inputs` carry explicit `position_ids`; only `integrated_gradients` uses steps and
-chunk_size."""
+chunk_size, quadrature) -> (scores [B,K], relative completeness gaps [B] or None); `inputs` carry explicit
+`position_ids`; only `integrated_gradients` uses steps, chunk_size and quadrature, and measures completeness."""
 
 
 @contextmanager

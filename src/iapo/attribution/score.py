@@ -11,7 +11,8 @@ The student scores its own token sequence; the teacher reads the same interactio
 
 The paper's variant (docs/method.md): `method: integrated_gradients, target: tool_call, layout: blocks, divergence: kl,
 form: penalty`. A trajectory without a target (no tool call, or no answer) is not run through the model and gets
-`{}`; `missing_target` says what its reward term is (`align.attribution_terms`).
+`{}`; `missing_target` says what its reward term is (`align.attribution_terms`). With `fast`, each trajectory is cut
+after the turn holding its last target and each distinct cut (`prefix.attribution_key`) is attributed once.
 
 Run the checks with `python -m pytest tests/test_attribution.py tests/test_ig.py -q`.
 """
@@ -34,6 +35,8 @@ from iapo.attribution.align import (
 )
 from iapo.attribution.components import LAYOUTS, TARGETS, block_components, target_mask, trajectory_components
 from iapo.attribution.methods import BASELINES, METHODS, attribute
+from iapo.attribution.prefix import attribution_key, through_target_turn
+from iapo.attribution.quadrature import QUADRATURES
 from iapo.settings_errors import SettingsError
 
 
@@ -52,13 +55,18 @@ class AttributionSettings:
         missing_target: the term of a trajectory without a target: `zero`, or `exclude` (its group's mean term).
         include_history, include_system: extra `regions` components.
         baseline: the reference input, `zero` or `mean` (the row's mean embedding).
-        steps: m, interpolation steps of `integrated_gradients`.
+        steps: m, interpolation points of `integrated_gradients`.
+        quadrature: how `integrated_gradients` places and weighs its m points: `riemann` (right Riemann sum) or
+            `gauss_legendre` (`quadrature.py`).
         chunk_size: sequences per forward/backward of `integrated_gradients` (bounds its memory).
         batch_size: trajectories per `attribute` call.
         fast: the exact shortcuts: a trajectory without a target is dropped before anything else (the teacher never
-            re-encodes it), each distinct image goes through the vision tower once, and every sequence is cut after
-            its last target token (`methods.attribute`); False runs the plain path, kept for comparison
-            (`python -m iapo.experiments.bench`).
+            re-encodes it), every trajectory is cut after the turn holding its last target and identical cuts are
+            attributed once (`prefix.py`), each distinct image goes through the vision tower once, and every sequence
+            is cut after its last target token (`methods.attribute`); False runs the plain path, kept for
+            comparison (`python -m iapo.experiments.bench`).
+        deduplicate: with `fast`, identical cuts are attributed once (exact; False attributes every trajectory,
+            kept for comparison).
     """
 
     method: str = "grad_x_input"
@@ -73,9 +81,11 @@ class AttributionSettings:
     include_system: bool = False
     baseline: str = "zero"
     steps: int = 16
+    quadrature: str = "riemann"
     chunk_size: int = 8
     batch_size: int = 8
     fast: bool = True
+    deduplicate: bool = True
 
     def __post_init__(self) -> None:
         for name, valid in (
@@ -86,6 +96,7 @@ class AttributionSettings:
             ("form", list(FORMS)),
             ("missing_target", list(MISSING_TARGETS)),
             ("baseline", list(BASELINES)),
+            ("quadrature", list(QUADRATURES)),
         ):
             if getattr(self, name) not in valid:
                 raise SettingsError(f"attribution {name} must be one of {valid}, got {getattr(self, name)!r}")
@@ -114,20 +125,41 @@ def components_of(trajectory: Trajectory, merge_size: int, settings: Attribution
 
 
 def attribution_distributions(
-    model, processor, trajectories: list[Trajectory], samples, settings: AttributionSettings, reencode: bool = False
+    model,
+    processor,
+    trajectories: list[Trajectory],
+    samples,
+    settings: AttributionSettings,
+    reencode: bool = False,
+    stats: dict | None = None,
 ) -> list[dict[str, float]]:
     """One normalised `{component: weight}` per trajectory; `{}` for a trajectory without a target (no answer, or
     no tool call for `target: tool_call`), which the reward tells apart (`align.attribution_terms`).
 
     `reencode=True` first re-encodes each trajectory with `processor` (for a teacher with its own tokenizer or
-    image resolution).
+    image resolution). `stats`, when given, receives `attributed` (trajectories with a target), `distinct` (the
+    attributions computed: identical cuts count once with `fast`) and `completeness_gaps` (one relative gap per
+    distinct attribution, `integrated_gradients` only).
     """
-    # a trajectory without a target gets `{}` whatever the model: decided from its turns, before any encoding
-    attributed = [i for i, t in enumerate(trajectories) if not settings.fast or has_target(t, settings.target)]
-    chosen = [trajectories[i] for i in attributed]
+    attributed = list(range(len(trajectories)))
+    chosen, source = trajectories, attributed  # source[j]: which computed attribution trajectory attributed[j] takes
+    if settings.fast:
+        # a trajectory without a target gets `{}` whatever the model: decided from its turns, before any encoding;
+        # the rest are cut after their last target's turn, and identical cuts share one attribution
+        attributed = [i for i, t in enumerate(trajectories) if has_target(t, settings.target)]
+        rank: dict[tuple | int, int] = {}
+        chosen, source = [], []
+        for i in attributed:
+            cut = through_target_turn(trajectories[i], settings.target)
+            key = attribution_key(cut) if settings.deduplicate else len(rank)  # else: a key of its own
+            if key not in rank:
+                rank[key] = len(chosen)
+                chosen.append(cut)
+            source.append(rank[key])
     views = [retokenize(t, samples[t.sample_index], processor) for t in chosen] if reencode else chosen
     merge = processor.image_processor.merge_size
-    out: list[dict[str, float]] = [{} for _ in trajectories]
+    distributions: list[dict[str, float]] = []
+    gaps: list[float] = []
     for start in range(0, len(views), settings.batch_size):
         chunk = views[start : start + settings.batch_size]
         components = [components_of(t, merge, settings) for t in chunk]
@@ -143,13 +175,27 @@ def attribution_distributions(
             steps=settings.steps,
             chunk_size=settings.chunk_size,
             fast=settings.fast,
+            quadrature=settings.quadrature,
+            completeness=gaps,
         )
-        for index, raw in zip(attributed[start : start + settings.batch_size], scores, strict=True):
-            if raw:
-                keys = sorted(raw)
-                weights = normalize(torch.tensor([raw[k] for k in keys], dtype=torch.float32))
-                out[index] = dict(zip(keys, weights.tolist(), strict=True))
+        distributions += [normalized(raw) for raw in scores]
+    if stats is not None:
+        with_target = sum(has_target(t, settings.target) for t in trajectories)
+        distinct = len(views) if settings.fast else with_target
+        stats.update(attributed=with_target, distinct=distinct, completeness_gaps=gaps)
+    out: list[dict[str, float]] = [{} for _ in trajectories]
+    for index, computed in zip(attributed, source, strict=True):
+        out[index] = dict(distributions[computed])
     return out
+
+
+def normalized(raw: dict[str, float]) -> dict[str, float]:
+    """Raw scores as a distribution over their keys (`align.normalize`); `{}` stays `{}`."""
+    if not raw:
+        return {}
+    keys = sorted(raw)
+    weights = normalize(torch.tensor([raw[k] for k in keys], dtype=torch.float32))
+    return dict(zip(keys, weights.tolist(), strict=True))
 
 
 def has_target(trajectory: Trajectory, target: str) -> bool:

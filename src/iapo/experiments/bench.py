@@ -1,20 +1,26 @@
-"""Rollout speed and IAPO's cost, the plain and the fast path side by side in one run.
+"""Rollout speed and IAPO's cost: the plain and the fast rollout, and GRPO against IAPO's attribution variants,
+side by side in one run.
 
-Two tables from one process, on the same models and prompts:
+Per workload (`--workloads NAME=TOKENS`: the sampled answer turn's length; the `cpu` preset runs today's short turns,
+`short=32`, and `realistic=192`, which with the scripted call makes ~230 new tokens, the paper's one tool round),
+two tables from one process, on the same models and prompts:
 
 1. **Rollout**, for each number of concurrent rollouts: the plain path (`fast_rollout: false`: every turn encodes
    every image and prefills the whole conversation) against the fast one (each distinct image through the vision
    tower once, a group's prompt prefilled once, the KV cache carried across turns) — seconds, generated tokens/s,
-   vision-tower images and prefilled positions (padding included) per trajectory, and whether both paths gave the
-   same tokens (same seed).
-2. **Training step** (`iapo.training.step.train_step`, what `IAPOModule.training_step` runs): GRPO, and IAPO for
-   each attribution method and m (`--attribution-method`, `--ig-steps`), on each path (the plain one also without
-   the attribution shortcuts, `AttributionSettings.fast: false`) — seconds per phase, and IAPO's step time over
-   GRPO's on the same path.
+   vision-tower images and prefilled positions (padding included) per trajectory, peak GPU memory, and whether both
+   paths gave the same tokens (same seed).
+2. **Training step** (`iapo.training.step.train_step`, what `IAPOModule.training_step` runs) at the first count:
+   GRPO, and IAPO for each attribution variant (`--variants`: `paper` is the variant of `configs/iapo.yaml`; others
+   are `METHOD[:RULE:M][:nodedup]`, e.g. `integrated_gradients:riemann:16:nodedup`, the integrated gradients before
+   quadrature rules and deduplication) — seconds and peak GPU memory per stage, IAPO's step time over GRPO's, the
+   attribution's share of the step and its cost over the first variant's, distinct attributions per trajectory with
+   a target, and the median completeness gaps (`attribution/completeness_gap/*`).
 
 Untrained models never call a tool, so with `--turns 2` or more the first turn of every trajectory is a scripted
-zoom call written through the model's own generation (`forced_turn`, a sequence bias); later turns are sampled.
-The attribution target defaults to the paper's (`tool_call`).
+zoom call written through the model's own generation (`forced_turn`, a sequence bias), one of `--call-choices`
+quadrants picked by the model's sampling (a group's calls repeat some of the time, as trained models' do); later
+turns are sampled. The attribution target is the paper's (`tool_call`).
 
     python -m iapo.experiments.bench                      # CPU: tiny models (the `cpu` preset); GPU: `gpu` preset
     python -m iapo.experiments.bench --preset gpu         # shape-3b student, shape-7b teacher, NF4, 8/32/64 rollouts
@@ -32,15 +38,17 @@ import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from statistics import median
 
 import torch
+import yaml
 
 from iapo.agent.rollout import HFPolicy, SamplingSettings, rollout
 from iapo.agent.vision import vision_language_model
-from iapo.attribution.methods import language_model
+from iapo.attribution.methods import METHODS, language_model
+from iapo.attribution.quadrature import QUADRATURES
 from iapo.attribution.score import AttributionSettings
 from iapo.data.sample import load_image
 from iapo.data.synthetic import SyntheticConfig, build_split
@@ -53,26 +61,82 @@ from iapo.training.update import PPOSettings
 METHOD_REWARDS = {"grpo": {"accuracy": 1.0}, "iapo": {"accuracy": 1.0, "attribution": 0.5}}
 PHASES = ("rollout", "attribution_student", "attribution_teacher", "update")
 PATHS = ("plain", "fast")
+PAPER_CONFIG = Path(__file__).resolve().parents[3] / "configs" / "iapo.yaml"
+BEFORE = "integrated_gradients:riemann:16:nodedup"
+"""The paper configuration's integrated gradients before quadrature rules and deduplication (m = 16, Riemann)."""
 PRESETS = {
     "cpu": {
         "student": "tiny-student",
         "teacher": "tiny-teacher",
         "quantization": "none",
         "rollouts": [8],
-        "new_tokens": 32,
+        "workloads": ["short=32", "realistic=192"],
         "image_size": 672,
         "lora_rank": 8,
+        "rollout_paths": list(PATHS),
+        "step_paths": ["fast"],
+        "variants": [BEFORE, "integrated_gradients:riemann:16", "paper", "grad_x_input"],
+        "repeats": 3,
+        "warmup": 1,
     },
+    # one prepared command for one GPU: the 3B / 7B shapes, fast paths only, one measured repeat after a warm-up
     "gpu": {
         "student": "shape-3b",
         "teacher": "shape-7b",
         "quantization": "nf4",
         "rollouts": [8, 32, 64],
-        "new_tokens": 128,
+        "workloads": ["realistic=192"],
         "image_size": 672,
         "lora_rank": 64,
+        "rollout_paths": ["fast"],
+        "step_paths": ["fast"],
+        "variants": [BEFORE, "paper"],
+        "repeats": 1,
+        "warmup": 1,
     },
 }
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One IAPO attribution configuration of the step table."""
+
+    method: str
+    quadrature: str = "riemann"
+    steps: int = 1
+    deduplicate: bool = True
+    paper: bool = False
+
+    @property
+    def label(self) -> str:
+        if self.method != "integrated_gradients":
+            return f"iapo {self.method}"
+        name = f"iapo IG {self.quadrature} m={self.steps}" + ("" if self.deduplicate else " no dedup")
+        return name + (" (paper)" if self.paper else "")
+
+
+def parse_variant(spec: str, paper_config: Path = PAPER_CONFIG) -> Variant:
+    """`paper` (the attribution of `paper_config`) or `METHOD[:RULE:M][:nodedup]`."""
+    if spec == "paper":
+        config = yaml.safe_load(paper_config.read_text())["model"]["init_args"]["attribution"]
+        defaults = AttributionSettings()
+        return Variant(
+            config.get("method", defaults.method),
+            config.get("quadrature", defaults.quadrature),
+            config.get("steps", defaults.steps),
+            config.get("deduplicate", defaults.deduplicate),
+            paper=True,
+        )
+    parts = spec.split(":")
+    deduplicate = parts[-1] != "nodedup"
+    parts = parts if deduplicate else parts[:-1]
+    if parts[0] not in METHODS or (parts[0] == "integrated_gradients") != (len(parts) == 3):
+        raise ValueError(f"variant {spec!r}: expected paper, METHOD or integrated_gradients:RULE:M, [:nodedup]")
+    if len(parts) == 1:
+        return Variant(parts[0], deduplicate=deduplicate)
+    if parts[1] not in QUADRATURES or not parts[2].isdigit() or int(parts[2]) < 1:
+        raise ValueError(f"variant {spec!r}: the rule must be one of {QUADRATURES} and M an integer >= 1")
+    return Variant(parts[0], parts[1], int(parts[2]), deduplicate)
 
 
 @contextmanager
@@ -99,32 +163,34 @@ def count_work(model) -> Iterator[dict[str, int]]:
             handle.remove()
 
 
-def first_call(processor, samples, turns: int) -> str | None:
-    """The scripted first turn for `turns` >= 2 (a zoom on the top-left quarter of the model's view), else none."""
+def first_calls(processor, samples, turns: int, choices: int) -> list[str] | None:
+    """The scripted first turn's options for `turns` >= 2: a zoom on one of the first `choices` quarters of the
+    model's view (top-left, top-right, bottom-left, bottom-right); none below 2 turns."""
     if turns < 2:
         return None
     image = load_image(samples[0].image)
     grid = processor.image_processor(images=[image], return_tensors="pt")["image_grid_thw"][0]
     side = int(min(grid[1], grid[2])) * processor.image_processor.patch_size // 2
-    return ZOOM_CALL.format(0, 0, side, side)
+    corners = [(0, 0), (side, 0), (0, side), (side, side)][:choices]
+    return [ZOOM_CALL.format(x, y, x + side, y + side) for x, y in corners]
 
 
 @contextmanager
-def scripted(model, processor, samples, settings: SamplingSettings, call: str | None) -> Iterator[None]:
-    if call is None:
+def scripted(model, processor, samples, settings: SamplingSettings, calls: list[str] | None) -> Iterator[None]:
+    if calls is None:
         yield
         return
-    with forced_first_turn(model, processor, samples, settings.prompt, call):
+    with forced_first_turn(model, processor, samples, settings.prompt, calls):
         yield
 
 
-def time_rollout(model, processor, samples, images, group_size: int, settings: SamplingSettings, call, seed: int):
+def time_rollout(model, processor, samples, images, group_size: int, settings: SamplingSettings, calls, seed: int):
     """One rollout: (its measurements, its trajectories' token ids)."""
     torch.manual_seed(seed)
     if torch.cuda.is_available():
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    with scripted(model, processor, samples, settings, call), count_work(model) as work:
+    with scripted(model, processor, samples, settings, calls), count_work(model) as work:
         start = time.perf_counter()
         trajectories = rollout(HFPolicy(model, processor, settings), processor, samples, images, group_size, settings)
         if torch.cuda.is_available():
@@ -145,55 +211,54 @@ def time_rollout(model, processor, samples, images, group_size: int, settings: S
     return measured, [t.input_ids for t in trajectories]
 
 
-def bench_rollouts(model, processor, samples, images, args, sampling: SamplingSettings, call) -> list[dict]:
-    """Plain against fast rollouts of the same prompts and seed, for each number of concurrent rollouts: the paths
-    alternate within each repeat (so both see the same machine load) and each metric is the median of the repeats."""
+def bench_rollouts(model, processor, samples, images, args, sampling: SamplingSettings, calls) -> list[dict]:
+    """The rollout paths on the same prompts and seed, for each number of concurrent rollouts: the paths alternate
+    within each repeat (so all see the same machine load) and each metric is the median of the repeats."""
     rows = []
     for count in args.rollouts:
         prompts = count // args.group_size
-        runs: dict[str, list[dict]] = {path: [] for path in PATHS}
+        runs: dict[str, list[dict]] = {path: [] for path in args.rollout_paths}
         same_tokens = True
         for repeat in range(args.warmup + args.repeats):  # the warm-up repeats are not reported
             tokens = {}
-            for path in PATHS:
+            for path in args.rollout_paths:
                 settings = replace(sampling, fast_rollout=path == "fast")
                 measured, tokens[path] = time_rollout(
-                    model, processor, samples[:prompts], images[:prompts], args.group_size, settings, call, repeat
+                    model, processor, samples[:prompts], images[:prompts], args.group_size, settings, calls, repeat
                 )
                 if repeat >= args.warmup:
                     runs[path].append(measured)
-            same_tokens &= all(torch.equal(a, b) for a, b in zip(tokens["plain"], tokens["fast"], strict=True))
+            same_tokens &= all(
+                torch.equal(a, b) for a, b in zip(tokens[args.rollout_paths[0]], tokens["fast"], strict=True)
+            )
         record: dict = {"rollouts": count, "same_tokens": same_tokens}
-        for path in PATHS:
+        for path in args.rollout_paths:
             record[path] = {key: median([run[key] for run in runs[path]]) for key in runs[path][0]}
-        record["speedup"] = record["plain"]["seconds"] / record["fast"]["seconds"]
+        if "plain" in args.rollout_paths:
+            record["speedup"] = record["plain"]["seconds"] / record["fast"]["seconds"]
         rows.append(record)
     return rows
 
 
-def step_configurations(args) -> list[tuple[str, str, int]]:
-    """(method, attribution method, m) of each timed step configuration: GRPO first, then IAPO's."""
-    configurations = [("grpo", "", 0)]
-    for attribution_method in args.attribution_method:
-        steps = args.ig_steps if attribution_method == "integrated_gradients" else [0]
-        configurations += [("iapo", attribution_method, m) for m in steps]
-    return configurations
-
-
-def step_settings(args, sampling: SamplingSettings, path: str, attribution_method: str, m: int) -> StepSettings:
-    """The step of one configuration: the paper's attribution variant (blocks, KL penalty, mean baseline)."""
+def step_settings(args, sampling: SamplingSettings, path: str, variant: Variant | None) -> StepSettings:
+    """The step of one configuration: the paper's attribution variant (blocks, KL penalty, mean baseline, groups'
+    mean term for a trajectory without a call) with the variant's method, rule, m and deduplication."""
     fast = path == "fast"
+    variant = variant or Variant("grad_x_input")  # GRPO: never used
     attribution = AttributionSettings(
-        method=attribution_method or "grad_x_input",
-        target=args.target,
+        method=variant.method,
+        target="tool_call",
         layout="blocks",
         divergence="kl",
         form="penalty",
+        missing_target="exclude",
         baseline="mean",
-        steps=max(m, 1),
+        steps=variant.steps,
+        quadrature=variant.quadrature,
         chunk_size=args.ig_chunk,
         batch_size=args.attribution_batch,
         fast=fast,
+        deduplicate=variant.deduplicate,
     )
     return StepSettings(
         group_size=args.group_size,
@@ -204,23 +269,26 @@ def step_settings(args, sampling: SamplingSettings, path: str, attribution_metho
 
 
 def bench_steps(
-    student, processor, teacher: tuple, samples, images, args, sampling: SamplingSettings, call
+    student, processor, teacher: tuple, samples, images, args, sampling: SamplingSettings, calls
 ) -> list[dict]:
-    """Training steps of GRPO and of IAPO per attribution configuration, on each path, at the first count: every
-    configuration once per repeat (interleaved), each phase the median of the repeats."""
+    """Training steps of GRPO and of IAPO per attribution variant, on each step path, at the first count: every
+    configuration once per repeat (interleaved), each number the median of the repeats."""
     count = args.rollouts[0]
     prompts = count // args.group_size
     optimizer = torch.optim.AdamW([p for p in student.parameters() if p.requires_grad], lr=1e-5)
-    configurations = [(path, *configuration) for path in PATHS for configuration in step_configurations(args)]
+    variants: list[Variant | None] = [None, *args.variants]  # None: GRPO
+    configurations = [(path, variant) for path in args.step_paths for variant in variants]
     runs: dict[tuple, list[dict]] = {configuration: [] for configuration in configurations}
     for repeat in range(args.warmup + args.repeats):  # the warm-up repeats are not reported
         for configuration in configurations:
-            path, method, attribution_method, m = configuration
-            settings = step_settings(args, sampling, path, attribution_method, m)
-            rewards = build_rewards(METHOD_REWARDS[method], RewardContext(settings.attribution))
+            path, variant = configuration
+            settings = step_settings(args, sampling, path, variant)
+            rewards = build_rewards(
+                METHOD_REWARDS["grpo" if variant is None else "iapo"], RewardContext(settings.attribution)
+            )
             torch.manual_seed(repeat)
             with (
-                scripted(student, processor, samples[:prompts], settings.sampling, call),
+                scripted(student, processor, samples[:prompts], settings.sampling, calls),
                 count_work(teacher[0]) as teacher_work,
                 count_work(student) as student_work,
             ):
@@ -235,28 +303,43 @@ def bench_steps(
                     teacher=lambda: teacher,
                 )
             if repeat >= args.warmup:
-                timings = dict(record.timings)
-                timings["total"] = sum(timings.get(f"time/{phase}", 0.0) for phase in PHASES)
-                timings["vision_images_per_trajectory"] = (
+                measured = dict(record.timings)
+                measured["total"] = sum(measured.get(f"time/{phase}", 0.0) for phase in PHASES)
+                measured["attribution"] = sum(measured.get(f"time/{phase}", 0.0) for phase in PHASES[1:3])
+                measured["vision_images_per_trajectory"] = (
                     student_work["vision_images"] + teacher_work["vision_images"]
                 ) / count
-                timings["attributed"] = sum(bool(a) for a in record.attributions["student"])
-                runs[configuration].append(timings)
+                measured["attributed"] = sum(bool(a) for a in record.attributions["student"])
+                measured["generated_tokens_per_trajectory"] = (
+                    sum(t.completion_length for t in record.trajectories) / count
+                )
+                measured |= {k: v for k, v in record.metrics.items() if k.startswith("attribution/completeness_gap/")}
+                measured["distinct"] = record.metrics.get("attribution/distinct", float("nan"))
+                runs[configuration].append(measured)
     rows = []
-    for configuration in configurations:
-        path, method, attribution_method, m = configuration
-        measured = runs[configuration]
-        timings = {key: median([run[key] for run in measured]) for key in measured[0]}
-        grpo = median([run["total"] for run in runs[(path, "grpo", "", 0)]])
+    for path, variant in configurations:
+        measured = runs[(path, variant)]
+        values = {key: median([run[key] for run in measured]) for key in measured[0]}
+        grpo = median([run["total"] for run in runs[(path, None)]])
+        first = runs[(path, variants[1])] if len(variants) > 1 else measured
         rows.append(
             {
                 "path": path,
-                "method": "grpo" if method == "grpo" else f"iapo {attribution_method}" + (f" m={m}" if m else ""),
-                "timings": {k: v for k, v in timings.items() if k.startswith(("time/", "memory/"))},
-                "total": timings["total"],
-                "iapo_over_grpo": timings["total"] / grpo,
-                "vision_images_per_trajectory": timings["vision_images_per_trajectory"],
-                "attributed": timings["attributed"],
+                "method": "grpo" if variant is None else variant.label,
+                "timings": {k: v for k, v in values.items() if k.startswith(("time/", "memory/"))},
+                "total": values["total"],
+                "iapo_over_grpo": values["total"] / grpo,
+                "attribution_share": values["attribution"] / values["total"],
+                "attribution_over_first": values["attribution"] / median([run["attribution"] for run in first])
+                if variant is not None
+                else float("nan"),
+                "gaps": {
+                    k.rsplit("/", 1)[-1]: v for k, v in values.items() if k.startswith("attribution/completeness")
+                },
+                "distinct": values["distinct"],
+                "vision_images_per_trajectory": values["vision_images_per_trajectory"],
+                "generated_tokens_per_trajectory": values["generated_tokens_per_trajectory"],
+                "attributed": values["attributed"],
                 "trajectories": count,
             }
         )
@@ -265,8 +348,9 @@ def bench_steps(
 
 def run(args: argparse.Namespace) -> dict:
     dtype = "bfloat16" if torch.cuda.is_available() else "float32"
-    results: dict = {"config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}}
-    results["config"]["dtype"] = dtype
+    results: dict = {"config": {k: v for k, v in vars(args).items() if k != "variants"}}
+    results["config"] |= {"dtype": dtype, "variants": [v.label for v in args.variants]}
+    results["config"] = json.loads(json.dumps(results["config"], default=str))
     student, processor = load_model(
         args.student,
         quantization=args.quantization,
@@ -278,57 +362,71 @@ def run(args: argparse.Namespace) -> dict:
     # (model, processor): the teacher reads trajectories in its own tokens
     samples = build_split("test", max(args.rollouts) // args.group_size, SyntheticConfig(canvas_size=args.image_size))
     images = [load_image(s.image) for s in samples]
-    call = first_call(processor, samples, args.turns)
-    # a turn has room for the scripted call, which ends at its stop string; sampled turns run to the limit
-    length = max(args.new_tokens, len(processor.tokenizer(call)["input_ids"]) if call else 0)
-    results["config"]["new_tokens"] = length
-    sampling = SamplingSettings(max_turns=args.turns, max_new_tokens=length, min_new_tokens=length, toolset="zoom")
-    results["rollout"] = bench_rollouts(student, processor, samples, images, args, sampling, call)
-    results["step"] = bench_steps(student, processor, teacher, samples, images, args, sampling, call)
+    calls = first_calls(processor, samples, args.turns, args.call_choices)
+    call_length = max(len(processor.tokenizer(call)["input_ids"]) for call in calls) if calls else 0
+    results["workloads"] = {}
+    for name, tokens in args.workloads:
+        # a turn has room for the scripted call, which ends at its stop string; sampled turns run to the limit
+        length = max(tokens, call_length)
+        sampling = SamplingSettings(max_turns=args.turns, max_new_tokens=length, min_new_tokens=length, toolset="zoom")
+        results["workloads"][name] = {
+            "new_tokens": length,
+            "rollout": bench_rollouts(student, processor, samples, images, args, sampling, calls),
+            "step": bench_steps(student, processor, teacher, samples, images, args, sampling, calls),
+        }
     return results
+
+
+def _gib(value: float | None) -> str:
+    return "–" if value is None else f"{value:.1f}"
 
 
 def rollout_table(rows: list[dict]) -> str:
     lines = [
-        "| rollouts | path | s | tok/s | vision images / traj | prefilled positions / traj | turns / traj | peak GiB |",
-        "|---" * 8 + "|",
+        "| rollouts | path | s | tok/s | new tokens / traj | vision images / traj | prefilled positions / traj "
+        "| turns / traj | peak GiB |",
+        "|---" * 9 + "|",
     ]
     for row in rows:
         for path in PATHS:
+            if path not in row:
+                continue
             r = row[path]
-            peak = f"{r['peak_gib']:.1f}" if "peak_gib" in r else "–"
             lines.append(
                 f"| {row['rollouts']} | {path} | {r['seconds']:.2f} | {r['tokens_per_second']:.0f} | "
-                f"{r['vision_images_per_trajectory']:.2f} | {r['prefill_positions_per_trajectory']:.0f} | "
-                f"{r['turns_per_trajectory']:.2f} | {peak} |"
+                f"{r['generated_tokens_per_trajectory']:.0f} | {r['vision_images_per_trajectory']:.2f} | "
+                f"{r['prefill_positions_per_trajectory']:.0f} | {r['turns_per_trajectory']:.2f} | "
+                f"{_gib(r.get('peak_gib'))} |"
             )
-        lines.append(
-            f"| {row['rollouts']} | fast / plain | ×{row['speedup']:.2f} faster | same tokens: "
-            f"{'yes' if row['same_tokens'] else 'NO'} | | | | |"
-        )
+        if "speedup" in row:
+            lines.append(
+                f"| {row['rollouts']} | fast / plain | ×{row['speedup']:.2f} faster | same tokens: "
+                f"{'yes' if row['same_tokens'] else 'NO'} | | | | | |"
+            )
     return "\n".join(lines)
 
 
 def step_table(rows: list[dict]) -> str:
     lines = [
-        "| path | method | " + " | ".join(PHASES) + " | total s | IAPO / GRPO | vision images / traj | peak GiB |",
-        "|---" * 10 + "|",
+        "| path | method | "
+        + " | ".join(PHASES)
+        + " | total s | IAPO / GRPO | attribution share | attribution / first | distinct / attributed "
+        "| gap student % | gap teacher % | peak GiB per stage |",
+        "|---" * 14 + "|",
     ]
     for row in rows:
         timings = row["timings"]
         seconds = [f"{timings[f'time/{phase}']:.2f}" if f"time/{phase}" in timings else "–" for phase in PHASES]
-        peaks = [v for k, v in timings.items() if k.startswith("memory/")]
-        peak = f"{max(peaks):.1f}" if peaks else "–"
+        peaks = "/".join(_gib(timings.get(f"memory/{phase}_gib")) for phase in PHASES)
+        gaps = [f"{100 * row['gaps'][side]:.1f}" if side in row["gaps"] else "–" for side in ("student", "teacher")]
+        grpo = row["method"] == "grpo"
         lines.append(
             f"| {row['path']} | {row['method']} | {' | '.join(seconds)} | {row['total']:.2f} | "
-            f"{row['iapo_over_grpo']:.2f} | {row['vision_images_per_trajectory']:.2f} | {peak} |"
+            f"{row['iapo_over_grpo']:.2f} | {row['attribution_share']:.2f} | "
+            + ("– | –" if grpo else f"{row['attribution_over_first']:.2f} | {row['distinct']:.2f}")
+            + f" | {' | '.join(gaps)} | {peaks} |"
         )
     return "\n".join(lines)
-
-
-def _synchronize() -> None:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -340,21 +438,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rollouts", type=int, nargs="+", help="concurrent rollouts (prompts × group size)")
     parser.add_argument("--group-size", type=int, default=4)
     parser.add_argument(
-        "--new-tokens", type=int, help="generated tokens per sampled turn (fixed; at least the scripted call's)"
+        "--workloads", nargs="+", help="NAME=TOKENS: tokens of each sampled turn (at least the scripted call's)"
     )
-    parser.add_argument("--turns", type=int, default=2, help="max turns; >= 2: the first is a scripted zoom call")
+    parser.add_argument("--turns", type=int, default=2, help="max turns (>= 2: the first is a scripted zoom call)")
+    parser.add_argument("--call-choices", type=int, default=3, choices=range(1, 5), help="scripted calls to pick from")
     parser.add_argument("--image-size", type=int)
     parser.add_argument("--mini-batch", type=int, default=8)
     parser.add_argument("--attribution-batch", type=int, default=8)
     parser.add_argument("--lora-rank", type=int)
-    parser.add_argument("--repeats", type=int, default=3, help="measured repeats of each configuration (medians)")
-    parser.add_argument("--warmup", type=int, default=1, help="unreported repeats first (compilation, caches)")
+    parser.add_argument("--rollout-paths", nargs="+", choices=PATHS, help="rollout paths compared (fast included)")
+    parser.add_argument("--step-paths", nargs="+", choices=PATHS, help="paths of the training-step table")
+    parser.add_argument("--repeats", type=int, help="measured repeats of each configuration (medians)")
+    parser.add_argument("--warmup", type=int, help="unreported repeats first (compilation, caches)")
     parser.add_argument(
-        "--attribution-method", nargs="+", default=["grad_x_input", "integrated_gradients"], help="IAPO's methods"
+        "--variants",
+        nargs="+",
+        help="IAPO attribution variants: paper, or METHOD[:RULE:M][:nodedup]; the first is "
+        "the reference of `attribution / first`",
     )
-    parser.add_argument("--ig-steps", type=int, nargs="+", default=[1, 4, 16], help="m of integrated gradients")
     parser.add_argument("--ig-chunk", type=int, default=8, help="sequences per IG forward/backward")
-    parser.add_argument("--target", default="tool_call", help="attribution target (tool_call needs --turns >= 2)")
     parser.add_argument("--out", type=Path, help="also write the JSON results here")
     args = parser.parse_args(argv)
     args.preset = args.preset or ("gpu" if torch.cuda.is_available() else "cpu")
@@ -365,17 +467,27 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--repeats must be >= 1 and --warmup >= 0")
     if any(count % args.group_size for count in args.rollouts):
         parser.error("every --rollouts must be a multiple of --group-size")
-    if args.target == "tool_call" and args.turns < 2:
-        parser.error("--target tool_call needs --turns >= 2 (the first turn is the scripted call)")
+    if args.turns < 2:
+        parser.error("the tool-call target needs --turns >= 2 (the first turn is the scripted call)")
+    if "fast" not in args.rollout_paths:
+        parser.error("--rollout-paths must include fast (the reference of same tokens)")
+    try:
+        args.workloads = [(name, int(tokens)) for name, tokens in (w.split("=") for w in args.workloads)]
+        args.variants = [parse_variant(spec) for spec in args.variants]
+    except ValueError as error:
+        parser.error(f"--workloads NAME=TOKENS / --variants: {error}")
     return args
 
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     results = run(args)
-    print(rollout_table(results["rollout"]))
-    print()
-    print(step_table(results["step"]))
+    for name, workload in results["workloads"].items():
+        print(f"## {name}: sampled turns of {workload['new_tokens']} tokens\n")
+        print(rollout_table(workload["rollout"]))
+        print()
+        print(step_table(workload["step"]))
+        print()
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(results, indent=2))

@@ -84,17 +84,33 @@ def timed(timings: dict[str, float], name: str) -> Iterator[None]:
 
 
 def attribute_both(
-    policy_model, processor, trajectories, samples, attribution: AttributionSettings, teacher: TeacherLoader, timings
-) -> dict[str, list[dict]]:
-    """Student and teacher attribution of the same trajectories (the teacher reads them in its own tokens)."""
+    policy_model,
+    processor,
+    trajectories,
+    samples,
+    attribution: AttributionSettings,
+    teacher: TeacherLoader,
+    timings,
+) -> tuple[dict[str, list[dict]], dict[str, float]]:
+    """Student and teacher attribution of the same trajectories (the teacher reads them in its own tokens), and
+    their metrics: `attribution/distinct` (attributions computed per trajectory with a target: identical ones are
+    computed once) and, for integrated gradients, `attribution/completeness_gap/{student,teacher}` (the median
+    relative gap |Σ attr − (f(e) − f(b))| / |f(e) − f(b)| over the step's attributions: how far m is from exact)."""
+    stats = {"student": {}, "teacher": {}}
     with timed(timings, "attribution_student"):
-        student = attribution_distributions(policy_model, processor, trajectories, samples, attribution)
+        student = attribution_distributions(
+            policy_model, processor, trajectories, samples, attribution, stats=stats["student"]
+        )
     with timed(timings, "attribution_teacher"):
         teacher_model, teacher_processor = teacher()
         teacher_view = attribution_distributions(
-            teacher_model, teacher_processor, trajectories, samples, attribution, reencode=True
+            teacher_model, teacher_processor, trajectories, samples, attribution, reencode=True, stats=stats["teacher"]
         )
-    return {"student": student, "teacher": teacher_view}
+    metrics = {"attribution/distinct": stats["student"]["distinct"] / max(stats["student"]["attributed"], 1)}
+    for side, measured in stats.items():
+        if measured["completeness_gaps"]:
+            metrics[f"attribution/completeness_gap/{side}"] = float(np.median(measured["completeness_gaps"]))
+    return {"student": student, "teacher": teacher_view}, metrics
 
 
 def collect(
@@ -118,8 +134,9 @@ def collect(
     with timed(timings, "rollout"):
         policy = HFPolicy(policy_model, processor, settings.sampling)
         trajectories = rollout(policy, processor, samples, images, settings.group_size, settings.sampling)
+    attribution_metrics: dict[str, float] = {}
     if attribute:
-        attributions = attribute_both(
+        attributions, attribution_metrics = attribute_both(
             policy_model, processor, trajectories, samples, settings.attribution, teacher, timings
         )
     else:
@@ -128,7 +145,7 @@ def collect(
     total, parts = compute_rewards(rewards, trajectories, batch)
     advantages = group_advantages(total, settings.group_size, settings.advantage_scale)
     record = StepRecord(samples, trajectories, attributions, {**parts, "total": total}, advantages, timings=timings)
-    record.metrics = rollout_metrics(record, settings)
+    record.metrics = rollout_metrics(record, settings) | attribution_metrics
     record.metrics["reward/nonfinite_terms"] = float(len(nonfinite_reward_terms(record.rewards, rewards.weights)))
     return record
 
