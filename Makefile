@@ -46,8 +46,8 @@ train: $(STAMP) ## train IAPO (paper setting) offline on the tiny preset; TRAIN_
 data: $(STAMP) ## download test sets and training data into data/ (SETS=zoom|paper|all or names; Hugging Face Hub; idempotent)
 	$(PY) -m iapo.data.download --root data --sets $(or $(SETS),all)
 
-eval: $(STAMP) ## evaluate on the test sets under data/ (EVAL_CONFIG, ADAPTER=dir for base + adapter, ARGS=...)
-	$(PY) src/cli.py test $(foreach c,$(EVAL_CONFIG),--config $(c)) $(if $(ADAPTER),--ckpt_path $(ADAPTER)) $(ARGS)
+eval: $(STAMP) ## evaluate on the test sets under data/ (EVAL_CONFIG; ADAPTER=dir: base + adapter on the rows training never saw, configs/eval_heldout.yaml; ARGS=...)
+	$(PY) src/cli.py test $(foreach c,$(EVAL_CONFIG),--config $(c)) $(if $(ADAPTER),--config configs/eval_heldout.yaml --ckpt_path $(ADAPTER)) $(ARGS)
 
 compare: $(STAMP) ## one table from several evaluations: make compare RUNS="logs/eval/a logs/eval/b"
 	$(PY) -m iapo.evaluation.results compare $(RUNS) --out logs/eval/compare.md
@@ -61,5 +61,5 @@ sweep: $(STAMP) ## check SWEEP against the CLI, create the W&B sweep and print i
 demo: $(STAMP) ## the miniature: cold start, regime, GRPO vs IAPO over 5 seeds, logs/demo/report.md (~30 min; SETTING=zoom; FAST=1: ~4 min; ARGS=--fresh starts over)
 	$(PY) -m iapo.experiments.demo $(if $(SETTING),--setting $(SETTING)) $(if $(FAST),--fast) $(ARGS)
 
-paper: $(STAMP) ## the paper's recipe: print its stages (teacher, cold start, IAPO / GRPO, evaluations, table); RUN=1 runs them (GPU)
-	$(PY) -m iapo.experiments.recipe $(if $(RUN),--run) $(ARGS)
+paper: $(STAMP) ## the paper's recipe: print its stages (teacher, cold start, IAPO / GRPO, evaluations, table); RUN=1 runs them (GPU); REHEARSE=1 runs them all offline on tiny models (~3 min)
+	$(PY) -m iapo.experiments.recipe $(if $(RUN),--run) $(if $(REHEARSE),--rehearse) $(ARGS)

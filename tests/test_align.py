@@ -221,3 +221,30 @@ def test_align_distributions_edge_cases():
         align_distributions({}, {})
     with pytest.raises(ValueError, match="non-negative"):
         align_distributions({"a": -1.0}, {"a": 1.0})
+
+
+def test_the_paper_configuration_never_pays_for_skipping_the_tool():
+    """One group, equal outcomes: two trajectories call the tool (attributed, −KL < 0), two do not. With `penalty` and
+    `zero` the two that skipped the tool get the group's highest advantage; with `exclude` (the paper configuration)
+    their advantage is 0 and the callers' mean advantage is 0 too; the settings refuse `penalty` + `zero`."""
+    from iapo.attribution.score import AttributionSettings
+    from iapo.settings_errors import SettingsError
+    from iapo.training.algo import group_advantages
+
+    same, near, far = {"I": 1.0, "R": 1.0}, {"I": 1.5, "R": 1.0}, {"I": 4.0, "R": 1.0}
+    student, teacher = [same, same, {}, {}], [near, far, {}, {}]
+    skipped = torch.tensor([False, False, True, True])
+    for missing, skipping_pays in (("zero", True), ("exclude", False)):
+        terms, _ = attribution_terms(student, teacher, "kl", "penalty", missing, group_size=4)
+        advantages = group_advantages(1.0 + 0.5 * terms, 4, "group")
+        if skipping_pays:
+            assert (advantages[skipped] > advantages[~skipped].max()).all()
+        else:
+            torch.testing.assert_close(advantages[skipped], torch.zeros(2), atol=1e-6, rtol=0)
+            assert abs(float(advantages[~skipped].mean())) < 1e-6
+    with pytest.raises(SettingsError, match="missing_target 'exclude'"):
+        AttributionSettings(divergence="kl", form="penalty", missing_target="zero")
+    allowed = AttributionSettings(
+        divergence="kl", form="penalty", missing_target="zero", allow_missing_target_advantage=True
+    )
+    assert allowed.missing_target == "zero"

@@ -148,7 +148,8 @@ def test_the_teacher_reencodes_only_trajectories_with_a_target(tiny_student, tea
 
     monkeypatch.setattr(score, "retokenize", counting)
     settings = AttributionSettings(
-        method="integrated_gradients", target="tool_call", layout="blocks", divergence="kl", form="penalty", steps=2
+        method="integrated_gradients", target="tool_call", layout="blocks", divergence="kl", form="penalty", steps=2,
+        missing_target="exclude",
     )
     plain_settings = dataclasses.replace(settings, fast=False)
     teacher_model, teacher_processor = teacher

@@ -31,8 +31,8 @@ from iapo.data.benchmarks.paper_sets import (
     load_training_set,
     load_with_split,
     reported_overlaps,
-    table_part,
 )
+from iapo.data.benchmarks.table_split import vtool_r1_parts
 from iapo.data.datamodule import DataSpec, VQADataModule
 from iapo.data.sample import BadRowError, load_image
 
@@ -218,26 +218,42 @@ def table_root(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def test_table_train_is_deduplicated_and_split_by_seed(table_root: Path) -> None:
-    train, skips = load_training_set("table_train", table_root, split="train", seed=0)
-    heldout, _ = load_training_set("table_train", table_root, split="heldout", seed=0)
-    assert skips.as_dict() == {
-        "bad_boxes": 3,
-        "duplicate_question": 6,
-        "missing_field": 2,
-        "missing_image": 3,
-        "unknown_answer": 1,
-    }
-    qa_train, qa_heldout = {s.meta["qa_id"] for s in train}, {s.meta["qa_id"] for s in heldout}
-    everything = {f"t-{i}" for i in range(1, 21)} | {f"nu-{i}" for i in range(1, 51)}
-    assert not qa_train & qa_heldout and qa_train | qa_heldout == everything
-    assert 0.5 < len(qa_train) / len(everything) < 0.9  # about 70 %
-    assert all(s.source == "table_train" and s.category in TABLE_TEST_SETS for s in train)
-    assert {s.category for s in train if s.meta["qa_id"] == "nu-36"} <= {"tablevqa_vwtq"}  # the first file wins
-    again, _ = load_training_set("table_train", table_root, split="train", seed=0)
+def _table_keys() -> list[str]:
+    """The keys of `table_root` in VTool-R1's order (vtabfact, vwtq, vwtq_syn), each first occurrence only."""
+    keys = []
+    for name, ids in (
+        ("tablevqa_vtabfact", [f"t-{i}" for i in range(1, 21)]),
+        ("tablevqa_vwtq", [f"nu-{i}" for i in range(1, 41)]),
+        ("tablevqa_vwtq_syn", [f"nu-{i}" for i in range(41, 51)]),  # nu-35..nu-40 were taken from vwtq
+    ):
+        keys += ids + [f"{name}-lost", f"{name}-uneven", f"{name}-bad"]
+    return keys
+
+
+def test_table_train_is_vtool_r1s_cut_of_the_deduplicated_files(table_root: Path) -> None:
+    parts = vtool_r1_parts(_table_keys(), seed=42)
+    loaded = {}
+    for split in ("train", "heldout"):
+        samples, skips = load_training_set("table_train", table_root, split=split, seed=42)
+        bad = [key for key, part in parts.items() if part == split and key.startswith("tablevqa_")]
+        counts = skips.as_dict()
+        assert counts.pop("duplicate_question") == 6
+        assert sum(counts.values()) == len(bad)  # a bad row is counted in its own part only
+        loaded[split] = {s.meta["qa_id"] for s in samples}
+        assert loaded[split] == {key for key, part in parts.items() if part == split and not key.startswith("table")}
+        assert all(s.source == "table_train" and s.category in TABLE_TEST_SETS for s in samples)
+    assert not loaded["train"] & loaded["heldout"]
+    train, _ = load_training_set("table_train", table_root, split="train", seed=42)
+    assert {
+        s.category
+        for s in train + load_training_set("table_train", table_root, "heldout", 42)[0]
+        if s.meta["qa_id"] == "nu-36"
+    } == {"tablevqa_vwtq"}  # the first file wins
     other, _ = load_training_set("table_train", table_root, split="train", seed=1)
-    assert [s.uid for s in again] == [s.uid for s in train] and {s.meta["qa_id"] for s in other} != qa_train
-    assert all(table_part(s.meta["qa_id"], 0) == "train" for s in train)
+    assert {s.meta["qa_id"] for s in other} != loaded["train"]
+    unset = VQADataModule(root=str(table_root), train=[DataSpec("table_train", split="train")])
+    [dataset] = unset.datasets_for("train")
+    assert {s.meta["qa_id"] for s in dataset.samples} == loaded["train"]  # the seed defaults to VTool-R1's 42
 
 
 def test_reported_heldout_rows_are_disjoint_from_table_train(table_root: Path) -> None:
@@ -289,17 +305,22 @@ def test_data_module_refuses_training_on_reported_rows_unless_told(table_root: P
     train = [DataSpec("table_train", split="train", seed=0)]
     module = VQADataModule(root=str(table_root), train=train, test=[DataSpec("benchmarks")])
     with pytest.raises(ValueError, match=r"tablevqa_vwtq \(train@0 vs all\).*split: heldout"):
-        module.datasets_for("train")
-    disjoint = [DataSpec(name, split="heldout", seed=0) for name in TABLE_TEST_SETS]
-    module = VQADataModule(root=str(table_root), train=train, val=disjoint)
+        module.datasets_for("val")  # checked before any stage loads, callbacks' early reads included
+    disjoint = [DataSpec("paper_benchmarks", split="heldout", seed=0)]
+    module = VQADataModule(root=str(table_root), train=train, val=train, test=disjoint)
     [dataset] = module.datasets_for("train")
     assert dataset.name == "table_train_train" and len(dataset) > 0
-    assert [d.name for d in module.datasets_for("val")] == [f"{name}_heldout" for name in TABLE_TEST_SETS]
+    assert sorted(d.name for d in module.datasets_for("test")) == sorted(TABLE_TEST_SETS)  # names kept
+    assert module.selections["tablevqa_vwtq"]["excludes"].startswith("table_train split train, seed 0")
+    assert module.selections["table_train_train"] == {"split": "train", "seed": 0, "rows": len(dataset)}
     everything = VQADataModule(
-        root=str(table_root), train=[DataSpec("benchmarks")], val=[DataSpec("tablevqa_vtabfact")]
+        root=str(table_root), train=[DataSpec("benchmarks")], test=[DataSpec("tablevqa_vtabfact")]
     )
     with pytest.raises(ValueError, match="training set tablevqa_vtabfact"):
         everything.datasets_for("train")
+    twice = VQADataModule(root=str(table_root), test=[DataSpec("tablevqa_vwtq"), DataSpec("paper_benchmarks")])
+    with pytest.raises(ValueError, match="data.test names tablevqa_vwtq twice"):
+        twice.datasets_for("test")
     allowed = VQADataModule(
         root=str(table_root), train=train, test=[DataSpec("tablevqa_vwtq")], allow_train_test_overlap=True
     )

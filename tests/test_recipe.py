@@ -1,15 +1,18 @@
-"""`make paper`: every stage of the recipe is a command the CLI accepts, and it resolves to what the stage means."""
+"""`make paper`: every stage of the recipe is a command the CLI accepts and means what the stage says, and the
+rehearsal (`make paper REHEARSE=1`) runs every stage on data files in the official layouts, through those commands."""
 
 from __future__ import annotations
 
 import contextlib
 import io
+import json
 
 import pytest
 import yaml
 
 from helpers.cli import ROOT, load_cli
-from iapo.experiments.recipe import main, stages
+from iapo.evaluation.results import PAPER_TEST_SETS
+from iapo.experiments.recipe import EVAL_ROWS, main, stages
 
 
 def resolved(command: tuple[str, ...]) -> dict:
@@ -49,25 +52,20 @@ def test_every_cli_stage_resolves_to_its_meaning():
         args = config["model"]["init_args"]
         assert args["student"]["adapter"] == "logs/recipe/cold_start/adapters/last"
         assert set(args["rewards"]) == rewards
+        test_sets = config["data"]["test"]
+        assert [(s["name"], s["split"]) for s in test_sets] == [("paper_benchmarks", "heldout")]
+    attribution = iapo["model"]["init_args"]["attribution"]
     assert iapo["model"]["init_args"]["teacher"]["adapter"] == "logs/recipe/teacher/adapters/last"
-    assert iapo["model"]["init_args"]["attribution"]["method"] == "integrated_gradients"
+    assert attribution["method"] == "integrated_gradients" and attribution["missing_target"] == "exclude"
     assert grpo["trainer"]["default_root_dir"] == "logs/recipe/grpo" != iapo["trainer"]["default_root_dir"]
     assert grpo["model"]["init_args"]["ppo"] == iapo["model"]["init_args"]["ppo"]
     assert grpo["trainer"]["max_steps"] == iapo["trainer"]["max_steps"]  # the same budget
 
-    vtool = resolved(by_name["eval_vtool_r1"].command)
-    assert vtool["model"]["init_args"]["sampling"]["protocol"] == "vtool"
-    assert vtool["data"]["test"] == [
-        {
-            "name": "paper_benchmarks",
-            "split": "test",
-            "n": None,
-            "path": None,
-            "seed": 0,
-            "image_root": None,
-            "allow_outside_root": False,
-        }
-    ]
+    for name in ("eval_no_tools", "eval_prompted", "eval_vtool_r1", "eval_grpo", "eval_iapo"):
+        [test_set] = resolved(by_name[name].command)["data"]["test"]
+        assert (test_set["name"], test_set["split"]) == ("paper_benchmarks", "heldout"), name  # same rows for all
+    vtool = resolved(by_name["eval_vtool_r1"].command)["model"]["init_args"]
+    assert vtool["sampling"]["protocol"] == "vtool" and vtool["student"]["name"] == "VTOOL/VTOOL-R1-3B-L-V2"
     no_tools = resolved(by_name["eval_no_tools"].command)
     assert no_tools["model"]["init_args"]["tools"] is False
     assert no_tools["trainer"]["callbacks"][0]["init_args"] == {
@@ -79,9 +77,35 @@ def test_every_cli_stage_resolves_to_its_meaning():
 
 def test_printing_the_recipe_runs_nothing(capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert main([]) == 0
+    assert main(["--out", str(tmp_path / "recipe")]) == 0
     out = capsys.readouterr().out
     assert out.count("(to do,") == 10 and "python src/cli.py fit --config configs/iapo.yaml" in out
-    assert not (tmp_path / "logs").exists()
+    assert not (tmp_path / "recipe").exists()
     with pytest.raises(SystemExit):
         main(["--only", "teachr"])
+
+
+def test_the_rehearsal_runs_every_stage_on_files_in_the_official_layouts(capfd, tmp_path):
+    out = tmp_path / "rehearsal"
+    assert main(["--rehearse", "--out", str(out)]) == 0
+    printed = capfd.readouterr().out
+    for index, stage in enumerate(stages(out), start=1):
+        assert f"[{index}/10] {stage.name} finished in" in printed
+        assert stage.done(), stage.name
+    assert "wall time per stage: teacher" in printed
+    iapo_config = yaml.safe_load((out / "iapo" / "csv" / "version_0" / "config.yaml").read_text())
+    settings = iapo_config["model"]["init_args"]
+    assert settings["teacher"]["name"] == "tiny-teacher" and settings["teacher"]["adapter"].endswith(
+        "teacher/adapters/last"
+    )
+    assert settings["student"]["quantization"] == "nf4"  # only names and budgets differ from the GPU run
+    for label in EVAL_ROWS:
+        results = json.loads((out / "eval" / label / "results.json").read_text())
+        assert set(results["benchmarks"]) == set(PAPER_TEST_SETS), label
+        for name, bench in results["benchmarks"].items():
+            excluded = "excludes" in bench["selection"]
+            assert excluded == name.startswith("tablevqa_"), (label, name)
+            assert bench["selection"]["split"] == "heldout" and bench["rows_scored"] > 0
+    table = (out / "paper_table.md").read_text()
+    assert [line.split("|")[1].strip() for line in table.splitlines()[2:7]] == list(EVAL_ROWS)
+    assert (out / "data" / "tablevqa_vwtq" / "test_data_with_bounding_box " / "tablevqa_wbb.json").is_file()

@@ -18,7 +18,7 @@ from iapo.agent.rollout import rollout
 from iapo.agent.trajectory import collate_trajectories, forward_logprobs
 from iapo.data.sample import load_image
 from iapo.data.synthetic import build_split
-from iapo.models.loader import load_model
+from iapo.models.loader import ModelSettings, load_model
 from iapo.training.callbacks import AdapterCheckpoint, AttributionMapLogger
 from iapo.training.rewards import REWARDS, register_reward
 
@@ -99,10 +99,26 @@ def test_iapo_fit_logs_metrics_and_saves_a_reloadable_adapter(tmp_path, monkeypa
     assert (directory / "tokenizer.json").is_file()
 
 
-def test_grpo_fit_loads_no_teacher(tmp_path, monkeypatch):
+def test_grpo_fit_never_loads_the_teacher_not_even_for_the_pictures(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    cli = fit("iapo.yaml", "grpo.yaml", "tiny.yaml", extra=("--trainer.max_steps=1",))
-    assert cli.model._teacher is None and set(cli.model.configured_rewards.weights) == {"accuracy", "format"}
+    loaded = []
+    original = ModelSettings.load
+
+    def recording(self, *args, **kwargs):
+        loaded.append(self.name)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(ModelSettings, "load", recording)
+    pictures = {
+        "class_path": "iapo.training.callbacks.AttributionMapLogger",
+        "init_args": {"examples": 1, "every_n_steps": 1, "dirpath": str(tmp_path / "pictures")},
+    }
+    cli = fit(
+        "iapo.yaml", "grpo.yaml", "tiny.yaml", extra=("--trainer.max_steps=1", f"--trainer.callbacks+={pictures}")
+    )
+    assert loaded == ["tiny-student"] and cli.model._teacher is None
+    assert set(cli.model.configured_rewards.weights) == {"accuracy", "format"}
+    assert (tmp_path / "pictures" / "step-1" / "example-0.png").stat().st_size  # drawn, the student's side only
     rows = metric_rows(Path(cli.trainer.logger.log_dir))
     assert "time/attribution_teacher" not in rows[0] and "reward/attribution" not in rows[0]
 

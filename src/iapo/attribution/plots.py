@@ -3,7 +3,7 @@
     figure = attribution_figure(trajectory.images, student, teacher, grid=(3, 3))
     figure.savefig("attribution.png")
 
-Panels: row 1 the student, row 2 the teacher — the original image with its grid regions shaded by weight, then each
+Panels: row 1 the student, row 2 the teacher (absent when the run has no teacher: its dict is empty) — the original image with its grid regions shaded by weight, then each
 crop titled with its weight; a last column with both distributions over all components as bars. With the `blocks`
 layout (keys P / R / I / T, no `image/` regions) the images are shown plain, the first titled with the weight of the
 image block I (which covers every image), and the bars carry the comparison.
@@ -37,13 +37,15 @@ def attribution_figure(
     grid: tuple[int, int] = (3, 3),
     title: str = "",
 ):
-    """A matplotlib figure comparing two attribution distributions over one trajectory's inputs."""
+    """A matplotlib figure comparing two attribution distributions over one trajectory's inputs (the student's alone
+    when `teacher` is empty)."""
     crops = images[1:]
     columns = 2 + len(crops)
-    figure, axes = plt.subplots(2, columns, figsize=(3.2 * columns, 6.4), squeeze=False)
+    views = [("student", student)] + ([("teacher", teacher)] if teacher else [])
+    figure, axes = plt.subplots(len(views), columns, figsize=(3.2 * columns, 3.2 * len(views)), squeeze=False)
     vmax = max([*student.values(), *teacher.values(), 1e-9])
     regions = any(key.startswith("image/") for key in (*student, *teacher))
-    for row, (name, weights) in enumerate((("student", student), ("teacher", teacher))):
+    for row, (name, weights) in enumerate(views):
         ax = axes[row, 0]
         ax.imshow(images[0])
         if not regions:
@@ -78,11 +80,11 @@ def attribution_figure(
             ax.axis("off")
     keys = sorted(set(student) | set(teacher))
     positions = np.arange(len(keys))
-    bars = plt.subplot2grid((2, columns), (0, columns - 1), rowspan=2, fig=figure)
-    axes[0, columns - 1].remove()
-    axes[1, columns - 1].remove()
-    bars.barh(positions - 0.2, [student.get(k, 0.0) for k in keys], height=0.4, label="student")
-    bars.barh(positions + 0.2, [teacher.get(k, 0.0) for k in keys], height=0.4, label="teacher")
+    bars = plt.subplot2grid((len(views), columns), (0, columns - 1), rowspan=len(views), fig=figure)
+    for row in range(len(views)):
+        axes[row, columns - 1].remove()
+    for offset, (name, weights) in zip((-0.2, 0.2), views, strict=False):
+        bars.barh(positions + offset, [weights.get(k, 0.0) for k in keys], height=0.4, label=name)
     bars.set_yticks(positions, keys, fontsize=7)
     bars.invert_yaxis()
     bars.legend(loc="lower right")

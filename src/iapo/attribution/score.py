@@ -53,6 +53,9 @@ class AttributionSettings:
         form: the reward term, `penalty` (−λ·D) or `similarity` (λ·(1 − D), D in [0, 1]).
         kl_smoothing: ε of `kl`'s additive smoothing (an empty component cannot make it infinite).
         missing_target: the term of a trajectory without a target: `zero`, or `exclude` (its group's mean term).
+            With `form: penalty` every attributed term is ≤ 0, so `zero` would pay a trajectory for skipping the tool
+            call the term attributes: refused unless `allow_missing_target_advantage`.
+        allow_missing_target_advantage: accept `penalty` with `zero` knowingly.
         include_history, include_system: extra `regions` components.
         baseline: the reference input, `zero` or `mean` (the row's mean embedding).
         steps: m, interpolation points of `integrated_gradients`.
@@ -77,6 +80,7 @@ class AttributionSettings:
     form: str = "similarity"
     kl_smoothing: float = DEFAULT_KL_SMOOTHING
     missing_target: str = "zero"
+    allow_missing_target_advantage: bool = False
     include_history: bool = False
     include_system: bool = False
     baseline: str = "zero"
@@ -108,6 +112,12 @@ class AttributionSettings:
             raise SettingsError(f"attribution grid must be two integers >= 1 (rows, columns), got {self.grid!r}")
         if not self.kl_smoothing >= 0:
             raise SettingsError(f"attribution kl_smoothing must be >= 0, got {self.kl_smoothing!r}")
+        if self.form == "penalty" and self.missing_target == "zero" and not self.allow_missing_target_advantage:
+            raise SettingsError(
+                "attribution form 'penalty' with missing_target 'zero' pays a trajectory without a target (no tool "
+                "call) 0, more than any attributed one (−D ≤ 0): use missing_target 'exclude' (its group's mean "
+                "term), or set attribution.allow_missing_target_advantage: true"
+            )
         if self.form == "similarity" and self.divergence not in BOUNDED_DIVERGENCES:
             raise SettingsError(
                 f"attribution form 'similarity' (1 − D) needs a divergence in {list(BOUNDED_DIVERGENCES)}, "

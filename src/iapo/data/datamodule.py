@@ -4,7 +4,7 @@ A set is a `DataSpec`: `synthetic` (the built-in visual-search set), `synthetic_
 label boxes), `jsonl` (any `{image, question, options?, answer}` file), `expert_jsonl` (the same rows with the
 assistant `turns`, for `SFTModule`), one of the test sets by name (`vstar_bench`, `chartqa_h_bar`, ...) or a
 paper-setting training set (`refocus_chart_train`, `tablevqa_bench`, `table_train`; see `data/README.md`). Training
-on rows of a validation or test set is refused unless `allow_train_test_overlap` (`refuse_reported_rows`).
+on rows of a test set is refused unless `allow_train_test_overlap` (`refuse_reported_rows`).
 Rows are listed eagerly and cheaply; images are decoded lazily in DataLoader workers. A row whose image cannot be
 used arrives as a skip counted by its reason (`batch["skipped"]`), never as an exception; `strict: true` raises
 instead. Nothing is dropped without a word: a test set whose folder is there but incomplete is named with what is
@@ -38,25 +38,32 @@ class DataSpec:
     """One data set. `n`: rows for `synthetic`, a deterministic subset size for the others (None = all).
 
     `name: benchmarks` stands for every test set present under `data.root`; `paper_benchmarks` and
-    `zoom_benchmarks` for those of one setting. For `jsonl` / `expert_jsonl`, image
-    paths must resolve inside `image_root` (default: the JSONL's folder) unless `allow_outside_root` (see
-    `iapo.data.jsonl`).
+    `zoom_benchmarks` for those of one setting. `split: heldout` on a table test set reads only the rows that
+    `table_train` (split `train`, same seed) leaves out — VTool-R1's table test rows with seed 42 —, on the other
+    test sets all rows (nothing trains on them). `seed` draws the subset of `n` rows and cuts the table split; unset,
+    it is VTool-R1's 42 for the table split and 0 otherwise. For `jsonl` / `expert_jsonl`, image paths must resolve
+    inside `image_root` (default: the JSONL's folder) unless `allow_outside_root` (see `iapo.data.jsonl`).
     """
 
     name: str
     split: str = "test"
     n: int | None = None
     path: str | None = None
-    seed: int = 0
+    seed: int | None = None
     image_root: str | None = None
     allow_outside_root: bool = False
 
+    def __post_init__(self) -> None:
+        if self.seed is None and self.name not in BENCHMARK_GROUPS:  # a group's sets resolve their own
+            table_split = self.name in paper_sets.TABLE_TEST_SETS or self.name == "table_train"
+            self.seed = paper_sets.VTOOL_R1_SEED if table_split else 0
+
     @property
     def label(self) -> str:
-        """The set's name in logs and result tables."""
+        """The set's name in logs and result tables (a test set keeps its own name whichever rows are reported)."""
         if self.name == "synthetic":
             return f"synthetic_{self.split}"
-        if self.name == "synthetic_charts" or paper_sets.reads_split(self.name, self.split):
+        if self.name in ("synthetic_charts", *paper_sets.TRAINING_SETS):
             return f"{self.name}_{self.split}"
         if self.name == "jsonl" and self.path:
             return Path(self.path).stem
@@ -223,7 +230,7 @@ class VQADataModule(L.LightningDataModule):
         root: where the named sets live (`data/<name>/`).
         synthetic, synthetic_charts: the offline generators' knobs (visual search; bar charts and tables).
         strict: the first bad row raises (naming file and row) instead of being skipped and counted.
-        allow_train_test_overlap: train on rows of a set that is also validated or tested (a warning, not an error).
+        allow_train_test_overlap: train on rows of a set that is also tested (a warning, not an error).
         offline: rows per stage (`{train: 256, val: 8}`) of the synthetic set that replaces each `train` / `val` set
             of that stage — chart and table sets by `synthetic_charts`, the others by `synthetic` — so `fit` runs
             offline in either setting (`configs/tiny.yaml`); `test` and `predict` sets are read as given.
@@ -262,17 +269,27 @@ class VQADataModule(L.LightningDataModule):
         self.offline = offline or {}
         self.datasets: dict[str, list[VQADataset]] = {}
         self.load_skips: dict[str, dict[str, int]] = {}
+        self.selections: dict[str, dict] = {}
+        self._overlaps_checked = False
 
     def datasets_for(self, stage: str) -> list[VQADataset]:
-        """The data sets of a stage, loaded once; their load-time skip counts go to `load_skips[label]`."""
-        if stage == "train" and stage not in self.datasets:
+        """The data sets of a stage, loaded once; their load-time skip counts go to `load_skips[label]` and which rows
+        they are to `selections[label]` (`paper_sets.selection`). With training sets configured, the first call of
+        any stage checks them against the reported sets (`refuse_reported_rows`)."""
+        if self.specs["train"] and not self._overlaps_checked:
             self.refuse_reported_rows()
+            self._overlaps_checked = True
         if stage not in self.datasets:
             datasets, empty = [], []
-            for spec in expand_specs(self.stage_specs(stage), self.root):
+            specs = expand_specs(self.stage_specs(stage), self.root)
+            repeated = sorted(label for label, count in Counter(spec.label for spec in specs).items() if count > 1)
+            if repeated:
+                raise ValueError(f"data.{stage} names {', '.join(repeated)} twice: their results would be merged")
+            for spec in specs:
                 skips = SkipLog(strict=self.strict)
                 rows = load_rows(spec, self.root, self.synthetic, skips, self.synthetic_charts)
                 self.load_skips[spec.label] = skips.as_dict()
+                self.selections[spec.label] = paper_sets.selection(spec.name, spec.split, spec.seed, len(rows))
                 rank_zero_info(f"{stage} set {spec.label}: {len(rows)} rows, {skips.total} skipped {skips.as_dict()}")
                 if rows:
                     datasets.append(VQADataset(spec.label, rows, self.strict, self.max_image_pixels))
@@ -292,15 +309,16 @@ class VQADataModule(L.LightningDataModule):
         return self.specs[stage]
 
     def refuse_reported_rows(self) -> None:
-        """Refuse training sets that hold rows of a validation or test set (VTool-R1's table training data is cut from
-        the table test sets), unless `allow_train_test_overlap`; then each overlap is a warning."""
+        """Refuse training sets that hold rows of a test set (VTool-R1's table training data is cut from the table test
+        sets), unless `allow_train_test_overlap`; then each overlap is a warning. Validation sets may share rows with
+        training (the paper configuration validates on training prompts, so no reported row picks a checkpoint)."""
         expanded = {}
-        for stage in ("train", "val", "test"):
+        for stage in ("train", "test"):
             try:
                 expanded[stage] = expand_specs(self.stage_specs(stage), self.root)
             except FileNotFoundError:  # `benchmarks` with no test set present: no rows to overlap
                 expanded[stage] = []
-        overlaps = paper_sets.reported_overlaps(expanded["train"], expanded["val"] + expanded["test"])
+        overlaps = paper_sets.reported_overlaps(expanded["train"], expanded["test"])
         if overlaps and not self.allow_train_test_overlap:
             raise ValueError(
                 "training on rows that are also reported: " + "; ".join(overlaps) + ". Report the table sets with "

@@ -45,7 +45,8 @@ PAPER_TEST_SETS = {
 
 class BenchmarkTally(nn.Module):
     """One test set: its official metric plus rows scored, tool calls, tool failures, turns and answers; with a
-    `judge`, also the judge's verdict on every answer (a separate score, never the headline)."""
+    `judge`, also the judge's verdict on every answer (a separate score, never the headline). `selection` says which
+    rows of the set were read (`paper_sets.selection`: split, seed, rows, the training split they exclude)."""
 
     COUNTS = ("questions", "answered", "tool_calls", "tool_failures", "turns", "questions_with_tool_call")
     JUDGE_COUNTS = ("judge_correct", "judge_unparsable")  # only with a judge
@@ -56,9 +57,11 @@ class BenchmarkTally(nn.Module):
         samples: list[VQASample],
         load_skips: dict[str, int] | None = None,
         judge: Judge | None = None,
+        selection: dict | None = None,
     ) -> None:
         super().__init__()
         self.name = name
+        self.selection = selection
         self.metric = metric_for(name, samples)
         self.counts = nn.ModuleDict({key: SumMetric() for key in self.COUNTS + (self.JUDGE_COUNTS if judge else ())})
         self.load_skips: Counter = Counter(load_skips or {})  # the same on every process: each loads the list
@@ -123,6 +126,8 @@ class BenchmarkTally(nn.Module):
             "tool_success_rate": _tool_success(counts["tool_calls"], counts["tool_failures"]),
             "counts": {key: counts[key] for key in self.COUNTS},
         }
+        if self.selection is not None:
+            summary["selection"] = self.selection
         if self.judge is not None:
             summary["judge"] = {
                 "acc": counts["judge_correct"] / questions,  # unparsable replies count as wrong, and are counted

@@ -115,7 +115,7 @@ class AdapterCheckpoint(EveryNSteps):
 class AttributionMapLogger(EveryNSteps):
     """Attribution pictures of a few fixed examples (the first `examples` rows of the first validation set, or of
     the first test set in `test`): greedy rollout, then student vs teacher attribution over the image grid and each
-    crop. Drawn every `every_n_steps` optimizer steps during training and once after testing, saved as
+    crop (the student's alone in a run without the attribution reward, which never loads the teacher). Drawn every `every_n_steps` optimizer steps during training and once after testing, saved as
     `<dirpath>/<step-N|test>/example-<k>.png` and logged to W&B when a `WandbLogger` is attached."""
 
     def __init__(self, examples: int = 4, every_n_steps: int = 50, dirpath: str = "logs/attribution") -> None:
@@ -159,7 +159,8 @@ class AttributionMapLogger(EveryNSteps):
 
 
 def draw_attributions(module, samples: list, images: list, out: Path) -> list[Path]:
-    """`out/example-<k>.png` for each sample: `module.explain` (greedy rollout, student and teacher attribution)."""
+    """`out/example-<k>.png` for each sample: `module.explain` (greedy rollout, the student's attribution and the
+    teacher's when the run has a teacher)."""
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     record = module.explain(samples, images)

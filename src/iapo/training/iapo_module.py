@@ -136,12 +136,14 @@ class IAPOModule(PolicyModule):
         return self._teacher
 
     def explain(self, samples: list, images: list) -> StepRecord:
-        """Greedy trajectories of `samples` (one each) with the student's and the teacher's attribution."""
+        """Greedy trajectories of `samples` (one each) with the student's attribution, and the teacher's when the run
+        has one (a run without the attribution reward, GRPO, never loads the teacher: its teacher dicts are empty)."""
         settings = dataclasses.replace(
             self.step_settings, group_size=1, sampling=greedy_settings(self.sampling, self.tools)
         )
+        teacher = self.teacher if self.uses_teacher else None
         return collect(
-            self.policy_model, self.processor, samples, images, settings, self.configured_rewards, self.teacher, True
+            self.policy_model, self.processor, samples, images, settings, self.configured_rewards, teacher, True
         )
 
     # ---------------------------------------------------------------- training

@@ -71,7 +71,13 @@ class PolicyModule(L.LightningModule):
         datamodule = self.trainer.datamodule
         judge = self.evaluation_judge()
         self.tallies = nn.ModuleList(
-            BenchmarkTally(d.name, d.samples, datamodule.load_skips.get(d.name), judge=judge)
+            BenchmarkTally(
+                d.name,
+                d.samples,
+                datamodule.load_skips.get(d.name),
+                judge=judge,
+                selection=datamodule.selections.get(d.name),
+            )
             for d in datamodule.datasets_for(stage)
         ).to(self.device)
 

@@ -89,7 +89,7 @@ def attribute_both(
     trajectories,
     samples,
     attribution: AttributionSettings,
-    teacher: TeacherLoader,
+    teacher: TeacherLoader | None,
     timings,
 ) -> tuple[dict[str, list[dict]], dict[str, float]]:
     """Student and teacher attribution of the same trajectories (the teacher reads them in its own tokens), and
@@ -101,6 +101,8 @@ def attribute_both(
         student = attribution_distributions(
             policy_model, processor, trajectories, samples, attribution, stats=stats["student"]
         )
+    if teacher is None:  # a run without the attribution reward (GRPO) draws the student's side only
+        return {"student": student, "teacher": [{} for _ in trajectories]}, {}
     with timed(timings, "attribution_teacher"):
         teacher_model, teacher_processor = teacher()
         teacher_view = attribution_distributions(
@@ -125,11 +127,12 @@ def collect(
 ) -> StepRecord:
     """Rollout → attribution → rewards → group advantages, without touching the weights.
 
-    `attribute` defaults to whether a configured reward needs attribution (then `teacher` is required).
+    `attribute` defaults to whether a configured reward needs attribution (then `teacher` is required); asked for
+    without a teacher, only the student's attribution is computed and the teacher's dicts stay empty.
     """
     attribute = rewards.needs_attribution if attribute is None else attribute
-    if attribute and teacher is None:
-        raise ValueError("attribution needs a teacher: pass `teacher`")
+    if rewards.needs_attribution and teacher is None:
+        raise ValueError("the attribution reward needs a teacher: pass `teacher`")
     timings: dict[str, float] = {}
     with timed(timings, "rollout"):
         policy = HFPolicy(policy_model, processor, settings.sampling)

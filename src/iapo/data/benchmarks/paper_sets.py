@@ -15,20 +15,20 @@ Training sets (`TRAINING_SETS`, never part of ``name: benchmarks``; loaded by `l
 
     refocus_chart_train   VTool-R1's chart parquet (HF VTOOL/Refocus_Chart), split train (~14k) or test (826)
     tablevqa_bench        TableVQA-Bench (HF terryoo/TableVQA-Bench), split vwtq / vwtq_syn / vtabfact / fintabnetqa / all
-    table_train           the three ReFocus table test files, deduplicated by qa_id, split train / heldout by a seeded
-                          hash of the qa_id (`table_part`): VTool-R1 cut its table training data from these test sets
+    table_train           the three ReFocus table test files cut as VTool-R1 cut them (`table_split`): split train is
+                          VTool-R1's table_train.parquet (70 %), heldout its table_test.parquet (30 %), seed 42
 
 Every chart/table sample carries its label boxes in ``meta["refocus"]`` in the `REFOCUS_META` layout (pixels of the
 original image), and ``meta["row_key"]``, the identity of the underlying question across files (``tablevqa:<qa_id>``,
 ``chartqa:<image stem>:<question>``), with which overlaps between training and reported rows are checked.
 `reported_overlaps` names every training set that holds rows of a reported set; the data module refuses to train on
 them unless told (``data.allow_train_test_overlap: true``). Reporting the table sets with ``split: heldout`` and the
-training split's seed makes them disjoint from ``table_train`` split ``train``.
+training split's seed reports exactly VTool-R1's table test rows, disjoint from ``table_train`` split ``train``.
 
     from iapo.data.benchmarks import load_benchmark
     from iapo.data.benchmarks.paper_sets import load_training_set
     samples, skips = load_benchmark("tablevqa_vwtq", "data")
-    train, skips = load_training_set("table_train", "data", split="train", seed=0)
+    train, skips = load_training_set("table_train", "data", split="train", seed=42)
 
 Bad rows are skipped and counted by reason: those of `zoom_sets` (``missing_field``, ``missing_image``, ``bad_json``,
 ``duplicate_uid``, ``unknown_answer``) plus ``bad_boxes`` (a label list and its box list of different lengths, or a
@@ -40,7 +40,6 @@ VTool-R1 deduplicates).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import random
 import re
@@ -60,6 +59,7 @@ from iapo.data.benchmarks.readers import (
 )
 from iapo.data.benchmarks.refocus_files import (
     FigureFinder,
+    json_int,
     mapped_boxes,
     parallel_boxes,
     refocus_meta,
@@ -70,10 +70,10 @@ from iapo.data.benchmarks.registry import (
     BENCHMARKS,
     BenchmarkSpec,
     is_present,
-    load_benchmark,
     register_benchmark,
     require_present,
 )
+from iapo.data.benchmarks.table_split import HELDOUT_FRACTION, TABLE_SPLITS, VTOOL_R1_SEED, vtool_r1_parts
 from iapo.data.sample import BadRowError, ImageRef, SkipLog, VQASample
 
 REFOCUS_REPO = "ReFocus/ReFocus_Data"
@@ -94,9 +94,6 @@ TABLEVQA_SUBSETS = {"vwtq": "wtq", "vwtq_syn": "wtq", "vtabfact": "tabfact", "fi
 accuracy is the closest rule we have, and FinTabNetQA is not one of the paper's test sets."""
 TABLE_SUBSET_OF = {"tablevqa_vwtq": "vwtq", "tablevqa_vwtq_syn": "vwtq_syn", "tablevqa_vtabfact": "vtabfact"}
 
-TABLE_TRAIN_FRACTION = 0.7
-"""Share of the deduplicated table questions in `table_train` split "train" (VTool-R1: 70/30)."""
-TABLE_SPLITS = ("train", "heldout")
 
 SHARED_IMAGE_FOLDERS = ("refocus_images", "charxiv_images")
 """Folders under the data root searched by file name for the figures of the six test files (fetched once by
@@ -259,7 +256,10 @@ class EmbeddedTables:
         return self._images.get(qa_id)
 
 
-def _load_refocus_table(name: str, file_name: str, set_dir: Path, skips: SkipLog) -> list[VQASample]:
+def _load_refocus_table(
+    name: str, file_name: str, set_dir: Path, skips: SkipLog, keep: Callable[[str], bool] | None = None
+) -> list[VQASample]:
+    """One ReFocus table file; with `keep`, only the records whose key it accepts are read (and can be skipped)."""
     set_dir = Path(set_dir)
     require_present(name, set_dir)
     finder = FigureFinder(set_dir, _shared_folders(set_dir))
@@ -298,22 +298,32 @@ def _load_refocus_table(name: str, file_name: str, set_dir: Path, skips: SkipLog
             },
         )
 
-    return collect_rows(_refocus_records(set_dir, file_name), build, skips)
+    records = _refocus_records(set_dir, file_name)
+    if keep is not None:  # an unreadable file (key "") is reported in every part
+        records = (item for item in records if not item[1][0] or keep(item[1][0]))
+    return collect_rows(records, build, skips)
+
+
+TABLE_FILES = {
+    "tablevqa_vwtq": "tablevqa_wbb.json",
+    "tablevqa_vwtq_syn": "tablevqa-vwtq_syn_wbb.json",
+    "tablevqa_vtabfact": "tablevqa-vtabfact_wbb.json",
+}
 
 
 def load_tablevqa_vwtq(root: Path, skips: SkipLog) -> list[VQASample]:
     """TableVQA-Bench VWTQ with ReFocus's column / row boxes: ``tablevqa_wbb.json``; WTQ denotation accuracy."""
-    return _load_refocus_table("tablevqa_vwtq", "tablevqa_wbb.json", root, skips)
+    return _load_refocus_table("tablevqa_vwtq", TABLE_FILES["tablevqa_vwtq"], root, skips)
 
 
 def load_tablevqa_vwtq_syn(root: Path, skips: SkipLog) -> list[VQASample]:
     """TableVQA-Bench VWTQ_syn with ReFocus's boxes: ``tablevqa-vwtq_syn_wbb.json``; WTQ denotation accuracy."""
-    return _load_refocus_table("tablevqa_vwtq_syn", "tablevqa-vwtq_syn_wbb.json", root, skips)
+    return _load_refocus_table("tablevqa_vwtq_syn", TABLE_FILES["tablevqa_vwtq_syn"], root, skips)
 
 
 def load_tablevqa_vtabfact(root: Path, skips: SkipLog) -> list[VQASample]:
     """TableVQA-Bench VTabFact with ReFocus's boxes: ``tablevqa-vtabfact_wbb.json``; answers "true" / "false"."""
-    return _load_refocus_table("tablevqa_vtabfact", "tablevqa-vtabfact_wbb.json", root, skips)
+    return _load_refocus_table("tablevqa_vtabfact", TABLE_FILES["tablevqa_vtabfact"], root, skips)
 
 
 # --- CharXiv ------------------------------------------------------------------------------------------------------
@@ -422,9 +432,9 @@ def _json_object(value: Any, what: str) -> dict[str, Any]:
     if isinstance(value, dict):
         return value
     try:
-        parsed = json.loads(value)
-    except (TypeError, json.JSONDecodeError) as err:
-        raise BadRowError("bad_json", f"{what} is not a JSON object ({err})") from err
+        parsed = json.loads(value, parse_int=json_int)
+    except (TypeError, ValueError, RecursionError) as err:
+        raise BadRowError("bad_json", f"{what} is not a JSON object ({type(err).__name__}: {err})"[:500]) from err
     if not isinstance(parsed, dict):
         raise BadRowError("bad_json", f"{what} is not a JSON object")
     return parsed
@@ -531,48 +541,66 @@ def load_tablevqa_bench(root: Path, skips: SkipLog, split: str = "all", seed: in
     return collect_rows(rows, build, skips)
 
 
-def table_part(qa_id: str, seed: int) -> str:
-    """ "train" or "heldout": the part of the table split a question falls in, a pure function of (qa_id, seed).
+def table_parts(root: Path, seed: int) -> dict[tuple[str, str], str]:
+    """{(table test set, key): "train" or "heldout"}: VTool-R1's cut of the three ReFocus table files under `root`.
 
-    A hash rather than VTool-R1's shuffle-and-cut, so a question's part does not move when other rows are added or
-    skipped. About `TABLE_TRAIN_FRACTION` of the questions fall in "train".
+    Every record counts, loadable or not, since VTool-R1's permutation runs over all of them; a key already taken
+    from an earlier file (VTool-R1's order: vtabfact, vwtq, vwtq_syn) belongs to neither part.
     """
-    digest = hashlib.sha256(f"table_train:{seed}:{qa_id}".encode()).digest()
-    return "train" if int.from_bytes(digest[:8], "big") / 2**64 < TABLE_TRAIN_FRACTION else "heldout"
+    ordered: list[tuple[str, str]] = []
+    taken: set[str] = set()
+    for name in TABLE_TEST_SETS:
+        set_dir = Path(root) / name
+        if not is_present(BENCHMARKS[name], set_dir):
+            continue
+        for _, (key, _record) in _refocus_records(set_dir, TABLE_FILES[name]):
+            if key and key not in taken:
+                taken.add(key)
+                ordered.append((name, key))
+    parts = vtool_r1_parts([key for _, key in ordered], seed)
+    return {(name, key): parts[key] for name, key in ordered}
 
 
-def load_table_train(root: Path, skips: SkipLog, split: str = "train", seed: int = 0) -> list[VQASample]:
-    """The table training split, built as VTool-R1 built its own, explicitly and seeded.
-
-    The rows of the three ReFocus table test files (with their label boxes) in VTool-R1's order (vtabfact, vwtq,
-    vwtq_syn), deduplicated by qa_id (the first kept; the others counted as ``duplicate_question``), then split by
-    `table_part` with `seed`: split ``train`` or ``heldout``. The same questions are in the reported table sets:
-    report those with ``split: heldout`` and the same seed (`heldout_rows`) to keep training and reporting disjoint.
-    """
-    _check_split("table_train", split)
+def _require_table_files(root: Path) -> None:
     missing = [name for name in TABLE_TEST_SETS if not is_present(BENCHMARKS[name], Path(root) / name)]
     if missing:
         raise FileNotFoundError(
-            f"table_train is built from the ReFocus table files; missing: {', '.join(missing)} under {root}. "
+            f"the table split is cut from the three ReFocus table files; missing: {', '.join(missing)} under {root}. "
             "Run `make data SETS=paper`, or see data/README.md."
         )
-    taken: set[str] = set()
+
+
+def load_table_part(
+    name: str, root: Path, skips: SkipLog, split: str, seed: int, parts: dict[tuple[str, str], str] | None = None
+) -> list[VQASample]:
+    """The rows of table test set `name` in part `split` of VTool-R1's cut with `seed` (`table_parts`, computed
+    unless given)."""
+    _require_table_files(root)
+    parts = table_parts(root, seed) if parts is None else parts
+    return _load_refocus_table(
+        name, TABLE_FILES[name], Path(root) / name, skips, keep=lambda key: parts.get((name, key)) == split
+    )
+
+
+def load_table_train(root: Path, skips: SkipLog, split: str = "train", seed: int = VTOOL_R1_SEED) -> list[VQASample]:
+    """The table training split, built as VTool-R1 built its own (`table_split`).
+
+    The rows of the three ReFocus table test files (with their label boxes) in part `split` of VTool-R1's cut with
+    `seed`: ``train`` is VTool-R1's ``table_train.parquet``, ``heldout`` its ``table_test.parquet``. A key already
+    taken from an earlier file is counted as ``duplicate_question``. The same questions are in the reported table
+    sets: report those with ``split: heldout`` and the same seed (`load_table_part`) to keep them disjoint.
+    """
+    _check_split("table_train", split)
+    _require_table_files(root)
+    parts = table_parts(root, seed)
     out = []
     for name in TABLE_TEST_SETS:
-        for sample in BENCHMARKS[name].loader(Path(root) / name, skips):
-            qa_id = sample.meta["qa_id"]
-            if qa_id in taken:
-                skips.skip("duplicate_question", sample.uid, f"qa_id {qa_id} already taken from an earlier file")
-                continue
-            taken.add(qa_id)
-            if table_part(qa_id, seed) == split:
-                out.append(dataclasses.replace(sample, source="table_train", category=name))
+        for where, (key, _record) in _refocus_records(Path(root) / name, TABLE_FILES[name]):
+            if key and (name, key) not in parts:
+                skips.skip("duplicate_question", where, f"qa_id {key} already taken from an earlier file")
+        rows = load_table_part(name, root, skips, split, seed, parts)
+        out += [dataclasses.replace(sample, source="table_train", category=name) for sample in rows]
     return out
-
-
-def heldout_rows(samples: list[VQASample], seed: int) -> list[VQASample]:
-    """The rows of a table test set that `table_train` with `seed` leaves out (its ``heldout`` part)."""
-    return [s for s in samples if table_part(s.meta["qa_id"], seed) == "heldout"]
 
 
 for _training in (
@@ -642,13 +670,14 @@ def load_with_split(
     strict: bool = False,
     limit: int | None = None,
 ) -> tuple[list[VQASample], SkipLog]:
-    """A training set by split, or a table test set's rows left out of ``table_train`` with `seed` (`heldout_rows`)."""
+    """A training set by split, or a table test set's rows left out of ``table_train`` with `seed`
+    (`load_table_part`: VTool-R1's table test rows with seed 42)."""
     if name in TRAINING_SETS:
         return load_training_set(name, root, split, seed, strict, limit)
     if not reads_split(name, split):
         raise ValueError(f"{name} with split {split!r} is read whole by load_benchmark")
-    samples, skips = load_benchmark(name, root, strict=strict)
-    return _subset(heldout_rows(samples, seed), limit, seed), skips
+    skips = SkipLog(strict=strict)
+    return _subset(load_table_part(name, Path(root), skips, split, seed), limit, seed), skips
 
 
 # --- which reported rows a data set holds -----------------------------------------------------------------------
@@ -657,7 +686,7 @@ def load_with_split(
 def rows_held(name: str, split: str, seed: int) -> dict[str, str]:
     """{reported test set: part} for the test-set rows data set `name` holds with this split and seed.
 
-    A part is "all", "train@<seed>" or "heldout@<seed>" (the parts of `table_part`). Sets made by the project
+    A part is "all", "train@<seed>" or "heldout@<seed>" (the parts of `table_parts`). Sets made by the project
     (synthetic, JSONL) hold none.
     """
     if name == "table_train":
@@ -674,6 +703,18 @@ def rows_held(name: str, split: str, seed: int) -> dict[str, str]:
     if name in BENCHMARKS:
         return {name: "all"}
     return {}
+
+
+def selection(name: str, split: str, seed: int, rows: int) -> dict[str, Any]:
+    """Which rows of data set `name` a run read, for its results file: split, seed, rows kept after skips and, for
+    a table test set's ``heldout`` part, the training split those rows exclude."""
+    chosen: dict[str, Any] = {"split": split, "seed": seed, "rows": rows}
+    if name in TABLE_TEST_SETS and split == "heldout":
+        chosen["excludes"] = (
+            f"table_train split train, seed {seed}: the questions of the three ReFocus table files that VTool-R1's "
+            f"cut (shuffle, then train_test_split with test_size {HELDOUT_FRACTION}, seed {seed}) puts in training"
+        )
+    return chosen
 
 
 def _parts_overlap(a: str, b: str) -> bool:
