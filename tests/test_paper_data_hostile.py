@@ -180,6 +180,29 @@ def test_jsonl_rows_of_the_paper_setting_are_checked_when_read(tmp_path: Path, r
     assert len(samples) == 2 and skips.as_dict() == {reason: 1}
 
 
+def test_jsonl_lines_with_huge_integers_or_deep_nesting_cost_their_row(tmp_path: Path) -> None:
+    (tmp_path / "a.png").write_bytes(png("white", FIGURE))
+    good_line = json.dumps({"image": "a.png", "question": "q?", "answer": "1"})
+    huge = '{"image": "a.png", "question": "q?", "answer": 1' + "0" * 5000 + "}"
+    deep = "[" * 100_000 + "]" * 100_000
+    (tmp_path / "train.jsonl").write_text("\n".join([good_line, huge, deep, good_line]))
+    skips = SkipLog()
+    assert len(read_jsonl(tmp_path / "train.jsonl", skips=skips)) == 2 and skips.as_dict() == {"bad_json": 2}
+
+
+def test_vtool_chart_metadata_with_a_huge_integer_costs_its_row(tmp_path: Path) -> None:
+    image = {"bytes": png("white", FIGURE), "path": None}
+    rows = [
+        {"id": f"c{i}", "source": "v_bar", "query": "q?", "answer": "3", "images": [image], "metadata": metadata}
+        for i, metadata in enumerate(
+            ['{"x_values_bbox": {"A": [0, 0, 50, 50]}}', '{"x_values_bbox": {"A": [0, 0, 5' + "0" * 5000 + ", 50]}}"]
+        )
+    ]
+    write_parquet(tmp_path / "refocus_chart_train" / "train.parquet", rows)
+    samples, skips = load_training_set("refocus_chart_train", tmp_path, split="train")
+    assert len(samples) == 1 and skips.as_dict() == {"bad_boxes": 1}
+
+
 @pytest.mark.parametrize(("answer", "stored"), [("True", "true"), (1, "true"), (True, "true"), ("0", "false")])
 def test_jsonl_tabfact_answers_are_stored_as_true_or_false(tmp_path: Path, answer, stored: str) -> None:
     [sample], skips = jsonl_rows(tmp_path, [{"answer": answer, "answer_type": "tabfact"}])

@@ -154,8 +154,8 @@ def _parse_row(line: str, images: ImagePaths, source: str, default_uid: str) -> 
     """One JSONL line to a `VQASample`; raises `BadRowError` with the skip reason for a bad row."""
     try:
         row = json.loads(line)
-    except json.JSONDecodeError as err:
-        raise BadRowError("bad_json", str(err)) from err
+    except (ValueError, RecursionError) as err:  # also an integer beyond int()'s 4,300 digits, or deep nesting
+        raise BadRowError("bad_json", f"{type(err).__name__}: {err}"[:500]) from err
     if not isinstance(row, dict):
         raise BadRowError("bad_json", f"expected a JSON object, got {type(row).__name__}")
     missing = [name for name in REQUIRED_FIELDS if row.get(name) in (None, "")]

@@ -67,7 +67,8 @@ def _json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return _RepeatedKeys(pairs) if len({key for key, _ in pairs}) < len(pairs) else dict(pairs)
 
 
-def _json_int(text: str) -> int | float:
+def json_int(text: str) -> int | float:
+    """A JSON integer as `json.loads(..., parse_int=json_int)` reads it: a float when longer than `MAX_INT_DIGITS`."""
     return int(text) if len(text) <= MAX_INT_DIGITS else float(text)
 
 
@@ -80,7 +81,7 @@ def refocus_records(path: Path) -> Iterator[tuple[str, tuple[str, Any]]]:
     try:
         # undecodable bytes become lone surrogates, so one bad byte in a string costs its record only
         text = path.read_bytes().decode("utf-8", errors="surrogateescape").removeprefix("\ufeff")
-        data = json.loads(text, object_pairs_hook=_json_object, parse_int=_json_int)
+        data = json.loads(text, object_pairs_hook=_json_object, parse_int=json_int)
     except (OSError, ValueError, RecursionError) as err:
         yield f"{path}:0", ("", BadRowError("bad_json", f"{type(err).__name__}: {err}"[:500]))
         return
