@@ -452,3 +452,25 @@ def test_evaluation_writes_results_for_each_paper_set(tmp_path: Path, monkeypatc
     for name, bench in results["benchmarks"].items():
         assert bench["rows_scored"] == len(expected[name]["uids"]), name
         assert bench["rows_skipped"] == expected[name]["skips"], name
+
+
+@pytest.mark.parametrize("overlay", [(), ("grpo.yaml",)], ids=["iapo", "grpo"])
+def test_the_paper_configuration_trains_on_data_in_the_documented_layout(tmp_path: Path, monkeypatch, overlay) -> None:
+    """`fit --config configs/iapo.yaml [--config configs/grpo.yaml] --config configs/tiny.yaml --data.offline=null
+    --data.root DIR`: the shipped configuration trains on the six test files' layout, VTool-R1's chart parquet (both
+    layouts) and TableVQA-Bench, bad rows included, and reports only rows it did not train on."""
+    data_root = tmp_path / "data"
+    write_paper_sets(data_root)
+    write_chart_parquet(data_root)
+    monkeypatch.chdir(tmp_path)
+    configs = [
+        arg for name in ("iapo.yaml", *overlay, "tiny.yaml") for arg in ("--config", str(ROOT / "configs" / name))
+    ]
+    cli = load_cli().main(
+        ["fit", *configs, "--data.offline=null", f"--data.root={data_root}", "--trainer.max_steps=2"]
+        + ["--trainer.enable_progress_bar=false"]
+    )
+    assert cli.trainer.global_step == 2
+    trained = {d.name for d in cli.datamodule.datasets_for("train")}
+    assert trained == {"refocus_chart_train_train", "table_train_train"}
+    assert cli.datamodule.selections["table_train_train"]["seed"] == 42
