@@ -108,7 +108,7 @@ def test_deduplicated_attributions_equal_the_undeduplicated_bit_for_bit(
     monkeypatch.setattr(score, "retokenize", counting)
     runs = {}
     for deduplicate in (True, False):
-        settings = dataclasses.replace(PAPER, batch_size=1, deduplicate=deduplicate)
+        settings = dataclasses.replace(PAPER, batch_size=1, deduplicate=deduplicate, completeness_rows=6)
         stats: dict = {}
         weights = attribution_distributions(
             model, processor, trajectories, samples, settings, reencode=side == "teacher", stats=stats
@@ -133,3 +133,18 @@ def test_batches_of_distinct_attributions_agree_with_every_trajectory_batched(ti
         assert mine.keys() == theirs.keys()
         for key, value in theirs.items():
             assert mine[key] == pytest.approx(value, abs=1e-6)
+
+
+def test_the_completeness_gap_is_measured_on_the_configured_sample(tiny_student, group_rollouts):
+    """`completeness_rows` bounds the rows whose gap is measured (two forwards each); 0 measures none and leaves the
+    attributions unchanged."""
+    samples, trajectories = group_rollouts
+    model, processor = tiny_student
+    runs = {}
+    for rows in (0, 2, 6):
+        stats: dict = {}
+        settings = dataclasses.replace(PAPER, batch_size=3, completeness_rows=rows)
+        runs[rows] = attribution_distributions(model, processor, trajectories, samples, settings, stats=stats), stats
+    assert [len(runs[rows][1]["completeness_gaps"]) for rows in (0, 2, 6)] == [0, 2, 4]  # 4 distinct cuts
+    assert runs[0][0] == runs[2][0] == runs[6][0]
+    assert runs[2][1]["completeness_gaps"] == runs[6][1]["completeness_gaps"][:2]

@@ -67,6 +67,7 @@ def attribute(
     fast: bool = True,
     quadrature: str = "riemann",
     completeness: list[float] | None = None,
+    completeness_rows: int | None = None,
 ) -> list[dict[str, float]]:
     """Raw non-negative score of each component of each trajectory for its target.
 
@@ -85,8 +86,9 @@ def attribute(
             (`through_last_target`), both exact; False runs the plain path (every image encoded, whole sequences),
             kept for comparison (`python -m iapo.experiments.bench`).
         quadrature: the rule of `integrated_gradients`' m points, a key of `QUADRATURES`.
-        completeness: when given, receives the relative completeness gap of each attributed trajectory, in order
-            (`integrated_gradients` only; `quadrature.relative_completeness_gap`).
+        completeness: when given, receives the relative completeness gap of the first `completeness_rows` attributed
+            trajectories (all by default), in order (`integrated_gradients` only; `quadrature.relative_completeness_gap`;
+            two forwards per measured row); when None nothing is measured.
 
     Returns:
         Per trajectory {key: score}; `{}` for a trajectory with an empty target (it is not run through the model).
@@ -138,6 +140,7 @@ def attribute(
             steps=steps,
             chunk_size=chunk_size or rows,
             quadrature=quadrature,
+            gap_rows=0 if completeness is None else min(rows, rows if completeness_rows is None else completeness_rows),
         )
     scores = scores.detach().float().cpu()
     if completeness is not None and gaps is not None:
@@ -220,13 +223,19 @@ def integrated_gradients_scores(
     steps: int,
     chunk_size: int,
     quadrature: str = "riemann",
-) -> tuple[Tensor, Tensor]:
+    gap_rows: int | None = None,
+) -> tuple[Tensor, Tensor | None]:
     """Integrated gradients summed per component, [B, K] = Σ_{i in k} |attr_bi| (`integrated_gradients_tokens`),
-    and each row's relative completeness gap [B] (`quadrature.relative_completeness_gap`; the objective at e and at
-    the baseline costs one more forward per row and end, no backward)."""
+    and the relative completeness gap of the first `gap_rows` rows (all by default; None when 0)
+    (`quadrature.relative_completeness_gap`; the objective at e and at the baseline costs one more forward per
+    measured row and end, no backward)."""
     tokens = integrated_gradients_tokens(objective_fn, embeddings, reference, steps, chunk_size, quadrature)
-    rows = embeddings.shape[0]
-    ends = torch.cat([embeddings.detach(), reference.expand_as(embeddings)])  # every row at e, then at its baseline
+    scores = torch.einsum("bt,bkt->bk", tokens.abs(), masks.float())
+    rows = embeddings.shape[0] if gap_rows is None else min(gap_rows, embeddings.shape[0])
+    if rows == 0:
+        return scores, None
+    measured = embeddings.detach()[:rows]
+    ends = torch.cat([measured, reference.expand_as(embeddings)[:rows]])  # the rows at e, then at their baseline
     end_rows = torch.arange(rows, device=embeddings.device).repeat(2)
     with torch.no_grad():
         values = torch.cat(
@@ -235,8 +244,8 @@ def integrated_gradients_scores(
                 for start in range(0, len(ends), chunk_size)
             ]
         )
-    gaps = relative_completeness_gap(tokens.sum(-1), values[:rows] - values[rows:])
-    return torch.einsum("bt,bkt->bk", tokens.abs(), masks.float()), gaps
+    gaps = relative_completeness_gap(tokens[:rows].sum(-1), values[:rows] - values[rows:])
+    return scores, gaps
 
 
 def occlusion_scores(
@@ -410,14 +419,14 @@ def _grad_x_input(model, inputs, embeddings, reference, masks, targets, **unused
 
 
 def _integrated_gradients(
-    model, inputs, embeddings, reference, masks, targets, steps, chunk_size, quadrature
-) -> tuple[Tensor, Tensor]:
+    model, inputs, embeddings, reference, masks, targets, steps, chunk_size, quadrature, gap_rows
+) -> tuple[Tensor, Tensor | None]:
     _require_autograd("integrated_gradients")
 
     def objective(points: Tensor, rows: Tensor) -> Tensor:
         return target_logprob_fn(model, select_rows(inputs, rows), targets[rows])(points)
 
-    return integrated_gradients_scores(objective, embeddings, masks, reference, steps, chunk_size, quadrature)
+    return integrated_gradients_scores(objective, embeddings, masks, reference, steps, chunk_size, quadrature, gap_rows)
 
 
 def _require_autograd(method: str) -> None:
@@ -469,8 +478,9 @@ METHODS: dict[str, Callable[..., tuple[Tensor, Tensor | None]]] = {
     "attention": _attention,
 }
 """name -> fn(model, inputs, embeddings [B,T,D], reference [B,1,D], masks [B,K,T], targets [B,T], *, steps,
-chunk_size, quadrature) -> (scores [B,K], relative completeness gaps [B] or None); `inputs` carry explicit
-`position_ids`; only `integrated_gradients` uses steps, chunk_size and quadrature, and measures completeness."""
+chunk_size, quadrature, gap_rows) -> (scores [B,K], relative completeness gaps of the first gap_rows rows or None);
+`inputs` carry explicit `position_ids`; only `integrated_gradients` uses steps, chunk_size and quadrature, and
+measures completeness."""
 
 
 @contextmanager

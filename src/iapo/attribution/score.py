@@ -70,6 +70,9 @@ class AttributionSettings:
             comparison (`python -m iapo.experiments.bench`).
         deduplicate: with `fast`, identical cuts are attributed once (exact; False attributes every trajectory,
             kept for comparison).
+        completeness_rows: distinct attributions per step and model whose relative completeness gap is measured
+            and logged (`integrated_gradients`; two forwards each, no backward); 0 measures none. A sample keeps the
+            monitor cheap (each row measured costs two forwards; IG at m = 3 costs three forwards and backwards).
     """
 
     method: str = "grad_x_input"
@@ -90,6 +93,7 @@ class AttributionSettings:
     batch_size: int = 8
     fast: bool = True
     deduplicate: bool = True
+    completeness_rows: int = 2
 
     def __post_init__(self) -> None:
         for name, valid in (
@@ -104,6 +108,10 @@ class AttributionSettings:
         ):
             if getattr(self, name) not in valid:
                 raise SettingsError(f"attribution {name} must be one of {valid}, got {getattr(self, name)!r}")
+        if not isinstance(self.completeness_rows, int) or self.completeness_rows < 0:
+            raise SettingsError(
+                f"attribution completeness_rows must be an integer >= 0, got {self.completeness_rows!r}"
+            )
         for name in ("steps", "chunk_size", "batch_size"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
@@ -186,7 +194,8 @@ def attribution_distributions(
             chunk_size=settings.chunk_size,
             fast=settings.fast,
             quadrature=settings.quadrature,
-            completeness=gaps,
+            completeness=gaps if len(gaps) < settings.completeness_rows else None,
+            completeness_rows=settings.completeness_rows - len(gaps),
         )
         distributions += [normalized(raw) for raw in scores]
     if stats is not None:

@@ -59,6 +59,7 @@ def measure(args: argparse.Namespace) -> list[dict]:
                     steps=m,
                     quadrature=rule,
                     chunk_size=args.chunk,
+                    completeness_rows=len(trajectories),  # every trajectory's gap, not the training sample
                 )
                 stats: dict = {}
                 weights = attribution_distributions(
