@@ -83,6 +83,11 @@ def test_printing_the_recipe_runs_nothing(capsys, tmp_path, monkeypatch):
     assert not (tmp_path / "recipe").exists()
     with pytest.raises(SystemExit):
         main(["--only", "teachr"])
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "paper_table.md").write_text("a real run's table")
+    with pytest.raises(SystemExit):  # a rehearsal never empties a folder it did not write
+        main(["--rehearse", "--out", str(tmp_path / "results")])
+    assert (tmp_path / "results" / "paper_table.md").read_text() == "a real run's table"
 
 
 def test_the_rehearsal_runs_every_stage_on_files_in_the_official_layouts(capfd, tmp_path):

@@ -39,6 +39,8 @@ from iapo.data.official_layouts import write_paper_data
 ROOT = Path(__file__).resolve().parents[3]
 OUT = Path("logs/recipe")
 REHEARSAL_OUT = Path("logs/recipe-rehearsal")
+REHEARSAL_MARK = "REHEARSAL"
+"""The file that marks a rehearsal's output folder: only such a folder is emptied by the next rehearsal."""
 VTOOL_CHECKPOINT = "VTOOL/VTOOL-R1-3B-L-V2"
 """A released VTool-R1 3B checkpoint (GRPO on ReFocus charts, LLM-judge reward); any other can be passed."""
 EVAL_ROWS = ("qwen2.5-vl-3b-no-tools", "qwen2.5-vl-3b-prompted-tools", "vtool-r1-3b", "grpo", "iapo")
@@ -197,8 +199,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.rehearse:
         out = args.out or REHEARSAL_OUT
-        shutil.rmtree(ROOT / out, ignore_errors=True)  # a rehearsal runs every stage
-        counts = write_paper_data(ROOT / out / "data")
+        folder = ROOT / out
+        if folder.exists() and any(folder.iterdir()) and not (folder / REHEARSAL_MARK).is_file():
+            parser.error(f"{out} holds files of something other than a rehearsal; pick an empty or new --out")
+        shutil.rmtree(folder, ignore_errors=True)  # a rehearsal runs every stage, from nothing
+        folder.mkdir(parents=True)
+        (folder / REHEARSAL_MARK).write_text("written by `python -m iapo.experiments.recipe --rehearse`\n")
+        counts = write_paper_data(folder / "data")
         print(f"rehearsal data in the official layouts under {out / 'data'}: {counts}", flush=True)
         chosen = stages(out, TINY_MODELS, ("rehearsal.yaml",), out / "data")
     else:
