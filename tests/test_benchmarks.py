@@ -11,7 +11,7 @@ import pytest
 from helpers.data_files import b64, hr_rows, make_vstar, png, write_json, write_parquet
 from iapo.data import download
 from iapo.data.benchmarks import BENCHMARKS, is_present, load_benchmark, zoom_sets
-from iapo.data.benchmarks.paper_sets import PAPER_TEST_SETS
+from iapo.data.benchmarks.paper_test_sets import PAPER_TEST_SETS
 from iapo.data.sample import BadRowError, SkipLog, load_image
 
 # --- V* Bench -------------------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from helpers.data_files import png, write_parquet
 from helpers.paper_files import FIGURE, box, table_record
 from iapo.agent.tools import ToolCall, ToolContext, run_tool
 from iapo.data.benchmarks import load_benchmark
-from iapo.data.benchmarks.paper_sets import load_training_set
+from iapo.data.benchmarks.paper_training_sets import load_training_set
 from iapo.data.benchmarks.readers import UnreadableFileError
 from iapo.data.jsonl import read_jsonl
 from iapo.data.sample import SkipLog, load_image

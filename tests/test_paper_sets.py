@@ -25,16 +25,12 @@ from helpers.paper_files import (
 )
 from iapo.data import download
 from iapo.data.benchmarks import BENCHMARKS, load_benchmark
-from iapo.data.benchmarks.paper_sets import (
-    PAPER_TEST_SETS,
-    TABLE_TEST_SETS,
-    load_training_set,
-    load_with_split,
-    reported_overlaps,
-)
+from iapo.data.benchmarks.paper_test_sets import PAPER_TEST_SETS, TABLE_TEST_SETS
+from iapo.data.benchmarks.paper_training_sets import load_training_set
 from iapo.data.benchmarks.table_split import vtool_r1_parts
-from iapo.data.datamodule import DataSpec, VQADataModule
-from iapo.data.sample import BadRowError, load_image
+from iapo.data.benchmarks.train_test_overlap import reported_overlaps
+from iapo.data.datamodule import DataSpec, VQADataModule, load_rows
+from iapo.data.sample import BadRowError, SkipLog, load_image
 
 # --- the six test sets ----------------------------------------------------------------------------------------
 
@@ -256,15 +252,20 @@ def test_table_train_is_vtool_r1s_cut_of_the_deduplicated_files(table_root: Path
     assert {s.meta["qa_id"] for s in dataset.samples} == loaded["train"]  # the seed defaults to VTool-R1's 42
 
 
+def read_heldout(name: str, root: Path, seed: int, n: int | None = None) -> list:
+    """The rows of a table test set that a data spec with `split: heldout` reads."""
+    return load_rows(DataSpec(name, split="heldout", n=n, seed=seed), root, None, SkipLog())
+
+
 def test_reported_heldout_rows_are_disjoint_from_table_train(table_root: Path) -> None:
     train, _ = load_training_set("table_train", table_root, split="train", seed=3)
     trained = {s.meta["row_key"] for s in train}
     for name in TABLE_TEST_SETS:
         full, _ = load_benchmark(name, table_root)
-        heldout, _ = load_with_split(name, table_root, split="heldout", seed=3)
+        heldout = read_heldout(name, table_root, seed=3)
         assert heldout and not {s.meta["row_key"] for s in heldout} & trained
         assert {s.meta["row_key"] for s in full} & trained  # the whole set does overlap
-        assert len(load_with_split(name, table_root, split="heldout", seed=3, limit=2)[0]) == 2
+        assert len(read_heldout(name, table_root, seed=3, n=2)) == 2
 
 
 def test_table_train_needs_the_three_files(tmp_path: Path) -> None:

@@ -1,10 +1,11 @@
 """`VQADataModule`: training, validation, test and predict sets chosen by name in the config.
 
-A set is a `DataSpec`: `synthetic` (the built-in visual-search set), `synthetic_charts` (bar charts and tables with
-label boxes), `jsonl` (any `{image, question, options?, answer}` file), `expert_jsonl` (the same rows with the
-assistant `turns`, for `SFTModule`), one of the test sets by name (`vstar_bench`, `chartqa_h_bar`, ...) or a
-paper-setting training set (`refocus_chart_train`, `tablevqa_bench`, `table_train`; see `data/README.md`). Training
-on rows of a test set is refused unless `allow_train_test_overlap` (`refuse_reported_rows`).
+A set is a `DataSpec` naming a registered data source (`iapo.data.sources`): `synthetic` (the built-in visual-search
+set), `synthetic_charts` (bar charts and tables with label boxes), `jsonl` (any `{image, question, options?, answer}`
+file), `expert_jsonl` (the same rows with the assistant `turns`, for `SFTModule`), one of the test sets by name
+(`vstar_bench`, `chartqa_h_bar`, ...), a paper-setting training set (`refocus_chart_train`, `tablevqa_bench`,
+`table_train`; see `data/README.md`) or a source of your own (`register_source`). Training on rows of a test set is
+refused unless `allow_train_test_overlap` (`refuse_reported_rows`, the policy in `train_test_overlap`).
 Rows are listed eagerly and cheaply; images are decoded lazily in DataLoader workers. A row whose image cannot be
 used arrives as a skip counted by its reason (`batch["skipped"]`), never as an exception; `strict: true` raises
 instead. Nothing is dropped without a word: a test set whose folder is there but incomplete is named with what is
@@ -19,7 +20,6 @@ left out of its stage, so it is never averaged in as 0.0; a stage whose sets hav
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
@@ -27,57 +27,24 @@ from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, Sampler
 
-from iapo.data.benchmarks import paper_sets
+from iapo.data.benchmarks import BENCHMARKS, is_present
+from iapo.data.benchmarks.registry import benchmark_group
+from iapo.data.benchmarks.train_test_overlap import reported_overlaps, selection
 from iapo.data.sample import MAX_IMAGE_PIXELS, BadRowError, SkipLog, VQASample, load_image
-from iapo.data.synthetic import SyntheticConfig, build_split
+from iapo.data.sources import STAND_INS, DataSpec, SourceContext, get_source
+from iapo.data.synthetic import SyntheticConfig
 from iapo.data.synthetic_charts import SyntheticChartsConfig
 
 
-@dataclass
-class DataSpec:
-    """One data set. `n`: rows for `synthetic`, a deterministic subset size for the others (None = all).
-
-    `name: benchmarks` stands for every test set present under `data.root`; `paper_benchmarks` and
-    `zoom_benchmarks` for those of one setting. `split: heldout` on a table test set reads only the rows that
-    `table_train` (split `train`, same seed) leaves out — VTool-R1's table test rows with seed 42 —, on the other
-    test sets all rows (nothing trains on them). `seed` draws the subset of `n` rows and cuts the table split; unset,
-    it is VTool-R1's 42 for the table split and 0 otherwise. For `jsonl` / `expert_jsonl`, image paths must resolve
-    inside `image_root` (default: the JSONL's folder) unless `allow_outside_root` (see `iapo.data.jsonl`).
-    """
-
-    name: str
-    split: str = "test"
-    n: int | None = None
-    path: str | None = None
-    seed: int | None = None
-    image_root: str | None = None
-    allow_outside_root: bool = False
-
-    def __post_init__(self) -> None:
-        if self.seed is None and self.name not in BENCHMARK_GROUPS:  # a group's sets resolve their own
-            table_split = self.name in paper_sets.TABLE_TEST_SETS or self.name == "table_train"
-            self.seed = paper_sets.VTOOL_R1_SEED if table_split else 0
-
-    @property
-    def label(self) -> str:
-        """The set's name in logs and result tables (a test set keeps its own name whichever rows are reported)."""
-        if self.name == "synthetic":
-            return f"synthetic_{self.split}"
-        if self.name in ("synthetic_charts", *paper_sets.TRAINING_SETS):
-            return f"{self.name}_{self.split}"
-        if self.name == "jsonl" and self.path:
-            return Path(self.path).stem
-        return self.name
-
-
 def offline_stand_ins(specs: list[DataSpec], stage: str, rows: int) -> list[DataSpec]:
-    """The synthetic set of each spec's setting in its place (`VQADataModule.offline`): chart and table sets become
-    `synthetic_charts`, every other set (the zoom setting's, JSONL files) the visual-search `synthetic` set; `rows`
-    rows of the `stage` split each, one spec per stand-in."""
-    paper = set(paper_sets.PAPER_TEST_SETS) | set(paper_sets.TRAINING_SETS)
+    """The synthetic set of each spec's setting in its place (`VQADataModule.offline`, `STAND_INS`): the paper
+    setting's chart and table sets become `synthetic_charts`, every other set (the zoom setting's, JSONL files) the
+    visual-search `synthetic` set; `rows` rows of the `stage` split each, one spec per stand-in."""
     out: dict[str, DataSpec] = {}
     for spec in specs:
-        name = "synthetic_charts" if spec.name in paper | {"synthetic_charts"} else "synthetic"
+        group = benchmark_group(spec.name)
+        settings = {BENCHMARKS[n].setting for n in group} if group is not None else {get_source(spec.name).setting}
+        name = STAND_INS.get(settings.pop(), "synthetic") if len(settings) == 1 else "synthetic"
         if name not in out:
             out[name] = DataSpec(name, split=stage, n=rows, seed=spec.seed)
             if spec.name != name:
@@ -85,25 +52,15 @@ def offline_stand_ins(specs: list[DataSpec], stage: str, rows: int) -> list[Data
     return list(out.values())
 
 
-BENCHMARK_GROUPS = {
-    "benchmarks": lambda name: True,
-    "paper_benchmarks": lambda name: name in paper_sets.PAPER_TEST_SETS,
-    "zoom_benchmarks": lambda name: name not in paper_sets.PAPER_TEST_SETS,
-}
-"""Names that stand for every registered test set present under `data.root`: all of them, or one setting's."""
-
-
 def expand_specs(specs: list[DataSpec], root: Path) -> list[DataSpec]:
-    """Replace `benchmarks` (or `paper_benchmarks` / `zoom_benchmarks`) by one spec per test set of that group present
-    under `root` (an error when none is)."""
-    from iapo.data.benchmarks import BENCHMARKS, is_present
-
+    """Replace `benchmarks` (or `<setting>_benchmarks`: `paper_benchmarks`, `zoom_benchmarks`) by one spec per test
+    set of that group present under `root` (an error when none is)."""
     out = []
     for spec in specs:
-        if spec.name not in BENCHMARK_GROUPS:
+        group = benchmark_group(spec.name)
+        if group is None:
             out.append(spec)
             continue
-        group = [name for name in BENCHMARKS if BENCHMARK_GROUPS[spec.name](name)]
         present = [name for name in group if is_present(BENCHMARKS[name], root / name)]
         for name, missing in incomplete_benchmarks(root).items():
             if name in group:
@@ -124,8 +81,6 @@ def incomplete_benchmarks(root: Path) -> dict[str, str]:
 
     The layout with the most of its patterns matched is the one named (the user was most likely filling it).
     """
-    from iapo.data.benchmarks import BENCHMARKS, is_present
-
     incomplete = {}
     for name, bench in BENCHMARKS.items():
         set_dir = root / name
@@ -139,46 +94,11 @@ def incomplete_benchmarks(root: Path) -> dict[str, str]:
     return incomplete
 
 
-SYNTHETIC_DEFAULT_ROWS = 256
-
-
 def load_rows(
     spec: DataSpec, root: Path, synthetic: SyntheticConfig, skips: SkipLog, charts: SyntheticChartsConfig | None = None
 ) -> list[VQASample]:
-    """The samples of one `DataSpec` (image decoding deferred)."""
-    if spec.name == "synthetic":
-        return build_split(spec.split, spec.n or SYNTHETIC_DEFAULT_ROWS, synthetic, seed=spec.seed)
-    if spec.name == "synthetic_charts":
-        from iapo.data.synthetic_charts import build_split as build_charts
-
-        return build_charts(spec.split, spec.n or SYNTHETIC_DEFAULT_ROWS, charts, seed=spec.seed)
-    if paper_sets.reads_split(spec.name, spec.split):
-        rows, set_skips = paper_sets.load_with_split(spec.name, root, spec.split, spec.seed, skips.strict, spec.n)
-        skips.merge(set_skips)
-        return rows
-    if spec.name in ("jsonl", "expert_jsonl"):
-        from iapo.data.jsonl import read_expert_jsonl, read_jsonl
-
-        if not spec.path:
-            raise ValueError(f"a `{spec.name}` data set needs `path: <file.jsonl>`")
-        reader = read_jsonl if spec.name == "jsonl" else read_expert_jsonl
-        rows = reader(spec.path, skips=skips, image_root=spec.image_root, allow_outside_root=spec.allow_outside_root)
-        return rows[: spec.n] if spec.n else rows
-    from iapo.data.benchmarks import BENCHMARKS, load_benchmark
-
-    if spec.name not in BENCHMARKS:
-        known = [
-            "synthetic",
-            "synthetic_charts",
-            "jsonl",
-            "expert_jsonl",
-            *sorted(BENCHMARKS),
-            *paper_sets.TRAINING_SETS,
-        ]
-        raise ValueError(f"unknown data set {spec.name!r}; use one of {', '.join(known)}")
-    rows, bench_skips = load_benchmark(spec.name, root, strict=skips.strict, limit=spec.n, seed=spec.seed)
-    skips.merge(bench_skips)
-    return rows
+    """The samples of one `DataSpec` (image decoding deferred), read by its registered source (`get_source`)."""
+    return get_source(spec.name).load(spec, SourceContext(Path(root), skips, synthetic, charts))
 
 
 def _no_rows_reason(spec: DataSpec, skips: SkipLog) -> str:
@@ -274,7 +194,7 @@ class VQADataModule(L.LightningDataModule):
 
     def datasets_for(self, stage: str) -> list[VQADataset]:
         """The data sets of a stage, loaded once; their load-time skip counts go to `load_skips[label]` and which rows
-        they are to `selections[label]` (`paper_sets.selection`). With training sets configured, the first call of
+        they are to `selections[label]` (`train_test_overlap.selection`). With training sets configured, the first call of
         any stage checks them against the reported sets (`refuse_reported_rows`)."""
         if self.specs["train"] and not self._overlaps_checked:
             self.refuse_reported_rows()
@@ -289,7 +209,7 @@ class VQADataModule(L.LightningDataModule):
                 skips = SkipLog(strict=self.strict)
                 rows = load_rows(spec, self.root, self.synthetic, skips, self.synthetic_charts)
                 self.load_skips[spec.label] = skips.as_dict()
-                self.selections[spec.label] = paper_sets.selection(spec.name, spec.split, spec.seed, len(rows))
+                self.selections[spec.label] = selection(spec.name, spec.split, spec.seed, len(rows))
                 rank_zero_info(f"{stage} set {spec.label}: {len(rows)} rows, {skips.total} skipped {skips.as_dict()}")
                 if rows:
                     datasets.append(VQADataset(spec.label, rows, self.strict, self.max_image_pixels))
@@ -318,7 +238,7 @@ class VQADataModule(L.LightningDataModule):
                 expanded[stage] = expand_specs(self.stage_specs(stage), self.root)
             except FileNotFoundError:  # `benchmarks` with no test set present: no rows to overlap
                 expanded[stage] = []
-        overlaps = paper_sets.reported_overlaps(expanded["train"], expanded["test"])
+        overlaps = reported_overlaps(expanded["train"], expanded["test"])
         if overlaps and not self.allow_train_test_overlap:
             raise ValueError(
                 "training on rows that are also reported: " + "; ".join(overlaps) + ". Report the table sets with "

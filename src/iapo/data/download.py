@@ -28,7 +28,9 @@ from typing import Any
 from huggingface_hub import snapshot_download
 from tqdm import tqdm
 
-from iapo.data.benchmarks import BENCHMARKS, is_present, paper_sets
+from iapo.data.benchmarks import BENCHMARKS, benchmark_group, is_present
+from iapo.data.benchmarks.paper_test_sets import SHARED_FILES, SharedFiles
+from iapo.data.benchmarks.paper_training_sets import TRAINING_SETS
 
 __all__ = ["DownloadError", "GROUPS", "download_set", "entries", "main", "resolve_names"]
 
@@ -44,14 +46,14 @@ def entries() -> dict[str, Any]:
 
     Each entry has `name`, `hf_repo`, `hf_files` and `layouts` (`BenchmarkSpec`, `TrainingSetSpec`, `SharedFiles`).
     """
-    training = {name: spec for name, spec in paper_sets.TRAINING_SETS.items() if spec.hf_repo}
-    return {**BENCHMARKS, **training, **paper_sets.SHARED_FILES}
+    training = {name: spec for name, spec in TRAINING_SETS.items() if spec.hf_repo}
+    return {**BENCHMARKS, **training, **SHARED_FILES}
 
 
 def _groups() -> dict[str, list[str]]:
-    paper = [*paper_sets.PAPER_TEST_SETS, *(n for n, s in paper_sets.TRAINING_SETS.items() if s.hf_repo)]
-    paper += list(paper_sets.SHARED_FILES)
-    zoom = [name for name in BENCHMARKS if name not in paper]
+    paper = [*benchmark_group("paper_benchmarks"), *(n for n, s in TRAINING_SETS.items() if s.hf_repo)]
+    paper += list(SHARED_FILES)
+    zoom = benchmark_group("zoom_benchmarks")
     return {"zoom": zoom, "paper": paper, "all": zoom + paper}
 
 
@@ -116,7 +118,7 @@ def download_set(name: str, root: str | Path = "data") -> tuple[Path, bool]:
     """Fetch entry `name` into ``<root>/<name>/`` unless already present; returns (folder, whether it downloaded)."""
     spec = entries()[name]
     set_dir = Path(root) / name
-    unpack = isinstance(spec, paper_sets.SharedFiles)  # only shared figure folders come as archives
+    unpack = isinstance(spec, SharedFiles)  # only shared figure folders come as archives
     if is_present(spec, set_dir):
         if unpack:
             _unpack(name, set_dir)

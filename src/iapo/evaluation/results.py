@@ -46,7 +46,7 @@ PAPER_TEST_SETS = {
 class BenchmarkTally(nn.Module):
     """One test set: its official metric plus rows scored, tool calls, tool failures, turns and answers; with a
     `judge`, also the judge's verdict on every answer (a separate score, never the headline). `selection` says which
-    rows of the set were read (`paper_sets.selection`: split, seed, rows, the training split they exclude)."""
+    rows of the set were read (`train_test_overlap.selection`: split, seed, rows, the training split they exclude)."""
 
     COUNTS = ("questions", "answered", "tool_calls", "tool_failures", "turns", "questions_with_tool_call")
     JUDGE_COUNTS = ("judge_correct", "judge_unparsable")  # only with a judge

@@ -1,6 +1,6 @@
 """RL maths for GRPO / IAPO on plain tensors: advantages, PPO-clip loss, k3 KL, loss aggregation, entropy, rewards.
 
-No models, no Lightning: every function maps tensors to tensors, so the update step in `module.py` reads as
+No models, no Lightning: every function maps tensors to tensors, so the update step in `training/step.py` reads as
 
     adv = group_advantages(combine_rewards(components, weights), group_size=G)
     loss, stats = ppo_clip_loss(logp, old_logp, adv, mask, eps_low, eps_high, aggregation)
@@ -16,36 +16,86 @@ Run the checks with `python -m pytest tests/test_algo.py -q`.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
-ADVANTAGE_SCALES = ("group", "batch", "none")
 AGGREGATIONS = ("token-mean", "sequence-mean", "dr-grpo")
 STD_EPS = 1e-6
+
+AdvantageScale = Callable[[Tensor, Tensor], Tensor]
+"""`scale(centered, rewards) -> advantages`: `centered` is [P, G] (each group minus its mean), `rewards` the [N]
+batch they come from; returns [P, G]."""
+
+ADVANTAGE_SCALES: dict[str, AdvantageScale] = {}
+"""name -> scale, filled by `register_advantage_scale` (the value of `model.advantage_scale`)."""
+
+
+def register_advantage_scale(name: str) -> Callable[[AdvantageScale], AdvantageScale]:
+    """Decorator: make `scale(centered, rewards)` selectable as `model.advantage_scale: <name>` (as verl's
+    `register_adv_est`). A second scale with the same name is an error."""
+
+    def add(scale: AdvantageScale) -> AdvantageScale:
+        if name in ADVANTAGE_SCALES:
+            raise ValueError(f"advantage scale {name!r} is registered twice")
+        ADVANTAGE_SCALES[name] = scale
+        return scale
+
+    return add
+
+
+def get_advantage_scale(name: str) -> AdvantageScale:
+    """The registered scale `name`; an unknown name is a ValueError that lists the registered ones."""
+    if name not in ADVANTAGE_SCALES:
+        raise ValueError(f"unknown advantage scale {name!r}; registered: {', '.join(sorted(ADVANTAGE_SCALES))}")
+    return ADVANTAGE_SCALES[name]
+
+
+def _unbiased_std(x: Tensor, dim: int | None = None, keepdim: bool = False) -> Tensor:
+    """Bessel-corrected std (torch's default, as TRL's GRPO trainer); 0 for a single sample instead of NaN."""
+    count = x.numel() if dim is None else x.shape[dim]
+    if dim is None:
+        return x.std(correction=int(count > 1))
+    return x.std(dim=dim, keepdim=keepdim, correction=int(count > 1))
+
+
+@register_advantage_scale("group")
+def _group_scale(centered: Tensor, rewards: Tensor) -> Tensor:
+    """GRPO: divide by the group's std + 1e-6."""
+    groups = rewards.reshape(centered.shape)
+    return centered / (_unbiased_std(groups, dim=1, keepdim=True) + STD_EPS)
+
+
+@register_advantage_scale("batch")
+def _batch_scale(centered: Tensor, rewards: Tensor) -> Tensor:
+    """Divide by the whole batch's std + 1e-6 (REINFORCE++-style; less noisy with small groups)."""
+    return centered / (_unbiased_std(rewards) + STD_EPS)
+
+
+@register_advantage_scale("none")
+def _no_scale(centered: Tensor, rewards: Tensor) -> Tensor:
+    """The centred rewards as they are (Dr. GRPO)."""
+    return centered
 
 
 def group_advantages(rewards: Tensor, group_size: int, scale: str = "group") -> Tensor:
     """Group-relative advantages, [N] -> [N].
 
     `rewards` is prompt-major: entries [i*G, (i+1)*G) are the G samples of prompt i. Every scale subtracts the group
-    mean; "group" divides by the group std + 1e-6, "batch" by the std of the whole batch + 1e-6, "none" by nothing.
-    Stds are unbiased (Bessel-corrected, torch's default, as TRL's GRPO trainer); with a single sample they are 0.
-    A group whose rewards are all equal gets exactly 0 advantages, whatever the scale.
+    mean, then the registered `scale` divides (built in: "group" by the group std + 1e-6, "batch" by the std of the
+    whole batch + 1e-6, "none" by nothing). Stds are unbiased (Bessel-corrected, torch's default, as TRL's GRPO
+    trainer); with a single sample they are 0. A group whose rewards are all equal gets exactly 0 advantages,
+    whatever the scale.
     """
-    if scale not in ADVANTAGE_SCALES:
-        raise ValueError(f"unknown advantage scale {scale!r}; expected one of {ADVANTAGE_SCALES}")
+    scale_fn = get_advantage_scale(scale)
     if rewards.dim() != 1:
         raise ValueError(f"rewards must be 1-D [N], got shape {tuple(rewards.shape)}")
     if group_size < 1 or rewards.numel() % group_size != 0:
         raise ValueError(f"{rewards.numel()} rewards cannot be split into groups of group_size={group_size}")
     rewards = rewards if rewards.is_floating_point() else rewards.float()
     groups = rewards.reshape(-1, group_size)
-    centered = groups - groups.mean(dim=1, keepdim=True)
-    if scale == "group":
-        centered = centered / (groups.std(dim=1, keepdim=True, correction=int(group_size > 1)) + STD_EPS)
-    elif scale == "batch":
-        centered = centered / (rewards.std(correction=int(rewards.numel() > 1)) + STD_EPS)
+    centered = scale_fn(groups - groups.mean(dim=1, keepdim=True), rewards)
     constant = groups.amax(dim=1, keepdim=True) == groups.amin(dim=1, keepdim=True)
     return torch.where(constant, torch.zeros_like(centered), centered).reshape(-1)
 

@@ -58,7 +58,8 @@ class IAPOModule(PolicyModule):
         rewards: reward name -> weight (`iapo.training.rewards.REWARDS`); weight 0 drops a reward.
         attribution: method, target, grid and divergence of the attribution reward.
         ppo: μ epochs, mini-batch size, clip ε, KL β, loss aggregation, gradient clipping.
-        advantage_scale: "group" (default), "batch" or "none".
+        advantage_scale: a registered scale (`iapo.training.algo.ADVANTAGE_SCALES`): "group" (default), "batch",
+            "none", or your own (`register_advantage_scale`).
         lr, weight_decay, warmup_steps: AdamW with linear warm-up, then constant.
         predict_group_size: trajectories per prompt in `predict`.
         tools: evaluate (validate / test) with the toolset; False answers directly in one turn.

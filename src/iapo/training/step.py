@@ -48,7 +48,8 @@ class StepSettings:
 
     def __post_init__(self) -> None:
         if self.advantage_scale not in ADVANTAGE_SCALES:
-            raise SettingsError(f"advantage_scale must be one of {ADVANTAGE_SCALES}, got {self.advantage_scale!r}")
+            registered = ", ".join(sorted(ADVANTAGE_SCALES))
+            raise SettingsError(f"advantage_scale must be one of {registered}, got {self.advantage_scale!r}")
         if self.group_size < 1:
             raise SettingsError(f"group_size must be >= 1, got {self.group_size}")
 

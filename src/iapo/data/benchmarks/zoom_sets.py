@@ -360,6 +360,7 @@ for _spec in (
         hf_repo="craigwu/vstar_bench",
         hf_files=("direct_attributes/*", "relative_position/*"),
         layouts=(("direct_attributes/*.json", "relative_position/*.json"),),
+        setting="zoom",
     ),
     BenchmarkSpec(
         name="hr_bench_4k",
@@ -369,6 +370,7 @@ for _spec in (
         hf_repo="DreamMr/HR-Bench",
         hf_files=("hr_bench_4k.parquet",),
         layouts=(("hr_bench_4k.parquet",), ("hr_bench_4k.tsv",)),
+        setting="zoom",
     ),
     BenchmarkSpec(
         name="hr_bench_8k",
@@ -378,6 +380,7 @@ for _spec in (
         hf_repo="DreamMr/HR-Bench",
         hf_files=("hr_bench_8k.parquet",),
         layouts=(("hr_bench_8k.parquet",), ("hr_bench_8k.tsv",)),
+        setting="zoom",
     ),
     BenchmarkSpec(
         name="mme_realworld_lite",
@@ -387,6 +390,7 @@ for _spec in (
         hf_repo="yifanzhang114/MME-RealWorld-lite-lmms-eval",
         hf_files=("data/*.parquet",),
         layouts=(("data/*.parquet",),),
+        setting="zoom",
     ),
     BenchmarkSpec(
         name="pope",
@@ -396,6 +400,7 @@ for _spec in (
         hf_repo="lmms-lab/POPE",
         hf_files=("data/test-*.parquet",),
         layouts=(("data/test-*.parquet",), ("coco/coco_pope_*.json", "val2014")),
+        setting="zoom",
     ),
     BenchmarkSpec(
         name="chartqa",
@@ -405,6 +410,7 @@ for _spec in (
         hf_repo="HuggingFaceM4/ChartQA",
         hf_files=("data/test-*.parquet",),
         layouts=(("data/test-*.parquet",), ("test/test_human.json", "test/test_augmented.json", "test/png")),
+        setting="zoom",
     ),
 ):
     register_benchmark(_spec)
