@@ -24,6 +24,7 @@ from iapo.data.synthetic_charts import (
     draw_chart,
     draw_table,
     main,
+    make_sample,
     write_split,
 )
 
@@ -285,3 +286,20 @@ def test_command_line_writes_the_requested_splits(tmp_path, capsys):
     rows = [json.loads(line) for line in (tmp_path / "train.jsonl").read_text().splitlines()]
     assert len(rows) == 3 and all(len(r["meta"]["refocus"]["rows"]) == 4 for r in rows)
     assert not (tmp_path / "val.jsonl").exists() and "wrote 3 samples" in capsys.readouterr().out
+
+
+def test_quoted_labels_and_distinct_values():
+    config = SyntheticChartsConfig(
+        kinds=("chart_v", "table"), quote_labels=True, distinct_values=True, n_bars=5, n_rows=5
+    )
+    for index in range(40):
+        sample = make_sample("train", index, config)
+        assert sample.question == f'What is the value of "{sample.meta["target"]}"?'
+        values = (
+            [v for _, v in sample.meta["bars"]] if "bars" in sample.meta else [r[1] for r in sample.meta["table"][1:]]
+        )
+        assert len(set(values)) == len(values) == 5
+    plain = make_sample("train", 0, SyntheticChartsConfig(kinds=("chart_v",)))
+    assert plain.question == f"What is the value of {plain.meta['target']}?"  # unquoted by default
+    with pytest.raises(ValueError, match="distinct_values"):
+        SyntheticChartsConfig(distinct_values=True, n_bars=6)  # five values for six bars

@@ -62,7 +62,11 @@ class SyntheticChartsConfig:
     focuses on a row and a column). `font_size` is the size of every text (labels, values, headers) in canvas
     pixels; `image_size` the canvas side. `values` are the possible answers: short positive numbers, the bar
     length being proportional to the value. `value_labels` prints each bar's value at its end; `gridlines` draws
-    a grid line and an axis tick label at each of `values`.
+    a grid line and an axis tick label at each of `values`. `quote_labels` writes the asked label in double quotes
+    (`What is the value of "ant"?`): a byte-level BPE splits a bare word after a space differently from the same word
+    after a quote (` an` `t` against `ant` in a tool call's `["ant"]`), so only quoted does naming it in the call
+    copy the question's tokens. `distinct_values` gives the bars / rows of one image distinct values (answer
+    columns of a table), so an edit of the wrong one shows a wrong answer, never the right one by chance.
     """
 
     kinds: tuple[str, ...] = KINDS
@@ -75,6 +79,8 @@ class SyntheticChartsConfig:
     labels: tuple[str, ...] = LABELS
     value_labels: bool = True
     gridlines: bool = True
+    quote_labels: bool = False
+    distinct_values: bool = False
 
     def __post_init__(self) -> None:
         if not self.kinds or any(kind not in KINDS for kind in self.kinds) or len(set(self.kinds)) != len(self.kinds):
@@ -89,6 +95,8 @@ class SyntheticChartsConfig:
             raise ValueError(f"labels must be distinct non-empty words other than {NAME_HEADER!r}")
         if not 2 <= self.n_bars <= len(self.labels) or not 2 <= self.n_rows <= len(self.labels):
             raise ValueError(f"n_bars and n_rows must be in [2, {len(self.labels)}] (the number of labels)")
+        if self.distinct_values and len(self.values) < max(self.n_bars, self.n_rows):
+            raise ValueError(f"distinct_values needs at least max(n_bars, n_rows) values, got {len(self.values)}")
         if not 1 <= self.n_columns <= len(COLUMN_NAMES):
             raise ValueError(f"n_columns must be in [1, {len(COLUMN_NAMES)}], got {self.n_columns}")
         if not 6 <= self.font_size <= self.image_size // 8:
@@ -269,19 +277,27 @@ def make_sample(split: str, index: int, config: SyntheticChartsConfig | None = N
     labels = [str(label) for label in rng.choice(config.labels, size=count, replace=False)]
     asked = int(rng.integers(count))
     target = labels[asked]
+    named = f'"{target}"' if config.quote_labels else target
     if kind == "table":
         names = ["Value"] if config.n_columns == 1 else list(COLUMN_NAMES[: config.n_columns])
-        cells = [[label, *(str(v) for v in rng.choice(config.values, size=len(names)))] for label in labels]
+        if config.distinct_values:  # each column's values distinct down the rows
+            columns = [rng.choice(config.values, size=count, replace=False) for _ in names]
+            cells = [[label, *(str(column[i]) for column in columns)] for i, label in enumerate(labels)]
+        else:
+            cells = [[label, *(str(v) for v in rng.choice(config.values, size=len(names)))] for label in labels]
         column_index = int(rng.integers(len(names)))
         column = names[column_index]
         image, column_boxes, row_boxes = draw_table([NAME_HEADER, *names], cells, config)
         refocus = {"kind": "table", "columns": column_boxes, "rows": row_boxes}
         focus = {"rows": [target]} if len(names) == 1 else {"rows": [target], "columns": [column]}
         answer = cells[asked][1 + column_index]
-        question = f"What is the value of {target}?" if len(names) == 1 else f"What is the {column} of {target}?"
+        question = f"What is the value of {named}?" if len(names) == 1 else f"What is the {column} of {named}?"
         data = {"table": [[NAME_HEADER, *names], *cells], "column": column}
     else:
-        bars = [(label, str(rng.choice(config.values))) for label in labels]
+        drawn = rng.choice(config.values, size=count, replace=False) if config.distinct_values else None
+        bars = [
+            (label, str(drawn[i] if drawn is not None else rng.choice(config.values))) for i, label in enumerate(labels)
+        ]
         image, boxes = draw_chart(kind, bars, config)
         key = "x_values" if kind == "chart_v" else "y_values"
         refocus = {
@@ -291,7 +307,7 @@ def make_sample(split: str, index: int, config: SyntheticChartsConfig | None = N
         }
         focus = {key: [target]}
         answer = bars[asked][1]
-        question = f"What is the value of {target}?"
+        question = f"What is the value of {named}?"
         data = {"bars": [list(bar) for bar in bars]}
     return VQASample(
         uid=f"{SOURCE}-{split}-{index:06d}",

@@ -20,6 +20,7 @@ Expert JSONL rows are read by `iapo.data.jsonl.read_expert_jsonl`.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import zlib
 from collections import Counter
@@ -110,10 +111,38 @@ read; `draw` and `highlight` leave the others visible)."""
 
 def edit_turns(sample: VQASample) -> list[str]:
     """The chart / table expert: turn 1 masks what `meta["focus"]` names (`{"x_values": ["owl"]}`; a table's row
-    first), turn 2 answers."""
+    first), turn 2 answers. The labels are quoted in the thought as in the call, so both spell them with the same
+    tokens."""
     kind, labels = next(iter(sample.meta["focus"].items()))
     call = format_tool_call(tool_name(kind, EDIT_EXPERT), {f"{kind}_to_focus_on": list(labels)})
-    return [f"Focus on {', '.join(labels)}.\n{call}", answer_turn(sample)]
+    return [f"Focus on {', '.join(json.dumps(label) for label in labels)}.\n{call}", answer_turn(sample)]
+
+
+def misfocused(sample: VQASample, pick: int) -> VQASample:
+    """The sample as a demonstrator that edits the wrong bar / row sees it: the focus moved from the asked label
+    (`meta["target"]`) to the `pick`-th other one (modulo their number), the answer that one's value (charts:
+    `meta["bars"]`; tables: `meta["table"]` at `meta["column"]`)."""
+    target = sample.meta["target"]
+    if "bars" in sample.meta:
+        others = [(label, value) for label, value in sample.meta["bars"] if label != target]
+    else:
+        header, *rows = sample.meta["table"]
+        column = header.index(sample.meta["column"])
+        others = [(row[0], row[column]) for row in rows if row[0] != target]
+    label, value = others[pick % len(others)]
+    focus = {key: [label if name == target else name for name in names] for key, names in sample.meta["focus"].items()}
+    return dataclasses.replace(sample, answer=value, meta={**sample.meta, "focus": focus, "target": label})
+
+
+def demonstrated(sample: VQASample, epoch: int, call_accuracy: float) -> VQASample:
+    """The sample whose edit the demonstration makes: itself with probability `call_accuracy`, else `misfocused`
+    (drawn from the uid and the epoch, so a run's demonstrations are reproducible and change between epochs)."""
+    if call_accuracy >= 1 or "focus" not in sample.meta:
+        return sample
+    draw = zlib.crc32(f"{sample.uid}/{epoch}".encode())
+    if (draw % 10_000) / 10_000 < call_accuracy:
+        return sample
+    return misfocused(sample, draw // 10_000)
 
 
 def direct_turns(sample: VQASample) -> list[str]:
@@ -163,19 +192,20 @@ def choose_kind(kind: str, sample: VQASample, epoch: int) -> str:
 
 
 def sample_turns(
-    processor, sample: VQASample, image, kind: str, margin: float = 0.25
+    processor, sample: VQASample, image, kind: str, margin: float = 0.25, epoch: int = 0, call_accuracy: float = 1.0
 ) -> tuple[list[str] | None, str | None]:
     """(turns, None) for one sample and expert kind ("tool" or "direct"), or (None, skip reason).
 
     Tool: the sample's own `meta["turns"]` (expert JSONL) when present; else an edit of what `meta["focus"]` names
-    (charts and tables); else a zoom on `meta["bbox"]` (visual search).
+    (charts and tables; with `call_accuracy` < 1 a share of them edit another bar / row, see `demonstrated`); else
+    a zoom on `meta["bbox"]` (visual search).
     """
     if kind == "direct":
         return direct_turns(sample), None
     if sample.meta.get("turns"):
         return list(sample.meta["turns"]), None
     if "focus" in sample.meta:
-        return edit_turns(sample), None
+        return edit_turns(demonstrated(sample, epoch, call_accuracy)), None
     if "bbox" not in sample.meta:
         return None, "no_expert"
     return expert_turns(sample, model_size_of(processor, image), image.size, margin), None
@@ -189,13 +219,16 @@ def expert_trajectories(
     kind: str = "tool",
     margin: float = 0.25,
     epoch: int = 0,
+    call_accuracy: float = 1.0,
 ) -> tuple[list[Trajectory], Counter]:
     """Expert trajectories of a batch, rolled out by the real agent loop; and the samples skipped, by reason.
 
     `settings.max_turns` and `max_new_tokens` bound the expert as they bound the agent; the tool expert uses
     `settings.prompt`, the direct expert the tools-off prompt (what tools-off evaluation uses).
     `sample_index` of each trajectory indexes `samples`. A trajectory whose tool call failed (e.g. a JSONL box
-    outside the image) is dropped and counted as "expert_error".
+    outside the image) is dropped and counted as "expert_error". `call_accuracy` < 1 makes a demonstrator that
+    reads what it edits but edits the asked bar / row only that often (`demonstrated`): a student that does not
+    know the right call.
     """
     if kind not in EXPERT_KINDS:
         raise ValueError(f"expert kind must be one of {EXPERT_KINDS}, got {kind!r}")
@@ -203,7 +236,7 @@ def expert_trajectories(
     groups: dict[str, list[tuple[int, list[str]]]] = {"tool": [], "direct": []}
     for index, (sample, image) in enumerate(zip(samples, images, strict=True)):
         chosen = choose_kind(kind, sample, epoch)
-        turns, reason = sample_turns(processor, sample, image, chosen, margin)
+        turns, reason = sample_turns(processor, sample, image, chosen, margin, epoch, call_accuracy)
         if turns is not None and check_turns(turns, settings.max_turns):
             reason = "bad_turns"
         elif turns is not None and turn_tokens(processor.tokenizer, turns) > settings.max_new_tokens:

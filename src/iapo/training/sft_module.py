@@ -88,6 +88,8 @@ class SFTModule(PolicyModule):
         train_vision: in a full fine-tune, also train the vision tower (for a randomly initialised student).
         tools: evaluate with the zoom tool (default: unless `expert` is "direct").
         lr, weight_decay, warmup_steps: AdamW with linear warm-up, then constant.
+        call_accuracy: share of chart / table demonstrations that edit the asked bar / row; the rest edit another
+            and answer what it shows (`iapo.training.expert.demonstrated`): a cold start that does not know the call.
     """
 
     def __init__(
@@ -101,6 +103,7 @@ class SFTModule(PolicyModule):
         lr: float = 1e-4,
         weight_decay: float = 0.0,
         warmup_steps: int = 0,
+        call_accuracy: float = 1.0,
     ) -> None:
         super().__init__()
         if expert not in EXPERT_KINDS:
@@ -138,6 +141,7 @@ class SFTModule(PolicyModule):
             self.hparams.expert,
             self.hparams.margin,
             epoch=self.current_epoch,
+            call_accuracy=self.hparams.call_accuracy,
         )
         skipped.update(batch["skipped"])
         self.log("sft/skipped", float(sum(skipped.values())), batch_size=1)

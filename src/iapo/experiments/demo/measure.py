@@ -1,0 +1,138 @@
+"""The premise measurement: a cold start and its teacher sampled on training prompts at the RL settings, before RL.
+
+`measure_premise` rolls out the student (and, separately, the teacher) on `prompts` training prompts, G samples each
+at the RL temperature, with no update, and returns what `premise` computes from them: for each model whether its
+tool call decides success (`call_outcomes`), the student's group shares, and for each layout of `premise.VARIANTS`
+the within-group rank correlation of IAPO's attribution term (student vs teacher, on the student's trajectories) with
+success and with a right call, each with a bootstrap 95% interval over groups; then the variant `choose_variant`
+picks. Test prompts are never read here.
+
+    result = measure_premise(settings, student_path, teacher_path, prompts=64, seed=0)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import torch
+
+from iapo.attribution.align import attribution_terms
+from iapo.attribution.components import block_components
+from iapo.attribution.prefix import through_target_turn
+from iapo.attribution.score import attribution_distributions
+from iapo.data.sample import load_image
+from iapo.experiments.demo.premise import (
+    VARIANTS,
+    bootstrap_mean,
+    call_outcomes,
+    choose_variant,
+    group_shares,
+    per_token,
+    right_call,
+    within_group_rhos,
+)
+from iapo.experiments.demo.regime import within_group_spread
+from iapo.models.loader import ModelSettings
+from iapo.training.diagnostics import mass_per_component
+from iapo.training.rewards import RewardContext, build_rewards
+from iapo.training.step import StepSettings, collect
+
+
+def variant_settings(settings, variant: str):
+    """The attribution settings of a layout variant: the demo's (the paper's) with the layout replaced; `regions`
+    cuts the image into one column per bar (the bar the call should name is one cell)."""
+    if variant == "regions":
+        columns = getattr(settings.task, "n_bars", 3)
+        return dataclasses.replace(settings.attribution, layout="regions", grid=(1, columns))
+    return dataclasses.replace(settings.attribution, layout="blocks")
+
+
+def sample_model(settings, model_path: Path, samples: list, seed: int) -> tuple[list, torch.Tensor, tuple]:
+    """(trajectories, outcome, (model, processor)) of one model on `samples`, G each, at the RL sampling settings,
+    batch by batch."""
+    torch.manual_seed(seed)
+    model, processor = ModelSettings(name=str(model_path)).load(device="cpu")
+    model.eval()
+    step = StepSettings(group_size=settings.group_size, sampling=settings.sampling, attribution=settings.attribution)
+    rewards = build_rewards(settings.rewards("grpo"), RewardContext(settings.attribution))
+    trajectories, outcome = [], []
+    for start in range(0, len(samples), settings.rl_prompts):
+        batch = samples[start : start + settings.rl_prompts]
+        record = collect(model, processor, batch, [load_image(s.image) for s in batch], step, rewards, attribute=False)
+        for trajectory in record.trajectories:
+            trajectory.sample_index += start
+        trajectories += record.trajectories
+        outcome.append(record.rewards["accuracy"])
+    return trajectories, torch.cat(outcome), (model, processor)
+
+
+def token_counts(trajectory) -> dict[str, int]:
+    """Tokens per block of the part of a trajectory the tool-call target is attributed over (through its turn)."""
+    cut = through_target_turn(trajectory, "tool_call")
+    return {key: int(mask.sum()) for key, mask in block_components(cut).items()}
+
+
+def variant_terms(settings, trajectories, samples, student, teacher) -> dict[str, dict]:
+    """Per layout variant: the attribution term of every trajectory (−KL, a trajectory without a call gets its
+    group's mean, as the reward does) and the mean attribution mass per component of each side."""
+    out = {}
+    blocks = None
+    for variant in VARIANTS:
+        if variant == "blocks_per_token":
+            counts = [token_counts(t) for t in trajectories]
+            sides = {side: [per_token(d, c) for d, c in zip(blocks[side], counts, strict=True)] for side in blocks}
+        else:
+            attribution = variant_settings(settings, variant)
+            sides = {
+                "student": attribution_distributions(*student, trajectories, samples, attribution),
+                "teacher": attribution_distributions(*teacher, trajectories, samples, attribution, reencode=True),
+            }
+            blocks = sides if variant == "blocks" else blocks
+        terms, _ = attribution_terms(
+            sides["student"],
+            sides["teacher"],
+            settings.attribution.divergence,
+            settings.attribution.form,
+            settings.attribution.missing_target,
+            settings.group_size,
+            settings.attribution.kl_smoothing,
+        )
+        out[variant] = {"terms": terms, "masses": {side: mass_per_component(d) for side, d in sides.items()}}
+    return out
+
+
+def measure_premise(settings, student: Path, teacher: Path, prompts: int, seed: int = 0, offset: int = 0) -> dict:
+    """The premise numbers of `student` (and `teacher`) on training prompts `offset` .. `offset + prompts`."""
+    samples = settings.build_split("train", offset + prompts)[offset:]
+    teacher_trajectories, teacher_outcome, teacher_pair = sample_model(settings, teacher, samples, seed)
+    trajectories, outcome, student_pair = sample_model(settings, student, samples, seed)
+    teacher_calls = [right_call(t, samples[t.sample_index]) for t in teacher_trajectories]
+    calls = [right_call(t, samples[t.sample_index]) for t in trajectories]
+    right = [1.0 if c else 0.0 for c in calls]
+    variants = {}
+    for variant, measured in variant_terms(settings, trajectories, samples, student_pair, teacher_pair).items():
+        terms = measured["terms"].tolist()
+        variants[variant] = {
+            "description": VARIANTS[variant],
+            "rho_success": bootstrap_mean(within_group_rhos(terms, outcome.tolist(), settings.group_size), seed=seed),
+            "rho_right_call": bootstrap_mean(within_group_rhos(terms, right, settings.group_size), seed=seed),
+            "mean_term": sum(terms) / len(terms),
+            "term_spread": within_group_spread(measured["terms"], settings.group_size),
+            "masses": measured["masses"],
+        }
+    chosen, reason = choose_variant(variants)
+    return {
+        "prompts": prompts,
+        "offset": offset,
+        "group_size": settings.group_size,
+        "seed": seed,
+        "temperature": settings.sampling.temperature,
+        "student": call_outcomes(calls, outcome.tolist()) | group_shares(outcome.tolist(), settings.group_size),
+        "teacher": call_outcomes(teacher_calls, teacher_outcome.tolist())
+        | group_shares(teacher_outcome.tolist(), settings.group_size),
+        "variants": variants,
+        "outcome_spread": within_group_spread(outcome, settings.group_size),
+        "chosen_variant": chosen,
+        "variant_reason": reason,
+    }

@@ -1,0 +1,176 @@
+"""The premise numbers of the paper miniature on constructed inputs: what a right call is, success given a right /
+wrong call, group shares, within-group rank correlations, the bootstrap interval, blocks averaged per token, the
+layout rule and the checks the report states; and the demonstrator that edits the wrong bar."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from iapo.agent.tools import ToolCall
+from iapo.agent.trajectory import Turn
+from iapo.data.synthetic_charts import SyntheticChartsConfig, make_sample
+from iapo.experiments.demo.findings import premise_finding
+from iapo.experiments.demo.premise import (
+    DEFAULT_VARIANT,
+    bootstrap_mean,
+    call_outcomes,
+    choose_variant,
+    group_shares,
+    per_token,
+    premise_checks,
+    premise_verdict,
+    right_call,
+    within_group_rhos,
+)
+from iapo.training.expert import demonstrated, edit_turns, misfocused
+
+CHART = SyntheticChartsConfig(
+    kinds=("chart_v",), labels=("ant", "bee", "cat", "dog", "eel", "fox"), font_size=24, distinct_values=True
+)
+
+
+class Called:
+    """A trajectory's turns, all `right_call` reads."""
+
+    def __init__(self, *calls: ToolCall | None) -> None:
+        self.turns = [Turn(text="", action="tool_call" if c else "answer", call=c) for c in calls]
+
+
+def mask(labels) -> ToolCall:
+    return ToolCall("focus_on_x_values_with_mask", {"x_values_to_focus_on": labels})
+
+
+def test_a_right_call_names_exactly_the_asked_label():
+    sample = make_sample("train", 0, CHART)
+    asked = sample.meta["target"]
+    other = next(label for label, _ in sample.meta["bars"] if label != asked)
+    assert right_call(Called(mask([asked])), sample) is True
+    assert right_call(Called(ToolCall("focus_on_x_values_with_draw", {"x_values_to_focus_on": [asked]})), sample)
+    assert right_call(Called(mask([other])), sample) is False
+    assert right_call(Called(mask([asked, other])), sample) is False  # more than the asked bar
+    assert right_call(Called(mask(asked)), sample) is False  # a string, not a list of labels
+    assert right_call(Called(None), sample) is None  # no tool call
+    assert right_call(Called(None, mask([other]), mask([asked])), sample) is False  # the first call counts
+
+
+def test_success_given_a_right_or_wrong_call():
+    calls = [True, True, True, False, False, None, True, False]
+    outcome = [1, 1, 0, 0, 1, 1, 1, 0]
+    table = call_outcomes(calls, outcome)
+    assert table["call_rate"] == pytest.approx(7 / 8) and table["right_call_rate"] == pytest.approx(4 / 8)
+    assert table["right_of_calls"] == pytest.approx(4 / 7)
+    assert table["success_given_right"] == pytest.approx(3 / 4) and table["success_given_wrong"] == pytest.approx(1 / 3)
+    assert table["success_without_call"] == 1.0 and table["success"] == pytest.approx(5 / 8)
+    assert math.isnan(call_outcomes([None, None], [0, 1])["success_given_right"])
+
+
+def test_group_shares_and_within_group_rank_correlations():
+    outcome = [0, 0, 0, 0, 1, 0, 1, 0, 1, 1, 1, 1]
+    assert group_shares(outcome, 4) == {"all_fail": pytest.approx(1 / 3), "all_succeed": pytest.approx(1 / 3)}
+    # group 1: the term ranks as the second column does; group 2: against it; group 3: a constant column, left out
+    term = [0.1, 0.2, 0.3, 0.4, -0.1, -0.5, -0.2, -0.6, 0.0, 0.1, 0.2, 0.3]
+    second = [0, 0, 1, 1, 0, 0, 1, 1, 1, 1, 1, 1]
+    assert within_group_rhos(term, second, 4) == pytest.approx([math.sqrt(0.8), -1 / math.sqrt(5)])
+    assert within_group_rhos([1, 1, 1, 1], [0, 1, 0, 1], 4) == []
+
+
+def test_the_bootstrap_interval_covers_the_mean_and_narrows_with_more_groups():
+    values = [0.2, 0.4, 0.6, 0.8] * 4
+    result = bootstrap_mean(values, seed=0)
+    assert result["mean"] == pytest.approx(0.5) and result["low"] < 0.5 < result["high"] and result["n"] == 16
+    wide = bootstrap_mean([0.2, 0.4, 0.6, 0.8], seed=0)
+    assert wide["high"] - wide["low"] > result["high"] - result["low"]
+    assert math.isnan(bootstrap_mean([0.3])["low"]) and math.isnan(bootstrap_mean([])["mean"])
+
+
+def test_blocks_averaged_per_token():
+    averaged = per_token({"P": 0.1, "R": 0.2, "I": 0.3, "T": 0.4}, {"P": 10, "R": 10, "I": 30, "T": 400})
+    raw = {"P": 0.01, "R": 0.02, "I": 0.01, "T": 0.001}
+    assert averaged == pytest.approx({k: v / sum(raw.values()) for k, v in raw.items()})
+    assert per_token({"P": 0.5, "T": 0.5}, {"P": 0, "T": 5}) == {"P": 0.0, "T": 1.0}  # an empty block keeps 0
+    assert per_token({}, {"P": 3}) == {}
+
+
+def rows(**lows: float) -> dict:
+    return {name: {"rho_success": {"mean": low + 0.1, "low": low, "high": low + 0.2}} for name, low in lows.items()}
+
+
+def test_the_layout_rule_takes_the_highest_lower_bound_above_zero_else_the_papers():
+    assert choose_variant(rows(blocks=0.05, blocks_per_token=0.2, regions=-0.1))[0] == "blocks_per_token"
+    assert choose_variant(rows(blocks=0.2, blocks_per_token=0.2, regions=0.1))[0] == "blocks"  # ties: the paper's
+    name, reason = choose_variant(rows(blocks=-0.05, blocks_per_token=-0.2, regions=0.0))
+    assert name == DEFAULT_VARIANT and "no layout" in reason
+    assert choose_variant(rows(blocks=math.nan, regions=math.nan))[0] == DEFAULT_VARIANT
+
+
+def test_the_misfocused_demonstrator_edits_another_bar_and_answers_what_it_shows():
+    sample = make_sample("train", 3, CHART)
+    asked = sample.meta["target"]
+    values = dict(map(tuple, sample.meta["bars"]))
+    others = [label for label in values if label != asked]
+    for pick in range(len(others)):
+        moved = misfocused(sample, pick)
+        assert moved.meta["focus"] == {"x_values": [others[pick]]} and moved.answer == values[others[pick]]
+        assert f'Focus on "{others[pick]}".' in edit_turns(moved)[0]
+    assert demonstrated(sample, 0, 1.0) is sample
+    samples = [make_sample("train", i, CHART) for i in range(200)]
+    share = sum(demonstrated(s, 0, 0.25).answer == s.answer for s in samples) / len(samples)
+    assert 0.15 < share < 0.35  # the asked bar about a quarter of the time (distinct values: no chance matches)
+
+
+def measured(**changes) -> dict:
+    """A premise measurement where every premise holds; `changes` ("student.success": 0.5, ...) break some."""
+    premise = {
+        "prompts": 64,
+        "student": {
+            "success_given_right": 0.9,
+            "success_given_wrong": 0.05,
+            "success": 0.2,
+            "all_fail": 0.6,
+            "right_call_rate": 0.2,
+        },
+        "teacher": {"right_call_rate": 0.95},
+        "chosen_variant": "blocks",
+        "variants": {"blocks": {"rho_success": {"mean": 0.3, "low": 0.1, "high": 0.5}}},
+    }
+    for key, value in changes.items():
+        *path, last = key.split(".")
+        entry = premise
+        for part in path:
+            entry = entry[part]
+        entry[last] = value
+    return premise
+
+
+def test_premise_checks_state_both_sides_of_every_threshold():
+    checks = premise_checks(measured())
+    assert all(check["met"] for check in checks) and premise_verdict(checks).startswith("Every premise holds")
+    broken = {
+        "student.success_given_right": 0.7,
+        "student.success_given_wrong": 0.25,
+        "student.success": 0.05,
+        "student.all_fail": 0.4,
+        "teacher.right_call_rate": 0.85,
+        "variants.blocks.rho_success.low": -0.01,
+        "prompts": 32,
+    }
+    for (key, value), check in zip(broken.items(), checks, strict=True):
+        result = premise_checks(measured(**{key: value}))
+        assert [c["met"] for c in result].count(False) == 1 and not next(
+            c for c in result if c["name"] == check["name"]
+        )["met"]
+        assert check["name"] in premise_verdict(result) and "6 of 7 premises hold" in premise_verdict(result)
+    assert not premise_checks(measured(**{"student.success": 0.4}))[2]["met"]  # above the sparse range
+    assert not premise_checks(measured(**{"student.success_given_right": math.nan}))[0]["met"]  # never called right
+
+
+def test_the_premise_finding_says_whether_the_call_decides_success():
+    holds = premise_finding(measured())
+    assert "the call decides success: a gap of 85.0 points" in holds and "Every premise holds" in holds
+    assert "in 95.0%" in holds
+    unmet = premise_finding(measured(**{"student.success_given_right": 0.5, "student.success_given_wrong": 0.2}))
+    assert (
+        "does not decide success: a gap of 30.0 points" in unmet and "not met: student P(success | right call)" in unmet
+    )
