@@ -15,7 +15,7 @@ import unicodedata
 
 import pytest
 
-from iapo.evaluation import scoring
+from iapo.evaluation import wtq
 from iapo.evaluation.scoring import charxiv_match, relaxed_accuracy, tabfact_accuracy, wtq_denotation, wtq_normalize
 
 
@@ -40,9 +40,9 @@ def official_normalize(x: str) -> str:
 def official_denotation(prediction: str, reference: str, monkeypatch) -> float:
     """TableVQA-Bench's scoring of one answer: `||` -> `|` in the prediction, split on `|`, official normalisation."""
     with monkeypatch.context() as patch:
-        patch.setattr(scoring, "wtq_normalize", official_normalize)
-        targets = [scoring._wtq_value(item) for item in reference.split("|")]
-        predicted = [scoring._wtq_value(item) for item in prediction.replace("||", "|").split("|")]
+        patch.setattr(wtq, "wtq_normalize", official_normalize)
+        targets = [wtq._wtq_value(item) for item in reference.split("|")]
+        predicted = [wtq._wtq_value(item) for item in prediction.replace("||", "|").split("|")]
     targets = list({value.identity: value for value in reversed(targets)}.values())
     predicted = list({value.identity: value for value in reversed(predicted)}.values())
     if len(targets) != len(predicted):

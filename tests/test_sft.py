@@ -19,7 +19,6 @@ from iapo.agent.prompts import AgentPrompt
 from iapo.agent.rollout import HFPolicy, SamplingSettings, rollout
 from iapo.agent.trajectory import collate_trajectories, forward_logprobs
 from iapo.data.datamodule import DataSpec, VQADataModule
-from iapo.data.jsonl import read_expert_jsonl
 from iapo.data.sample import SkipLog, load_image
 from iapo.data.synthetic import SyntheticConfig, build_split
 from iapo.data.synthetic_charts import SyntheticChartsConfig
@@ -27,6 +26,7 @@ from iapo.data.synthetic_charts import build_split as build_charts
 from iapo.experiments.demo.settings import synthetic_task
 from iapo.models.loader import LoraSettings, ModelSettings, load_model
 from iapo.training.expert import ExpertPolicy, expert_box, expert_trajectories, tool_call_text
+from iapo.training.expert_jsonl import read_expert_jsonl
 from iapo.training.policy_base import greedy_settings
 from iapo.training.sft_module import SFTModule, sft_loss
 

@@ -2,7 +2,7 @@
 
 A set is a `DataSpec` naming a registered data source (`iapo.data.sources`): `synthetic` (the built-in visual-search
 set), `synthetic_charts` (bar charts and tables with label boxes), `jsonl` (any `{image, question, options?, answer}`
-file), `expert_jsonl` (the same rows with the assistant `turns`, for `SFTModule`), one of the test sets by name
+file), `expert_jsonl` (the same rows with the assistant `turns`, for `SFTModule`; `iapo.training.expert_jsonl`), one of the test sets by name
 (`vstar_bench`, `chartqa_h_bar`, ...), a paper-setting training set (`refocus_chart_train`, `tablevqa_bench`,
 `table_train`; see `data/README.md`) or a source of your own (`register_source`). Training on rows of a test set is
 refused unless `allow_train_test_overlap` (`refuse_reported_rows`, the policy in `train_test_overlap`).

@@ -37,22 +37,11 @@ not a row's choice).
     samples = read_jsonl("data/synthetic/train.jsonl", source="synthetic", skips=skips)
     print(len(samples), skips.as_dict())
 
-Expert JSONL (`read_expert_jsonl`): the rows of `iapo.data.jsonl` plus the assistant turns, one object per line::
-
-    {"image": "imgs/0001.png", "question": "What is written on the sign?", "options": ["stop", "exit"],
-     "answer": "B",
-     "turns": ["The sign is small. <tool_call>{\"name\": \"zoom_in\", \"arguments\": {\"bbox_2d\": [10, 20, 90, 80]}}</tool_call>",
-               "It reads exit. <answer>B</answer>"]}
-
-Every turn but the last must be one well-formed tool call, the last a well-formed `<answer>` that scores above 0
-against the row's answer; `bbox_2d` is in pixels of the image as the model sees it (Qwen2.5-VL's grounding
-convention). Other rows are skipped and counted: "missing_field" (no turns), "bad_field" (turns not a list of
-strings), "bad_turns" (a turn of the wrong kind or malformed), "wrong_answer", plus the reasons of `read_jsonl`.
+Rows that also carry an expert's assistant turns are read by `iapo.training.expert_jsonl` (with `parse_vqa_row`).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
@@ -60,17 +49,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from iapo.agent.parsing import check_turns, parse_turn
 from iapo.data.sample import (
     ANSWER_TYPES,
     OPTION_LETTERS,
+    TABFACT_REFERENCES,
     BadRowError,
     SkipLog,
     VQASample,
     check_refocus_meta,
     require_utf8,
 )
-from iapo.evaluation.scoring import TABFACT_REFERENCES, score_sample
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +118,7 @@ def read_jsonl(
             "synthetic set with `python -m iapo.data.synthetic --out data/synthetic`."
         )
     source = source or path.stem
-    parse = parse_row or _parse_row
+    parse = parse_row or parse_vqa_row
     images = ImagePaths.of(path, image_root, allow_outside_root)
     report = skips is None
     skips = SkipLog() if skips is None else skips
@@ -150,7 +138,7 @@ def read_jsonl(
     return samples
 
 
-def _parse_row(line: str, images: ImagePaths, source: str, default_uid: str) -> VQASample:
+def parse_vqa_row(line: str, images: ImagePaths, source: str, default_uid: str) -> VQASample:
     """One JSONL line to a `VQASample`; raises `BadRowError` with the skip reason for a bad row."""
     try:
         row = json.loads(line)
@@ -227,38 +215,3 @@ def _normalise_answer(answer: str, answer_type: str, options: tuple[str, ...]) -
     if folded.count(text.casefold()) == 1:
         return letters[folded.index(text.casefold())]
     raise BadRowError("unknown_answer", f"answer {answer!r} is neither a letter in {letters} nor an option")
-
-
-def read_expert_jsonl(
-    path: str | Path,
-    source: str | None = None,
-    skips: SkipLog | None = None,
-    image_root: str | Path | None = None,
-    allow_outside_root: bool = False,
-) -> list[VQASample]:
-    """Read an expert JSONL (see the module docstring) into samples carrying their turns in `meta["turns"]`.
-
-    Bad rows are skipped and counted in `skips` by reason (a fresh `SkipLog`, reported as a warning, when none is
-    given); `SkipLog(strict=True)` raises on the first one. `image_root` and `allow_outside_root` as in `read_jsonl`.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"expert JSONL not found: {path}. Rows are {{image, question, options?, answer, turns}}."
-        )
-    return read_jsonl(path, source, skips, _parse_expert_row, image_root, allow_outside_root)
-
-
-def _parse_expert_row(line: str, images: ImagePaths, source: str, default_uid: str) -> VQASample:
-    sample = _parse_row(line, images, source, default_uid)
-    turns = json.loads(line).get("turns")
-    if turns in (None, []):
-        raise BadRowError("missing_field", "missing turns")
-    if not isinstance(turns, list) or not all(isinstance(turn, str) for turn in turns):
-        raise BadRowError("bad_field", "turns must be a list of strings")
-    problem = check_turns(turns)
-    if problem:
-        raise BadRowError("bad_turns", problem)
-    if score_sample(parse_turn(turns[-1]).answer, sample) <= 0:
-        raise BadRowError("wrong_answer", f"the last turn's answer does not match the row's answer {sample.answer!r}")
-    return dataclasses.replace(sample, meta={**sample.meta, "turns": turns})

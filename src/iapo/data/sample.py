@@ -38,6 +38,8 @@ ImageRef = str | Path | bytes | Image.Image
 """A path to an image file, raw encoded bytes, a base64 string (``"base64:..."``) or an already decoded image."""
 
 ANSWER_TYPES = ("mcq", "yes_no", "relaxed", "anls", "exact", "wtq", "tabfact", "charxiv")
+TABFACT_REFERENCES = {"true": "true", "1": "true", "false": "false", "0": "false"}
+"""The VTabFact references a row may hold and the verdict each stands for (read by the loaders and scoring)."""
 """How a set's answers are scored (`iapo.evaluation.scoring.score_sample`): option letter, yes/no, ChartQA's relaxed
 accuracy, ANLS, exact match, WikiTableQuestions denotation accuracy (`|`-separated answer sets), TabFact true/false,
 and CharXiv's rule."""

@@ -2,7 +2,8 @@
 
 A source turns a `DataSpec` into samples: `load(spec, context) -> list[VQASample]`, where `context` carries the data
 root, the skip log and the synthetic generators' settings. Built in: ``synthetic`` (visual search),
-``synthetic_charts`` (bar charts and tables with label boxes), ``jsonl``, ``expert_jsonl``, every paper training set
+``synthetic_charts`` (bar charts and tables with label boxes), ``jsonl``, ``expert_jsonl`` (registered by
+`iapo.training.expert_jsonl`, which checks turns with the agent's parser), every paper training set
 (`TRAINING_SETS`) and every registered test set (`BENCHMARKS`, read whole, or by part with ``split: heldout`` where
 the set defines parts). ``benchmarks`` and ``<setting>_benchmarks`` are groups, expanded by the data module into the
 registered test sets of that setting present under the data root (`benchmark_group`).
@@ -29,6 +30,7 @@ from typing import Any
 from iapo.data.benchmarks import BENCHMARKS, BenchmarkSpec, load_benchmark
 from iapo.data.benchmarks.paper_training_sets import TRAINING_SETS, load_training_set
 from iapo.data.benchmarks.registry import benchmark_group, draw_subset
+from iapo.data.jsonl import read_jsonl
 from iapo.data.sample import SkipLog, VQASample
 from iapo.data.synthetic import build_split as build_search
 from iapo.data.synthetic_charts import build_split as build_charts
@@ -166,23 +168,14 @@ def _jsonl_label(spec: DataSpec) -> str:
     return Path(spec.path).stem if spec.path else spec.name
 
 
-def _jsonl_reader(expert: bool) -> Callable[[DataSpec, SourceContext], list[VQASample]]:
-    def load(spec: DataSpec, context: SourceContext) -> list[VQASample]:
-        from iapo.data.jsonl import read_expert_jsonl, read_jsonl  # on use: expert rows pull in the tool protocol
-
-        if not spec.path:
-            raise ValueError(f"a `{spec.name}` data set needs `path: <file.jsonl>`")
-        reader = read_expert_jsonl if expert else read_jsonl
-        rows = reader(
-            spec.path, skips=context.skips, image_root=spec.image_root, allow_outside_root=spec.allow_outside_root
-        )
-        return rows[: spec.n] if spec.n else rows
-
-    return load
-
-
-register_source("jsonl", label=_jsonl_label)(_jsonl_reader(expert=False))
-register_source("expert_jsonl")(_jsonl_reader(expert=True))
+@register_source("jsonl", label=_jsonl_label)
+def _jsonl(spec: DataSpec, context: SourceContext) -> list[VQASample]:
+    if not spec.path:
+        raise ValueError("a `jsonl` data set needs `path: <file.jsonl>`")
+    rows = read_jsonl(
+        spec.path, skips=context.skips, image_root=spec.image_root, allow_outside_root=spec.allow_outside_root
+    )
+    return rows[: spec.n] if spec.n else rows
 
 
 def _training_set_reader(name: str) -> Callable[[DataSpec, SourceContext], list[VQASample]]:

@@ -14,7 +14,7 @@ model writes the same text.
     from iapo.training.expert import expert_trajectories
     trajectories, skipped = expert_trajectories(processor, samples, images, SamplingSettings(), kind="tool")
 
-Expert JSONL rows are read by `iapo.data.jsonl.read_expert_jsonl`.
+Expert JSONL rows are read by `iapo.training.expert_jsonl.read_expert_jsonl`.
 """
 
 from __future__ import annotations

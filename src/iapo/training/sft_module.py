@@ -35,6 +35,7 @@ from iapo.agent.rollout import SamplingSettings
 from iapo.agent.trajectory import collate_trajectories, device_inputs
 from iapo.models.loader import ModelSettings, load_model
 from iapo.serialization import plain, write_directory_atomically
+from iapo.training import expert_jsonl  # noqa: F401  (registers the `expert_jsonl` data source)
 from iapo.training.expert import EXPERT_KINDS, expert_trajectories
 from iapo.training.guards import DEFAULT_MAX_ABS_WEIGHT, check_trainable_weights
 from iapo.training.policy_base import PolicyModule
