@@ -86,7 +86,10 @@ def test_printing_the_recipe_runs_nothing(capsys, tmp_path, monkeypatch):
     (tmp_path / "results").mkdir()
     (tmp_path / "results" / "paper_table.md").write_text("a real run's table")
     with pytest.raises(SystemExit):  # a rehearsal never empties a folder it did not write
-        main(["--rehearse", "--out", str(tmp_path / "results")])
+        main(["--rehearse", "--out", str(tmp_path / "results"), "--root", str(ROOT)])
+    with pytest.raises(SystemExit):  # running needs a checkout: here is none
+        main(["--rehearse", "--out", str(tmp_path / "new")])
+    assert not (tmp_path / "new").exists()
     assert (tmp_path / "results" / "paper_table.md").read_text() == "a real run's table"
 
 

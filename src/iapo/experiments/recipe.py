@@ -36,7 +36,6 @@ from pathlib import Path
 
 from iapo.data.official_layouts import write_paper_data
 
-ROOT = Path(__file__).resolve().parents[3]
 OUT = Path("logs/recipe")
 REHEARSAL_OUT = Path("logs/recipe-rehearsal")
 REHEARSAL_MARK = "REHEARSAL"
@@ -70,8 +69,9 @@ class Stage:
     command: tuple[str, ...]
     output: Path
 
-    def done(self) -> bool:
-        return (ROOT / self.output).exists()
+    def done(self, root: Path = Path()) -> bool:
+        """Whether the stage's output exists (a relative output is under `root`, the folder the stages run in)."""
+        return (root / self.output).exists()
 
 
 def stages(
@@ -180,9 +180,9 @@ def stages(
     ]
 
 
-def run_stage(stage: Stage) -> int:
-    """Run one stage's command from the repository root with this interpreter (the project's venv)."""
-    return subprocess.run((sys.executable, *stage.command[1:]), cwd=ROOT, check=False).returncode
+def run_stage(stage: Stage, root: Path) -> int:
+    """Run one stage's command in `root` (a checkout: `src/cli.py`, `configs/`) with this interpreter."""
+    return subprocess.run((sys.executable, *stage.command[1:]), cwd=root, check=False).returncode
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -196,10 +196,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="+", metavar="STAGE", help="only these stages")
     parser.add_argument("--out", type=Path, help=f"output folder (default {OUT}, with --rehearse {REHEARSAL_OUT})")
     parser.add_argument("--vtool-checkpoint", default=VTOOL_CHECKPOINT)
+    parser.add_argument(
+        "--root", type=Path, default=Path(), help="the checkout the stages run in (src/cli.py, configs/; default: here)"
+    )
     args = parser.parse_args(argv)
+    root = args.root
+    if (args.run or args.rehearse) and not ((root / "src" / "cli.py").is_file() and (root / "configs").is_dir()):
+        parser.error(
+            f"{root.resolve()} is not a checkout of the project (src/cli.py, configs/): run from one or pass --root"
+        )
     if args.rehearse:
         out = args.out or REHEARSAL_OUT
-        folder = ROOT / out
+        folder = root / out
         if folder.exists() and any(folder.iterdir()) and not (folder / REHEARSAL_MARK).is_file():
             parser.error(f"{out} holds files of something other than a rehearsal; pick an empty or new --out")
         shutil.rmtree(folder, ignore_errors=True)  # a rehearsal runs every stage, from nothing
@@ -219,19 +227,19 @@ def main(argv: list[str] | None = None) -> int:
     for index, stage in enumerate(chosen, start=1):
         if args.only and stage.name not in args.only:
             continue
-        status = "done" if stage.done() else "to do"
+        status = "done" if stage.done(root) else "to do"
         print(f"[{index}/{len(chosen)}] {stage.name}: {stage.what} ({status}, output {stage.output})", flush=True)
         print("    " + shlex.join(stage.command), flush=True)
-        if run and not stage.done():
+        if run and not stage.done(root):
             start = time.perf_counter()
-            code = run_stage(stage)
+            code = run_stage(stage, root)
             walls.append((stage.name, time.perf_counter() - start))
             if code:
                 print(
                     f"stage {stage.name} failed (exit {code}) after {walls[-1][1]:.0f} s; fix it and run again to resume"
                 )
                 return code
-            if not stage.done():
+            if not stage.done(root):
                 print(f"stage {stage.name} ended without writing {stage.output}")
                 return 1
             print(f"[{index}/{len(chosen)}] {stage.name} finished in {walls[-1][1]:.1f} s", flush=True)
