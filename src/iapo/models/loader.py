@@ -23,8 +23,11 @@ from pathlib import Path
 import torch
 
 from iapo.models import ModelNotFoundError
+from iapo.models.bitsandbytes_offline import import_bitsandbytes
 from iapo.models.tiny import TINY_SPECS, build_tiny
 from iapo.serialization import readable_directory
+
+import_bitsandbytes()  # before peft or transformers import it: no hub request for a CPU kernel (bitsandbytes_offline)
 
 PIXELS_PER_TOKEN = 28 * 28
 """One visual token per 28×28 pixels (14-px patches, 2×2 merge)."""
@@ -234,7 +237,7 @@ def load_model(
 def _keep_nf4_weights_trainable_on_cpu(model) -> None:
     """bitsandbytes repacks NF4 weights for an AVX512-BF16 CPU kernel at the first no-grad eval forward; later
     forwards that need gradients (attribution, the LoRA update) then fail. Keep the trainable layout everywhere."""
-    import bitsandbytes as bnb
+    bnb = import_bitsandbytes()
 
     for module in model.modules():
         if isinstance(module, bnb.nn.Linear4bit):
