@@ -15,6 +15,7 @@ counter and RNG states. The method as built is described in docs/method.md.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from pathlib import Path
 
 import torch
@@ -32,6 +33,15 @@ from iapo.training.step import StepRecord, StepSettings, collect, train_step
 from iapo.training.update import PPOSettings
 
 DEFAULT_REWARDS = {"accuracy": 1.0, "format": 0.1, "attribution": 0.5}
+
+# The step updates the policy by hand (manual optimization), and a checkpoint taken after it holds the updated
+# weights, which is what resuming needs; Lightning's ModelCheckpoint warns about this on every save, with nothing
+# for the user to do, so that one warning is silenced.
+warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization and every_n_train_steps")
+# The frozen parts (teacher, reference, vision tower) are in eval mode on purpose, and transformers calls its own
+# deprecated `is_gradient_checkpointing` from inside `from_pretrained`: neither warning leaves the user anything to do.
+warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
+warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
 
 def mean_over_processes(metrics: dict[str, float]) -> dict[str, float]:
