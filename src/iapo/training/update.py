@@ -22,7 +22,7 @@ from iapo.training.logprobs import DEFAULT_CHUNK_SIZE, masked_logprobs
 
 @dataclass
 class PPOSettings:
-    """Knobs of the update (DESIGN §3 "Update")."""
+    """Knobs of the update (docs/method.md, "Update")."""
 
     epochs: int = 1
     mini_batch_size: int = 8
