@@ -20,7 +20,7 @@ from iapo.training.diagnostics import (
     mechanism_metrics,
     signal_shares,
     summarise_mechanism,
-    tool_rates,
+    tool_metrics,
     within_group_spearman,
 )
 
@@ -76,20 +76,29 @@ def test_mass_per_component_and_divergence():
     assert math.isnan(mean_divergence([{}], [{"I": 1.0}], "jsd"))
 
 
-def test_tool_rates():
-    """Four trajectories: no call; one good call; two calls, one outside the image; one unparsable call. Failures
-    are the registry's failure kinds (a format error such as `text_after_answer` is not one)."""
+def test_tool_metrics():
+    """Four trajectories: no call; one good call; two calls, one outside the image; one unparsable call (4 calls,
+    2 failures). Failures are the registry's failure kinds (a format error such as `text_after_answer` is not one);
+    a trajectory calling twice counts twice in `call_frequency` and once in `call_rate`."""
     trajectories = [
         _trajectory(),
         _trajectory(1, text_after_answer=1),
         _trajectory(2, bbox_outside_image=1),
         _trajectory(1, bad_json=1),
     ]
-    assert tool_rates(trajectories) == {"call_rate": 0.75, "success_rate": 0.5}
-    none = tool_rates([_trajectory()])
-    assert none["call_rate"] == 0.0 and math.isnan(none["success_rate"])
+    by_tool = [{}, {"zoom": 1}, {"zoom": 2}, {}]
+    for trajectory, calls in zip(trajectories, by_tool, strict=True):
+        trajectory.stats.calls_by_tool.update(calls)
+    assert tool_metrics(trajectories) == {
+        "tools/call_frequency": 1.0,
+        "tools/failure_frequency": 0.5,
+        "tools/call_rate": 0.75,
+        "tools/zoom/call_frequency": 0.75,
+    }
+    none = tool_metrics([_trajectory()])
+    assert none["tools/call_rate"] == 0.0 and math.isnan(none["tools/failure_frequency"])
     with pytest.raises(ValueError, match="no trajectories"):
-        tool_rates([])
+        tool_metrics([])
 
 
 def test_mechanism_metrics_of_a_step():
@@ -118,7 +127,7 @@ def test_mechanism_metrics_of_a_step():
     assert metrics["attribution/divergence"] == pytest.approx(mean_divergence(student, teacher, "jsd"))
     assert metrics["attribution/student_mass/I"] == pytest.approx((0.6 + 0.9 + 0.5) / 3)
     assert metrics["attribution/teacher_mass/T"] == pytest.approx((0.5 + 0 + 0.5 + 0.5) / 4)
-    assert metrics["tools/call_rate"] == 0.75 and metrics["tools/success_rate"] == 0.75
+    assert metrics["tools/call_rate"] == 0.75 and metrics["tools/failure_frequency"] == 0.25
     grpo = mechanism_metrics(
         outcome=outcome,
         total=outcome,
@@ -131,16 +140,17 @@ def test_mechanism_metrics_of_a_step():
     assert grpo == {
         "mechanism/outcome_zero_std": 0.5,
         "mechanism/rescued_groups": 0.0,
+        "tools/call_frequency": 1.0,
+        "tools/failure_frequency": 0.25,
         "tools/call_rate": 0.75,
-        "tools/success_rate": 0.75,
     }
 
 
 def test_summarise_mechanism_over_a_run():
     history = [
-        {"tools/call_rate": float(step), "tools/success_rate": math.nan if step < 2 else 1.0} for step in range(8)
+        {"tools/call_rate": float(step), "tools/failure_frequency": math.nan if step < 2 else 0.0} for step in range(8)
     ]
     summary = summarise_mechanism(history)
     assert summary["tools/call_rate"] == {"mean": 3.5, "first": 0.5, "last": 6.5, "steps": 8.0}
-    assert summary["tools/success_rate"] == {"mean": 1.0, "first": 1.0, "last": 1.0, "steps": 6.0}
+    assert summary["tools/failure_frequency"] == {"mean": 0.0, "first": 0.0, "last": 0.0, "steps": 6.0}
     assert math.isnan(summarise_mechanism([{"x": math.nan}])["x"]["mean"])

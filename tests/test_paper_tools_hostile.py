@@ -73,7 +73,7 @@ def test_a_lone_surrogate_label_is_a_counted_error_and_the_rollout_goes_on(tiny_
 def test_a_call_that_edits_nothing_is_a_counted_failure(image, name, arguments, kind):
     result = run(image, name, arguments)
     assert result.error == kind and result.image is None and result.text.startswith("Error:")
-    assert kind in tool_failure_kinds()  # derived from the tools' declared errors: tools/success_rate counts it
+    assert kind in tool_failure_kinds()  # derived from the tools' declared errors: tools/failure_frequency counts it
 
 
 @pytest.mark.parametrize(

@@ -105,9 +105,9 @@ def test_without_wandb_rows_go_to_json_lines(tmp_path, last_rollout):
     assert first["gold_answer"] == sample.answer and first["final_answer"] == "A"
     assert first["turns"].startswith("[1] ") and "-> crop [" in first["turns"]
     assert "-> error: reversed_bbox" in rows[1]["turns"]
-    assert first["reward/accuracy"] == float(sample.answer == "A")
-    assert (first["reward/format"], rows[1]["reward/format"]) == (1.0, 0.0)
-    assert first["reward/total"] == pytest.approx(first["reward/accuracy"] + 0.1)
+    assert first["rewards/accuracy"] == float(sample.answer == "A")
+    assert (first["rewards/format"], rows[1]["rewards/format"]) == (1.0, 0.0)
+    assert first["reward"] == pytest.approx(first["rewards/accuracy"] + 0.1)
     assert first["image"] == rows[1]["image"] != rows[GROUP]["image"]  # one thumbnail per prompt
     assert max(load_image(tmp_path / "rollouts" / first["image"]).size) == 64
 
@@ -151,7 +151,7 @@ def test_with_wandb_offline_a_table_is_logged(tmp_path, offline_wandb, last_roll
     assert len(tables) == STEPS // EVERY
     table = json.loads(tables[0].read_text())
     columns = ["step", "uid", "question", "image", "turns", "final_answer", "gold_answer", "tool_calls"]
-    assert table["columns"] == [*columns, "reward/total"]
+    assert table["columns"] == [*columns, "reward"]
     assert [row[0] for row in table["data"]] == [EVERY] * len(trajectories)
     assert [row[3] for row in table["data"]] == ["Image"] * len(trajectories)
     assert [row[-1] for row in table["data"]] == [0.0, 1.0, 2.0, 3.0]

@@ -305,7 +305,7 @@ def test_sft_config_with_the_demo_task_fits_logs_and_writes_a_loadable_model(tmp
     with open(Path(cli.trainer.logger.log_dir) / "metrics.csv") as handle:
         rows = list(csv.DictReader(handle))
     logged = {key for row in rows for key, value in row.items() if value}
-    assert {"sft/loss", "sft/token_accuracy", "val/acc", "val/tool_call_rate"} <= logged
+    assert {"sft/loss", "sft/token_accuracy", "val/acc", "val/tools/call_rate"} <= logged
 
     checkpoint = torch.load(tmp_path / "logs" / "sft" / "checkpoints" / "last.ckpt", weights_only=True)
     trainable = {n for n, p in cli.model.named_parameters() if p.requires_grad}

@@ -23,11 +23,14 @@ from iapo.training.callbacks import AdapterCheckpoint, AttributionMapLogger
 from iapo.training.rewards import REWARDS, register_reward
 
 REQUIRED_METRICS = {
-    "reward/accuracy",
-    "reward/accuracy_std",
-    "reward/format",
-    "reward/attribution",
+    "reward",
     "reward_std",
+    "rewards/accuracy/mean",
+    "rewards/accuracy/std",
+    "rewards/format/mean",
+    "rewards/format/std",
+    "rewards/attribution/mean",
+    "rewards/attribution/std",
     "frac_reward_zero_std",
     "kl",
     "clip_ratio",
@@ -37,7 +40,6 @@ REQUIRED_METRICS = {
     "mechanism/rescued_groups",
     "mechanism/rank_corr_attribution_outcome",
     "tools/call_rate",
-    "tools/success_rate",
     "tools/call_frequency",
     "tools/failure_frequency",
     "turns/mean",
@@ -120,7 +122,7 @@ def test_grpo_fit_never_loads_the_teacher_not_even_for_the_pictures(tmp_path, mo
     assert set(cli.model.configured_rewards.weights) == {"accuracy", "format"}
     assert (tmp_path / "pictures" / "step-1" / "example-0.png").stat().st_size  # drawn, the student's side only
     rows = metric_rows(Path(cli.trainer.logger.log_dir))
-    assert "time/attribution_teacher" not in rows[0] and "reward/attribution" not in rows[0]
+    assert "time/attribution_teacher" not in rows[0] and "rewards/attribution/mean" not in rows[0]
 
 
 def test_resume_from_last_continues_at_the_next_step(tmp_path, monkeypatch):
@@ -168,10 +170,10 @@ def test_a_reward_added_by_config_reaches_the_step_and_the_logs(tmp_path, monkey
         REWARDS.pop("answered_test")
     assert cli.model._teacher is None  # no configured reward needs attribution
     [row] = metric_rows(Path(cli.trainer.logger.log_dir))
-    assert float(row["reward/total"]) == pytest.approx(
-        float(row["reward/accuracy"]) + 0.5 * float(row["reward/answered_test"])
+    assert float(row["reward"]) == pytest.approx(
+        float(row["rewards/accuracy/mean"]) + 0.5 * float(row["rewards/answered_test/mean"])
     )
-    assert float(row["reward/answered_test"]) == pytest.approx(float(row["answered"]))
+    assert float(row["rewards/answered_test/mean"]) == pytest.approx(float(row["answered"]))
 
 
 def test_the_grpo_overlay_changes_only_the_rewards_and_the_run_directory(tmp_path, monkeypatch):

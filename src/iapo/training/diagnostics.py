@@ -10,7 +10,8 @@ trajectories (prompt-major order, as `rollout` returns them):
   where it has none but the total reward still differs (the groups that IAPO's term gives a gradient to);
 - `mass_per_component`: the mean weight of each component (block / region) over a batch of attribution dicts;
 - `mean_divergence`: the mean student–teacher divergence over the attributed trajectories;
-- `tool_rates`: the share of trajectories that call a tool, and the share of calls that succeed;
+- `tool_metrics`: tool use under TRL's names (calls per trajectory, failures per call, calls per trajectory of each
+  tool) and the share of trajectories with at least one call;
 - `mechanism_metrics`: all of them for one step, as flat metric names to log; `summarise_mechanism`: a run's logged
   steps summarised for a report (mean over the run, over its first and its last quarter of steps).
 
@@ -20,6 +21,7 @@ Run the checks with `python -m pytest tests/test_diagnostics.py -q`.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Sequence
 
 import torch
@@ -99,17 +101,26 @@ def mean_divergence(
     return sum(values) / len(values) if values else math.nan
 
 
-def tool_rates(trajectories: Sequence[Trajectory]) -> dict[str, float]:
-    """`call_rate`: share of trajectories with at least one tool call; `success_rate`: share of tool calls that did
-    not fail (`ToolStats.failures`: unparsable calls, unknown tools, the tools' own errors), nan without calls."""
+def tool_metrics(trajectories: Sequence[Trajectory]) -> dict[str, float]:
+    """`tools/call_frequency`: tool calls per trajectory; `tools/failure_frequency`: failed calls per call
+    (`ToolStats.failures`: unparsable calls, unknown tools, the tools' own errors), nan without calls;
+    `tools/<tool>/call_frequency`: that tool's calls per trajectory; `tools/call_rate`: the share of trajectories
+    with at least one call (a trajectory that calls twice counts once, unlike `call_frequency`)."""
     if not trajectories:
         raise ValueError("no trajectories")
+    n = len(trajectories)
     calls = sum(t.stats.calls for t in trajectories)
     failures = sum(t.stats.failures for t in trajectories)
-    return {
-        "call_rate": sum(t.stats.calls > 0 for t in trajectories) / len(trajectories),
-        "success_rate": (calls - failures) / calls if calls else math.nan,
+    metrics = {
+        "tools/call_frequency": calls / n,
+        "tools/failure_frequency": failures / calls if calls else math.nan,
+        "tools/call_rate": sum(t.stats.calls > 0 for t in trajectories) / n,
     }
+    by_tool = Counter()
+    for t in trajectories:
+        by_tool.update(t.stats.calls_by_tool)
+    metrics |= {f"tools/{name}/call_frequency": count / n for name, count in sorted(by_tool.items())}
+    return metrics
 
 
 def mechanism_metrics(
@@ -140,9 +151,7 @@ def mechanism_metrics(
     shares = signal_shares(outcome, total, group_size)
     metrics["mechanism/outcome_zero_std"] = shares["outcome_zero_std"]
     metrics["mechanism/rescued_groups"] = shares["rescued"]
-    rates = tool_rates(trajectories)
-    metrics["tools/call_rate"] = rates["call_rate"]
-    metrics["tools/success_rate"] = rates["success_rate"]
+    metrics |= tool_metrics(trajectories)
     if attribution_term is None or student is None or teacher is None:
         return metrics
     rho, groups = within_group_spearman(attribution_term, outcome, group_size)

@@ -190,7 +190,6 @@ class IAPOModule(PolicyModule):
         metrics = {**metrics, **record.timings}
         metrics["lr"] = optimizer.param_groups[0]["lr"]
         metrics["data/skipped_rows"] = skipped_rows
-        metrics["reward"] = record.rewards["total"].mean()
         metrics = mean_over_processes({k: float(v) for k, v in metrics.items()})
         size = len(record.trajectories)
         reward = metrics.pop("reward")

@@ -34,6 +34,15 @@ def greedy_settings(sampling: SamplingSettings, tools: bool) -> SamplingSettings
     return settings
 
 
+VALIDATION_METRICS = {
+    "tools/call_frequency": "mean_tool_calls",
+    "tools/failure_frequency": "tool_failure_rate",
+    "tools/call_rate": "tool_call_rate",
+    "answered": "answered_rate",
+}
+"""Logged name (training's, under `val/`) → key of a benchmark's `BenchmarkTally.summary()`."""
+
+
 class PolicyModule(L.LightningModule):
     """Optimiser, greedy evaluation and checkpoint conventions of the modules that train a policy."""
 
@@ -93,8 +102,10 @@ class PolicyModule(L.LightningModule):
         self._score_batch(batch, dataloader_idx)
 
     def on_validation_epoch_end(self) -> None:
-        """Logs `val/acc` (mean over the sets that scored rows), `val/acc/<set>`, the share of questions with a tool
-        call, the mean tool calls, answered and tool-failure rates."""
+        """Logs `val/acc` (mean over the sets that scored rows), `val/acc/<set>`, and training's names for tool use
+        and answers, averaged over the sets: `val/tools/call_frequency` (calls per question),
+        `val/tools/failure_frequency` (failed calls per call), `val/tools/call_rate` (share of questions with a
+        call), `val/answered`."""
         for tally in self.tallies:
             tally.gather_batch_skips()
         summaries = {tally.name: tally.summary() for tally in self.tallies}
@@ -103,10 +114,8 @@ class PolicyModule(L.LightningModule):
             return
         values = {f"val/acc/{name}": s["metrics"][HEADLINE_METRIC] for name, s in summaries.items()}
         values["val/acc"] = sum(values.values()) / len(values)
-        for key, name in (("tool_call_rate", "tool_call_rate"), ("mean_tool_calls", "mean_tool_calls")):
+        for name, key in VALIDATION_METRICS.items():
             values[f"val/{name}"] = sum(s[key] for s in summaries.values()) / len(summaries)
-        for key in ("answered_rate", "tool_failure_rate"):
-            values[f"val/{key}"] = sum(s[key] for s in summaries.values()) / len(summaries)
         self.log_dict(values)
 
     # ---------------------------------------------------------------- checkpoints

@@ -1,7 +1,7 @@
 """Rewards as registered entries, configured by name and weight (TRL's `reward_funcs` / `reward_weights` idea).
 
 Every reward has one signature, `reward(trajectories, batch) -> Tensor[N]`, and is logged alone as
-`reward/<name>`. `batch` is the training batch (`samples`, ...) plus what the step added: `attributions =
+`rewards/<name>/mean` and `rewards/<name>/std`. `batch` is the training batch (`samples`, ...) plus what the step added: `attributions =
 {"student": [...], "teacher": [...]}`, one `{component: score}` dict per trajectory (empty when the trajectory has no
 attribution target). A reward that reads attributions declares `needs_attribution`; the teacher is loaded, and
 attribution computed, only when a configured reward with a non-zero weight needs it — GRPO is the same config

@@ -7,7 +7,7 @@ trainer:
 
 One row per trajectory of the step's `StepRecord` (`on_train_batch_end` outputs): question (with its lettered options), the original image (a
 thumbnail), the assistant turns with what each tool call returned, the final and the gold answer, the number of tool
-calls, and every reward component (`reward/<name>`, `reward/total`). With a `WandbLogger` the rows are logged as the
+calls, every reward component (`rewards/<name>`) and their weighted sum (`reward`), named as the logged metrics. With a `WandbLogger` the rows are logged as the
 table `rollouts`; otherwise (or when W&B logging fails) they are appended to `<dirpath>/rollouts.jsonl`, with the
 thumbnails under `<dirpath>/images/`. Logging never stops training.
 
@@ -110,7 +110,10 @@ class RolloutTable(EveryNSteps):
                 "gold_answer": sample.answer,
                 "tool_calls": trajectory.stats.calls,
             }
-            entry.update({f"reward/{name}": float(values[row]) for name, values in record.rewards.items()})
+            entry.update(
+                {f"rewards/{name}": float(values[row]) for name, values in record.rewards.items() if name != "total"}
+            )
+            entry["reward"] = float(record.rewards["total"][row])
             rows.append(entry)
         return rows
 

@@ -10,7 +10,7 @@ Each training step turns the batch's samples into expert trajectories (`iapo.tra
 target box or edit the chart / table, then answer; or answer directly; or a JSONL sample's own turns), rolled out by
 the real agent loop so tokens, masks and crops are those of RL, and minimises the mean negative log-likelihood of the assistant
 tokens (prompt and tool-observation tokens are masked). Validation is greedy agent rollouts, logged as `val/acc` and
-`val/tool_call_rate` like `IAPOModule`.
+`val/tools/*` like `IAPOModule`.
 
 Trainable weights: with `student.lora` the LoRA adapter (the usual choice for a pretrained 3B); without it a full
 fine-tune of the language model, the LM head and the vision-language merger, plus the vision tower when

@@ -150,7 +150,7 @@ def collect(
     advantages = group_advantages(total, settings.group_size, settings.advantage_scale)
     record = StepRecord(samples, trajectories, attributions, {**parts, "total": total}, advantages, timings=timings)
     record.metrics = rollout_metrics(record, settings) | attribution_metrics
-    record.metrics["reward/nonfinite_terms"] = float(len(nonfinite_reward_terms(record.rewards, rewards.weights)))
+    record.metrics["rewards/nonfinite_terms"] = float(len(nonfinite_reward_terms(record.rewards, rewards.weights)))
     return record
 
 
@@ -195,18 +195,21 @@ def train_step(
 
 
 def rollout_metrics(record: StepRecord, settings: StepSettings) -> dict[str, float]:
-    """TRL-style names: `reward/<name>` (+ `_std`), `reward_std`, `frac_reward_zero_std`, `tools/*`, `errors/*`;
-    and the mechanism diagnostics (`iapo.training.diagnostics`): outcome-tied groups, groups the attribution term
+    """TRL's names: `rewards/<name>/mean` and `/std` per reward, `reward` (mean) and `reward_std` (mean within-group
+    standard deviation) of their weighted sum, `frac_reward_zero_std`, `tools/*` (`diagnostics.tool_metrics`),
+    `completion_length`; ours: `turns/mean`, `answered`, `errors/<kind>` (per trajectory); and the mechanism diagnostics (`iapo.training.diagnostics`): outcome-tied groups, groups the attribution term
     breaks ties in, its within-group rank correlation with the outcome, divergence and attribution mass per
     component."""
     trajectories, total, group_size = record.trajectories, record.rewards["total"], settings.group_size
     metrics: dict[str, float] = {}
     for name, values in record.rewards.items():
-        metrics[f"reward/{name}"] = float(values.mean())
         if name != "total":
-            metrics[f"reward/{name}_std"] = float(values.std()) if len(values) > 1 else 0.0
+            metrics[f"rewards/{name}/mean"] = float(values.mean())
+            metrics[f"rewards/{name}/std"] = float(values.std()) if len(values) > 1 else 0.0
     grouped = total.view(-1, group_size)
-    metrics["reward_std"] = float(total.std()) if len(total) > 1 else 0.0
+    metrics["reward"] = float(total.mean())
+    # As TRL: the spread the group-normalised advantages see, i.e. the mean within-group standard deviation.
+    metrics["reward_std"] = float(grouped.std(1).mean()) if group_size > 1 else 0.0
     metrics["frac_reward_zero_std"] = float((grouped.max(1).values == grouped.min(1).values).float().mean())
     term = record.rewards.get("attribution")
     metrics.update(
@@ -222,14 +225,6 @@ def rollout_metrics(record: StepRecord, settings: StepSettings) -> dict[str, flo
             kl_smoothing=settings.attribution.kl_smoothing,
         )
     )
-    calls = sum(t.stats.calls for t in trajectories)
-    metrics["tools/call_frequency"] = calls / len(trajectories)
-    metrics["tools/failure_frequency"] = sum(t.stats.failures for t in trajectories) / max(calls, 1)
-    by_tool = Counter()
-    for t in trajectories:
-        by_tool.update(t.stats.calls_by_tool)
-    for name, count in by_tool.items():
-        metrics[f"tools/{name}/call_frequency"] = count / len(trajectories)
     metrics["turns/mean"] = float(np.mean([len(t.turns) for t in trajectories]))
     metrics["completion_length"] = float(np.mean([t.completion_length for t in trajectories]))
     metrics["answered"] = float(np.mean([t.final_answer is not None for t in trajectories]))

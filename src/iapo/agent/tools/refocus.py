@@ -20,7 +20,7 @@ returned image with `sampling.edit_latest: true` (VTool-R1: one tool round on th
 An edit that would change no pixel is a counted error, "no_change" (ReFocus returns the input unchanged): an empty
 label list, a mask with every box selected or with nothing left to keep, a draw or highlight whose boxes lie outside
 the image or vanish in the inset. It is declared in every edit tool's `errors`, so `tool_failure_kinds` counts it
-as a failed call and `tools/success_rate` only counts calls that edited the image. Label boxes that do not follow
+as a failed call and only calls that edited the image escape `tools/failure_frequency`. Label boxes that do not follow
 `REFOCUS_META` (a data problem; the loaders reject such rows when they read a file) are the error "bad_label_boxes".
 
 Toolsets: `table` (the six column / row tools), `chart` (the six x / y value tools) and `refocus` (all twelve, for
