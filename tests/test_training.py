@@ -140,10 +140,25 @@ def test_resume_from_last_continues_at_the_next_step(tmp_path, monkeypatch):
     )
     assert second.trainer.global_step == 4
     steps = [int(row["step"]) for row in metric_rows(Path(second.trainer.logger.log_dir))]
-    assert steps == [2, 3]
+    assert steps == [3, 4]  # logged at the optimizer step each batch ends on
     for name, parameter in second.model.named_parameters():
         if name in trainable:
             assert parameter.shape == checkpoint["state_dict"][name].shape
+
+
+def test_max_steps_and_the_logged_step_count_optimizer_steps(tmp_path, monkeypatch):
+    """Tiny: 2 prompts × 4 samples in mini-batches of 4, two optimizer steps per batch: `max_steps=4` is two batches,
+    logged at steps 2 and 4 (docs/method.md, "What a step counts")."""
+    monkeypatch.chdir(tmp_path)
+    extra = (
+        "--trainer.max_steps=4",
+        "--model.init_args.rewards.attribution=0",
+        "--model.init_args.ppo.mini_batch_size=4",
+    )
+    cli = fit("iapo.yaml", "tiny.yaml", extra=extra)
+    rows = metric_rows(Path(cli.trainer.logger.log_dir))
+    assert [int(row["step"]) for row in rows] == [2, 4]
+    assert [float(row["optimizer_steps"]) for row in rows] == [2.0, 2.0]
 
 
 @pytest.mark.parametrize("key", ["--model.init_args.ppo.eps_hgh=0.3", "--data.trian=[]"])

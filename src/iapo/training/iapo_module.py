@@ -190,6 +190,9 @@ class IAPOModule(PolicyModule):
         metrics = {**metrics, **record.timings}
         metrics["lr"] = optimizer.param_groups[0]["lr"]
         metrics["data/skipped_rows"] = skipped_rows
+        # Lightning's x-axis counts batches; a batch makes several optimizer steps, and the callbacks name their
+        # outputs by optimizer step, so every row is logged at the optimizer step it ends on.
+        metrics["step"] = float(self.global_step)
         metrics = mean_over_processes({k: float(v) for k, v in metrics.items()})
         size = len(record.trajectories)
         reward = metrics.pop("reward")

@@ -114,6 +114,7 @@ class PolicyModule(L.LightningModule):
             return
         values = {f"val/acc/{name}": s["metrics"][HEADLINE_METRIC] for name, s in summaries.items()}
         values["val/acc"] = sum(values.values()) / len(values)
+        values["step"] = float(self.global_step)  # the x-axis of training's rows (`IAPOModule.training_step`)
         for name, key in VALIDATION_METRICS.items():
             values[f"val/{name}"] = sum(s[key] for s in summaries.values()) / len(summaries)
         self.log_dict(values)
