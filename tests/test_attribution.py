@@ -16,13 +16,8 @@ from helpers.policies import ScriptedPolicy
 from iapo.agent.rollout import SamplingSettings, rollout
 from iapo.agent.trajectory import collate_trajectories, device_inputs, token_logprobs
 from iapo.attribution.components import target_mask, trajectory_components
-from iapo.attribution.methods import (
-    attribute,
-    grad_x_input_scores,
-    input_embeddings,
-    occlusion_scores,
-    target_logprob_fn,
-)
+from iapo.attribution.embeddings import language_model_inputs, target_logprob_fn
+from iapo.attribution.methods import attribute, grad_x_input_scores, occlusion_scores
 from iapo.attribution.score import AttributionSettings, attribution_distributions
 from iapo.data.sample import load_image
 from iapo.data.synthetic import build_split
@@ -85,7 +80,7 @@ def test_objective_is_the_models_log_prob_of_the_target(tiny_student, attributed
     batch = collate_trajectories(trajectories, processor.tokenizer.pad_token_id)
     inputs = device_inputs(model, batch)
     with torch.no_grad():
-        objective = target_logprob_fn(model, inputs, batch["policy_mask"])(input_embeddings(model, inputs))
+        objective = target_logprob_fn(model, inputs, batch["policy_mask"])(language_model_inputs(model, inputs)[0])
         logprobs = token_logprobs(model(**inputs, use_cache=False).logits, inputs["input_ids"])
     torch.testing.assert_close(objective, (logprobs * batch["policy_mask"]).sum(-1))
 

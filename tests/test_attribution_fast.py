@@ -17,13 +17,8 @@ from iapo.agent.rollout import SamplingSettings, rollout
 from iapo.agent.trajectory import collate_trajectories, device_inputs
 from iapo.agent.vision import distinct_image_features, split_images, vision_language_model
 from iapo.attribution.components import target_mask, trajectory_components
-from iapo.attribution.methods import (
-    ROW_INPUTS,
-    attribute,
-    attribution_mode,
-    language_model_inputs,
-    through_last_target,
-)
+from iapo.attribution.embeddings import ROW_INPUTS, language_model_inputs
+from iapo.attribution.methods import attribute, attribution_mode, through_last_target
 from iapo.attribution.score import AttributionSettings, attribution_distributions, has_target
 from iapo.data.sample import load_image
 from iapo.data.synthetic import build_split
@@ -148,7 +143,12 @@ def test_the_teacher_reencodes_only_trajectories_with_a_target(tiny_student, tea
 
     monkeypatch.setattr(score, "retokenize", counting)
     settings = AttributionSettings(
-        method="integrated_gradients", target="tool_call", layout="blocks", divergence="kl", form="penalty", steps=2,
+        method="integrated_gradients",
+        target="tool_call",
+        layout="blocks",
+        divergence="kl",
+        form="penalty",
+        steps=2,
         missing_target="exclude",
     )
     plain_settings = dataclasses.replace(settings, fast=False)

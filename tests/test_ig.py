@@ -12,6 +12,7 @@ from helpers.policies import ScriptedPolicy
 from iapo.agent.rollout import SamplingSettings, rollout
 from iapo.agent.trajectory import collate_trajectories, device_inputs
 from iapo.attribution.components import block_components, target_mask, trajectory_components
+from iapo.attribution.embeddings import language_model_inputs, select_rows, target_logprob_fn
 from iapo.attribution.methods import (
     attribute,
     attribution_mode,
@@ -19,9 +20,6 @@ from iapo.attribution.methods import (
     grad_x_input_scores,
     integrated_gradients_scores,
     integrated_gradients_tokens,
-    language_model_inputs,
-    select_rows,
-    target_logprob_fn,
 )
 from iapo.attribution.score import AttributionSettings, attribution_distributions
 from iapo.data.sample import load_image

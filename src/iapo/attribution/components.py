@@ -1,7 +1,7 @@
 """Named input components of a trajectory and the target tokens whose log-prob is attributed to them.
 
 Components are semantic, so that a teacher with another tokenizer or image resolution (a `retokenize`d view of the
-same trajectory) gets the same keys. Two layouts (`LAYOUTS`):
+same trajectory) gets the same keys. A layout is a registered entry (`register_layout` / `get_layout`); built in:
 
 `regions` (`trajectory_components`):
 - `image/r{i}c{j}`: the original image cut into an R×C grid; each visual token of image 0 belongs to exactly one cell;
@@ -14,7 +14,20 @@ same trajectory) gets the same keys. Two layouts (`LAYOUTS`):
 - `P`: the system text other than the tool definitions; `R`: the question (user query); `I`: every image token (the
   original and every returned image); `T`: the tool definitions (empty when tools are off).
 
-Targets (`TARGETS`, `target_mask`): the final answer, every generated token, or the tool calls.
+Targets are registered entries too (`register_target` / `get_target`, read through `target_mask` and
+`target_turn`); built in: the final answer, every generated token, or the tool calls. Add either in any imported
+module, then name it in `model.init_args.attribution` (`layout: halves`, `target: first_turn`):
+
+    @register_layout("halves")
+    def halves(trajectory, merge_size, settings):   # disjoint BoolTensor masks [T] by component name
+        ...
+
+    @register_target("first_turn", turn=lambda trajectory: 0 if trajectory.turns[0].text else None)
+    def first_turn(trajectory, tokenizer):            # BoolTensor [T] of the attributed tokens
+        ...
+
+`turn` names the turn that holds the target's last token (None: the trajectory has no target, is not run through
+the model and gets `{}`); the attribution cuts the trajectory after it (`prefix.through_target_turn`).
 
 Visual-token geometry: the Qwen2.5-VL processor flattens patches as [h/m, w/m, m, m] (m = merge size), so merged
 token k of an image sits at row k // (w/m), column k % (w/m) of its merged grid (row-major). The vision tower
@@ -27,20 +40,91 @@ Run the checks with `python -m pytest tests/test_components.py -q`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
 import torch
 from torch import Tensor
 
 from iapo.agent.parsing import ANSWER, TOOL_CALL
 from iapo.agent.trajectory import Trajectory
 
-LAYOUTS = ("regions", "blocks")
+Layout = Callable[[Trajectory, int, Any], dict[str, Tensor]]
+"""`layout(trajectory, merge_size, settings) -> {component: mask [T]}` (`settings`: the `AttributionSettings`)."""
+
+LAYOUTS: dict[str, Layout] = {}
+"""name -> layout, filled by `register_layout` (the value of `attribution.layout`)."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """`mask(trajectory, tokenizer)`: BoolTensor [T] of the attributed tokens, empty without a target; `turn(trajectory)`:
+    the index of the turn holding the last target token, None without a target (decided from the turns alone, so
+    it holds for every tokenizer's view of the trajectory)."""
+
+    mask: Callable[[Trajectory, Any], Tensor]
+    turn: Callable[[Trajectory], int | None]
+
+
+TARGETS: dict[str, Target] = {}
+"""name -> target, filled by `register_target` (the value of `attribution.target`)."""
+
+
+def register_layout(name: str) -> Callable[[Layout], Layout]:
+    """Decorator: make `layout` selectable as `attribution.layout: <name>` (a name registered twice is an error)."""
+
+    def add(layout: Layout) -> Layout:
+        if name in LAYOUTS:
+            raise ValueError(f"attribution layout {name!r} is registered twice")
+        LAYOUTS[name] = layout
+        return layout
+
+    return add
+
+
+def get_layout(name: str) -> Layout:
+    """The registered layout `name`; an unknown name is a ValueError listing the registered ones."""
+    if name not in LAYOUTS:
+        raise ValueError(f"unknown attribution layout {name!r}; registered: {', '.join(sorted(LAYOUTS))}")
+    return LAYOUTS[name]
+
+
+def register_target(name: str, *, turn: Callable[[Trajectory], int | None]) -> Callable[[Callable], Callable]:
+    """Decorator: make `mask(trajectory, tokenizer)` the target `name`, with `turn` its turn (see `Target`)."""
+
+    def add(mask: Callable[[Trajectory, Any], Tensor]) -> Callable:
+        if name in TARGETS:
+            raise ValueError(f"attribution target {name!r} is registered twice")
+        TARGETS[name] = Target(mask, turn)
+        return mask
+
+    return add
+
+
+def get_target(name: str) -> Target:
+    """The registered target `name`; an unknown name is a ValueError listing the registered ones."""
+    if name not in TARGETS:
+        raise ValueError(f"unknown attribution target {name!r}; registered: {', '.join(sorted(TARGETS))}")
+    return TARGETS[name]
+
+
+def target_mask(trajectory: Trajectory, tokenizer, target: str = "answer") -> Tensor:
+    """Mask [T] of the tokens whose log-prob is attributed (the target's `mask`); empty without a target."""
+    return get_target(target).mask(trajectory, tokenizer)
+
+
+def target_turn(trajectory: Trajectory, target: str) -> int | None:
+    """Index of the turn that holds the trajectory's last target token; None without a target."""
+    return get_target(target).turn(trajectory)
+
+
 BLOCKS = {
     "P": "system text other than the tool definitions",
     "R": "the question",
     "I": "every image token",
     "T": "the tool definitions",
 }
-TARGETS = ("answer", "generated", "tool_call")
 
 
 def image_region_masks(
@@ -104,6 +188,20 @@ def trajectory_components(
     return components
 
 
+@register_layout("regions")
+def regions_layout(trajectory: Trajectory, merge_size: int, settings) -> dict[str, Tensor]:
+    """`trajectory_components` with the settings' grid and optional components."""
+    return trajectory_components(
+        trajectory, merge_size, settings.grid, settings.include_history, settings.include_system
+    )
+
+
+@register_layout("blocks")
+def blocks_layout(trajectory: Trajectory, merge_size: int, settings) -> dict[str, Tensor]:
+    """`block_components` (the image resolution does not matter to blocks)."""
+    return block_components(trajectory)
+
+
 def block_components(trajectory: Trajectory) -> dict[str, Tensor]:
     """The paper's blocks as disjoint masks [T]: `P` (system text minus the tool definitions), `R` (question), `I`
     (every image token) and `T` (tool definitions), from the spans the trajectory records (`rollout` and
@@ -153,30 +251,37 @@ def final_turn_span(policy_mask: Tensor) -> tuple[int, int]:
     return start, end
 
 
-def target_mask(trajectory: Trajectory, tokenizer, target: str = "answer") -> Tensor:
-    """Mask [T] of the tokens whose log-prob is attributed; empty when the trajectory has no such target.
+def _last_turn_with_text(trajectory: Trajectory, action: str | None = None) -> int | None:
+    """The last turn with text (of `action`, when given); None when there is none."""
+    wanted = [i for i, turn in enumerate(trajectory.turns) if turn.text and action in (None, turn.action)]
+    return wanted[-1] if wanted else None
 
-    `"answer"`: the final turn's tokens that cover the text between `<answer>` and `</answer>` (all of the final
-    turn's tokens when the tags cannot be located or enclose no token); empty when `final_answer` is None.
-    `"generated"`: every policy token.
-    `"tool_call"`: in every turn whose action is a tool call, the tokens covering its first (the executed)
-    `<tool_call>…</tool_call>` block, tags included: the opening tag is the decision to call a tool, the rest says
-    which tool and where (the whole turn when the block cannot be located); empty when no turn called a tool.
-    """
-    if target not in TARGETS:
-        raise ValueError(f"attribution target must be one of {list(TARGETS)}, got {target!r}")
-    if target == "generated":
-        return trajectory.policy_mask.clone()
-    mask = torch.zeros_like(trajectory.policy_mask)
-    if target == "tool_call":
-        spans = turn_token_spans(trajectory)
-        for turn, span in zip(trajectory.turns, spans, strict=True):
-            if turn.action == "tool_call" and span is not None:
-                mask |= _match_mask(trajectory, tokenizer, span, TOOL_CALL, group=0)
-        return mask
+
+@register_target("answer", turn=lambda t: None if t.final_answer is None else _last_turn_with_text(t))
+def answer_mask(trajectory: Trajectory, tokenizer) -> Tensor:
+    """The final turn's tokens that cover the text between `<answer>` and `</answer>` (all of the final turn's tokens
+    when the tags cannot be located or enclose no token); empty when `final_answer` is None."""
     if trajectory.final_answer is None:
-        return mask
+        return torch.zeros_like(trajectory.policy_mask)
     return _match_mask(trajectory, tokenizer, final_turn_span(trajectory.policy_mask), ANSWER, group=1)
+
+
+@register_target("generated", turn=_last_turn_with_text)
+def generated_mask(trajectory: Trajectory, tokenizer) -> Tensor:
+    """Every policy token."""
+    return trajectory.policy_mask.clone()
+
+
+@register_target("tool_call", turn=lambda t: _last_turn_with_text(t, "tool_call"))
+def tool_call_mask(trajectory: Trajectory, tokenizer) -> Tensor:
+    """In every turn whose action is a tool call, the tokens covering its first (the executed)
+    `<tool_call>…</tool_call>` block, tags included: the opening tag is the decision to call a tool, the rest says
+    which tool and where (the whole turn when the block cannot be located); empty when no turn called a tool."""
+    mask = torch.zeros_like(trajectory.policy_mask)
+    for turn, span in zip(trajectory.turns, turn_token_spans(trajectory), strict=True):
+        if turn.action == "tool_call" and span is not None:
+            mask |= _match_mask(trajectory, tokenizer, span, TOOL_CALL, group=0)
+    return mask
 
 
 def _match_mask(trajectory: Trajectory, tokenizer, span: tuple[int, int], pattern, group: int) -> Tensor:

@@ -24,20 +24,7 @@ import dataclasses
 import hashlib
 
 from iapo.agent.trajectory import Trajectory
-from iapo.attribution.components import turn_token_spans
-
-
-def target_turn(trajectory: Trajectory, target: str) -> int | None:
-    """Index of the turn that holds the trajectory's last target token (None without a target): the last tool-call
-    turn with text for `tool_call`, else the last turn with text (the answer's, or the last generated)."""
-    wanted = [
-        index
-        for index, turn in enumerate(trajectory.turns)
-        if turn.text and (target != "tool_call" or turn.action == "tool_call")
-    ]
-    if not wanted or (target == "answer" and trajectory.final_answer is None):
-        return None
-    return wanted[-1]
+from iapo.attribution.components import target_turn, turn_token_spans
 
 
 def through_target_turn(trajectory: Trajectory, target: str) -> Trajectory:

@@ -33,7 +33,7 @@ from iapo.attribution.align import (
     MISSING_TARGETS,
     normalize,
 )
-from iapo.attribution.components import LAYOUTS, TARGETS, block_components, target_mask, trajectory_components
+from iapo.attribution.components import LAYOUTS, TARGETS, get_layout, target_mask, target_turn
 from iapo.attribution.methods import BASELINES, METHODS, attribute
 from iapo.attribution.prefix import attribution_key, through_target_turn
 from iapo.attribution.quadrature import QUADRATURES
@@ -46,8 +46,10 @@ class AttributionSettings:
 
     Args:
         method: a key of `METHODS` (`integrated_gradients`, `grad_x_input`, `occlusion`, `attention`).
-        target: whose log-prob is attributed: `answer`, `generated` or `tool_call`.
-        layout: `regions` (image grid cells, crops, question, ...) or `blocks` (the paper's P / R / I / T).
+        target: whose log-prob is attributed, a registered target (`components.register_target`): `answer`,
+            `generated` or `tool_call` built in.
+        layout: a registered layout (`components.register_layout`): `regions` (image grid cells, crops,
+            question, ...) or `blocks` (the paper's P / R / I / T) built in.
         grid: R × C cells of the original image (`regions` only).
         divergence: `jsd`, `cosine` or `kl` (student ‖ teacher).
         form: the reward term, `penalty` (−λ·D) or `similarity` (λ·(1 − D), D in [0, 1]).
@@ -133,15 +135,6 @@ class AttributionSettings:
             )
 
 
-def components_of(trajectory: Trajectory, merge_size: int, settings: AttributionSettings) -> dict:
-    """The trajectory's components in the settings' layout."""
-    if settings.layout == "blocks":
-        return block_components(trajectory)
-    return trajectory_components(
-        trajectory, merge_size, settings.grid, settings.include_history, settings.include_system
-    )
-
-
 def attribution_distributions(
     model,
     processor,
@@ -180,7 +173,7 @@ def attribution_distributions(
     gaps: list[float] = []
     for start in range(0, len(views), settings.batch_size):
         chunk = views[start : start + settings.batch_size]
-        components = [components_of(t, merge, settings) for t in chunk]
+        components = [get_layout(settings.layout)(t, merge, settings) for t in chunk]
         targets = [target_mask(t, processor.tokenizer, settings.target) for t in chunk]
         scores = attribute(
             model,
@@ -219,10 +212,5 @@ def normalized(raw: dict[str, float]) -> dict[str, float]:
 
 def has_target(trajectory: Trajectory, target: str) -> bool:
     """Whether `target_mask(trajectory, tokenizer, target)` has a token, read from the turns alone (so it holds for
-    every tokenizer's view of the trajectory): `answer` needs a final answer, `tool_call` a tool-call turn with
-    text, `generated` a generated token."""
-    if target == "generated":
-        return bool(trajectory.policy_mask.any())
-    if target == "tool_call":
-        return any(turn.action == "tool_call" and turn.text for turn in trajectory.turns)
-    return trajectory.final_answer is not None
+    every tokenizer's view of the trajectory): the target names a turn (`components.Target.turn`)."""
+    return target_turn(trajectory, target) is not None

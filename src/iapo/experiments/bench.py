@@ -47,7 +47,8 @@ import yaml
 
 from iapo.agent.rollout import HFPolicy, SamplingSettings, rollout
 from iapo.agent.vision import vision_language_model
-from iapo.attribution.methods import METHODS, language_model
+from iapo.attribution.embeddings import language_model
+from iapo.attribution.methods import METHODS
 from iapo.attribution.quadrature import QUADRATURES
 from iapo.attribution.score import AttributionSettings
 from iapo.data.sample import load_image
