@@ -1,5 +1,4 @@
-"""Attribution targets and layouts are registered entries: a toy target and a toy layout registered here alone are
-selected by name in `AttributionSettings` and drive `attribution_distributions` on the tiny student; unknown names
+"""Attribution targets, layouts and methods are registered entries: toy ones registered here alone are selected by name in `AttributionSettings` and drive `attribution_distributions` on the tiny student; unknown names
 are refused with the registered ones listed."""
 
 from __future__ import annotations
@@ -18,6 +17,7 @@ from iapo.attribution.components import (
     register_target,
     turn_token_spans,
 )
+from iapo.attribution.methods import METHODS, register_method
 from iapo.attribution.score import AttributionSettings, attribution_distributions, has_target
 from iapo.data.sample import load_image
 from iapo.data.synthetic import build_split
@@ -45,9 +45,14 @@ def toy_entries():
         first = torch.arange(int(trajectory.input_ids.shape[0])) < middle
         return {"first": first, "second": ~first}
 
+    @register_method("token_share")
+    def token_share(model, inputs, embeddings, reference, masks, targets, **unused):
+        return masks.sum(-1).float(), None  # each component's token count: no model call
+
     yield
     TARGETS.pop("first_turn")
     LAYOUTS.pop("halves")
+    METHODS.pop("token_share")
 
 
 def test_a_registered_target_and_layout_are_used_by_name(toy_entries, tiny_student):
@@ -62,6 +67,17 @@ def test_a_registered_target_and_layout_are_used_by_name(toy_entries, tiny_stude
     assert all(has_target(t, "first_turn") for t in trajectories) and stats["attributed"] == 2
     for distribution in distributions:
         assert set(distribution) == {"first", "second"} and sum(distribution.values()) == pytest.approx(1.0)
+
+
+def test_a_registered_method_is_used_by_name(toy_entries, tiny_student):
+    model, processor = tiny_student
+    rows = build_split("test", 1, seed=0)
+    policy = ScriptedPolicy(processor.tokenizer, [[SCRIPTS[0][0]]])
+    [trajectory] = rollout(policy, processor, rows, [load_image(rows[0].image)], settings=SamplingSettings(max_turns=1))
+    settings = AttributionSettings(method="token_share", target="first_turn", layout="halves", fast=False)
+    [distribution] = attribution_distributions(model, processor, [trajectory], rows, settings)
+    length = len(trajectory.input_ids)
+    assert distribution == pytest.approx({"first": (length // 2) / length, "second": (length - length // 2) / length})
 
 
 def test_unknown_targets_and_layouts_name_the_registered_ones():

@@ -84,7 +84,7 @@ def attribute(
         components: per trajectory, {key: BoolTensor [T_b]} (`trajectory_components`, `block_components`).
         targets: per trajectory, BoolTensor [T_b] of target tokens (`target_mask`).
         pad_token_id: left-padding id.
-        method: a key of `METHODS`.
+        method: a registered method (`register_method`).
         baseline: the reference input b, `"zero"` or `"mean"` (the mean embedding of the row's tokens up to its
             last target token).
         steps: m, interpolation points of `integrated_gradients` (the other methods ignore it).
@@ -100,8 +100,7 @@ def attribute(
     Returns:
         Per trajectory {key: score}; `{}` for a trajectory with an empty target (it is not run through the model).
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown attribution method {method!r}; known: {sorted(METHODS)}")
+    method_fn = get_method(method)
     if baseline not in BASELINES:
         raise ValueError(f"baseline must be one of {BASELINES}, got {baseline!r}")
     if quadrature not in QUADRATURES:
@@ -137,7 +136,7 @@ def attribute(
         inputs = {key: inputs[key] for key in ROW_INPUTS} | {"position_ids": positions}
         if fast:
             inputs, embeddings, masks, target = through_last_target(inputs, embeddings, masks, target, pad_token_id)
-        scores, gaps = METHODS[method](
+        scores, gaps = method_fn(
             model,
             inputs,
             embeddings,
@@ -320,11 +319,40 @@ def through_last_target(
     return cut, take(embeddings, 0.0), cut_masks, take(targets, False)
 
 
+Method = Callable[..., tuple[Tensor, Tensor | None]]
+METHODS: dict[str, Method] = {}
+"""name -> fn(model, inputs, embeddings [B,T,D], reference [B,1,D], masks [B,K,T], targets [B,T], *, steps,
+chunk_size, quadrature, gap_rows) -> (scores [B,K], relative completeness gaps of the first gap_rows rows or None);
+`inputs` carry explicit `position_ids`; only `integrated_gradients` uses steps, chunk_size and quadrature, and
+measures completeness."""
+
+
+def register_method(name: str) -> Callable[[Method], Method]:
+    """Decorator: make `fn` selectable as `attribution.method: <name>` (a name registered twice is an error)."""
+
+    def add(fn: Method) -> Method:
+        if name in METHODS:
+            raise ValueError(f"attribution method {name!r} is registered twice")
+        METHODS[name] = fn
+        return fn
+
+    return add
+
+
+def get_method(name: str) -> Method:
+    """The registered method `name`; an unknown name is a ValueError listing the registered ones."""
+    if name not in METHODS:
+        raise ValueError(f"unknown attribution method {name!r}; registered: {', '.join(sorted(METHODS))}")
+    return METHODS[name]
+
+
+@register_method("grad_x_input")
 def _grad_x_input(model, inputs, embeddings, reference, masks, targets, **unused) -> tuple[Tensor, None]:
     _require_autograd("grad_x_input")
     return grad_x_input_scores(target_logprob_fn(model, inputs, targets), embeddings, masks, reference), None
 
 
+@register_method("integrated_gradients")
 def _integrated_gradients(
     model, inputs, embeddings, reference, masks, targets, steps, chunk_size, quadrature, gap_rows
 ) -> tuple[Tensor, Tensor | None]:
@@ -341,10 +369,12 @@ def _require_autograd(method: str) -> None:
         raise RuntimeError(f"{method} needs autograd: call it outside torch.inference_mode")
 
 
+@register_method("occlusion")
 def _occlusion(model, inputs, embeddings, reference, masks, targets, **unused) -> tuple[Tensor, None]:
     return occlusion_scores(target_logprob_fn(model, inputs, targets), embeddings, masks, reference), None
 
 
+@register_method("attention")
 def _attention(model, inputs, embeddings, reference, masks, targets, **unused) -> tuple[Tensor, None]:
     """Attention from target-predicting positions to each component, averaged over positions, layers and heads.
 
@@ -376,18 +406,6 @@ def _attention(model, inputs, embeddings, reference, masks, targets, **unused) -
         for handle in handles:
             handle.remove()
     return torch.einsum("bt,bkt->bk", mass / len(layers), masks.float()), None
-
-
-METHODS: dict[str, Callable[..., tuple[Tensor, Tensor | None]]] = {
-    "integrated_gradients": _integrated_gradients,
-    "grad_x_input": _grad_x_input,
-    "occlusion": _occlusion,
-    "attention": _attention,
-}
-"""name -> fn(model, inputs, embeddings [B,T,D], reference [B,1,D], masks [B,K,T], targets [B,T], *, steps,
-chunk_size, quadrature, gap_rows) -> (scores [B,K], relative completeness gaps of the first gap_rows rows or None);
-`inputs` carry explicit `position_ids`; only `integrated_gradients` uses steps, chunk_size and quadrature, and
-measures completeness."""
 
 
 @contextmanager

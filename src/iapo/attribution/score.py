@@ -45,7 +45,8 @@ class AttributionSettings:
     """How attributions are computed and compared (docs/method.md, "Attribution").
 
     Args:
-        method: a key of `METHODS` (`integrated_gradients`, `grad_x_input`, `occlusion`, `attention`).
+        method: a registered method (`methods.register_method`): `integrated_gradients`, `grad_x_input`,
+            `occlusion` or `attention` built in.
         target: whose log-prob is attributed, a registered target (`components.register_target`): `answer`,
             `generated` or `tool_call` built in.
         layout: a registered layout (`components.register_layout`): `regions` (image grid cells, crops,
