@@ -59,6 +59,17 @@ def test_fast_paper_demo_reports_results_paired_differences_and_mechanism_diagno
     assert [c["steps"] for c in regime["candidates"]] == data["settings"]["candidate_steps"]
     assert regime["chosen"] in {c["name"] for c in regime["candidates"]} and regime["reason"]
     assert data["weight"] > 0 and "λ" in data["weight_reason"]
+    # the premises, measured before RL on training prompts, named plainly; the layout the RL runs used
+    premises = data["premises"]
+    for key in ("right_call_rate", "success_given_right_call", "success_given_wrong_call", "sampled_success"):
+        assert set(premises[key]) == {"student", "teacher"}
+    assert set(premises["rank_correlation_with_success"]) == {"blocks", "blocks_per_token", "regions"}
+    assert premises["chosen_layout"] in premises["rank_correlation_with_success"]
+    assert len(premises["checks"]) == 7 and all(isinstance(c["met"], bool) for c in premises["checks"])
+    layout = data["premise"]["chosen_variant"]
+    assert data["settings"]["attribution"]["layout"] == "blocks"  # the configuration default stays the paper's
+    assert data["seeds"] == seeds and data["test_rows"] == data["settings"]["test_rows"]
+    assert layout in ("blocks", "blocks_per_token", "regions")
     cold = data["cold_start_diagnostics"]
     assert set(COLD_START_KEYS) <= set(cold)
     assert any(key.startswith("attribution/teacher_mass/") for key in cold)
@@ -74,6 +85,7 @@ def test_fast_paper_demo_reports_results_paired_differences_and_mechanism_diagno
     text = report.read_text()
     for heading in (
         "## Findings",
+        "## Premises, measured before RL (training prompts only)",
         "## How the regime was chosen (training prompts only, before any test result)",
         "## Cold-start diagnostics",
         "### IAPO − GRPO, paired by seed",

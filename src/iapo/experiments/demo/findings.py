@@ -21,6 +21,7 @@ from iapo.experiments.demo.formatting import (
     percent,
     shown,
 )
+from iapo.experiments.demo.premise import premise_checks, premise_verdict
 from iapo.experiments.demo.stats import mean_std
 
 
@@ -33,7 +34,9 @@ def findings(summary: dict) -> list[str]:
     chosen = chosen_candidate(regime)
     grpo_on, iapo_on = mean_std(accuracy_of(rows, GRPO, True)), mean_std(accuracy_of(rows, IAPO, True))
     on = paired["tools on"]
+    premise = [premise_finding(summary["premise"])] if summary.get("premise") else []
     return [
+        *premise,
         f"- **Tools and teacher.** On the test split (greedy) the teacher scores {percent(teacher_on)}% with the tool "
         f"and {percent(teacher_off)}% without; the cold-started student {percent(student_on)}% and "
         f"{percent(student_off)}%. The teacher is {'stronger' if teacher_on > student_on else 'not stronger'} than "
@@ -50,6 +53,23 @@ def findings(summary: dict) -> list[str]:
         + f": {verdict(on)}.",
         "- **Why, by the diagnostics.** " + " ".join(mechanism_reading(summary, verdict(on))),
     ]
+
+
+def premise_finding(premise: dict) -> str:
+    """The premises in words: does the call decide the student's success, does the teacher make it, which layout's
+    term ranks samples as success does, and the verdict (`premise_verdict`)."""
+    student, teacher = premise["student"], premise["teacher"]
+    rho = premise["variants"][premise["chosen_variant"]]["rho_success"]
+    decides = student["success_given_right"] - student["success_given_wrong"]
+    return (
+        f"- **Premises (training prompts, before RL).** The student succeeds in {percent(student['success_given_right'])}"
+        f"% of its samples with a right call and {percent(student['success_given_wrong'])}% with a wrong one (the "
+        f"call {'decides' if decides >= 0.5 else 'does not decide'} success: a gap of {100 * decides:.1f} points, "
+        f"0.5 needed); it makes the right call in {percent(student['right_call_rate'])}% of its samples, the teacher "
+        f"in {percent(teacher['right_call_rate'])}%. The {premise['chosen_variant']} term's within-group rank "
+        f"correlation with success is {number(rho['mean'], 2)} (95% CI [{number(rho['low'], 2)}, "
+        f"{number(rho['high'], 2)}]). {premise_verdict(premise_checks(premise))}"
+    )
 
 
 def gain_words(points: float) -> str:

@@ -8,6 +8,7 @@ success and with a right call, each with a bootstrap 95% interval over groups; t
 picks. Test prompts are never read here.
 
     result = measure_premise(settings, student_path, teacher_path, prompts=64, seed=0)
+    python -m iapo.experiments.demo.measure --student logs/demo/sft/step-450 --teacher logs/demo/sft/teacher
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import torch
 from iapo.attribution.align import attribution_terms
 from iapo.attribution.components import block_components
 from iapo.attribution.prefix import through_target_turn
-from iapo.attribution.score import attribution_distributions
+from iapo.attribution.score import attribution_distributions, has_target
 from iapo.data.sample import load_image
 from iapo.experiments.demo.premise import (
     VARIANTS,
@@ -68,7 +69,10 @@ def sample_model(settings, model_path: Path, samples: list, seed: int) -> tuple[
 
 
 def token_counts(trajectory) -> dict[str, int]:
-    """Tokens per block of the part of a trajectory the tool-call target is attributed over (through its turn)."""
+    """Tokens per block of the part of a trajectory the tool-call target is attributed over (through its turn);
+    `{}` without a tool call (nothing is attributed)."""
+    if not has_target(trajectory, "tool_call"):
+        return {}
     cut = through_target_turn(trajectory, "tool_call")
     return {key: int(mask.sum()) for key, mask in block_components(cut).items()}
 
@@ -136,3 +140,27 @@ def measure_premise(settings, student: Path, teacher: Path, prompts: int, seed: 
         "chosen_variant": chosen,
         "variant_reason": reason,
     }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """`python -m iapo.experiments.demo.measure --student DIR --teacher DIR [--prompts 64] [--offset 24] [--seed 0]`:
+    the premise measurement of any two saved models on the paper miniature's training prompts, printed as JSON."""
+    import argparse
+    import json
+
+    from iapo.experiments.demo.settings import demo_settings
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--student", type=Path, required=True)
+    parser.add_argument("--teacher", type=Path, required=True)
+    parser.add_argument("--prompts", type=int, default=64)
+    parser.add_argument("--offset", type=int, default=24, help="first training prompt (the regime uses 0..23)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    result = measure_premise(demo_settings("charts"), args.student, args.teacher, args.prompts, args.seed, args.offset)
+    print(json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    main()

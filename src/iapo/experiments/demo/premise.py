@@ -32,6 +32,8 @@ VARIANTS = {
 }
 """The layouts measured before RL (name → what it is); `blocks` is the paper's and the configuration default."""
 DEFAULT_VARIANT = "blocks"
+RL_VARIANTS = ("blocks", "regions")
+"""The layouts an RL run can use (`AttributionSettings.layout`); per-token averaging is measured here only."""
 
 
 def right_call(trajectory: Trajectory, sample: VQASample) -> bool | None:
@@ -130,11 +132,16 @@ def per_token(distribution: dict[str, float], counts: dict[str, int]) -> dict[st
     return {key: value / total for key, value in averaged.items()}
 
 
-def choose_variant(rows: dict[str, dict]) -> tuple[str, str]:
-    """(variant, why): the layout whose attribution term's within-group rank correlation with success has the
-    highest lower 95% bound, when that bound is above 0; otherwise the paper's (`DEFAULT_VARIANT`), since no layout
-    showed the premise. `rows[name]["rho_success"]` is a `bootstrap_mean` result."""
-    finite = {name: row["rho_success"]["low"] for name, row in rows.items() if math.isfinite(row["rho_success"]["low"])}
+def choose_variant(rows: dict[str, dict], runnable: Sequence[str] = RL_VARIANTS) -> tuple[str, str]:
+    """(variant, why): among the `runnable` layouts, the one whose attribution term's within-group rank correlation
+    with success has the highest lower 95% bound, when that bound is above 0; otherwise the paper's
+    (`DEFAULT_VARIANT`), since no layout showed the premise. `rows[name]["rho_success"]` is a `bootstrap_mean`
+    result."""
+    finite = {
+        name: row["rho_success"]["low"]
+        for name, row in rows.items()
+        if name in runnable and math.isfinite(row["rho_success"]["low"])
+    }
     if finite:
         best = max(finite, key=lambda name: (finite[name], name == DEFAULT_VARIANT))
         if finite[best] > 0:
@@ -143,8 +150,8 @@ def choose_variant(rows: dict[str, dict]) -> tuple[str, str]:
                 f"({finite[best]:+.2f}, above 0)"
             )
     return DEFAULT_VARIANT, (
-        f"{DEFAULT_VARIANT} (the paper's): no layout's term has a within-group rank correlation with success whose "
-        "lower 95% bound is above 0"
+        f"{DEFAULT_VARIANT} (the paper's): no layout an RL run can use ({', '.join(runnable)}) has a term whose "
+        "within-group rank correlation with success has a lower 95% bound above 0"
     )
 
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 import math
 
 from iapo.experiments.demo.findings import findings
-from iapo.experiments.demo.formatting import DIAGNOSTICS, chosen_candidate, percent, percent_mean_std, shown
+from iapo.experiments.demo.formatting import DIAGNOSTICS, chosen_candidate, number, percent, percent_mean_std, shown
+from iapo.experiments.demo.premise import premise_checks
 
 
 def regime_table(regime: dict) -> list[str]:
@@ -45,6 +46,55 @@ def cold_start_lines(diagnostics: dict, grpo_view: dict) -> list[str]:
         if masses:
             masses_text = ", ".join(f"{k} {percent(v)}" for k, v in sorted(masses.items()))
             lines.append(f"| {side} attribution mass per component % | {masses_text} |")
+    return lines
+
+
+def interval(result: dict) -> str:
+    """A bootstrap mean with its 95% interval and the number of groups it averages."""
+    if not result["n"]:
+        return "– (no group with varying values)"
+    return (
+        f"{number(result['mean'], 2)} [{number(result['low'], 2)}, {number(result['high'], 2)}] ({result['n']} groups)"
+    )
+
+
+def premise_lines(premise: dict) -> list[str]:
+    """The premises measured before RL: the checks with their thresholds, whether the call decides success for the
+    student and the teacher, and every attribution layout's rank correlations with the chosen one."""
+    lines = ["| premise | value | threshold | met |", "|---|---|---|---|"]
+    for check in premise_checks(premise):
+        value = check["value"]
+        shown_value = f"{value:g}" if check["name"] == "groups measured" else number(value, 2)
+        lines.append(f"| {check['name']} | {shown_value} | {check['threshold']} | {'yes' if check['met'] else 'no'} |")
+    lines += [
+        "",
+        "| model | tool-call rate % | right calls % (of all) | right calls % (of calls) | P(success \\| right call) % "
+        "| P(success \\| wrong call) % | sampled success % | all-fail groups % |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for model in ("student", "teacher"):
+        row = premise[model]
+        lines.append(
+            f"| {model} | {percent(row['call_rate'])} | {percent(row['right_call_rate'])} | "
+            f"{percent(row['right_of_calls'])} | {percent(row['success_given_right'])} | "
+            f"{percent(row['success_given_wrong'])} | {percent(row['success'])} | {percent(row['all_fail'])} |"
+        )
+    lines += [
+        "",
+        "| attribution layout | ρ(term, success), 95% CI | ρ(term, right call), 95% CI | student mass % | teacher mass % |",
+        "|---|---|---|---|---|",
+    ]
+    for name, row in premise["variants"].items():
+        chosen = " **(chosen)**" if name == premise["chosen_variant"] else ""
+        masses = [
+            ", ".join(f"{k} {percent(v)}" for k, v in sorted(row["masses"][side].items()))
+            for side in ("student", "teacher")
+        ]
+        lines.append(
+            f"| {name}{chosen}: {row['description']} | {interval(row['rho_success'])} | "
+            f"{interval(row['rho_right_call'])} | {masses[0]} | {masses[1]} |"
+        )
+    lines += ["", f"Layout for the RL runs: {premise['variant_reason']}."]
     return lines
 
 
@@ -100,6 +150,23 @@ def training_lines(summary: dict) -> list[str]:
     return lines
 
 
+def premise_section(summary: dict) -> list[str]:
+    premise = summary.get("premise")
+    if not premise:
+        return []
+    return [
+        "## Premises, measured before RL (training prompts only)",
+        "",
+        f"The chosen student and the teacher, each sampled on training prompts {premise['offset']}–"
+        f"{premise['offset'] + premise['prompts'] - 1} (after the regime's), {premise['group_size']} samples each at "
+        f"temperature {premise['temperature']:g}, seed {premise['seed']}; a right call edits exactly the asked bar "
+        "(its label box); intervals: percentile bootstrap over groups.",
+        "",
+        *premise_lines(premise),
+        "",
+    ]
+
+
 def render(summary: dict) -> str:
     """`report.md` from the run's summary (`report.json`)."""
     settings, regime = summary["settings"], summary["regime"]
@@ -125,6 +192,7 @@ def render(summary: dict) -> str:
         "",
         f"{summary['weight_reason']}.",
         "",
+        *premise_section(summary),
         "## Cold-start diagnostics (chosen student, teacher's attribution, training prompts)",
         "",
         *cold_start_lines(summary["cold_start_diagnostics"], chosen_candidate(regime)),

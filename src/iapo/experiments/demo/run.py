@@ -1,6 +1,7 @@
-"""The demo from start to report: cold start → regime → evaluations → GRPO and IAPO over seeds → report.
+"""The demo from start to report: cold start → regime → premise → evaluations → GRPO and IAPO over seeds → report.
 
     python -m iapo.experiments.demo [--setting charts|zoom] [--fast] [--fresh] [--workers 2] [--out DIR]
+    python -m iapo.experiments.demo --until premise     # the premises only: cold start, regime, premise.json
 
 The RL runs (one per method and seed) are independent: `--workers` of them run at once in separate processes (one
 per core; each evaluates its own model too). Every stage's output is cached under `--out`.
@@ -20,6 +21,8 @@ from pathlib import Path
 from iapo.experiments.demo import stages
 from iapo.experiments.demo.curves import learning_curves, read_history, training_summary
 from iapo.experiments.demo.formatting import METHODS, STUDENT, TEACHER
+from iapo.experiments.demo.measure import measure_premise, variant_settings
+from iapo.experiments.demo.premise import premise_checks
 from iapo.experiments.demo.regime import choose_candidate, choose_weight, sample_diagnostics
 from iapo.experiments.demo.report import render
 from iapo.experiments.demo.settings import DemoSettings, demo_settings
@@ -61,6 +64,32 @@ def regime_stage(settings: DemoSettings, paths: dict[str, Path]) -> dict:
     path.write_text(json.dumps(regime, indent=2))
     stages.say(f"regime: chose {chosen} ({reason}); {weight_reason}")
     return regime
+
+
+def premise_stage(settings: DemoSettings, student: Path, teacher: Path) -> dict:
+    """The premises measured on training prompts after the regime's (none of the regime's prompts), before RL:
+    whether the call decides success, the teacher's right-call rate, and the attribution layouts' rank correlations
+    with the variant chosen from them; cached in `premise.json`."""
+    path = settings.out / "premise.json"
+    if path.is_file():
+        stages.say(f"premise: reusing {path}")
+        return json.loads(path.read_text())
+    premise = measure_premise(settings, student, teacher, settings.premise_prompts, offset=settings.regime_prompts)
+    chosen = premise["variants"][premise["chosen_variant"]]
+    if settings.attribution_weight is None:
+        spreads = {"outcome_spread": premise["outcome_spread"], "term_spread": chosen["term_spread"]}
+        premise["weight"], premise["weight_reason"] = choose_weight(spreads)
+    else:
+        premise["weight"] = settings.attribution_weight
+        premise["weight_reason"] = f"λ = {settings.attribution_weight:g}, as given"
+    path.write_text(json.dumps(premise, indent=2))
+    student_row, teacher_row = premise["student"], premise["teacher"]
+    stages.say(
+        f"premise: student right calls {student_row['right_call_rate']:.2f}, P(success | right) "
+        f"{student_row['success_given_right']:.2f}, P(success | wrong) {student_row['success_given_wrong']:.2f}; "
+        f"teacher right calls {teacher_row['right_call_rate']:.2f}; layout: {premise['variant_reason']}"
+    )
+    return premise
 
 
 def rl_task(settings: DemoSettings, method: str, seed: int, student: Path, teacher: Path, weight: float) -> dict:
@@ -105,13 +134,21 @@ def claim_outputs(settings: DemoSettings) -> None:
     path.write_text(json.dumps(record, indent=2))
 
 
-def run(settings: DemoSettings, workers: int = 1) -> Path:
-    """All stages; returns the path of `report.md`."""
+def run(settings: DemoSettings, workers: int = 1, until: str | None = None) -> Path:
+    """All stages; returns the path of `report.md`. `until="premise"` stops after the premise measurement (no RL,
+    nothing on test prompts) and returns the path of `premise.json`."""
     start = time.time()
     claim_outputs(settings)
     paths = stages.cold_start(settings)
     regime = regime_stage(settings, paths)
     student, teacher = paths[regime["chosen"]], paths["teacher"]
+    premise, weight, rl_settings = None, regime["weight"], settings
+    if settings.setting == "charts":  # a right call is defined by the label boxes: the paper's setting only
+        premise = premise_stage(settings, student, teacher)
+        if until == "premise":
+            return settings.out / "premise.json"
+        rl_settings = dataclasses.replace(settings, attribution=variant_settings(settings, premise["chosen_variant"]))
+        weight = premise["weight"]
     rows = []
     for label, path in ((STUDENT, student), (TEACHER, teacher)):
         for tools in (True, False):
@@ -123,7 +160,7 @@ def run(settings: DemoSettings, workers: int = 1) -> Path:
                     "results": [stages.evaluate(settings, key, ModelSettings(name=str(path)), tools)],
                 }
             )
-    runs = rl_stage(settings, student, teacher, regime["weight"], workers)
+    runs = rl_stage(rl_settings, student, teacher, weight, workers)
     for method, label in METHODS.items():
         for tools in ("tools on", "tools off"):
             results = [r[tools] for r in runs if r["method"] == method]
@@ -146,13 +183,13 @@ def run(settings: DemoSettings, workers: int = 1) -> Path:
     first = {r["method"]: r["adapter"] for r in runs if r["seed"] == settings.seeds[0]}
     pictures = {
         "before RL (cold-started student)": stages.pictures(
-            settings, "before", ModelSettings(name=str(student)), teacher
+            rl_settings, "before", ModelSettings(name=str(student)), teacher
         ),
         f"after GRPO (seed {settings.seeds[0]})": stages.pictures(
-            settings, "grpo", ModelSettings(name=str(student), adapter=first["grpo"]), teacher
+            rl_settings, "grpo", ModelSettings(name=str(student), adapter=first["grpo"]), teacher
         ),
         f"after IAPO (seed {settings.seeds[0]})": stages.pictures(
-            settings, "iapo", ModelSettings(name=str(student), adapter=first["iapo"]), teacher
+            rl_settings, "iapo", ModelSettings(name=str(student), adapter=first["iapo"]), teacher
         ),
     }
     summary = {
@@ -161,9 +198,13 @@ def run(settings: DemoSettings, workers: int = 1) -> Path:
         "settings": settings_record(settings),
         "temperature": settings.sampling.temperature,
         "regime": {k: regime[k] for k in ("candidates", "chosen", "reason")},
-        "weight": regime["weight"],
-        "weight_reason": regime["weight_reason"],
+        "weight": weight,
+        "weight_reason": premise["weight_reason"] if premise else regime["weight_reason"],
         "cold_start_diagnostics": regime["diagnostics"],
+        "premise": premise,
+        "premises": plain_premises(premise) if premise else None,
+        "seeds": list(settings.seeds),
+        "test_rows": settings.test_rows,
         "rows": rows,
         "paired": paired,
         "training": training_summary(histories),
@@ -177,6 +218,24 @@ def run(settings: DemoSettings, workers: int = 1) -> Path:
     return path
 
 
+def plain_premises(premise: dict) -> dict:
+    """The premise numbers under plain names for `report.json` (the full measurement stays under `premise`)."""
+    models = ("student", "teacher")
+    return {
+        "right_call_rate": {m: premise[m]["right_call_rate"] for m in models},
+        "success_given_right_call": {m: premise[m]["success_given_right"] for m in models},
+        "success_given_wrong_call": {m: premise[m]["success_given_wrong"] for m in models},
+        "sampled_success": {m: premise[m]["success"] for m in models},
+        "all_fail_groups": premise["student"]["all_fail"],
+        "rank_correlation_with_success": {v: row["rho_success"] for v, row in premise["variants"].items()},
+        "rank_correlation_with_right_call": {v: row["rho_right_call"] for v, row in premise["variants"].items()},
+        "chosen_layout": premise["chosen_variant"],
+        "checks": premise_checks(premise),
+        "groups": premise["prompts"],
+        "seed": premise["seed"],
+    }
+
+
 def task_description(settings: DemoSettings) -> str:
     """One paragraph on the task, from its knobs."""
     task = settings.task
@@ -186,8 +245,9 @@ def task_description(settings: DemoSettings) -> str:
         sizes = f"{task.n_bars} bars" + (f" / {task.n_rows} rows" if "table" in task.kinds else "")
         return (
             f"Task: {drawn} ({sizes}) on a {task.image_size}-px canvas, labels from {len(task.labels)} words, values "
-            f"{'/'.join(task.values)}, {task.font_size}-px text{', grid lines' if task.gridlines else ''}; the question "
-            f"asks one bar's value. Tools: the `{settings.sampling.toolset}` toolset (ReFocus's edits; the expert masks "
+            f"{'/'.join(task.values)}{' (distinct within a chart)' if task.distinct_values else ''}, {task.font_size}-px "
+            f"text{', grid lines' if task.gridlines else ''}; the question asks one bar's value"
+            f"{' and quotes its label' if task.quote_labels else ''}. Tools: the `{settings.sampling.toolset}` toolset (ReFocus's edits; the expert masks "
             "every other bar), one tool round. The model sees the chart at 224 px; after the mask one bar and its value "
             "are left to read."
         )
@@ -207,10 +267,13 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--fresh", action="store_true", help="delete previous outputs in --out first")
     parser.add_argument("--workers", type=int, default=2, help="RL runs at once, one process each (one per core)")
     parser.add_argument("--attribution-weight", type=float, help="λ (default: set from the cold start)")
+    parser.add_argument(
+        "--until", choices=("premise",), help="premise: stop after the premises are measured (before any RL or test)"
+    )
     args = parser.parse_args(argv)
     out = args.out or Path("logs/demo" + ("-zoom" if args.setting == "zoom" else "") + ("-fast" if args.fast else ""))
     settings = demo_settings(args.setting, out=out, attribution_weight=args.attribution_weight)
     settings = settings.fast() if args.fast else settings
     if args.fresh:
         shutil.rmtree(out, ignore_errors=True)
-    return run(settings, workers=args.workers)
+    return run(settings, workers=args.workers, until=args.until)

@@ -72,13 +72,19 @@ ZOOM_ATTRIBUTION = AttributionSettings(method="grad_x_input")
 
 @dataclass
 class DemoSettings:
-    """Every stage's budget. One SFT run from the tiny spec saves the candidate cold starts (`candidate_steps`) and
-    goes on to `teacher_steps`: the teacher is the student trained longer (stronger, as the report measures). The
-    regime stage samples `regime_prompts` × `group_size` trajectories of each candidate on *training* prompts and
-    keeps the one whose outcome reward is sparsest (most groups where every sample fails) among those not hopeless
-    (`min_accuracy`, `min_call_rate`); GRPO and IAPO then start from it with the same seeds, data order and budget.
-    λ (`attribution_weight`) is None to set it from the cold start: the outcome's within-group spread over the
-    attribution term's (`iapo.experiments.demo.regime.choose_weight`).
+    """Every stage's budget. One SFT run from the tiny spec saves the candidate cold starts (`candidate_steps`); its
+    demonstrations edit the asked bar only `sft_call_accuracy` of the time (the rest edit another bar and answer
+    what it shows), so the student learns to read what it edits but not which bar to edit. The teacher is that run
+    continued to `teacher_steps` on demonstrations that always edit the asked bar (`teacher_expert`: tool
+    demonstrations only, twice the calls per step of the mixed expert): it knows the right call, which the premise
+    stage measures. The regime stage samples `regime_prompts` × `group_size` trajectories of each
+    candidate on *training* prompts and keeps the one whose outcome reward is sparsest (most groups where every
+    sample fails) among those not hopeless (`min_accuracy`, `min_call_rate`); GRPO and IAPO then start from it with
+    the same seeds, data order and budget. The premise stage (`iapo.experiments.demo.measure`) samples the chosen
+    student and the teacher on `premise_prompts` other training prompts and chooses the attribution layout the RL
+    runs use (`iapo.experiments.demo.premise.choose_variant`). λ (`attribution_weight`) is None to set it from the
+    cold start: the outcome's within-group spread over the attribution term's
+    (`iapo.experiments.demo.regime.choose_weight`).
     """
 
     setting: str
@@ -92,9 +98,12 @@ class DemoSettings:
     sft_margin: float = 0.1
     sft_expert: str = "mixed"
     sft_warmup: int = 20
+    sft_call_accuracy: float = 1.0
+    teacher_expert: str = "tool"
     candidate_steps: tuple[int, ...] = (150, 200, 250, 300)
     teacher_steps: int = 500
     regime_prompts: int = 24
+    premise_prompts: int = 64
     min_accuracy: float = 0.1
     min_call_rate: float = 0.5
     rl_steps: int = 16
@@ -164,6 +173,7 @@ class DemoSettings:
             candidate_steps=(20, 40),
             teacher_steps=60,
             regime_prompts=4,
+            premise_prompts=4,
             rl_steps=2,
             train_rows=256,
             rl_rows=64,
@@ -177,7 +187,15 @@ def demo_settings(setting: str = "charts", **overrides) -> DemoSettings:
     variant) or `zoom` (`configs/demo_task.yaml`, the zoom setting's variant); `overrides` replace any field."""
     if setting == "charts":
         task, sampling = read_overlay(CHARTS_CONFIG, "synthetic_charts", SyntheticChartsConfig)
-        preset = DemoSettings(setting, task, sampling, PAPER_ATTRIBUTION)
+        preset = DemoSettings(
+            setting,
+            task,
+            sampling,
+            PAPER_ATTRIBUTION,
+            sft_call_accuracy=0.25,
+            candidate_steps=(450,),
+            teacher_steps=1300,
+        )
     elif setting == "zoom":
         task, sampling = read_overlay(ZOOM_CONFIG, "synthetic", SyntheticConfig)
         preset = DemoSettings(
@@ -188,6 +206,7 @@ def demo_settings(setting: str = "charts", **overrides) -> DemoSettings:
             sft_lr=3e-4,
             candidate_steps=(400, 600, 800),
             teacher_steps=1700,
+            teacher_expert="mixed",
             rl_steps=60,
             test_rows=200,
         )

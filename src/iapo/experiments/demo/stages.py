@@ -1,7 +1,8 @@
 """The demo's stages, each cached on disk under `settings.out` (a stage whose output exists is reused).
 
-- `cold_start`: one SFT run of the tiny spec on expert trajectories, saving the model at every candidate budget
-  (`sft/step-<n>/`) and at the teacher's (`sft/teacher/`): the teacher is the student trained longer;
+- `cold_start`: one SFT run of the tiny spec on demonstrations that often edit the wrong bar, saving the model at
+  every candidate budget (`sft/step-<n>/`); the teacher (`sft/teacher/`) is that run trained on with demonstrations
+  that always edit the asked bar;
 - `evaluate`: greedy evaluation on the held-out test split, tools on or off (`eval/<label>.json`);
 - `reinforce`: GRPO or IAPO from the chosen cold start (`rl/<method>-seed<k>/adapter/`, metrics in
   `logs/<method>-seed<k>/metrics.csv`);
@@ -77,29 +78,50 @@ def cold_start_paths(settings) -> dict[str, Path]:
     return {**{f"step-{n}": root / f"step-{n}" for n in settings.candidate_steps}, "teacher": root / "teacher"}
 
 
-def cold_start(settings) -> dict[str, Path]:
-    """One SFT run from the tiny spec, saved at each candidate budget and at `teacher_steps` (reused when all
-    exist). Returns `cold_start_paths`."""
-    paths = cold_start_paths(settings)
-    if all((path / "config.json").is_file() for path in paths.values()):
-        say(f"cold start: reusing {settings.out / 'sft'}")
-        return paths
-    say(
-        f"cold start: SFT of tiny-student for {settings.teacher_steps} steps, saving at {list(settings.candidate_steps)}"
-    )
-    L.seed_everything(0, verbose=False)
-    module = SFTModule(
-        student=ModelSettings(name="tiny-student"),
+def sft_module(settings, student: str, call_accuracy: float, expert: str) -> SFTModule:
+    return SFTModule(
+        student=ModelSettings(name=student),
         sampling=settings.sampling,
-        expert=settings.sft_expert,
+        expert=expert,
         margin=settings.sft_margin,
         train_vision=True,
         lr=settings.sft_lr,
         warmup_steps=settings.sft_warmup,
+        call_accuracy=call_accuracy,
     )
-    saves = {n: paths[f"step-{n}"] for n in settings.candidate_steps} | {settings.teacher_steps: paths["teacher"]}
-    run = trainer(settings.teacher_steps, settings.out / "logs" / "sft", [SaveAtSteps(saves)])
-    run.fit(module, train_data(settings, settings.sft_batch, settings.train_rows))
+
+
+def cold_start(settings) -> dict[str, Path]:
+    """One SFT run from the tiny spec on demonstrations that edit the asked bar `sft_call_accuracy` of the time,
+    saved at each candidate budget; then the teacher: the last candidate trained on to `teacher_steps` on
+    demonstrations that always edit the asked bar (reused when all exist). Returns `cold_start_paths`."""
+    paths = cold_start_paths(settings)
+    if all((path / "config.json").is_file() for path in paths.values()):
+        say(f"cold start: reusing {settings.out / 'sft'}")
+        return paths
+    last = settings.candidate_steps[-1]
+    say(
+        f"cold start: SFT of tiny-student for {last} steps (the asked bar edited in {settings.sft_call_accuracy:.0%} "
+        f"of the demonstrations), saving at {list(settings.candidate_steps)}; the teacher {settings.teacher_steps - last} "
+        "steps more, always the asked bar"
+    )
+    L.seed_everything(0, verbose=False)
+    saves = {n: paths[f"step-{n}"] for n in settings.candidate_steps}
+    run = trainer(last, settings.out / "logs" / "sft", [SaveAtSteps(saves)])
+    run.fit(
+        sft_module(settings, "tiny-student", settings.sft_call_accuracy, settings.sft_expert),
+        train_data(settings, settings.sft_batch, settings.train_rows),
+    )
+    L.seed_everything(1, verbose=False)  # another data order: the teacher's steps are not a replay of the student's
+    run = trainer(
+        settings.teacher_steps - last,
+        settings.out / "logs" / "teacher",
+        [SaveAtSteps({settings.teacher_steps - last: paths["teacher"]})],
+    )
+    run.fit(
+        sft_module(settings, str(paths[f"step-{last}"]), 1.0, settings.teacher_expert),
+        train_data(settings, settings.sft_batch, settings.train_rows),
+    )
     return paths
 
 
