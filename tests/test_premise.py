@@ -98,8 +98,13 @@ def rows(**lows: float) -> dict:
 
 
 def test_the_layout_rule_takes_the_highest_lower_bound_above_zero_else_the_papers():
-    assert choose_variant(rows(blocks=0.05, blocks_per_token=0.2, regions=-0.1))[0] == "blocks_per_token"
-    assert choose_variant(rows(blocks=0.2, blocks_per_token=0.2, regions=0.1))[0] == "blocks"  # ties: the paper's
+    assert choose_variant(rows(blocks=0.05, blocks_per_token=0.01, regions=0.2))[0] == "regions"
+    assert choose_variant(rows(blocks=0.2, blocks_per_token=0.2, regions=0.2))[0] == "blocks"  # ties: the paper's
+    # per-token averaging is measured but no RL run can use it: never chosen, unless a caller can run it
+    assert choose_variant(rows(blocks=0.05, blocks_per_token=0.3, regions=-0.1))[0] == "blocks"
+    assert choose_variant(rows(blocks=0.05, blocks_per_token=0.3), runnable=("blocks", "blocks_per_token"))[0] == (
+        "blocks_per_token"
+    )
     name, reason = choose_variant(rows(blocks=-0.05, blocks_per_token=-0.2, regions=0.0))
     assert name == DEFAULT_VARIANT and "no layout" in reason
     assert choose_variant(rows(blocks=math.nan, regions=math.nan))[0] == DEFAULT_VARIANT
@@ -168,9 +173,8 @@ def test_premise_checks_state_both_sides_of_every_threshold():
 
 def test_the_premise_finding_says_whether_the_call_decides_success():
     holds = premise_finding(measured())
-    assert "the call decides success: a gap of 85.0 points" in holds and "Every premise holds" in holds
-    assert "in 95.0%" in holds
-    unmet = premise_finding(measured(**{"student.success_given_right": 0.5, "student.success_given_wrong": 0.2}))
-    assert (
-        "does not decide success: a gap of 30.0 points" in unmet and "not met: student P(success | right call)" in unmet
-    )
+    assert "the call decides its success (thresholds >= 0.8 and <= 0.2)" in holds and "Every premise holds" in holds
+    assert "the teacher in 95.0%" in holds
+    unmet = premise_finding(measured(**{"student.success_given_right": 0.5}))
+    assert "does not decide its success" in unmet and "not met: student P(success | right call)" in unmet
+    assert "does not decide" in premise_finding(measured(**{"student.success_given_wrong": 0.3}))

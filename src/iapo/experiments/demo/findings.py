@@ -56,19 +56,20 @@ def findings(summary: dict) -> list[str]:
 
 
 def premise_finding(premise: dict) -> str:
-    """The premises in words: does the call decide the student's success, does the teacher make it, which layout's
-    term ranks samples as success does, and the verdict (`premise_verdict`)."""
+    """The premises in words: does the call decide the student's success (both thresholds of `premise_checks`),
+    does the teacher make it, which layout's term ranks samples as success does, and the verdict."""
     student, teacher = premise["student"], premise["teacher"]
     rho = premise["variants"][premise["chosen_variant"]]["rho_success"]
-    decides = student["success_given_right"] - student["success_given_wrong"]
+    checks = premise_checks(premise)
+    decides = checks[0]["met"] and checks[1]["met"]
     return (
         f"- **Premises (training prompts, before RL).** The student succeeds in {percent(student['success_given_right'])}"
-        f"% of its samples with a right call and {percent(student['success_given_wrong'])}% with a wrong one (the "
-        f"call {'decides' if decides >= 0.5 else 'does not decide'} success: a gap of {100 * decides:.1f} points, "
-        f"0.5 needed); it makes the right call in {percent(student['right_call_rate'])}% of its samples, the teacher "
-        f"in {percent(teacher['right_call_rate'])}%. The {premise['chosen_variant']} term's within-group rank "
-        f"correlation with success is {number(rho['mean'], 2)} (95% CI [{number(rho['low'], 2)}, "
-        f"{number(rho['high'], 2)}]). {premise_verdict(premise_checks(premise))}"
+        f"% of its samples with a right call and {percent(student['success_given_wrong'])}% with a wrong one: the "
+        f"call {'decides' if decides else 'does not decide'} its success (thresholds {checks[0]['threshold']} and "
+        f"{checks[1]['threshold']}). It makes the right call in {percent(student['right_call_rate'])}% of its "
+        f"samples, the teacher in {percent(teacher['right_call_rate'])}%. The {premise['chosen_variant']} term's "
+        f"within-group rank correlation with success is {number(rho['mean'], 2)} (95% CI [{number(rho['low'], 2)}, "
+        f"{number(rho['high'], 2)}]). {premise_verdict(checks)}"
     )
 
 

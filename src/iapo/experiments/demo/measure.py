@@ -36,6 +36,7 @@ from iapo.experiments.demo.premise import (
 from iapo.experiments.demo.regime import within_group_spread
 from iapo.models.loader import ModelSettings
 from iapo.training.diagnostics import mass_per_component
+from iapo.training.expert import expert_trajectories
 from iapo.training.rewards import RewardContext, build_rewards
 from iapo.training.step import StepSettings, collect
 
@@ -142,9 +143,41 @@ def measure_premise(settings, student: Path, teacher: Path, prompts: int, seed: 
     }
 
 
+def label_copy(settings, model_path: Path, samples: list) -> dict[str, float]:
+    """Teacher-forced on the right demonstrations (thought `Focus on "ant".`, then the call): how often the asked
+    label's first token is the likeliest of the chart's labels where the thought names it (`thought`) and where the
+    call does (`call`). Tells a model that cannot copy the label from the question apart from one that samples."""
+    model, processor = ModelSettings(name=str(model_path)).load(device="cpu")
+    model.eval()
+    tokenizer = processor.tokenizer
+    images = [load_image(s.image) for s in samples]
+    trajectories, _ = expert_trajectories(processor, samples, images, settings.sampling, kind="tool")
+    hits: dict[str, list[bool]] = {"thought": [], "call": []}
+    for trajectory in trajectories:
+        sample = samples[trajectory.sample_index]
+        first = {label: tokenizer(label, add_special_tokens=False)["input_ids"][0] for label, _ in sample.meta["bars"]}
+        asked = first[sample.meta["target"]]
+        with torch.no_grad():
+            logits = model(
+                input_ids=trajectory.input_ids[None],
+                attention_mask=trajectory.attention_mask[None],
+                pixel_values=trajectory.pixel_values,
+                image_grid_thw=trajectory.image_grid_thw,
+                mm_token_type_ids=trajectory.mm_token_type_ids[None],
+            ).logits[0]
+        named = [
+            i for i, token in enumerate(trajectory.input_ids.tolist()) if trajectory.policy_mask[i] and token == asked
+        ]
+        for place, position in zip(("thought", "call"), named, strict=False):
+            scores = logits[position - 1]
+            hits[place].append(max(first, key=lambda label: float(scores[first[label]])) == sample.meta["target"])
+    return {place: sum(found) / len(found) for place, found in hits.items() if found}
+
+
 def main(argv: list[str] | None = None) -> dict:
-    """`python -m iapo.experiments.demo.measure --student DIR --teacher DIR [--prompts 64] [--offset 24] [--seed 0]`:
-    the premise measurement of any two saved models on the paper miniature's training prompts, printed as JSON."""
+    """`python -m iapo.experiments.demo.measure --student DIR --teacher DIR [--prompts 64] [--offset 24] [--seed 0]
+    [--copy]`: the premise measurement of any two saved models on the paper miniature's training prompts (with
+    `--copy`, also `label_copy`), printed as JSON."""
     import argparse
     import json
 
@@ -156,8 +189,16 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--prompts", type=int, default=64)
     parser.add_argument("--offset", type=int, default=24, help="first training prompt (the regime uses 0..23)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--copy", action="store_true", help="also `label_copy` of both models on the same prompts")
     args = parser.parse_args(argv)
-    result = measure_premise(demo_settings("charts"), args.student, args.teacher, args.prompts, args.seed, args.offset)
+    settings = demo_settings("charts")
+    result = measure_premise(settings, args.student, args.teacher, args.prompts, args.seed, args.offset)
+    if args.copy:
+        samples = settings.build_split("train", args.offset + args.prompts)[args.offset :]
+        result["label_copy"] = {
+            side: label_copy(settings, path, samples)
+            for side, path in (("student", args.student), ("teacher", args.teacher))
+        }
     print(json.dumps(result, indent=2))
     return result
 

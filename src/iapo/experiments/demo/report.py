@@ -65,7 +65,8 @@ def premise_lines(premise: dict) -> list[str]:
     for check in premise_checks(premise):
         value = check["value"]
         shown_value = f"{value:g}" if check["name"] == "groups measured" else number(value, 2)
-        lines.append(f"| {check['name']} | {shown_value} | {check['threshold']} | {'yes' if check['met'] else 'no'} |")
+        name = check["name"].replace("|", "\\|")  # a pipe would end the table cell
+        lines.append(f"| {name} | {shown_value} | {check['threshold']} | {'yes' if check['met'] else 'no'} |")
     lines += [
         "",
         "| model | tool-call rate % | right calls % (of all) | right calls % (of calls) | P(success \\| right call) % "
