@@ -183,9 +183,11 @@ def render(summary: dict) -> str:
         "",
         "## How the regime was chosen (training prompts only, before any test result)",
         "",
-        f"One SFT run of `tiny-student` (mixed tool / direct expert trajectories, batch {settings['sft_batch']}, lr "
-        f"{settings['sft_lr']:g}) was saved at each candidate budget and went on to {settings['teacher_steps']} steps "
-        f"for the teacher. Each candidate was sampled on the first {settings['regime_prompts']} training prompts, "
+        f"One SFT run of `tiny-student` ({settings['sft_expert']} expert trajectories whose edit names the asked bar "
+        f"in {percent(settings['sft_call_accuracy'], 0)}% of the tool demonstrations, batch {settings['sft_batch']}, "
+        f"lr {settings['sft_lr']:g}) was saved at each candidate budget; the teacher is that run trained on to "
+        f"{settings['teacher_steps']} steps with {settings['teacher_expert']} demonstrations that always name it. "
+        f"Each candidate was sampled on the first {settings['regime_prompts']} training prompts, "
         f"{settings['group_size']} samples each, at temperature {summary['temperature']:g} (the RL settings). "
         f"Chosen: {regime['reason']}.",
         "",
