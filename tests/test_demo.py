@@ -24,7 +24,7 @@ COLD_START_KEYS = (
     "mechanism/rank_corr_attribution_outcome",
     "attribution/divergence",
     "tools/call_rate",
-    "tools/success_rate",
+    "tools/failure_frequency",
 )
 TRAINING_KEYS = (
     "mechanism/outcome_zero_std",

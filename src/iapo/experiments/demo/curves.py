@@ -19,7 +19,7 @@ import numpy as np  # noqa: E402
 
 from iapo.training.diagnostics import summarise_mechanism  # noqa: E402
 
-CURVES = ("reward/accuracy", "tools/call_rate", "mechanism/outcome_zero_std", "attribution/divergence")
+CURVES = ("rewards/accuracy/mean", "tools/call_rate", "mechanism/outcome_zero_std", "attribution/divergence")
 
 
 def read_history(path: Path) -> list[dict[str, float]]:

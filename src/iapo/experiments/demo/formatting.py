@@ -16,13 +16,13 @@ GRPO, IAPO = "GRPO (from the cold-started student)", "IAPO (from the cold-starte
 METHODS = {"grpo": GRPO, "iapo": IAPO}
 
 DIAGNOSTICS = (
-    ("reward/accuracy", "sampled accuracy (outcome reward)"),
+    ("rewards/accuracy/mean", "sampled accuracy (outcome reward)"),
     ("mechanism/outcome_zero_std", "groups with equal outcome rewards (no GRPO signal)"),
     ("mechanism/rescued_groups", "groups with equal outcomes whose total rewards differ (format or attribution term)"),
     ("mechanism/rank_corr_attribution_outcome", "within-group rank correlation, attribution term vs outcome"),
     ("attribution/divergence", "student–teacher divergence of the attribution distributions"),
     ("tools/call_rate", "tool-call rate (share of trajectories)"),
-    ("tools/success_rate", "tool success rate (share of calls)"),
+    ("tools/failure_frequency", "tool failures per call"),
 )
 """The mechanism diagnostics summarised in every report (metric key, wording); the attribution mass of every block /
 component is added from what was logged."""

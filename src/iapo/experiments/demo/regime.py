@@ -79,8 +79,6 @@ def sample_diagnostics(settings, student: Path, teacher: Path | None = None, see
         divergence=settings.attribution.divergence,
         kl_smoothing=settings.attribution.kl_smoothing,
     )
-    # The report's tool-success column is the complement of failures per call (nan without calls, as that is).
-    metrics["tools/success_rate"] = 1.0 - metrics["tools/failure_frequency"]
     metrics |= {f"mechanism/{k}": v for k, v in group_shares(outcome_all, settings.group_size).items()}
     metrics["accuracy"] = float(outcome_all.mean())
     metrics["answered"] = sum(t.final_answer is not None for t in trajectories) / len(trajectories)

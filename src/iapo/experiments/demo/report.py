@@ -17,7 +17,7 @@ from iapo.experiments.demo.premise import premise_checks
 def regime_table(regime: dict) -> list[str]:
     lines = [
         "| cold start (SFT steps) | sampled accuracy % | all-fail groups % | equal-outcome groups % | "
-        "tool-call rate % | tool success % | answered % |",
+        "tool-call rate % | tool failures per call % | answered % |",
         "|---|---|---|---|---|---|---|",
     ]
     for row in regime["candidates"]:
@@ -25,7 +25,7 @@ def regime_table(regime: dict) -> list[str]:
         lines.append(
             f"| {row['steps']}{chosen} | {percent(row['accuracy'])} | {percent(row['mechanism/all_fail'])} | "
             f"{percent(row['mechanism/outcome_zero_std'])} | {percent(row['tools/call_rate'])} | "
-            f"{percent(row['tools/success_rate'])} | {percent(row['answered'])} |"
+            f"{percent(row['tools/failure_frequency'])} | {percent(row['answered'])} |"
         )
     return lines
 
@@ -35,7 +35,7 @@ def cold_start_lines(diagnostics: dict, grpo_view: dict) -> list[str]:
     same cold start's regime measurement (GRPO's rewards), whose tie-breaking comes from the format reward alone."""
     lines = ["| diagnostic | value |", "|---|---|"]
     for key, wording in DIAGNOSTICS:
-        value = diagnostics.get("accuracy" if key == "reward/accuracy" else key)
+        value = diagnostics.get("accuracy" if key == "rewards/accuracy/mean" else key)
         lines.append(f"| {wording} | {shown(key, value)} |")
         if key == "mechanism/rescued_groups":
             lines.append(

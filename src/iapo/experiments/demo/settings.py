@@ -20,11 +20,12 @@ from jsonargparse import ArgumentParser
 
 from iapo.agent.rollout import SamplingSettings
 from iapo.attribution.score import AttributionSettings
+from iapo.config_files import config_dir
 from iapo.data.datamodule import DataSpec
 from iapo.data.synthetic import SyntheticConfig
 from iapo.data.synthetic_charts import SyntheticChartsConfig
 
-CONFIGS = Path(__file__).resolve().parents[4] / "configs"
+CONFIGS = config_dir()
 CHARTS_CONFIG = CONFIGS / "demo_charts.yaml"
 ZOOM_CONFIG = CONFIGS / "demo_task.yaml"
 SETTINGS = ("charts", "zoom")
