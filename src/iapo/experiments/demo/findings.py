@@ -1,7 +1,12 @@
-"""The report's findings: what the numbers show, in plain words, with every threshold stated — the tool's use and
-the teacher, the regime, IAPO against GRPO (paired 95% interval), and why, by the mechanism diagnostics (the
-attribution term's rank correlation with success, the ties it breaks beyond the format reward's, where the
-attribution mass lies, whether the divergence moved, tool use).
+"""The report's findings: what the numbers show, in plain words, with every threshold stated — the premises, the
+tool's use and the teacher, the regime, IAPO against GRPO (paired 95% interval), and why, by the mechanism
+diagnostics (the attribution term's rank correlation with success, the ties it breaks beyond the format reward's,
+where each side's attribution mass lies, whether the divergence moved, tool use).
+
+Every sentence is one function of plain numbers (`tools_sentence`, `regime_sentence`, `comparison_sentence`,
+`correlation_sentence`, `rescued_sentence`, `mass_sentence`, `divergence_sentence`, `call_rate_sentence`,
+`synthesis`), each tested on constructed numbers on both sides of every comparison it states
+(`tests/test_findings.py`); `findings` only reads the summary and calls them.
 
     lines = findings(summary)      # summary: the dict the run writes as report.json
 """
@@ -19,45 +24,45 @@ from iapo.experiments.demo.formatting import (
     chosen_candidate,
     number,
     percent,
-    shown,
 )
 from iapo.experiments.demo.premise import premise_checks, premise_verdict
 from iapo.experiments.demo.stats import mean_std
 
+DIVERGENCE_NAMES = {"kl": "KL", "jsd": "JSD", "cosine": "cosine distance"}
+"""How a sentence names the run's divergence (`AttributionSettings.divergence`)."""
+
+ALIGNED, RELATED = 0.3, 0.1
+"""Rank-correlation thresholds of the findings: at least `ALIGNED`, the attribution term ranks a group's samples
+much as success does; below `RELATED` in magnitude, it is unrelated to success."""
+
+MOVED = 0.1
+"""A divergence "fell" / "rose" when its last quarter is more than this fraction below / above its first."""
+
+MAJORITY = 0.5
+"""A side puts "most" of its attribution on a component when that component holds more than this share."""
+
 
 def findings(summary: dict) -> list[str]:
-    """Plain-language reading of the numbers: the tool's use, the regime, IAPO against GRPO and why, by the
-    diagnostics (every threshold is stated in the text)."""
-    rows, regime, paired = summary["rows"], summary["regime"], summary["paired"]
-    student_on, student_off = accuracy_of(rows, STUDENT, True)[0], accuracy_of(rows, STUDENT, False)[0]
-    teacher_on, teacher_off = accuracy_of(rows, TEACHER, True)[0], accuracy_of(rows, TEACHER, False)[0]
-    chosen = chosen_candidate(regime)
-    grpo_on, iapo_on = mean_std(accuracy_of(rows, GRPO, True)), mean_std(accuracy_of(rows, IAPO, True))
+    """Plain-language reading of the numbers: the premises, the tool's use, the regime, IAPO against GRPO and why,
+    by the diagnostics (every threshold is stated in the text)."""
+    rows, paired = summary["rows"], summary["paired"]
+    student = accuracy_of(rows, STUDENT, True)[0], accuracy_of(rows, STUDENT, False)[0]
+    teacher = accuracy_of(rows, TEACHER, True)[0], accuracy_of(rows, TEACHER, False)[0]
+    grpo_on, iapo_on = mean_std(accuracy_of(rows, GRPO, True))[0], mean_std(accuracy_of(rows, IAPO, True))[0]
     on = paired["tools on"]
     premise = [premise_finding(summary["premise"])] if summary.get("premise") else []
     return [
         *premise,
-        f"- **Tools and teacher.** On the test split (greedy) the teacher scores {percent(teacher_on)}% with the tool "
-        f"and {percent(teacher_off)}% without; the cold-started student {percent(student_on)}% and "
-        f"{percent(student_off)}%. The teacher is {'stronger' if teacher_on > student_on else 'not stronger'} than "
-        f"the student with the tool, and the tool {gain_words(teacher_on - teacher_off)} the teacher and "
-        f"{gain_words(student_on - student_off)} the student.",
-        f"- **Regime.** At the chosen cold start ({chosen['steps']} SFT steps), sampled on training prompts at the RL "
-        f"temperature, accuracy is {percent(chosen['accuracy'])}% and {percent(chosen['mechanism/outcome_zero_std'])}% "
-        f"of the groups have equal outcome rewards ({percent(chosen['mechanism/all_fail'])}% all fail): GRPO's "
-        "outcome reward gives those groups no signal.",
-        f"- **IAPO vs GRPO.** Test accuracy with tools: GRPO {percent(grpo_on[0])}%, IAPO {percent(iapo_on[0])}% "
-        f"(means of {on['n']} seeds; the cold start: {percent(student_on)}%); paired difference IAPO − GRPO "
-        f"{100 * on['mean']:+.1f} points"
-        + (f", 95% CI [{100 * on['low']:+.1f}, {100 * on['high']:+.1f}]" if on["n"] > 1 else "")
-        + f": {verdict(on)}.",
-        "- **Why, by the diagnostics.** " + " ".join(mechanism_reading(summary, verdict(on))),
+        "- **Tools and teacher.** " + tools_sentence(*student, *teacher),
+        "- **Regime.** " + regime_sentence(chosen_candidate(summary["regime"])),
+        "- **IAPO vs GRPO.** " + comparison_sentence(grpo_on, iapo_on, student[0], on),
+        "- **Why, by the diagnostics.** " + " ".join(mechanism_reading(summary, outcome_class(on))),
     ]
 
 
 def premise_finding(premise: dict) -> str:
     """The premises in words: does the call decide the student's success (both thresholds of `premise_checks`),
-    does the teacher make it, which layout's term ranks samples as success does, and the verdict."""
+    how often each model makes the right call, the chosen layout's correlation, and the verdict."""
     student, teacher = premise["student"], premise["teacher"]
     rho = premise["variants"][premise["chosen_variant"]]["rho_success"]
     checks = premise_checks(premise)
@@ -74,25 +79,74 @@ def premise_finding(premise: dict) -> str:
 
 
 def gain_words(points: float) -> str:
-    return f"adds {100 * points:.1f} points for" if points > 0 else f"costs {100 * -points:.1f} points for"
+    """What the tool does to a model's accuracy, `points` being the accuracy with it minus without (a fraction)."""
+    if points > 0:
+        return f"adds {100 * points:.1f} points for"
+    if points < 0:
+        return f"costs {100 * -points:.1f} points for"
+    return "does not change the accuracy of"
+
+
+def tools_sentence(student_on: float, student_off: float, teacher_on: float, teacher_off: float) -> str:
+    """Test accuracy (greedy) of the teacher and the student with and without the tool: whether the teacher is
+    stronger with the tool, and what the tool does for each."""
+    stronger = "stronger" if teacher_on > student_on else "not stronger"
+    return (
+        f"On the test split (greedy) the teacher scores {percent(teacher_on)}% with the tool and "
+        f"{percent(teacher_off)}% without; the cold-started student {percent(student_on)}% and {percent(student_off)}%. "
+        f"The teacher is {stronger} than the student with the tool, and the tool {gain_words(teacher_on - teacher_off)} "
+        f"the teacher and {gain_words(student_on - student_off)} the student."
+    )
+
+
+def regime_sentence(chosen: dict) -> str:
+    """The chosen cold start's sampled accuracy and its tied groups (equal outcomes: no GRPO signal)."""
+    return (
+        f"At the chosen cold start ({chosen['steps']} SFT steps), sampled on training prompts at the RL temperature, "
+        f"accuracy is {percent(chosen['accuracy'])}% and {percent(chosen['mechanism/outcome_zero_std'])}% of the groups "
+        f"have equal outcome rewards ({percent(chosen['mechanism/all_fail'])}% all fail): GRPO's outcome reward gives "
+        "those groups no signal."
+    )
+
+
+def outcome_class(paired: dict) -> str:
+    """The paired comparison (IAPO − GRPO) as one of `one_seed`, `helped` (95% interval above 0), `hurt` (below 0)
+    or `none` (contains 0)."""
+    if paired["n"] < 2:
+        return "one_seed"
+    if paired["low"] > 0:
+        return "helped"
+    if paired["high"] < 0:
+        return "hurt"
+    return "none"
+
+
+VERDICTS = {
+    "one_seed": "one seed cannot separate them",
+    "helped": "the 95% interval lies above 0: IAPO helped",
+    "hurt": "the 95% interval lies below 0: IAPO hurt",
+    "none": "the 95% interval contains 0: no difference shown",
+}
 
 
 def verdict(paired: dict) -> str:
-    if paired["n"] < 2:
-        return "one seed cannot separate them"
-    if paired["low"] > 0:
-        return "the 95% interval lies above 0: IAPO helped"
-    if paired["high"] < 0:
-        return "the 95% interval lies below 0: IAPO hurt"
-    return "the 95% interval contains 0: no difference shown"
+    return VERDICTS[outcome_class(paired)]
 
 
-ALIGNED, RELATED = 0.3, 0.1
-"""Rank-correlation thresholds of the findings: at least `ALIGNED`, the attribution term ranks a group's samples
-much as success does; below `RELATED` in magnitude, it is unrelated to success."""
+def comparison_sentence(grpo: float, iapo: float, cold_start: float, paired: dict) -> str:
+    """Test accuracy with tools of both methods (seed means) and the cold start, the paired difference with its
+    interval, and the verdict."""
+    interval = f", 95% CI [{100 * paired['low']:+.1f}, {100 * paired['high']:+.1f}]" if paired["n"] > 1 else ""
+    return (
+        f"Test accuracy with tools: GRPO {percent(grpo)}%, IAPO {percent(iapo)}% (means of {paired['n']} seeds; the "
+        f"cold start: {percent(cold_start)}%); paired difference IAPO − GRPO {100 * paired['mean']:+.1f} points"
+        f"{interval}: {verdict(paired)}."
+    )
 
 
 def correlation_words(rho: float) -> str:
+    if not math.isfinite(rho):
+        return "of unknown relation to success"
     if rho >= ALIGNED:
         return "aligned with success"
     if rho >= RELATED:
@@ -102,77 +156,159 @@ def correlation_words(rho: float) -> str:
     return "at odds with success"
 
 
-def mechanism_reading(summary: dict, outcome: str) -> list[str]:
-    """Sentences on whether IAPO's term could help: its correlation with success, the ties it breaks (beyond the
-    format reward's), where the attribution mass lies, whether the divergence moved, and tool use."""
-    cold, training = summary["cold_start_diagnostics"], summary["training"]
-    iapo = training.get("iapo", {})
-    sentences = []
-    rho = cold.get("mechanism/rank_corr_attribution_outcome", math.nan)
-    run = iapo.get("mechanism/rank_corr_attribution_outcome", {})
-    rho_run = run.get("mean", math.nan)
-    if not math.isfinite(rho) and not math.isfinite(rho_run):
-        sentences.append(
+def correlation_sentence(cold: float, groups: int, run: dict) -> str:
+    """The term's within-group rank correlation with the outcome at the cold start (over `groups` groups) and over
+    IAPO's training (`run`: mean, first and last quarter), read against the thresholds (the run's mean when
+    measured, else the cold start's)."""
+    mean = run.get("mean", math.nan)
+    if not math.isfinite(cold) and not math.isfinite(mean):
+        return (
             "No group had both varying outcomes and varying attribution terms, so the term's link to success could "
             "not be measured."
         )
-    else:
-        sentences.append(
-            f"Within groups, the attribution term's rank correlation with the outcome is {number(rho, 2)} at the cold "
-            f"start ({int(cold.get('mechanism/rank_corr_groups', 0))} groups) and {number(rho_run, 2)} over IAPO's "
-            f"training (first quarter {number(run.get('first'), 2)}, last {number(run.get('last'), 2)}): the term is "
-            f"{correlation_words(rho_run if math.isfinite(rho_run) else rho)} (thresholds ±{RELATED:g} and "
-            f"{ALIGNED:g})."
+    return (
+        f"Within groups, the attribution term's rank correlation with the outcome is {number(cold, 2)} at the cold "
+        f"start ({groups} groups) and {number(mean, 2)} over IAPO's training (first quarter "
+        f"{number(run.get('first'), 2)}, last {number(run.get('last'), 2)}): the term is "
+        f"{correlation_words(mean if math.isfinite(mean) else cold)} (thresholds ±{RELATED:g} and {ALIGNED:g})."
+    )
+
+
+def term_adds_ties(with_term: float | None, format_only: float | None) -> bool:
+    """Whether the groups whose rewards differ despite equal outcomes are more with the term than with the format
+    reward alone (both shares of all groups, at the cold start)."""
+    return with_term is not None and format_only is not None and math.isfinite(with_term) and with_term > format_only
+
+
+def rescued_sentence(with_term: float, tied: float, format_only: float, during: float | None) -> str:
+    """Groups with equal outcomes whose total rewards differ: with the term at the cold start (of `tied`, the
+    groups with equal outcomes), with the format reward alone, and over IAPO's training; says which is larger."""
+    if term_adds_ties(with_term, format_only):
+        compared = (
+            f"{100 * (with_term - format_only):.1f} points more than the format reward alone ({percent(format_only)}%)"
         )
+    else:
+        compared = f"no more than the format reward alone ({percent(format_only)}%): the term breaks no further ties"
+    return (
+        f"At the cold start the term makes rewards differ in {percent(with_term)}% of the groups (of {percent(tied)}% "
+        f"with equal outcomes), {compared}; over IAPO's training, {percent(during)}% of the groups."
+    )
+
+
+def mass_sentence(student: dict[str, float], teacher: dict[str, float], divergence: str, value: float) -> str:
+    """Where each side puts the attribution (its largest component, each found on its own side) and the divergence
+    at the cold start (`divergence`: the run's `AttributionSettings.divergence`)."""
+    name = DIVERGENCE_NAMES.get(divergence, divergence)
+    top_s, top_t = max(student, key=student.get), max(teacher, key=teacher.get)
+    shares = f"({percent(student[top_s], 0)}% and {percent(teacher[top_t], 0)}%)"
+    tail = f"{name} {value:.2e} at the cold start" if math.isfinite(value) else f"{name} not measured"
+    if top_s == top_t and student[top_s] > MAJORITY and teacher[top_t] > MAJORITY:
+        return (
+            f"Student and teacher both put most of the attribution on {top_s} {shares}, so the divergence ({tail}) "
+            f"is set by how they share the rest ({percent(1 - student[top_s], 0)}% and {percent(1 - teacher[top_t], 0)}%)."
+        )
+    if top_s == top_t:
+        return f"Student and teacher both put their largest share (not most) of the attribution on {top_s} {shares}; {tail}."
+    return (
+        f"The student puts its largest share of the attribution on {top_s} ({percent(student[top_s], 0)}%; the "
+        f"teacher {percent(teacher.get(top_s), 0)}%), the teacher on {top_t} ({percent(teacher[top_t], 0)}%; the "
+        f"student {percent(student.get(top_t), 0)}%); {tail}."
+    )
+
+
+def divergence_sentence(divergence: str, first: float, last: float) -> str:
+    """Whether the student–teacher divergence under IAPO fell, rose or did not move (by more than `MOVED`), first →
+    last quarter."""
+    moved = "fell" if last < (1 - MOVED) * first else "rose" if last > (1 + MOVED) * first else "did not move"
+    name = DIVERGENCE_NAMES.get(divergence, divergence)
+    return (
+        f"Under IAPO the {name} divergence {moved} (threshold ±{100 * MOVED:.0f}%): {first:.2e} → {last:.2e} "
+        "(first → last quarter)."
+    )
+
+
+def call_rate_sentence(calls: dict[str, dict]) -> str:
+    """Tool-call rate over training, first → last quarter, per method, with its direction."""
+
+    def direction(c: dict) -> str:
+        return "rose" if c["last"] > c["first"] else "fell" if c["last"] < c["first"] else "did not change"
+
+    return (
+        "Tool-call rate over training: "
+        + ", ".join(
+            f"{m.upper()} {percent(c['first'])}% → {percent(c['last'])}% ({direction(c)})" for m, c in calls.items()
+        )
+        + "."
+    )
+
+
+def mechanism_reading(summary: dict, outcome: str) -> list[str]:
+    """Sentences on whether IAPO's term could help, from the summary: correlation, ties, masses, divergence, tool
+    use, then `synthesis` (`outcome`: `outcome_class` of the paired comparison)."""
+    cold, training = summary["cold_start_diagnostics"], summary["training"]
+    iapo = training.get("iapo", {})
+    divergence = summary.get("settings", {}).get("attribution", {}).get("divergence", "kl")
+    rho = cold.get("mechanism/rank_corr_attribution_outcome", math.nan)
+    run = iapo.get("mechanism/rank_corr_attribution_outcome", {})
+    sentences = [correlation_sentence(rho, int(cold.get("mechanism/rank_corr_groups", 0)), run)]
     format_only = chosen_candidate(summary["regime"])["mechanism/rescued_groups"]
+    with_term = cold.get("mechanism/rescued_groups", math.nan)
     sentences.append(
-        f"At the cold start the term makes rewards differ in {percent(cold.get('mechanism/rescued_groups'))}% of the "
-        f"groups (of {percent(cold.get('mechanism/outcome_zero_std'))}% with equal outcomes), where the format reward "
-        f"alone already does in {percent(format_only)}%; over IAPO's training, "
-        f"{percent(iapo.get('mechanism/rescued_groups', {}).get('mean'))}% of the groups."
+        rescued_sentence(
+            with_term,
+            cold.get("mechanism/outcome_zero_std", math.nan),
+            format_only,
+            iapo.get("mechanism/rescued_groups", {}).get("mean"),
+        )
     )
     masses = {
         side: {k.rsplit("/", 1)[1]: v for k, v in cold.items() if k.startswith(f"attribution/{side}_mass/")}
         for side in ("student", "teacher")
     }
     if all(masses.values()):
-        top = max(masses["teacher"], key=masses["teacher"].get)
         sentences.append(
-            f"Student and teacher both put most of the attribution on {top} ({percent(masses['student'][top], 0)}% and "
-            f"{percent(masses['teacher'][top], 0)}%), so the divergence measures small shifts among the other "
-            f"components (KL {shown('attribution/divergence', cold.get('attribution/divergence'))} at the cold start)."
+            mass_sentence(
+                masses["student"], masses["teacher"], divergence, cold.get("attribution/divergence", math.nan)
+            )
         )
-    divergence = iapo.get("attribution/divergence", {})
-    first, last = divergence.get("first", math.nan), divergence.get("last", math.nan)
+    moved = iapo.get("attribution/divergence", {})
+    first, last = moved.get("first", math.nan), moved.get("last", math.nan)
     if math.isfinite(first) and math.isfinite(last):
-        moved = "fell" if last < 0.9 * first else "rose" if last > 1.1 * first else "did not move (within 10%)"
-        sentences.append(f"Under IAPO the divergence {moved}: {first:.2e} → {last:.2e} (first → last quarter).")
+        sentences.append(divergence_sentence(divergence, first, last))
     calls = {m: training.get(m, {}).get("tools/call_rate", {}) for m in ("grpo", "iapo")}
     if all(calls.values()):
-        sentences.append(
-            "Tool-call rate over training: "
-            + ", ".join(f"{m.upper()} {percent(c['first'])}% → {percent(c['last'])}%" for m, c in calls.items())
-            + "."
-        )
-    sentences.append(synthesis(outcome, rho_run if math.isfinite(rho_run) else rho))
+        sentences.append(call_rate_sentence(calls))
+    run_rho = run.get("mean", math.nan)
+    sentences.append(
+        synthesis(outcome, run_rho if math.isfinite(run_rho) else rho, term_adds_ties(with_term, format_only))
+    )
     return sentences
 
 
-def synthesis(outcome: str, rho: float) -> str:
-    """The closing sentence: the comparison's verdict read against the term's link to success."""
-    link = correlation_words(rho) if math.isfinite(rho) else "of unknown relation to success"
-    if "no difference" in outcome or "one seed" in outcome:
-        if math.isfinite(rho) and rho >= ALIGNED:
+def synthesis(outcome: str, rho: float, adds_ties: bool) -> str:
+    """The closing sentence: the comparison's `outcome_class` read against the term's link to success (`rho`) and
+    whether it broke more ties than the format reward alone (`adds_ties`, `term_adds_ties`)."""
+    link = correlation_words(rho)
+    aligned = math.isfinite(rho) and rho >= ALIGNED
+    if outcome in ("none", "one_seed"):
+        shown_gain = "no gain is shown" if outcome == "none" else "one seed cannot show a gain"
+        if aligned:
             return (
-                f"The term was {link}, yet no gain is shown: the budget (or the ties it broke) was too small to move "
+                f"The term was {link}, yet {shown_gain}: the budget (or the ties it broke) was too small to move "
                 "test accuracy beyond seed noise."
             )
-        return (
-            f"So the term added a signal where GRPO's outcome reward had none, but that signal was {link}: it could "
-            "not be expected to raise accuracy, and no gain is shown."
-        )
-    if "helped" in outcome:
+        if adds_ties:
+            return (
+                f"So the term added a signal where GRPO's outcome reward and the format reward had none, but that "
+                f"signal was {link}: it could not be expected to raise accuracy, and {shown_gain}."
+            )
+        return f"The term broke no more ties than the format reward alone and was {link}; {shown_gain}."
+    if outcome == "helped":
         return f"The gain comes with a term that was {link}" + (
-            ", as the mechanism predicts." if rho >= ALIGNED else ": the diagnostics do not explain it."
+            ", as the mechanism predicts." if aligned else ": the diagnostics do not explain it."
         )
-    return f"IAPO hurt while its term was {link}: the term's signal pulled the policy away from what succeeds."
+    if outcome == "hurt":
+        return f"IAPO hurt while its term was {link}" + (
+            ": the diagnostics do not explain it." if aligned else ": its signal did not point to what succeeds."
+        )
+    raise ValueError(f"unknown outcome {outcome!r}; expected one of {sorted(VERDICTS)}")

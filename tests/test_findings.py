@@ -1,0 +1,179 @@
+"""Every sentence of the demo report's findings on constructed numbers, on both sides of every comparison it states
+(`iapo.experiments.demo.findings`)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from iapo.experiments.demo.findings import (
+    ALIGNED,
+    RELATED,
+    call_rate_sentence,
+    comparison_sentence,
+    correlation_sentence,
+    correlation_words,
+    divergence_sentence,
+    gain_words,
+    mass_sentence,
+    mechanism_reading,
+    outcome_class,
+    regime_sentence,
+    rescued_sentence,
+    synthesis,
+    term_adds_ties,
+    tools_sentence,
+)
+
+
+def paired(mean: float, low: float, high: float, n: int = 5) -> dict:
+    return {"mean": mean, "low": low, "high": high, "n": n, "differences": [mean] * n}
+
+
+def test_tools_sentence_states_both_sides_of_each_comparison():
+    stronger = tools_sentence(0.30, 0.34, 0.41, 0.21)
+    assert "teacher scores 41.0% with the tool and 21.0% without" in stronger
+    assert "student 30.0% and 34.0%" in stronger
+    assert "is stronger than the student" in stronger
+    assert "adds 20.0 points for the teacher" in stronger and "costs 4.0 points for the student" in stronger
+    weaker = tools_sentence(0.40, 0.30, 0.35, 0.35)
+    assert "is not stronger" in weaker and "does not change the accuracy of the teacher" in weaker
+    assert "adds 10.0 points for the student" in weaker
+    assert "is not stronger" in tools_sentence(0.4, 0.3, 0.4, 0.3)  # equal is not stronger
+    assert gain_words(0.0) == "does not change the accuracy of"
+
+
+def test_regime_sentence_reads_the_chosen_candidate():
+    text = regime_sentence(
+        {"steps": 450, "accuracy": 0.125, "mechanism/outcome_zero_std": 0.625, "mechanism/all_fail": 0.6}
+    )
+    assert "(450 SFT steps)" in text and "accuracy is 12.5%" in text and "62.5% of the groups" in text
+    assert "(60.0% all fail)" in text
+
+
+@pytest.mark.parametrize(
+    "result, expected, words",
+    [
+        (paired(0.05, 0.01, 0.09), "helped", "lies above 0: IAPO helped"),
+        (paired(-0.05, -0.09, -0.01), "hurt", "lies below 0: IAPO hurt"),
+        (paired(-0.01, -0.077, 0.057), "none", "contains 0: no difference shown"),
+        (paired(0.02, math.nan, math.nan, n=1), "one_seed", "one seed cannot separate them"),
+    ],
+)
+def test_the_comparison_verdict_on_each_side_of_zero(result, expected, words):
+    assert outcome_class(result) == expected
+    text = comparison_sentence(0.24, 0.23, 0.30, result)
+    assert words in text and "GRPO 24.0%, IAPO 23.0%" in text and "the cold start: 30.0%" in text
+    assert ("95% CI" in text) == (result["n"] > 1)
+
+
+def test_correlation_words_at_each_threshold():
+    assert correlation_words(ALIGNED) == "aligned with success"
+    assert correlation_words(ALIGNED - 0.01) == "weakly aligned with success"
+    assert correlation_words(RELATED) == "weakly aligned with success"
+    assert correlation_words(RELATED - 0.01) == "unrelated to success"
+    assert correlation_words(-RELATED + 0.01) == "unrelated to success"
+    assert correlation_words(-RELATED) == "at odds with success"
+    assert correlation_words(math.nan) == "of unknown relation to success"
+
+
+def test_correlation_sentence_reads_the_run_before_the_cold_start():
+    run = {"mean": 0.4, "first": 0.2, "last": 0.5}
+    text = correlation_sentence(0.05, 27, run)
+    assert "0.05 at the cold start (27 groups) and 0.40 over IAPO's training" in text
+    assert "first quarter 0.20, last 0.50" in text and "aligned with success" in text
+    assert "unrelated to success" in correlation_sentence(0.05, 27, {})  # no run: the cold start's value
+    assert "could not be measured" in correlation_sentence(math.nan, 0, {})
+
+
+def test_rescued_sentence_compares_the_term_with_the_format_reward_alone():
+    assert term_adds_ties(0.66, 0.54) and not term_adds_ties(0.54, 0.54) and not term_adds_ties(0.4, 0.54)
+    assert not term_adds_ties(math.nan, 0.5) and not term_adds_ties(None, 0.5)
+    more = rescued_sentence(0.66, 0.70, 0.54, 0.60)
+    assert "66.0% of the groups (of 70.0% with equal outcomes)" in more
+    assert "12.0 points more than the format reward alone (54.0%)" in more and "60.0% of the groups" in more
+    same = rescued_sentence(0.54, 0.70, 0.54, None)
+    assert "no more than the format reward alone (54.0%): the term breaks no further ties" in same
+
+
+def test_mass_sentence_finds_each_sides_top_component():
+    both = mass_sentence({"T": 0.83, "P": 0.17}, {"T": 0.85, "P": 0.15}, "kl", 8.4e-3)
+    assert "both put most of the attribution on T (83% and 85%)" in both and "KL 8.40e-03" in both
+    assert "the rest (17% and 15%)" in both
+    # the same largest component, but not a majority on one side: not "most"
+    plurality = mass_sentence({"T": 0.45, "P": 0.3, "R": 0.25}, {"T": 0.8, "P": 0.2}, "jsd", 0.04)
+    assert "largest share (not most)" in plurality and "JSD 4.00e-02" in plurality and "KL" not in plurality
+    # different tops: each side named with its own
+    apart = mass_sentence({"P": 0.6, "T": 0.4}, {"P": 0.1, "T": 0.9}, "jsd", 0.2)
+    assert "The student puts its largest share of the attribution on P (60%; the teacher 10%)" in apart
+    assert "the teacher on T (90%; the student 40%)" in apart and "both" not in apart
+
+
+def test_divergence_sentence_on_each_side_of_the_threshold():
+    assert "KL divergence fell" in divergence_sentence("kl", 1e-2, 0.8e-2)
+    assert "KL divergence rose" in divergence_sentence("kl", 1e-2, 1.2e-2)
+    still = divergence_sentence("jsd", 8.4e-3, 8.8e-3)
+    assert "JSD divergence did not move" in still and "8.40e-03 → 8.80e-03" in still
+
+
+def test_call_rate_sentence_gives_each_methods_direction():
+    text = call_rate_sentence({"grpo": {"first": 0.5, "last": 0.0}, "iapo": {"first": 0.4, "last": 0.6}})
+    assert "GRPO 50.0% → 0.0% (fell)" in text and "IAPO 40.0% → 60.0% (rose)" in text
+    assert "(did not change)" in call_rate_sentence({"grpo": {"first": 1.0, "last": 1.0}})
+
+
+@pytest.mark.parametrize("outcome", ["none", "one_seed"])
+def test_synthesis_without_a_gain(outcome):
+    gain = "no gain is shown" if outcome == "none" else "one seed cannot show a gain"
+    aligned = synthesis(outcome, 0.5, True)
+    assert "aligned with success, yet " + gain in aligned
+    added = synthesis(outcome, 0.0, True)
+    assert "added a signal" in added and "unrelated to success" in added and gain in added
+    nothing = synthesis(outcome, 0.0, False)
+    assert "added" not in nothing and "no more ties than the format reward alone" in nothing
+
+
+def test_synthesis_with_a_gain_or_a_loss():
+    assert "as the mechanism predicts" in synthesis("helped", 0.5, True)
+    assert "do not explain it" in synthesis("helped", 0.0, True)
+    assert "did not point to what succeeds" in synthesis("hurt", -0.2, True)
+    assert "do not explain it" in synthesis("hurt", 0.5, True)
+    with pytest.raises(ValueError):
+        synthesis("no difference shown", 0.0, True)  # the verdict's words are not an outcome
+
+
+def summary(divergence: str, with_term: float, format_only: float, rho_run: float) -> dict:
+    cold = {
+        "mechanism/rank_corr_attribution_outcome": 0.1,
+        "mechanism/rank_corr_groups": 12,
+        "mechanism/rescued_groups": with_term,
+        "mechanism/outcome_zero_std": 0.7,
+        "attribution/divergence": 9e-3,
+        "attribution/student_mass/T": 0.8,
+        "attribution/student_mass/P": 0.2,
+        "attribution/teacher_mass/T": 0.3,
+        "attribution/teacher_mass/P": 0.7,
+    }
+    iapo = {
+        "mechanism/rank_corr_attribution_outcome": {"mean": rho_run, "first": rho_run, "last": rho_run},
+        "mechanism/rescued_groups": {"mean": 0.6},
+        "attribution/divergence": {"first": 9e-3, "last": 5e-3},
+        "tools/call_rate": {"first": 1.0, "last": 1.0},
+    }
+    return {
+        "settings": {"attribution": {"divergence": divergence}},
+        "regime": {"chosen": "a", "candidates": [{"name": "a", "mechanism/rescued_groups": format_only}]},
+        "cold_start_diagnostics": cold,
+        "training": {"iapo": iapo, "grpo": {"tools/call_rate": {"first": 1.0, "last": 0.5}}},
+    }
+
+
+def test_mechanism_reading_names_the_runs_divergence_and_compares_ties():
+    jsd = " ".join(mechanism_reading(summary("jsd", 0.6, 0.5, 0.0), "none"))
+    assert "JSD" in jsd and "KL" not in jsd and "JSD divergence fell" in jsd
+    assert "The student puts its largest share of the attribution on T" in jsd and "the teacher on P" in jsd
+    assert "added a signal" in jsd and "10.0 points more than the format reward alone" in jsd
+    kl = " ".join(mechanism_reading(summary("kl", 0.5, 0.5, 0.0), "none"))
+    assert "KL" in kl and "added a signal" not in kl and "no more ties than the format reward alone" in kl
+    assert "GRPO 100.0% → 50.0% (fell)" in kl
