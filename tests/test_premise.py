@@ -178,3 +178,18 @@ def test_the_premise_finding_says_whether_the_call_decides_success():
     unmet = premise_finding(measured(**{"student.success_given_right": 0.5}))
     assert "does not decide its success" in unmet and "not met: student P(success | right call)" in unmet
     assert "does not decide" in premise_finding(measured(**{"student.success_given_wrong": 0.3}))
+
+
+def test_why_compares_right_and_wrong_calls_within_groups():
+    from iapo.experiments.demo.why import compare, mean_masses
+
+    terms = [-0.1, -0.3, -0.2, -0.2, -0.5, -0.1, -0.4, -0.4]
+    calls = [True, False, None, False, False, True, True, False]
+    outcome = [1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.0]
+    row = compare(terms, calls, outcome, group_size=4, seed=0)
+    assert row["term_right"] == pytest.approx(-0.2) and row["term_wrong"] == pytest.approx(-1.4 / 4)
+    # group 1: right −0.1 vs wrong mean −0.25 (right higher); group 2: right mean −0.25 vs wrong mean −0.45
+    assert row["mixed_groups"] == 2 and row["right_term_higher_share"] == 1.0
+    assert row["right_minus_wrong"]["mean"] == pytest.approx((0.15 + 0.2) / 2)
+    masses = mean_masses([{"a": 1.0}, {"a": 0.5, "b": 0.5}, {}], [True, True, True])
+    assert masses == pytest.approx({"a": 0.75, "b": 0.25})
