@@ -68,8 +68,8 @@ def test_every_cli_stage_resolves_to_its_meaning():
     assert vtool["sampling"]["protocol"] == "vtool" and vtool["student"]["name"] == "VTOOL/VTOOL-R1-3B-L-V2"
     no_tools = resolved(by_name["eval_no_tools"].command)
     assert no_tools["model"]["init_args"]["tools"] is False
-    [writer] = [c for c in no_tools["trainer"]["callbacks"] if c["class_path"].endswith("EvalResultsWriter")]
-    assert writer["init_args"] == {
+    writer = no_tools["callbacks"]["eval_results"]
+    assert writer["class_path"].endswith("EvalResultsWriter") and writer["init_args"] == {
         "output_dir": "logs/recipe/eval",
         "run_name": "qwen2.5-vl-3b-no-tools",
     }

@@ -204,7 +204,7 @@ def test_the_grpo_overlay_changes_only_the_rewards_and_the_run_directory(tmp_pat
     assert iapo["model"]["init_args"]["rewards"] == {"accuracy": 1.0, "format": 0.1, "attribution": 0.5}
     assert grpo["model"]["init_args"]["rewards"] == {"accuracy": 1.0, "format": 0.1}
     assert grpo["trainer"]["default_root_dir"] == "logs/grpo"
-    assert grpo["trainer"]["callbacks"][0]["init_args"]["dirpath"] == "logs/grpo/checkpoints"
+    assert grpo["callbacks"]["checkpoint"]["init_args"]["dirpath"] == "logs/grpo/checkpoints"
     for key in ("student", "teacher", "sampling", "attribution", "ppo", "group_size", "lr"):
         assert grpo["model"]["init_args"][key] == iapo["model"]["init_args"][key], key
     assert grpo["data"] == iapo["data"]

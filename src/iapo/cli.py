@@ -7,12 +7,17 @@ commands with the same class and options.
 
 from __future__ import annotations
 
+import sys
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import lightning as L
-from jsonargparse import set_parsing_settings
-from lightning.pytorch.cli import LightningCLI
+import yaml
+from jsonargparse import Namespace, set_parsing_settings
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
+from lightning.pytorch.loggers import Logger
 
 from iapo.data.datamodule import VQADataModule
 from iapo.serialization import readable_directory
@@ -54,7 +59,83 @@ def check_checkpoint_file(path: str) -> None:
         raise SystemExit(f"--ckpt_path {path} is not a PyTorch checkpoint (truncated, or another kind of file)")
 
 
+NAMED_GROUPS = {"callbacks": Callback, "loggers": Logger}
+"""Top-level config keys holding named entries, and the class every entry must be."""
+
+
+def named_entry_names(args: Sequence[str]) -> dict[str, list[str]]:
+    """The entry names under `callbacks:` / `loggers:` in the config files (`--config FILE`) and flags
+    (`--callbacks.NAME...`) of a command line, in order of appearance. Each becomes an argument of its own, so that
+    layered configs merge entries by name; a file that cannot be read is left for jsonargparse to report."""
+    names: dict[str, list[str]] = {group: [] for group in NAMED_GROUPS}
+    for index, token in enumerate(args):
+        path = args[index + 1] if token == "--config" and index + 1 < len(args) else None
+        if token.startswith("--config="):
+            path = token.split("=", 1)[1]
+        found: list[tuple[str, object]] = []
+        if path is not None:
+            found = [(group, name) for group, name in config_entry_names(Path(path))]
+        for group in NAMED_GROUPS:
+            if token.startswith(f"--{group}."):
+                found.append((group, token[len(group) + 3 :].split("=", 1)[0].split(".", 1)[0]))
+        for group, name in found:
+            if isinstance(name, str) and name not in names[group]:
+                names[group].append(name)
+    return names
+
+
+def config_entry_names(path: Path) -> list[tuple[str, object]]:
+    """(group, name) of every named entry in one config file, at its top level or under a subcommand's key."""
+    try:
+        config = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return []
+    if not isinstance(config, dict):
+        return []
+    sections = [config, *(config[sub] for sub in LightningCLI.subcommands() if isinstance(config.get(sub), dict))]
+    return [
+        (group, name)
+        for section in sections
+        for group in NAMED_GROUPS
+        if isinstance(section.get(group), dict)
+        for name in section[group]
+    ]
+
+
+def named_entries(group: Namespace | None) -> list:
+    """The instances of a `callbacks:` / `loggers:` group in the order the configs named them, `null` ones left out."""
+    return [] if group is None else [entry for entry in vars(group).values() if entry is not None]
+
+
 class IAPOCLI(LightningCLI):
+    """LightningCLI with named callbacks and loggers: configs write `callbacks: {checkpoint: {class_path, init_args},
+    ...}` (and `loggers:`), and a later config or flag changes one entry by its name
+    (`--callbacks.adapters.init_args.every_n_steps=10`), adds one, or removes one (`name: null`) — where Lightning's
+    `trainer.callbacks` list is replaced whole by the last config that gives it. Both may be used; the named entries
+    join the list."""
+
+    def __init__(self, *positional, args: ArgsType = None, **kwargs) -> None:
+        command_line = sys.argv[1:] if args is None else args
+        self.entry_names = named_entry_names(list(command_line) if isinstance(command_line, list | tuple) else [])
+        super().__init__(*positional, args=args, **kwargs)
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        for group, base in NAMED_GROUPS.items():
+            for name in self.entry_names[group]:
+                parser.add_argument(
+                    f"--{group}.{name}", type=base | None, default=None, help=f"{base.__name__} `{name}`"
+                )
+
+    def _instantiate_trainer(self, config: dict, callbacks: list[Callback]) -> L.Trainer:
+        """Add the named callbacks and loggers that are not `null` to the trainer's arguments."""
+        loggers = named_entries(self._get(self.config_init, "loggers"))
+        if loggers:
+            if config.get("logger") not in (None, True):
+                raise SystemExit("error: give loggers either as `trainer.logger` or as named `loggers:`, not both")
+            config = {**config, "logger": loggers}
+        named_callbacks = named_entries(self._get(self.config_init, "callbacks"))
+        return super()._instantiate_trainer(config, [*callbacks, *named_callbacks])
+
     def _parse_ckpt_path(self) -> None:
         """Check a `--ckpt_path` file before Lightning reads its hyper-parameters with `torch.load`."""
         subcommand = self.config.get("subcommand")

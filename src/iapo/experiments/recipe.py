@@ -98,8 +98,8 @@ def stages(
             "test",
             ("eval.yaml", "eval_heldout.yaml", *configs),
             f"--model.init_args.label={label}",
-            f"--trainer.callbacks.init_args.output_dir={out / 'eval'}",
-            f"--trainer.callbacks.init_args.run_name={label}",
+            f"--callbacks.eval_results.init_args.output_dir={out / 'eval'}",
+            f"--callbacks.eval_results.init_args.run_name={label}",
             *args,
         )
 

@@ -1,11 +1,13 @@
 """Lightning callbacks: adapter checkpoints, attribution pictures, and predicted-rollout files.
 
-trainer:
-  callbacks:
-    - class_path: iapo.training.callbacks.AdapterCheckpoint      # LoRA adapter + processor + config, PeftModel-loadable
-      init_args: {dirpath: logs/adapters, monitor: val/acc, save_top_k: 2}
-    - class_path: iapo.training.callbacks.AttributionMapLogger    # student vs teacher pictures every N steps
-    - class_path: iapo.training.callbacks.RolloutWriter           # predict: JSON lines + crops
+callbacks:
+  adapters:                  # LoRA adapter + processor + config, PeftModel-loadable
+    class_path: iapo.training.callbacks.AdapterCheckpoint
+    init_args: {dirpath: logs/adapters, monitor: val/acc, save_top_k: 2}
+  attribution_maps:          # student vs teacher pictures every N steps
+    class_path: iapo.training.callbacks.AttributionMapLogger
+  predictions:               # predict: JSON lines + crops
+    class_path: iapo.training.callbacks.RolloutWriter
 """
 
 from __future__ import annotations

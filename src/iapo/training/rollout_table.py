@@ -1,9 +1,9 @@
 """`RolloutTable`: the training rollouts of a step as a W&B table, or as JSON lines when W&B is not attached.
 
-trainer:
-  callbacks:
-    - class_path: iapo.training.rollout_table.RolloutTable
-      init_args: {every_n_steps: 10, dirpath: logs/iapo/rollouts}
+callbacks:
+  rollout_table:
+    class_path: iapo.training.rollout_table.RolloutTable
+    init_args: {every_n_steps: 10, dirpath: logs/iapo/rollouts}
 
 One row per trajectory of the step's `StepRecord` (`on_train_batch_end` outputs): question (with its lettered options), the original image (a
 thumbnail), the assistant turns with what each tool call returned, the final and the gold answer, the number of tool
