@@ -177,3 +177,23 @@ def test_mechanism_reading_names_the_runs_divergence_and_compares_ties():
     kl = " ".join(mechanism_reading(summary("kl", 0.5, 0.5, 0.0), "none"))
     assert "KL" in kl and "added a signal" not in kl and "no more ties than the format reward alone" in kl
     assert "GRPO 100.0% → 50.0% (fell)" in kl
+
+
+def test_the_reports_method_paragraphs_read_the_settings():
+    from iapo.experiments.demo.report import premise_intro, regime_paragraph
+
+    settings = {
+        "sft_expert": "mixed",
+        "sft_call_accuracy": 1 / 7,
+        "sft_batch": 16,
+        "sft_lr": 1e-3,
+        "teacher_steps": 1450,
+        "teacher_expert": "tool",
+        "regime_prompts": 24,
+        "group_size": 4,
+    }
+    text = regime_paragraph(settings, {"reason": "the only candidate"}, 0.7)
+    assert "names the asked bar in 14% of the tool demonstrations" in text and "to 1450 steps" in text
+    assert "first 24 training prompts, 4 samples each, at temperature 0.7" in text and "Chosen: the only" in text
+    intro = premise_intro({"offset": 24, "prompts": 64, "group_size": 4, "temperature": 0.7, "seed": 1})
+    assert "training prompts 24–87" in intro and "4 samples each at temperature 0.7, seed 1" in intro

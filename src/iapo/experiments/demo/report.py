@@ -151,6 +151,29 @@ def training_lines(summary: dict) -> list[str]:
     return lines
 
 
+def premise_intro(premise: dict) -> str:
+    """How the premises were measured: which prompts, how many samples, temperature and seed."""
+    return (
+        f"The chosen student and the teacher, each sampled on training prompts {premise['offset']}–"
+        f"{premise['offset'] + premise['prompts'] - 1} (after the regime's), {premise['group_size']} samples each at "
+        f"temperature {premise['temperature']:g}, seed {premise['seed']}; a right call edits exactly the asked bar "
+        "(its label box); intervals: percentile bootstrap over groups."
+    )
+
+
+def regime_paragraph(settings: dict, regime: dict, temperature: float) -> str:
+    """How the cold starts and the teacher were trained and how the regime was chosen (from the run's settings)."""
+    return (
+        f"One SFT run of `tiny-student` ({settings['sft_expert']} expert trajectories whose edit names the asked bar "
+        f"in {percent(settings['sft_call_accuracy'], 0)}% of the tool demonstrations, batch {settings['sft_batch']}, "
+        f"lr {settings['sft_lr']:g}) was saved at each candidate budget; the teacher is that run trained on to "
+        f"{settings['teacher_steps']} steps with {settings['teacher_expert']} demonstrations that always name it. "
+        f"Each candidate was sampled on the first {settings['regime_prompts']} training prompts, "
+        f"{settings['group_size']} samples each, at temperature {temperature:g} (the RL settings). "
+        f"Chosen: {regime['reason']}."
+    )
+
+
 def premise_section(summary: dict) -> list[str]:
     premise = summary.get("premise")
     if not premise:
@@ -158,10 +181,7 @@ def premise_section(summary: dict) -> list[str]:
     return [
         "## Premises, measured before RL (training prompts only)",
         "",
-        f"The chosen student and the teacher, each sampled on training prompts {premise['offset']}–"
-        f"{premise['offset'] + premise['prompts'] - 1} (after the regime's), {premise['group_size']} samples each at "
-        f"temperature {premise['temperature']:g}, seed {premise['seed']}; a right call edits exactly the asked bar "
-        "(its label box); intervals: percentile bootstrap over groups.",
+        premise_intro(premise),
         "",
         *premise_lines(premise),
         "",
@@ -183,13 +203,7 @@ def render(summary: dict) -> str:
         "",
         "## How the regime was chosen (training prompts only, before any test result)",
         "",
-        f"One SFT run of `tiny-student` ({settings['sft_expert']} expert trajectories whose edit names the asked bar "
-        f"in {percent(settings['sft_call_accuracy'], 0)}% of the tool demonstrations, batch {settings['sft_batch']}, "
-        f"lr {settings['sft_lr']:g}) was saved at each candidate budget; the teacher is that run trained on to "
-        f"{settings['teacher_steps']} steps with {settings['teacher_expert']} demonstrations that always name it. "
-        f"Each candidate was sampled on the first {settings['regime_prompts']} training prompts, "
-        f"{settings['group_size']} samples each, at temperature {summary['temperature']:g} (the RL settings). "
-        f"Chosen: {regime['reason']}.",
+        regime_paragraph(settings, regime, summary["temperature"]),
         "",
         *regime_table(regime),
         "",
