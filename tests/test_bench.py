@@ -9,7 +9,8 @@ import json
 import pytest
 
 from helpers.run_if import RunIf
-from iapo.experiments.bench import BEFORE, Variant, main, parse_args, parse_variant
+from iapo.experiments.bench import BEFORE, main, parse_args
+from iapo.experiments.bench_variants import Variant, parse_variant
 
 
 def test_bench_reports_both_paths_and_every_phase(tmp_path, capsys):

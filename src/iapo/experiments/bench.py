@@ -38,21 +38,20 @@ import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from statistics import median
 
 import torch
-import yaml
 
 from iapo.agent.rollout import HFPolicy, SamplingSettings, rollout
 from iapo.agent.vision import vision_language_model
 from iapo.attribution.embeddings import language_model
-from iapo.attribution.methods import METHODS
-from iapo.attribution.quadrature import QUADRATURES
 from iapo.attribution.score import AttributionSettings
 from iapo.data.sample import load_image
 from iapo.data.synthetic import SyntheticConfig, build_split
+from iapo.experiments.bench_tables import PATHS, PHASES, rollout_table, step_table
+from iapo.experiments.bench_variants import Variant, parse_variant
 from iapo.experiments.forced_turn import ZOOM_CALL, forced_first_turn
 from iapo.models.loader import LoraSettings, load_model
 from iapo.training.rewards import RewardContext, build_rewards
@@ -60,9 +59,6 @@ from iapo.training.step import StepSettings, train_step
 from iapo.training.update import PPOSettings
 
 METHOD_REWARDS = {"grpo": {"accuracy": 1.0}, "iapo": {"accuracy": 1.0, "attribution": 0.5}}
-PHASES = ("rollout", "attribution_student", "attribution_teacher", "update")
-PATHS = ("plain", "fast")
-PAPER_CONFIG = Path(__file__).resolve().parents[3] / "configs" / "iapo.yaml"
 BEFORE = "integrated_gradients:riemann:16:nodedup"
 """The paper configuration's integrated gradients before quadrature rules and deduplication (m = 16, Riemann)."""
 PRESETS = {
@@ -98,48 +94,6 @@ PRESETS = {
         "warmup": 1,
     },
 }
-
-
-@dataclass(frozen=True)
-class Variant:
-    """One IAPO attribution configuration of the step table."""
-
-    method: str
-    quadrature: str = "riemann"
-    steps: int = 1
-    deduplicate: bool = True
-    paper: bool = False
-
-    @property
-    def label(self) -> str:
-        if self.method != "integrated_gradients":
-            return f"iapo {self.method}"
-        name = f"iapo IG {self.quadrature} m={self.steps}" + ("" if self.deduplicate else " no dedup")
-        return name + (" (paper)" if self.paper else "")
-
-
-def parse_variant(spec: str, paper_config: Path = PAPER_CONFIG) -> Variant:
-    """`paper` (the attribution of `paper_config`) or `METHOD[:RULE:M][:nodedup]`."""
-    if spec == "paper":
-        config = yaml.safe_load(paper_config.read_text())["model"]["init_args"]["attribution"]
-        defaults = AttributionSettings()
-        return Variant(
-            config.get("method", defaults.method),
-            config.get("quadrature", defaults.quadrature),
-            config.get("steps", defaults.steps),
-            config.get("deduplicate", defaults.deduplicate),
-            paper=True,
-        )
-    parts = spec.split(":")
-    deduplicate = parts[-1] != "nodedup"
-    parts = parts if deduplicate else parts[:-1]
-    if parts[0] not in METHODS or (parts[0] == "integrated_gradients") != (len(parts) == 3):
-        raise ValueError(f"variant {spec!r}: expected paper, METHOD or integrated_gradients:RULE:M, [:nodedup]")
-    if len(parts) == 1:
-        return Variant(parts[0], deduplicate=deduplicate)
-    if parts[1] not in QUADRATURES or not parts[2].isdigit() or int(parts[2]) < 1:
-        raise ValueError(f"variant {spec!r}: the rule must be one of {QUADRATURES} and M an integer >= 1")
-    return Variant(parts[0], parts[1], int(parts[2]), deduplicate)
 
 
 @contextmanager
@@ -378,58 +332,6 @@ def run(args: argparse.Namespace) -> dict:
             "step": bench_steps(student, processor, teacher, samples, images, args, sampling, calls),
         }
     return results
-
-
-def _gib(value: float | None) -> str:
-    return "–" if value is None else f"{value:.1f}"
-
-
-def rollout_table(rows: list[dict]) -> str:
-    lines = [
-        "| rollouts | path | s | tok/s | new tokens / traj | vision images / traj | prefilled positions / traj "
-        "| turns / traj | peak GiB |",
-        "|---" * 9 + "|",
-    ]
-    for row in rows:
-        for path in PATHS:
-            if path not in row:
-                continue
-            r = row[path]
-            lines.append(
-                f"| {row['rollouts']} | {path} | {r['seconds']:.2f} | {r['tokens_per_second']:.0f} | "
-                f"{r['generated_tokens_per_trajectory']:.0f} | {r['vision_images_per_trajectory']:.2f} | "
-                f"{r['prefill_positions_per_trajectory']:.0f} | {r['turns_per_trajectory']:.2f} | "
-                f"{_gib(r.get('peak_gib'))} |"
-            )
-        if "speedup" in row:
-            lines.append(
-                f"| {row['rollouts']} | fast / plain | ×{row['speedup']:.2f} faster | same tokens: "
-                f"{'yes' if row['same_tokens'] else 'NO'} | | | | | |"
-            )
-    return "\n".join(lines)
-
-
-def step_table(rows: list[dict]) -> str:
-    lines = [
-        "| path | method | "
-        + " | ".join(PHASES)
-        + " | total s | IAPO / GRPO | attribution share | attribution / first | distinct / attributed "
-        "| gap student % | gap teacher % | peak GiB per stage |",
-        "|---" * 14 + "|",
-    ]
-    for row in rows:
-        timings = row["timings"]
-        seconds = [f"{timings[f'time/{phase}']:.2f}" if f"time/{phase}" in timings else "–" for phase in PHASES]
-        peaks = "/".join(_gib(timings.get(f"memory/{phase}_gib")) for phase in PHASES)
-        gaps = [f"{100 * row['gaps'][side]:.1f}" if side in row["gaps"] else "–" for side in ("student", "teacher")]
-        grpo = row["method"] == "grpo"
-        lines.append(
-            f"| {row['path']} | {row['method']} | {' | '.join(seconds)} | {row['total']:.2f} | "
-            f"{row['iapo_over_grpo']:.2f} | {row['attribution_share']:.2f} | "
-            + ("– | –" if grpo else f"{row['attribution_over_first']:.2f} | {row['distinct']:.2f}")
-            + f" | {' | '.join(gaps)} | {peaks} |"
-        )
-    return "\n".join(lines)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
