@@ -174,6 +174,18 @@ def label_copy(settings, model_path: Path, samples: list) -> dict[str, float]:
     return {place: sum(found) / len(found) for place, found in hits.items() if found}
 
 
+def overlay_settings(config: Path | None):
+    """The paper miniature's settings, with the task and sampling of another overlay (`--config`) when given."""
+    from iapo.data.synthetic_charts import SyntheticChartsConfig
+    from iapo.experiments.demo.settings import CHARTS_CONFIG, demo_settings, read_overlay
+
+    settings = demo_settings("charts")
+    if config is None or config == CHARTS_CONFIG:
+        return settings
+    task, sampling = read_overlay(config, "synthetic_charts", SyntheticChartsConfig)
+    return dataclasses.replace(settings, task=task, sampling=sampling)
+
+
 def main(argv: list[str] | None = None) -> dict:
     """`python -m iapo.experiments.demo.measure --student DIR --teacher DIR [--prompts 64] [--offset 24] [--seed 0]
     [--copy]`: the premise measurement of any two saved models on the paper miniature's training prompts (with
@@ -181,17 +193,16 @@ def main(argv: list[str] | None = None) -> dict:
     import argparse
     import json
 
-    from iapo.experiments.demo.settings import demo_settings
-
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--student", type=Path, required=True)
     parser.add_argument("--teacher", type=Path, required=True)
     parser.add_argument("--prompts", type=int, default=64)
     parser.add_argument("--offset", type=int, default=24, help="first training prompt (the regime uses 0..23)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--config", type=Path, help="another task overlay than configs/demo_charts.yaml (its task)")
     parser.add_argument("--copy", action="store_true", help="also `label_copy` of both models on the same prompts")
     args = parser.parse_args(argv)
-    settings = demo_settings("charts")
+    settings = overlay_settings(args.config)
     result = measure_premise(settings, args.student, args.teacher, args.prompts, args.seed, args.offset)
     if args.copy:
         samples = settings.build_split("train", args.offset + args.prompts)[args.offset :]

@@ -23,7 +23,7 @@ import torch
 from iapo.attribution.align import attribution_terms
 from iapo.attribution.components import TARGETS, _last_turn_with_text, _match_mask, register_target, turn_token_spans
 from iapo.attribution.score import attribution_distributions
-from iapo.experiments.demo.measure import sample_model, variant_settings
+from iapo.experiments.demo.measure import overlay_settings, sample_model, variant_settings
 from iapo.experiments.demo.premise import bootstrap_mean, right_call, within_group_rhos
 from iapo.models.loader import ModelSettings
 
@@ -140,16 +140,15 @@ def main(argv: list[str] | None = None) -> dict:
     import argparse
     import json
 
-    from iapo.experiments.demo.settings import demo_settings
-
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--student", type=Path, required=True)
     parser.add_argument("--teacher", type=Path, required=True)
     parser.add_argument("--prompts", type=int, default=64)
     parser.add_argument("--offset", type=int, default=24)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--config", type=Path, help="another task overlay than configs/demo_charts.yaml (its task)")
     args = parser.parse_args(argv)
-    result = explain(demo_settings("charts"), args.student, args.teacher, args.prompts, args.seed, args.offset)
+    result = explain(overlay_settings(args.config), args.student, args.teacher, args.prompts, args.seed, args.offset)
     print(json.dumps(result, indent=2))
     return result
 
