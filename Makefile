@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 TORCH := torch==2.14.1 torchvision==0.29.1
 CONFIG ?= configs/tiny.yaml
-TRAIN_CONFIG ?= configs/iapo.yaml configs/tiny.yaml
+TRAIN_CONFIG ?= configs/iapo.yaml configs/tiny.yaml configs/tiny_cold_start.yaml
 EVAL_CONFIG ?= configs/eval.yaml
 SWEEP ?= configs/sweep.yaml
 
@@ -40,7 +40,7 @@ lint: $(STAMP) ## ruff lint and format check
 predict: $(STAMP) ## roll out the agent (CONFIG=configs/tiny.yaml) and write trajectories under logs/predict/
 	$(PY) src/cli.py predict $(foreach c,$(CONFIG),--config $(c)) $(ARGS)
 
-train: $(STAMP) ## train IAPO (paper setting) offline on the tiny preset; TRAIN_CONFIG=configs/iapo.yaml on a GPU
+train: $(STAMP) ## train IAPO (paper setting) offline: tiny preset from cold-started tiny models (built once, minutes); TRAIN_CONFIG=configs/iapo.yaml on a GPU
 	$(PY) src/cli.py fit $(foreach c,$(TRAIN_CONFIG),--config $(c)) $(ARGS)
 
 data: $(STAMP) ## download test sets and training data into data/ (SETS=zoom|paper|all or names; Hugging Face Hub; idempotent)

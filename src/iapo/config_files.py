@@ -25,3 +25,25 @@ def config_file(name: str) -> Path:
         shipped = ", ".join(sorted(p.name for p in config_dir().glob("*.yaml")))
         raise FileNotFoundError(f"no config {name!r} ships with iapo; shipped: {shipped}")
     return path
+
+
+def overlay_values(path: Path, fields: dict[str, type]) -> dict[str, object]:
+    """The values of a CLI overlay at dotted keys (`{"data.synthetic_charts": SyntheticChartsConfig}`), parsed and
+    instantiated by jsonargparse as `src/cli.py` parses them, so code that needs a config's task trains on what the
+    CLI would."""
+    import yaml
+    from jsonargparse import ArgumentParser
+
+    config = yaml.safe_load(path.read_text())
+    parser = ArgumentParser()
+    block = {}
+    for number, (key, kind) in enumerate(fields.items()):
+        node = config
+        for part in key.split("."):
+            if not isinstance(node, dict) or part not in node:
+                raise KeyError(f"{path.name} has no {key}")
+            node = node[part]
+        parser.add_argument(f"--field{number}", type=kind)
+        block[f"field{number}"] = node
+    parsed = parser.instantiate(parser.parse_object(block))
+    return {key: parsed[f"field{number}"] for number, key in enumerate(fields)}

@@ -17,6 +17,7 @@ images (crops, edits) go through the same processor, so the same budget covers t
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -87,10 +88,43 @@ class ModelSettings:
         )
 
 
+@dataclass(frozen=True)
+class ModelBuilder:
+    """An offline model built on first use: `build()` returns its directory; `description` says what it is."""
+
+    build: Callable[[], Path]
+    description: str
+
+
+MODEL_BUILDERS: dict[str, ModelBuilder] = {}
+"""Offline models built on first use and cached, by name, beside the tiny specs: the cold-started tiny models of
+`iapo.training.cold_start` register here."""
+
+
+def register_model_builder(name: str, builder: ModelBuilder) -> None:
+    """Let `name` be loaded like a tiny spec (`student.name: NAME`)."""
+    if name in TINY_SPECS:
+        raise ValueError(f"{name!r} is already a tiny spec")
+    MODEL_BUILDERS[name] = builder
+
+
+def describe_model(name: str) -> str:
+    """`name`, with what it is when it is a registered offline model."""
+    return f"{name} ({MODEL_BUILDERS[name].description})" if name in MODEL_BUILDERS else name
+
+
+def offline_model_names() -> list[str]:
+    """The names that load without a hub: the tiny specs and the registered builders."""
+    return sorted({*TINY_SPECS, *MODEL_BUILDERS})
+
+
 def resolve_model_path(name_or_path: str) -> str:
-    """Map a tiny spec to its built directory; check that a HF id or directory can be loaded here."""
+    """Map a tiny spec or a registered builder to its built directory; check that a HF id or directory can be loaded
+    here."""
     if name_or_path in TINY_SPECS:
         return str(build_tiny(name_or_path))
+    if name_or_path in MODEL_BUILDERS:
+        return str(MODEL_BUILDERS[name_or_path].build())
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
@@ -111,7 +145,7 @@ def _not_found(name: str, why: str) -> ModelNotFoundError:
     return ModelNotFoundError(
         f"cannot load model {name!r}: {why}. Download it where the hub is reachable, e.g. "
         f"`huggingface-cli download {name}` (fills the cache at $HF_HOME), or pass a local directory holding "
-        f"config.json, weights and processor files. Offline, use the tiny specs: {sorted(TINY_SPECS)}."
+        f"config.json, weights and processor files. Offline, use the tiny specs: {offline_model_names()}."
     )
 
 

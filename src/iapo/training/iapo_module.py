@@ -15,7 +15,6 @@ counter and RNG states. The method as built is described in docs/method.md.
 from __future__ import annotations
 
 import dataclasses
-import warnings
 from pathlib import Path
 
 import torch
@@ -25,7 +24,8 @@ from iapo.agent.rollout import HFPolicy, SamplingSettings, rollout
 from iapo.attribution.score import AttributionSettings
 from iapo.evaluation.judge import JudgeSettings
 from iapo.evaluation.results import HEADLINE_METRIC
-from iapo.models.loader import ModelSettings
+from iapo.models.loader import ModelSettings, describe_model
+from iapo.training import cold_start  # noqa: F401  registers the cold-started tiny models (`tiny-student-sft`, ...)
 from iapo.training.guards import DEFAULT_MAX_ABS_WEIGHT, NonFiniteGuard
 from iapo.training.policy_base import PolicyModule, greedy_settings
 from iapo.training.rewards import RewardContext, build_rewards
@@ -33,15 +33,6 @@ from iapo.training.step import StepRecord, StepSettings, collect, train_step
 from iapo.training.update import PPOSettings
 
 DEFAULT_REWARDS = {"accuracy": 1.0, "format": 0.1, "attribution": 0.5}
-
-# The step updates the policy by hand (manual optimization), and a checkpoint taken after it holds the updated
-# weights, which is what resuming needs; Lightning's ModelCheckpoint warns about this on every save, with nothing
-# for the user to do, so that one warning is silenced.
-warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization and every_n_train_steps")
-# The frozen parts (teacher, reference, vision tower) are in eval mode on purpose, and transformers calls its own
-# deprecated `is_gradient_checkpointing` from inside `from_pretrained`: neither warning leaves the user anything to do.
-warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
-warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
 
 def mean_over_processes(metrics: dict[str, float]) -> dict[str, float]:
@@ -131,6 +122,25 @@ class IAPOModule(PolicyModule):
     @property
     def uses_teacher(self) -> bool:
         return self.configured_rewards.needs_attribution
+
+    def on_fit_start(self) -> None:
+        if self.trainer.is_global_zero:
+            print(self.run_summary(self.trainer.max_steps, self.trainer.default_root_dir), flush=True)
+
+    def run_summary(self, max_steps: int, output_dir: str) -> str:
+        """What a fit of this module is, in one line: the algorithm and its rewards, the models, the budget, and
+        where its outputs go."""
+        rewards = " + ".join(f"{name} {weight:g}" for name, weight in self.configured_rewards.weights.items())
+        models = f"student {describe_model(self.student_settings.name)}"
+        if self.uses_teacher:
+            a = self.attribution
+            rewards += f" ({a.method} of the {a.target} over {a.layout}, {a.divergence}, {a.form})"
+            models += f", teacher {describe_model(self.teacher_settings.name)}"
+        else:
+            models += " (no teacher)"
+        budget = f"{self.step_settings.group_size} samples per prompt, {max_steps} optimizer steps"
+        method = "IAPO" if self.uses_teacher else "GRPO"
+        return f"[fit] {method}: rewards {rewards}; {models}; {budget}; outputs in {output_dir}"
 
     def configure_model(self) -> None:
         if self.policy_model is not None:

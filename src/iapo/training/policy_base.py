@@ -24,6 +24,7 @@ from iapo.agent.trajectory import Trajectory
 from iapo.evaluation.judge import Judge, JudgeSettings
 from iapo.evaluation.results import HEADLINE_METRIC, BenchmarkTally
 from iapo.serialization import plain
+from iapo.training import log_filters  # noqa: F401  (filters warnings that leave the user nothing to do)
 
 
 def greedy_settings(sampling: SamplingSettings, tools: bool) -> SamplingSettings:
