@@ -143,6 +143,15 @@ def measure_premise(settings, student: Path, teacher: Path, prompts: int, seed: 
     }
 
 
+def call_premises(settings, model: Path, prompts: int, seed: int = 0, offset: int = 0) -> dict:
+    """The call half of the premises of one model, without attribution (seconds, not minutes): `call_outcomes` and
+    `group_shares` of its samples on training prompts `offset` .. `offset + prompts`, as `measure_premise` counts."""
+    samples = settings.build_split("train", offset + prompts)[offset:]
+    trajectories, outcome, _ = sample_model(settings, model, samples, seed)
+    calls = [right_call(t, samples[t.sample_index]) for t in trajectories]
+    return call_outcomes(calls, outcome.tolist()) | group_shares(outcome.tolist(), settings.group_size)
+
+
 def label_copy(settings, model_path: Path, samples: list) -> dict[str, float]:
     """Teacher-forced on the right demonstrations (thought `Focus on "ant".`, then the call): how often the asked
     label's first token is the likeliest of the chart's labels where the thought names it (`thought`) and where the
@@ -188,7 +197,7 @@ def overlay_settings(config: Path | None):
 
 def main(argv: list[str] | None = None) -> dict:
     """`python -m iapo.experiments.demo.measure --student DIR --teacher DIR [--prompts 64] [--offset 24] [--seed 0]
-    [--copy]`: the premise measurement of any two saved models on the paper miniature's training prompts (with
+    [--copy] [--calls-only] [--config OVERLAY]`: the premise measurement of any two saved models on the paper miniature's training prompts (with
     `--copy`, also `label_copy`), printed as JSON."""
     import argparse
     import json
@@ -201,8 +210,16 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--config", type=Path, help="another task overlay than configs/demo_charts.yaml (its task)")
     parser.add_argument("--copy", action="store_true", help="also `label_copy` of both models on the same prompts")
+    parser.add_argument("--calls-only", action="store_true", help="only `call_premises` of each model (no attribution)")
     args = parser.parse_args(argv)
     settings = overlay_settings(args.config)
+    if args.calls_only:
+        result = {
+            side: call_premises(settings, path, args.prompts, args.seed, args.offset)
+            for side, path in (("student", args.student), ("teacher", args.teacher))
+        }
+        print(json.dumps(result, indent=2))
+        return result
     result = measure_premise(settings, args.student, args.teacher, args.prompts, args.seed, args.offset)
     if args.copy:
         samples = settings.build_split("train", args.offset + args.prompts)[args.offset :]
