@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from iapo.cli import CLI_OPTIONS, IAPOCLI
+from iapo.config_files import config_file
 from iapo.models.loader import (
     MODEL_BUILDERS,
     ModelBuilder,
@@ -17,7 +19,7 @@ from iapo.models.loader import (
     resolve_model_path,
 )
 from iapo.training import cold_start
-from iapo.training.cold_start import COLD_STARTS, ColdStartSpec, build_cold_start
+from iapo.training.cold_start import COLD_STARTS, ColdStartSpec, build_cold_start, offline_task
 from iapo.training.iapo_module import IAPOModule
 
 
@@ -64,3 +66,17 @@ def test_a_fit_starts_by_saying_what_it_is():
     grpo = IAPOModule(student=student, teacher=teacher, rewards={"accuracy": 1.0, "format": 0.1}).run_summary(5, "x")
     assert grpo.startswith("[fit] GRPO: rewards accuracy 1 + format 0.1;") and "(no teacher)" in grpo
     assert "teacher tiny" not in grpo and "integrated_gradients" not in grpo
+
+
+def test_make_train_runs_the_task_its_cold_starts_were_trained_on(tmp_path, monkeypatch):
+    task, sampling = offline_task()
+    monkeypatch.chdir(tmp_path)
+    configs = ("iapo.yaml", "tiny.yaml", "tiny_cold_start.yaml")
+    args = [arg for name in configs for arg in ("--config", str(config_file(name)))]
+    cli = IAPOCLI(**CLI_OPTIONS, run=False, args=args)
+    assert cli.datamodule.synthetic_charts == task and task.kinds == ("chart_v",) and task.quote_labels
+    assert cli.model.sampling == sampling and (sampling.toolset, sampling.temperature) == ("chart", 0.7)
+    assert (cli.model.student_settings.name, cli.model.teacher_settings.name) == (
+        "tiny-student-sft",
+        "tiny-teacher-sft",
+    )
