@@ -8,7 +8,7 @@ success and with a right call, each with a bootstrap 95% interval over groups; t
 picks. Test prompts are never read here.
 
     result = measure_premise(settings, student_path, teacher_path, prompts=64, seed=0)
-    python -m iapo.experiments.demo.measure --student logs/demo/sft/step-450 --teacher logs/demo/sft/teacher
+    python -m iapo.experiments.demo.measure --student logs/demo/sft/step-1500 --teacher logs/demo/sft/teacher
 """
 
 from __future__ import annotations
