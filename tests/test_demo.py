@@ -35,9 +35,11 @@ TRAINING_KEYS = (
 )
 
 
-def test_fast_paper_demo_reports_results_paired_differences_and_mechanism_diagnostics(tmp_path):
+def test_fast_paper_demo_reports_results_paired_differences_and_mechanism_diagnostics(tmp_path, capfd):
     out = tmp_path / "demo"
     report = main(["--fast", "--out", str(out), "--workers", "2"])
+    progress = [line for line in capfd.readouterr().err.splitlines() if line.startswith("[fit] step")]
+    assert any("sft/loss" in line for line in progress)  # the cold start reports progress, to a file too
     data = json.loads((out / "report.json").read_text())
     rows = {(row["model"], row["tools"]): row["results"] for row in data["rows"]}
     assert set(rows) == {(m, t) for m in (STUDENT, TEACHER, GRPO, IAPO) for t in (True, False)}

@@ -25,6 +25,7 @@ from iapo.data.sample import load_image
 from iapo.models.loader import LoraSettings, ModelSettings
 from iapo.training.callbacks import AdapterCheckpoint, draw_attributions
 from iapo.training.iapo_module import IAPOModule
+from iapo.training.progress import ProgressLog
 from iapo.training.sft_module import SFTModule
 from iapo.training.update import PPOSettings
 
@@ -34,13 +35,15 @@ def say(message: str) -> None:
     print(f"[demo] {message}", flush=True)
 
 
-def trainer(max_steps: int, log_dir: Path | None, callbacks: list | None = None) -> L.Trainer:
+def trainer(max_steps: int, log_dir: Path | None, callbacks: list | None = None, metric: str = "reward") -> L.Trainer:
+    """A CPU trainer without a progress bar; a `ProgressLog` line every 30 s (step, elapsed, ETA, `metric`) reports
+    the long stages on a terminal and in a log file alike."""
     return L.Trainer(
         accelerator="cpu",
         devices=1,
         max_steps=max_steps,
         logger=CSVLogger(str(log_dir.parent), name=log_dir.name, version="") if log_dir else False,
-        callbacks=callbacks or [],
+        callbacks=[*(callbacks or []), ProgressLog(every_s=30, metric=metric)],
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
@@ -107,7 +110,7 @@ def cold_start(settings) -> dict[str, Path]:
     )
     L.seed_everything(0, verbose=False)
     saves = {n: paths[f"step-{n}"] for n in settings.candidate_steps}
-    run = trainer(last, settings.out / "logs" / "sft", [SaveAtSteps(saves)])
+    run = trainer(last, settings.out / "logs" / "sft", [SaveAtSteps(saves)], metric="sft/loss")
     run.fit(
         sft_module(settings, "tiny-student", settings.sft_call_accuracy, settings.sft_expert),
         train_data(settings, settings.sft_batch, settings.train_rows),
@@ -117,6 +120,7 @@ def cold_start(settings) -> dict[str, Path]:
         settings.teacher_steps - last,
         settings.out / "logs" / "teacher",
         [SaveAtSteps({settings.teacher_steps - last: paths["teacher"]})],
+        metric="sft/loss",
     )
     run.fit(
         sft_module(settings, str(paths[f"step-{last}"]), 1.0, settings.teacher_expert),
