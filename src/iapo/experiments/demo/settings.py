@@ -15,12 +15,9 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-from jsonargparse import ArgumentParser
-
 from iapo.agent.rollout import SamplingSettings
 from iapo.attribution.score import AttributionSettings
-from iapo.config_files import config_dir
+from iapo.config_files import config_dir, overlay_values
 from iapo.data.datamodule import DataSpec
 from iapo.data.synthetic import SyntheticConfig
 from iapo.data.synthetic_charts import SyntheticChartsConfig
@@ -34,13 +31,9 @@ SETTINGS = ("charts", "zoom")
 def read_overlay(path: Path, data_key: str, task_type: type) -> tuple[object, SamplingSettings]:
     """(`data.<data_key>` typed as `task_type`, `model.init_args.sampling` as `SamplingSettings`) of a CLI overlay,
     parsed by jsonargparse as `src/cli.py` parses them."""
-    config = yaml.safe_load(path.read_text())
-    parser = ArgumentParser()
-    parser.add_argument("--task", type=task_type)
-    parser.add_argument("--sampling", type=SamplingSettings)
-    block = {"task": config["data"][data_key], "sampling": config["model"]["init_args"]["sampling"]}
-    parsed = parser.instantiate(parser.parse_object(block))
-    return parsed.task, parsed.sampling
+    task_key, sampling_key = f"data.{data_key}", "model.init_args.sampling"
+    values = overlay_values(path, {task_key: task_type, sampling_key: SamplingSettings})
+    return values[task_key], values[sampling_key]
 
 
 def synthetic_task(path: Path = ZOOM_CONFIG) -> SyntheticConfig:
