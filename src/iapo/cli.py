@@ -72,9 +72,7 @@ def named_entry_names(args: Sequence[str]) -> dict[str, list[str]]:
         path = args[index + 1] if token == "--config" and index + 1 < len(args) else None
         if token.startswith("--config="):
             path = token.split("=", 1)[1]
-        found: list[tuple[str, object]] = []
-        if path is not None:
-            found = [(group, name) for group, name in config_entry_names(Path(path))]
+        found = config_entry_names(Path(path)) if path is not None else []
         for group in NAMED_GROUPS:
             if token.startswith(f"--{group}."):
                 found.append((group, token[len(group) + 3 :].split("=", 1)[0].split(".", 1)[0]))
