@@ -17,7 +17,13 @@ from iapo.agent.rollout import SamplingSettings, rollout
 from iapo.agent.trajectory import collate_trajectories, device_inputs, token_logprobs
 from iapo.attribution.components import target_mask, trajectory_components
 from iapo.attribution.embeddings import language_model_inputs, target_logprob_fn
-from iapo.attribution.methods import attribute, grad_x_input_scores, occlusion_scores
+from iapo.attribution.methods import (
+    attribute,
+    check_token_scores,
+    grad_x_input_scores,
+    integrated_gradients_scores,
+    occlusion_scores,
+)
 from iapo.attribution.score import AttributionSettings, attribution_distributions
 from iapo.data.sample import load_image
 from iapo.data.synthetic import build_split
@@ -63,6 +69,31 @@ def test_grad_x_input_scores_equal_the_analytic_value():
     torch.testing.assert_close(grad_x_input_scores(objective, embeddings, masks, reference), expected)
 
 
+def test_positive_token_scores_keep_only_the_evidence_for_the_target():
+    """objective_b = Σ_i e_bi · w: token i's attribution is (e_bi − r_b) · w, of either sign. `abs` sums the
+    magnitudes, so a token that lowers the objective counts as much as one that raises it; `positive` sums only
+    the tokens that raise it."""
+    torch.manual_seed(0)
+    embeddings, w, reference = torch.randn(2, 6, 4), torch.randn(4), torch.randn(2, 1, 4)
+    masks = torch.rand(2, 3, 6) > 0.5
+    tokens = (embeddings - reference) @ w
+    assert (tokens > 0).any() and (tokens < 0).any()
+
+    def objective(e):
+        return (e @ w).sum(-1)
+
+    for token_scores, expected in (("abs", tokens.abs()), ("positive", tokens.clamp_min(0))):
+        component = torch.einsum("bt,bkt->bk", expected, masks.float())
+        scores = grad_x_input_scores(objective, embeddings, masks, reference, token_scores)
+        torch.testing.assert_close(scores, component)
+        ig, _ = integrated_gradients_scores(
+            lambda points, rows: objective(points), embeddings, masks, reference, 3, 4, token_scores=token_scores
+        )
+        torch.testing.assert_close(ig, component)
+    with pytest.raises(ValueError, match="token_scores 'positive' needs a gradient method"):
+        check_token_scores("occlusion", "positive")
+
+
 def test_occlusion_scores_equal_the_analytic_value():
     """objective_b = Σ_i e_bi · w: replacing component k by r drops it by Σ_{i in k} (e_bi − r_b) · w."""
     torch.manual_seed(0)
@@ -83,6 +114,20 @@ def test_objective_is_the_models_log_prob_of_the_target(tiny_student, attributed
         objective = target_logprob_fn(model, inputs, batch["policy_mask"])(language_model_inputs(model, inputs)[0])
         logprobs = token_logprobs(model(**inputs, use_cache=False).logits, inputs["input_ids"])
     torch.testing.assert_close(objective, (logprobs * batch["policy_mask"]).sum(-1))
+
+
+@pytest.mark.parametrize("method", ["grad_x_input", "integrated_gradients"])
+def test_positive_token_scores_reach_the_model_and_lower_each_component(tiny_student, attributed, method):
+    """On the model, `token_scores="positive"` scores each component at most as `abs` does (the positive part of a
+    token is at most its magnitude) and somewhere strictly less (some tokens argue against the answer)."""
+    model, processor = tiny_student
+    trajectories, components, targets = attributed
+    pad = processor.tokenizer.pad_token_id
+    whole = attribute(model, trajectories, components, targets, pad, method=method, steps=2)
+    support = attribute(model, trajectories, components, targets, pad, method=method, steps=2, token_scores="positive")
+    pairs = [(support[row][key], value) for row, scores in enumerate(whole) for key, value in scores.items()]
+    assert pairs and all(0 <= positive <= magnitude + 1e-6 for positive, magnitude in pairs)
+    assert any(positive < 0.9 * magnitude for positive, magnitude in pairs)
 
 
 @pytest.mark.parametrize("method", ["grad_x_input", "occlusion"])
@@ -213,6 +258,7 @@ def test_nf4_model_still_back_propagates_after_a_no_grad_forward(attributed, tin
         ("missing_target", "drop", "['zero', 'exclude']"),
         ("baseline", "blur", "['zero', 'mean']"),
         ("quadrature", "simpson", "['riemann', 'gauss_legendre']"),
+        ("token_scores", "signed", "['abs', 'positive']"),
     ],
 )
 def test_settings_name_the_valid_values_in_one_line(field, value, valid):
@@ -233,6 +279,11 @@ def test_settings_name_the_valid_values_in_one_line(field, value, valid):
             {"divergence": "kl"},
             "attribution form 'similarity' (1 − D) needs a divergence in ['jsd', 'cosine'], got 'kl': "
             "use form 'penalty' with it",
+        ),
+        (
+            {"method": "occlusion", "token_scores": "positive"},
+            "attribution token_scores 'positive' needs a gradient method ['grad_x_input', 'integrated_gradients'], "
+            "got method 'occlusion'",
         ),
     ],
 )

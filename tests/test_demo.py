@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from iapo.experiments.demo import GRPO, IAPO, STUDENT, TEACHER, demo_settings, main
+from iapo.experiments.demo.premise import RL_VARIANTS, VARIANTS
 from iapo.experiments.demo.regime import choose_candidate, choose_weight, group_shares, within_group_spread
 from iapo.experiments.demo.run import claim_outputs
 from iapo.experiments.demo.stats import paired_difference, t_quantile
@@ -65,13 +66,13 @@ def test_fast_paper_demo_reports_results_paired_differences_and_mechanism_diagno
     premises = data["premises"]
     for key in ("right_call_rate", "success_given_right_call", "success_given_wrong_call", "sampled_success"):
         assert set(premises[key]) == {"student", "teacher"}
-    assert set(premises["rank_correlation_with_success"]) == {"blocks", "blocks_per_token", "regions"}
+    assert set(premises["rank_correlation_with_success"]) == set(VARIANTS)
     assert premises["chosen_layout"] in premises["rank_correlation_with_success"]
     assert len(premises["checks"]) == 7 and all(isinstance(c["met"], bool) for c in premises["checks"])
     layout = data["premise"]["chosen_variant"]
     assert data["settings"]["attribution"]["layout"] == "blocks"  # the configuration default stays the paper's
     assert data["seeds"] == seeds and data["test_rows"] == data["settings"]["test_rows"]
-    assert layout in ("blocks", "blocks_per_token", "regions")
+    assert layout in RL_VARIANTS
     cold = data["cold_start_diagnostics"]
     assert set(COLD_START_KEYS) <= set(cold)
     assert any(key.startswith("attribution/teacher_mass/") for key in cold)

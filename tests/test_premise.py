@@ -12,8 +12,11 @@ from iapo.agent.tools import ToolCall
 from iapo.agent.trajectory import Turn
 from iapo.data.synthetic_charts import SyntheticChartsConfig, make_sample
 from iapo.experiments.demo.findings import premise_finding
+from iapo.experiments.demo.measure import variant_settings
 from iapo.experiments.demo.premise import (
     DEFAULT_VARIANT,
+    RL_VARIANTS,
+    VARIANTS,
     bootstrap_mean,
     call_outcomes,
     choose_variant,
@@ -24,6 +27,7 @@ from iapo.experiments.demo.premise import (
     right_call,
     within_group_rhos,
 )
+from iapo.experiments.demo.settings import demo_settings
 from iapo.training.expert import demonstrated, edit_turns, misfocused
 
 CHART = SyntheticChartsConfig(
@@ -108,6 +112,25 @@ def test_the_layout_rule_takes_the_highest_lower_bound_above_zero_else_the_paper
     name, reason = choose_variant(rows(blocks=-0.05, blocks_per_token=-0.2, regions=0.0))
     assert name == DEFAULT_VARIANT and "no layout" in reason
     assert choose_variant(rows(blocks=math.nan, regions=math.nan))[0] == DEFAULT_VARIANT
+    assert choose_variant(rows(blocks=0.05, regions=0.1, regions_positive=0.15))[0] == "regions_positive"
+
+
+def test_every_variant_an_rl_run_can_use_is_a_setting_it_runs_with():
+    """A variant's name says its layout and token scores; the regions cut the chart into one column per bar."""
+    settings = demo_settings("charts")
+    expected = {
+        "blocks": ("blocks", "abs"),
+        "regions": ("regions", "abs"),
+        "blocks_positive": ("blocks", "positive"),
+        "regions_positive": ("regions", "positive"),
+    }
+    assert set(RL_VARIANTS) == set(expected) and set(RL_VARIANTS) <= set(VARIANTS)
+    for variant, (layout, token_scores) in expected.items():
+        attribution = variant_settings(settings, variant)
+        assert (attribution.layout, attribution.token_scores) == (layout, token_scores)
+        assert attribution.method == settings.attribution.method and attribution.target == "tool_call"
+        if layout == "regions":
+            assert attribution.grid == (1, settings.task.n_bars)
 
 
 def test_the_misfocused_demonstrator_edits_another_bar_and_answers_what_it_shows():

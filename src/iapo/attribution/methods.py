@@ -22,6 +22,9 @@ trajectory with one method:
 
 log p(target) = Σ over target tokens t of log p(x_t | x_<t), read at position t − 1 (`token_logprobs` semantics);
 logits are computed only at those positions. Scores are raw and non-negative; normalise with `align.normalize`.
+The gradient methods score a token by `token_scores` (`TOKEN_SCORES`): `abs`, the magnitude of its attribution
+(evidence for or against the target alike), or `positive`, only evidence for the target (its positive part): a
+question token that makes the sampled call *less* likely then counts 0 instead of as much as one that supports it.
 The `mean` baseline is the mean embedding of the tokens the objective reads (each row's real tokens up to its last
 target token), so what comes after the target changes nothing.
 Two exact shortcuts (`fast=True`, the default): each distinct image of the batch goes through the vision tower once
@@ -59,6 +62,13 @@ from iapo.attribution.embeddings import (
 from iapo.attribution.quadrature import QUADRATURES, quadrature_points, relative_completeness_gap
 
 BASELINES = ("zero", "mean")
+TOKEN_SCORES: dict[str, Callable[[Tensor], Tensor]] = {
+    "abs": torch.abs,
+    "positive": lambda tokens: tokens.clamp_min(0.0),
+}
+"""How a gradient method turns a token's signed attribution into its non-negative score."""
+GRADIENT_METHODS = ("grad_x_input", "integrated_gradients")
+"""The methods with a signed per-token attribution (`token_scores` other than `abs` needs one of them)."""
 
 
 def attribute(
@@ -75,6 +85,7 @@ def attribute(
     quadrature: str = "riemann",
     completeness: list[float] | None = None,
     completeness_rows: int | None = None,
+    token_scores: str = "abs",
 ) -> list[dict[str, float]]:
     """Raw non-negative score of each component of each trajectory for its target.
 
@@ -96,6 +107,8 @@ def attribute(
         completeness: when given, receives the relative completeness gap of the first `completeness_rows` attributed
             trajectories (all by default), in order (`integrated_gradients` only; `quadrature.relative_completeness_gap`;
             two forwards per measured row); when None nothing is measured.
+        token_scores: a key of `TOKEN_SCORES`: each token's signed attribution taken whole (`abs`) or only where it
+            supports the target (`positive`); the gradient methods only.
 
     Returns:
         Per trajectory {key: score}; `{}` for a trajectory with an empty target (it is not run through the model).
@@ -107,6 +120,7 @@ def attribute(
         raise ValueError(f"quadrature must be one of {QUADRATURES}, got {quadrature!r}")
     if steps < 1 or (chunk_size is not None and chunk_size < 1):
         raise ValueError(f"steps and chunk_size must be >= 1, got steps={steps}, chunk_size={chunk_size}")
+    check_token_scores(method, token_scores)
     results: list[dict[str, float]] = [{} for _ in trajectories]
     active = [i for i, target in enumerate(targets) if bool(target.any())]
     if not active:
@@ -147,6 +161,7 @@ def attribute(
             chunk_size=chunk_size or rows,
             quadrature=quadrature,
             gap_rows=0 if completeness is None else min(rows, rows if completeness_rows is None else completeness_rows),
+            token_scores=token_scores,
         )
     scores = scores.detach().float().cpu()
     if completeness is not None and gaps is not None:
@@ -156,10 +171,26 @@ def attribute(
     return results
 
 
+def check_token_scores(method: str, token_scores: str) -> None:
+    """A ValueError naming the valid choices for an unknown `token_scores`, or one other than `abs` with a method
+    that has no signed per-token attribution."""
+    if token_scores not in TOKEN_SCORES:
+        raise ValueError(f"token_scores must be one of {list(TOKEN_SCORES)}, got {token_scores!r}")
+    if token_scores != "abs" and method not in GRADIENT_METHODS:
+        raise ValueError(
+            f"token_scores {token_scores!r} needs a gradient method {list(GRADIENT_METHODS)}, got {method!r}"
+        )
+
+
 def grad_x_input_scores(
-    objective_fn: Callable[[Tensor], Tensor], embeddings: Tensor, masks: Tensor, reference: Tensor | None = None
+    objective_fn: Callable[[Tensor], Tensor],
+    embeddings: Tensor,
+    masks: Tensor,
+    reference: Tensor | None = None,
+    token_scores: str = "abs",
 ) -> Tensor:
-    """Gradient × input summed per component: [B, K] = Σ_{i in k} |∂ objective_b / ∂ e_i · (e_i − r_i)|.
+    """Gradient × input summed per component: [B, K] = Σ_{i in k} s(∂ objective_b / ∂ e_i · (e_i − r_i)), s the
+    `TOKEN_SCORES[token_scores]` of each token (|·| by default).
 
     Args:
         objective_fn: embeddings [B, T, D] -> objective [B] (each row's objective depends on its row only).
@@ -171,7 +202,7 @@ def grad_x_input_scores(
     with torch.enable_grad():
         (grad,) = torch.autograd.grad(objective_fn(leaf).sum(), leaf)
     delta = embeddings.detach() if reference is None else embeddings.detach() - reference
-    saliency = (grad.float() * delta.float()).sum(-1).abs()
+    saliency = TOKEN_SCORES[token_scores]((grad.float() * delta.float()).sum(-1))
     return torch.einsum("bt,bkt->bk", saliency, masks.float())
 
 
@@ -230,13 +261,15 @@ def integrated_gradients_scores(
     chunk_size: int,
     quadrature: str = "riemann",
     gap_rows: int | None = None,
+    token_scores: str = "abs",
 ) -> tuple[Tensor, Tensor | None]:
-    """Integrated gradients summed per component, [B, K] = Σ_{i in k} |attr_bi| (`integrated_gradients_tokens`),
+    """Integrated gradients summed per component, [B, K] = Σ_{i in k} s(attr_bi) (`integrated_gradients_tokens`;
+    s = `TOKEN_SCORES[token_scores]`, |·| by default),
     and the relative completeness gap of the first `gap_rows` rows (all by default; None when 0)
     (`quadrature.relative_completeness_gap`; the objective at e and at the baseline costs one more forward per
     measured row and end, no backward)."""
     tokens = integrated_gradients_tokens(objective_fn, embeddings, reference, steps, chunk_size, quadrature)
-    scores = torch.einsum("bt,bkt->bk", tokens.abs(), masks.float())
+    scores = torch.einsum("bt,bkt->bk", TOKEN_SCORES[token_scores](tokens), masks.float())
     rows = embeddings.shape[0] if gap_rows is None else min(gap_rows, embeddings.shape[0])
     if rows == 0:
         return scores, None
@@ -322,9 +355,9 @@ def through_last_target(
 Method = Callable[..., tuple[Tensor, Tensor | None]]
 METHODS: dict[str, Method] = {}
 """name -> fn(model, inputs, embeddings [B,T,D], reference [B,1,D], masks [B,K,T], targets [B,T], *, steps,
-chunk_size, quadrature, gap_rows) -> (scores [B,K], relative completeness gaps of the first gap_rows rows or None);
-`inputs` carry explicit `position_ids`; only `integrated_gradients` uses steps, chunk_size and quadrature, and
-measures completeness."""
+chunk_size, quadrature, gap_rows, token_scores) -> (scores [B,K], relative completeness gaps of the first gap_rows
+rows or None); `inputs` carry explicit `position_ids`; only `integrated_gradients` uses steps, chunk_size and
+quadrature, and measures completeness; only the `GRADIENT_METHODS` use token_scores."""
 
 
 def register_method(name: str) -> Callable[[Method], Method]:
@@ -347,21 +380,24 @@ def get_method(name: str) -> Method:
 
 
 @register_method("grad_x_input")
-def _grad_x_input(model, inputs, embeddings, reference, masks, targets, **unused) -> tuple[Tensor, None]:
+def _grad_x_input(model, inputs, embeddings, reference, masks, targets, token_scores, **unused) -> tuple[Tensor, None]:
     _require_autograd("grad_x_input")
-    return grad_x_input_scores(target_logprob_fn(model, inputs, targets), embeddings, masks, reference), None
+    objective = target_logprob_fn(model, inputs, targets)
+    return grad_x_input_scores(objective, embeddings, masks, reference, token_scores), None
 
 
 @register_method("integrated_gradients")
 def _integrated_gradients(
-    model, inputs, embeddings, reference, masks, targets, steps, chunk_size, quadrature, gap_rows
+    model, inputs, embeddings, reference, masks, targets, steps, chunk_size, quadrature, gap_rows, token_scores
 ) -> tuple[Tensor, Tensor | None]:
     _require_autograd("integrated_gradients")
 
     def objective(points: Tensor, rows: Tensor) -> Tensor:
         return target_logprob_fn(model, select_rows(inputs, rows), targets[rows])(points)
 
-    return integrated_gradients_scores(objective, embeddings, masks, reference, steps, chunk_size, quadrature, gap_rows)
+    return integrated_gradients_scores(
+        objective, embeddings, masks, reference, steps, chunk_size, quadrature, gap_rows, token_scores
+    )
 
 
 def _require_autograd(method: str) -> None:

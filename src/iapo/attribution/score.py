@@ -34,7 +34,7 @@ from iapo.attribution.align import (
     normalize,
 )
 from iapo.attribution.components import LAYOUTS, TARGETS, get_layout, target_mask, target_turn
-from iapo.attribution.methods import BASELINES, METHODS, attribute
+from iapo.attribution.methods import BASELINES, GRADIENT_METHODS, METHODS, TOKEN_SCORES, attribute
 from iapo.attribution.prefix import attribution_key, through_target_turn
 from iapo.attribution.quadrature import QUADRATURES
 from iapo.settings_errors import SettingsError
@@ -62,6 +62,9 @@ class AttributionSettings:
         include_history, include_system: extra `regions` components.
         baseline: the reference input, `zero` or `mean` (the row's mean embedding).
         steps: m, interpolation points of `integrated_gradients`.
+        token_scores: how a gradient method scores a token (`methods.TOKEN_SCORES`): `abs`, the magnitude of its
+            attribution (the default; evidence for or against the target alike), or `positive`, only evidence for
+            the target.
         quadrature: how `integrated_gradients` places and weighs its m points: `riemann` (right Riemann sum) or
             `gauss_legendre` (`quadrature.py`).
         chunk_size: sequences per forward/backward of `integrated_gradients` (bounds its memory).
@@ -92,6 +95,7 @@ class AttributionSettings:
     baseline: str = "zero"
     steps: int = 16
     quadrature: str = "riemann"
+    token_scores: str = "abs"
     chunk_size: int = 8
     batch_size: int = 8
     fast: bool = True
@@ -108,9 +112,15 @@ class AttributionSettings:
             ("missing_target", list(MISSING_TARGETS)),
             ("baseline", list(BASELINES)),
             ("quadrature", list(QUADRATURES)),
+            ("token_scores", list(TOKEN_SCORES)),
         ):
             if getattr(self, name) not in valid:
                 raise SettingsError(f"attribution {name} must be one of {valid}, got {getattr(self, name)!r}")
+        if self.token_scores != "abs" and self.method not in GRADIENT_METHODS:
+            raise SettingsError(
+                f"attribution token_scores {self.token_scores!r} needs a gradient method {list(GRADIENT_METHODS)}, "
+                f"got method {self.method!r}"
+            )
         if not isinstance(self.completeness_rows, int) or self.completeness_rows < 0:
             raise SettingsError(
                 f"attribution completeness_rows must be an integer >= 0, got {self.completeness_rows!r}"
@@ -190,6 +200,7 @@ def attribution_distributions(
             quadrature=settings.quadrature,
             completeness=gaps if len(gaps) < settings.completeness_rows else None,
             completeness_rows=settings.completeness_rows - len(gaps),
+            token_scores=settings.token_scores,
         )
         distributions += [normalized(raw) for raw in scores]
     if stats is not None:

@@ -42,12 +42,15 @@ from iapo.training.step import StepSettings, collect
 
 
 def variant_settings(settings, variant: str):
-    """The attribution settings of a layout variant: the demo's (the paper's) with the layout replaced; `regions`
-    cuts the image into one column per bar (the bar the call should name is one cell)."""
-    if variant == "regions":
+    """The attribution settings of a variant of `premise.VARIANTS`: the demo's (the paper's) with the layout
+    replaced (`regions` cuts the image into one column per bar: the bar the call should name is one cell) and, for
+    a `_positive` variant, `token_scores: positive`."""
+    layout, _, scores = variant.partition("_")
+    token_scores = "positive" if scores == "positive" else "abs"
+    if layout == "regions":
         columns = getattr(settings.task, "n_bars", 3)
-        return dataclasses.replace(settings.attribution, layout="regions", grid=(1, columns))
-    return dataclasses.replace(settings.attribution, layout="blocks")
+        return dataclasses.replace(settings.attribution, layout="regions", grid=(1, columns), token_scores=token_scores)
+    return dataclasses.replace(settings.attribution, layout="blocks", token_scores=token_scores)
 
 
 def sample_model(settings, model_path: Path, samples: list, seed: int) -> tuple[list, torch.Tensor, tuple]:

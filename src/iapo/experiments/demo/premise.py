@@ -29,11 +29,16 @@ VARIANTS = {
     "blocks": "the paper's P / R / I / T blocks, attribution summed per block",
     "blocks_per_token": "the same blocks, attribution averaged per token (a block's mass not set by its length)",
     "regions": "image regions (a 1 × bars grid: one cell per bar) and the question",
+    "blocks_positive": "the paper's blocks, only evidence for the call summed per block (each token's positive part)",
+    "regions_positive": "image regions and the question, only evidence for the call (each token's positive part)",
 }
-"""The layouts measured before RL (name → what it is); `blocks` is the paper's and the configuration default."""
+"""The variants measured before RL (name → what it is): a layout, and with `_positive` the attribution's
+`token_scores: positive` (a token scored by its support for the call, not by its magnitude, which a token that
+argues against the call has too); `blocks` is the paper's and the configuration default."""
 DEFAULT_VARIANT = "blocks"
-RL_VARIANTS = ("blocks", "regions")
-"""The layouts an RL run can use (`AttributionSettings.layout`); per-token averaging is measured here only."""
+RL_VARIANTS = ("blocks", "regions", "blocks_positive", "regions_positive")
+"""The variants an RL run can use (`AttributionSettings.layout` and `token_scores`); per-token averaging is
+measured here only."""
 
 
 def right_call(trajectory: Trajectory, sample: VQASample) -> bool | None:

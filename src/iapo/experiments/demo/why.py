@@ -3,7 +3,8 @@ calls, per component, for the student and for the teacher reading the student's 
 whole call as the target (the paper's `tool_call`) and with only the named label's tokens (`call_label`, the one
 part of the call a right call and a wrong one differ in).
 
-For each (target, layout): the mean mass per component of right and of wrong calls on each side; the mean term
+For each (target, variant of `premise.RL_VARIANTS`: layout, and token scores whole or only in support of the call):
+the mean mass per component of right and of wrong calls on each side; the mean term
 (−KL, student ‖ teacher) of right and of wrong calls, and within the groups holding both, how often the right calls'
 mean term is the higher; the term's within-group rank correlation with success and with a right call; for the
 regions layout, the mass on the asked bar's image column and on the named bar's. Training prompts only, as
@@ -24,7 +25,7 @@ from iapo.attribution.align import attribution_terms
 from iapo.attribution.components import TARGETS, _last_turn_with_text, _match_mask, register_target, turn_token_spans
 from iapo.attribution.score import attribution_distributions
 from iapo.experiments.demo.measure import overlay_settings, sample_model, variant_settings
-from iapo.experiments.demo.premise import bootstrap_mean, right_call, within_group_rhos
+from iapo.experiments.demo.premise import RL_VARIANTS, bootstrap_mean, right_call, within_group_rhos
 from iapo.models.loader import ModelSettings
 
 CALL_LABEL = re.compile(r"_to_focus_on\"\s*:\s*\[(.*?)\]", re.DOTALL)
@@ -90,8 +91,8 @@ def explain(settings, student: Path, teacher: Path, prompts: int, seed: int = 0,
     right, wrong = [c is True for c in calls], [c is False for c in calls]
     out = {"prompts": prompts, "offset": offset, "seed": seed, "right_calls": sum(right), "wrong_calls": sum(wrong)}
     for target in ("tool_call", "call_label"):
-        for layout in ("blocks", "regions"):
-            attribution = dataclasses.replace(variant_settings(settings, layout), target=target)
+        for variant in RL_VARIANTS:
+            attribution = dataclasses.replace(variant_settings(settings, variant), target=target)
             sides = {
                 "student": attribution_distributions(*student_pair, trajectories, samples, attribution),
                 "teacher": attribution_distributions(*teacher_pair, trajectories, samples, attribution, reencode=True),
@@ -109,9 +110,9 @@ def explain(settings, student: Path, teacher: Path, prompts: int, seed: int = 0,
             row["masses"] = {
                 side: {"right": mean_masses(d, right), "wrong": mean_masses(d, wrong)} for side, d in sides.items()
             }
-            if layout == "regions":
+            if attribution.layout == "regions":
                 row["bar_columns"] = bar_columns(sides, trajectories, samples, calls)
-            out[f"{target}/{layout}"] = row
+            out[f"{target}/{variant}"] = row
     return out
 
 
