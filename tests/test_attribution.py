@@ -262,9 +262,13 @@ def test_nf4_model_still_back_propagates_after_a_no_grad_forward(attributed, tin
     ],
 )
 def test_settings_name_the_valid_values_in_one_line(field, value, valid):
+    """The built-in choices open the list; an entry another module registered (the demo's `call_label` target)
+    may follow them."""
     with pytest.raises(SettingsError) as error:
         AttributionSettings(**{field: value})
-    assert str(error.value) == f"attribution {field} must be one of {valid}, got {value!r}"
+    message = str(error.value)
+    assert message.startswith(f"attribution {field} must be one of {valid[:-1]}") and "\n" not in message
+    assert message.endswith(f"], got {value!r}")
 
 
 @pytest.mark.parametrize(

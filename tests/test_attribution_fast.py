@@ -17,8 +17,8 @@ from iapo.agent.rollout import SamplingSettings, rollout
 from iapo.agent.trajectory import collate_trajectories, device_inputs
 from iapo.agent.vision import distinct_image_features, split_images, vision_language_model
 from iapo.attribution.components import target_mask, trajectory_components
-from iapo.attribution.embeddings import ROW_INPUTS, language_model_inputs
-from iapo.attribution.methods import attribute, attribution_mode, through_last_target
+from iapo.attribution.embeddings import ROW_INPUTS, language_model_inputs, through_last_target
+from iapo.attribution.methods import attribute, attribution_mode
 from iapo.attribution.score import AttributionSettings, attribution_distributions, has_target
 from iapo.data.sample import load_image
 from iapo.data.synthetic import build_split

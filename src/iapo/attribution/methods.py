@@ -58,6 +58,7 @@ from iapo.attribution.embeddings import (
     language_model_inputs,
     select_rows,
     target_logprob_fn,
+    through_last_target,
 )
 from iapo.attribution.quadrature import QUADRATURES, quadrature_points, relative_completeness_gap
 
@@ -313,43 +314,6 @@ def baseline_embeddings(embeddings: Tensor, tokens: Tensor, baseline: str) -> Te
         return torch.zeros_like(embeddings[:, :1])
     weights = tokens[..., None].to(embeddings.dtype)
     return (embeddings * weights).sum(1, keepdim=True) / weights.sum(1, keepdim=True).clamp_min(1)
-
-
-def through_last_target(
-    inputs: dict[str, Tensor], embeddings: Tensor, masks: Tensor, targets: Tensor, pad_token_id: int
-) -> tuple[dict[str, Tensor], Tensor, Tensor, Tensor]:
-    """The batch cut after each row's last target token and left-padded again to the longest kept row.
-
-    Exact: log p(target) is read at positions before the last target token, which (causal attention) see no later
-    token, so the gradient, occlusion drop and attention mass of every later token are 0 and the earlier tokens'
-    are unchanged. The tool-call target of a multi-turn trajectory then skips the returned image and the later turns.
-
-    Args:
-        inputs: `ROW_INPUTS` [B, T] and `position_ids` [3, B, T] of a left-padded batch.
-        embeddings: [B, T, D]; masks: [B, K, T]; targets: [B, T] (every row has a target token).
-    """
-    rows, length = targets.shape
-    positions = torch.arange(length, device=targets.device)
-    starts = (inputs["attention_mask"].bool().float().argmax(-1)).to(targets.device)  # first real token of each row
-    ends = torch.where(targets, positions, -1).max(-1).values + 1
-    kept = int((ends - starts).max())
-    if kept == length:
-        return inputs, embeddings, masks, targets
-    # row b keeps columns [ends_b − kept, ends_b); those before its first real token become padding
-    source = ends[:, None] - kept + torch.arange(kept, device=targets.device)
-    real = source >= starts[:, None]
-    batch_rows = torch.arange(rows, device=targets.device)[:, None]
-
-    def take(tensor: Tensor, pad) -> Tensor:
-        """[B, T, ...] -> [B, kept, ...]."""
-        gathered = tensor[batch_rows, source.clamp_min(0)]
-        keep = real.view(rows, kept, *[1] * (tensor.dim() - 2))
-        return torch.where(keep, gathered, torch.as_tensor(pad, dtype=tensor.dtype, device=tensor.device))
-
-    cut = {key: take(inputs[key], pad_token_id if key == "input_ids" else 0) for key in ROW_INPUTS if key in inputs}
-    cut["position_ids"] = take(inputs["position_ids"].permute(1, 2, 0), 0).permute(2, 0, 1).contiguous()
-    cut_masks = take(masks.transpose(1, 2), False).transpose(1, 2).contiguous()
-    return cut, take(embeddings, 0.0), cut_masks, take(targets, False)
 
 
 Method = Callable[..., tuple[Tensor, Tensor | None]]

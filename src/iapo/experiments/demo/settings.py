@@ -187,11 +187,11 @@ def demo_settings(setting: str = "charts", **overrides) -> DemoSettings:
             sampling,
             PAPER_ATTRIBUTION,
             # the asked bar at chance: the student learns to read what it edits, not which bar to edit. With 7 bars
-            # the reading comes late: the measured student (docs/results.md) is 900 mixed-expert steps continued by
-            # 600 tool-expert steps (P(success | right call) 0.80 at 1,500); one tool-expert run of 1,500 steps, as
-            # here, is the nearest single run and was not itself measured. No teacher trained on from a 7-bar
-            # student has yet named the asked bar 90% of the time (28% after 600 + 1,250 steps); teacher_steps is
-            # the longest measured.
+            # the reading comes late and unreliably (docs/results.md, "Seven bars"): 900 mixed-expert steps continued
+            # by 600 tool-expert steps read (P(success | right call) 0.80 at 1,500), but this preset's single
+            # tool-expert run does not (0.15 at 1,500, 0.26 at 1,800). No teacher has named the asked bar 90% of the
+            # time on this task: 28% after 600 + 1,250 steps continued from a student, 24-31% after 600-2,100 steps
+            # trained from the spec on right calls only; teacher_steps is the longest measured continuation.
             sft_call_accuracy=1 / task.n_bars,
             sft_expert="tool",
             candidate_steps=(1200, 1500),
