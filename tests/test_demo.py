@@ -69,6 +69,15 @@ def test_fast_paper_demo_reports_results_paired_differences_and_mechanism_diagno
     assert set(premises["rank_correlation_with_success"]) == set(VARIANTS)
     assert premises["chosen_layout"] in premises["rank_correlation_with_success"]
     assert len(premises["checks"]) == 7 and all(isinstance(c["met"], bool) for c in premises["checks"])
+    # read again on the next training prompts with another seed before the layout is chosen
+    second = premises["replication"]
+    assert second["seed"] == premises["seed"] + 1 and set(second["rank_correlation_with_success"]) == set(VARIANTS)
+    assert second["prompts"][0] == data["premise"]["offset"] + premises["groups"]
+    # the teacher ends with a run of its own at the lower lr, from the model saved before it
+    assert (
+        data["settings"]["teacher_tail_steps"] > 0 and (out / "sft" / "teacher-before-tail" / "config.json").is_file()
+    )
+    assert (out / "logs" / "teacher" / "metrics.csv").is_file()
     layout = data["premise"]["chosen_variant"]
     assert data["settings"]["attribution"]["layout"] == "blocks"  # the configuration default stays the paper's
     assert data["seeds"] == seeds and data["test_rows"] == data["settings"]["test_rows"]
@@ -96,6 +105,7 @@ def test_fast_paper_demo_reports_results_paired_differences_and_mechanism_diagno
     ):
         assert heading in text
     assert "within-group rank correlation" in text and "student–teacher divergence" in text
+    assert "| student (second set) |" in text and "**(chosen)**" in text
 
 
 def test_t_quantiles_and_the_paired_interval():

@@ -102,17 +102,32 @@ def rows(**lows: float) -> dict:
 
 
 def test_the_layout_rule_takes_the_highest_lower_bound_above_zero_else_the_papers():
-    assert choose_variant(rows(blocks=0.05, blocks_per_token=0.01, regions=0.2))[0] == "regions"
-    assert choose_variant(rows(blocks=0.2, blocks_per_token=0.2, regions=0.2))[0] == "blocks"  # ties: the paper's
+    def choose(**lows: float) -> str:
+        return choose_variant([rows(**lows)])[0]
+
+    assert choose(blocks=0.05, blocks_per_token=0.01, regions=0.2) == "regions"
+    assert choose(blocks=0.2, blocks_per_token=0.2, regions=0.2) == "blocks"  # ties: the paper's
     # per-token averaging is measured but no RL run can use it: never chosen, unless a caller can run it
-    assert choose_variant(rows(blocks=0.05, blocks_per_token=0.3, regions=-0.1))[0] == "blocks"
-    assert choose_variant(rows(blocks=0.05, blocks_per_token=0.3), runnable=("blocks", "blocks_per_token"))[0] == (
+    assert choose(blocks=0.05, blocks_per_token=0.3, regions=-0.1) == "blocks"
+    assert choose_variant([rows(blocks=0.05, blocks_per_token=0.3)], runnable=("blocks", "blocks_per_token"))[0] == (
         "blocks_per_token"
     )
-    name, reason = choose_variant(rows(blocks=-0.05, blocks_per_token=-0.2, regions=0.0))
+    name, reason = choose_variant([rows(blocks=-0.05, blocks_per_token=-0.2, regions=0.0)])
     assert name == DEFAULT_VARIANT and "no layout" in reason
-    assert choose_variant(rows(blocks=math.nan, regions=math.nan))[0] == DEFAULT_VARIANT
-    assert choose_variant(rows(blocks=0.05, regions=0.1, regions_positive=0.15))[0] == "regions_positive"
+    assert choose(blocks=math.nan, regions=math.nan) == DEFAULT_VARIANT
+    assert choose(blocks=0.05, regions=0.1, regions_positive=0.15) == "regions_positive"
+
+
+def test_the_layout_rule_needs_the_bound_above_zero_on_every_prompt_set():
+    """A lower bound above 0 on one prompt set that the next set does not repeat chooses nothing (the paper's
+    layout stays); among the variants above 0 on both, the one whose worse set is best."""
+    first = rows(blocks=0.1, regions=0.22, regions_positive=0.05)
+    second = rows(blocks=0.08, regions=-0.09, regions_positive=0.04)
+    name, reason = choose_variant([first, second])
+    assert name == "blocks" and "+0.08, the lowest over 2 prompt sets" in reason
+    name, reason = choose_variant([rows(regions=0.22, blocks=-0.1), rows(regions=-0.09, blocks=0.3)])
+    assert name == DEFAULT_VARIANT and "on each of 2 prompt sets" in reason
+    assert choose_variant([rows(regions=0.2), rows(regions=math.nan)])[0] == DEFAULT_VARIANT  # one set not bounded
 
 
 def test_every_variant_an_rl_run_can_use_is_a_setting_it_runs_with():
@@ -191,6 +206,9 @@ def test_premise_checks_state_both_sides_of_every_threshold():
         )["met"]
         assert check["name"] in premise_verdict(result) and "6 of 7 premises hold" in premise_verdict(result)
     assert not premise_checks(measured(**{"student.success": 0.4}))[2]["met"]  # above the sparse range
+    replicated = measured() | {"replication": {"variants": {"blocks": {"rho_success": {"low": -0.02}}}}}
+    check = premise_checks(replicated)[5]
+    assert not check["met"] and check["value"] == -0.02 and "lowest of 2 prompt sets" in check["name"]
     assert not premise_checks(measured(**{"student.success_given_right": math.nan}))[0]["met"]  # never called right
 
 

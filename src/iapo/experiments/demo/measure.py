@@ -5,7 +5,8 @@ at the RL temperature, with no update, and returns what `premise` computes from 
 tool call decides success (`call_outcomes`), the student's group shares, and for each layout of `premise.VARIANTS`
 the within-group rank correlation of IAPO's attribution term (student vs teacher, on the student's trajectories) with
 success and with a right call, each with a bootstrap 95% interval over groups; then the variant `choose_variant`
-picks. Test prompts are never read here.
+picks; `replicated_premise` measures two disjoint prompt sets and chooses from both (the demo's premise stage).
+Test prompts are never read here.
 
     result = measure_premise(settings, student_path, teacher_path, prompts=64, seed=0)
     python -m iapo.experiments.demo.measure --student logs/demo/sft/step-1500 --teacher logs/demo/sft/teacher
@@ -129,7 +130,7 @@ def measure_premise(settings, student: Path, teacher: Path, prompts: int, seed: 
             "term_spread": within_group_spread(measured["terms"], settings.group_size),
             "masses": measured["masses"],
         }
-    chosen, reason = choose_variant(variants)
+    chosen, reason = choose_variant([variants])
     return {
         "prompts": prompts,
         "offset": offset,
@@ -144,6 +145,18 @@ def measure_premise(settings, student: Path, teacher: Path, prompts: int, seed: 
         "chosen_variant": chosen,
         "variant_reason": reason,
     }
+
+
+def replicated_premise(settings, student: Path, teacher: Path, prompts: int, seed: int = 0, offset: int = 0) -> dict:
+    """`measure_premise` on two disjoint sets of training prompts (`offset` .. and the `prompts` after them, with
+    sampling seeds `seed` and `seed + 1`): the first set's numbers at the top level, the second's under
+    `replication`, and the variant chosen by `choose_variant` from both."""
+    first = measure_premise(settings, student, teacher, prompts, seed, offset)
+    second = measure_premise(settings, student, teacher, prompts, seed + 1, offset + prompts)
+    for key in ("chosen_variant", "variant_reason"):
+        second.pop(key)
+    chosen, reason = choose_variant([first["variants"], second["variants"]])
+    return first | {"replication": second, "chosen_variant": chosen, "variant_reason": reason}
 
 
 def call_premises(settings, model: Path, prompts: int, seed: int = 0, offset: int = 0) -> dict:
@@ -200,7 +213,7 @@ def overlay_settings(config: Path | None):
 
 def main(argv: list[str] | None = None) -> dict:
     """`python -m iapo.experiments.demo.measure --student DIR --teacher DIR [--prompts 64] [--offset 24] [--seed 0]
-    [--copy] [--calls-only] [--config OVERLAY]`: the premise measurement of any two saved models on the paper miniature's training prompts (with
+    [--replicate] [--copy] [--calls-only] [--config OVERLAY]`: the premise measurement of any two saved models on the paper miniature's training prompts (with
     `--copy`, also `label_copy`), printed as JSON."""
     import argparse
     import json
@@ -214,6 +227,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--config", type=Path, help="another task overlay than configs/demo_charts.yaml (its task)")
     parser.add_argument("--copy", action="store_true", help="also `label_copy` of both models on the same prompts")
     parser.add_argument("--calls-only", action="store_true", help="only `call_premises` of each model (no attribution)")
+    parser.add_argument(
+        "--replicate", action="store_true", help="also the next --prompts prompts with seed + 1; choose from both"
+    )
     args = parser.parse_args(argv)
     settings = overlay_settings(args.config)
     if args.calls_only:
@@ -223,7 +239,8 @@ def main(argv: list[str] | None = None) -> dict:
         }
         print(json.dumps(result, indent=2))
         return result
-    result = measure_premise(settings, args.student, args.teacher, args.prompts, args.seed, args.offset)
+    measure = replicated_premise if args.replicate else measure_premise
+    result = measure(settings, args.student, args.teacher, args.prompts, args.seed, args.offset)
     if args.copy:
         samples = settings.build_split("train", args.offset + args.prompts)[args.offset :]
         result["label_copy"] = {

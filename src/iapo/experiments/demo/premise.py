@@ -6,7 +6,7 @@ when its edit names exactly the labels the question asks for, `right_call`); the
 (`call_outcomes(...)["right_call_rate"]`); and the attribution term ranks a group's samples as success does
 (`within_group_rhos` with a bootstrap interval over groups, `bootstrap_mean`), for each way of laying out the
 components (`VARIANTS`; `per_token` derives "blocks averaged per token" from the summed blocks). `choose_variant`
-is the rule that picks the layout the RL runs use from these numbers alone. `premise_checks` states each premise
+is the rule that picks the layout the RL runs use from these numbers alone, read on two disjoint prompt sets. `premise_checks` states each premise
 with its threshold and whether it is met; `premise_verdict` says it in one sentence.
 
     calls = [right_call(t, samples[t.sample_index]) for t in trajectories]
@@ -137,26 +137,34 @@ def per_token(distribution: dict[str, float], counts: dict[str, int]) -> dict[st
     return {key: value / total for key, value in averaged.items()}
 
 
-def choose_variant(rows: dict[str, dict], runnable: Sequence[str] = RL_VARIANTS) -> tuple[str, str]:
+def lowest_bound(measurements: Sequence[dict[str, dict]], variant: str) -> float:
+    """The lowest lower 95% bound of `variant`'s rank correlation with success over the prompt sets measured
+    (`measurements`: one `variants` dict per set); nan where a set could not bound it."""
+    lows = [rows[variant]["rho_success"]["low"] if variant in rows else math.nan for rows in measurements]
+    return min(lows) if all(math.isfinite(low) for low in lows) else math.nan
+
+
+def choose_variant(measurements: Sequence[dict[str, dict]], runnable: Sequence[str] = RL_VARIANTS) -> tuple[str, str]:
     """(variant, why): among the `runnable` layouts, the one whose attribution term's within-group rank correlation
-    with success has the highest lower 95% bound, when that bound is above 0; otherwise the paper's
-    (`DEFAULT_VARIANT`), since no layout showed the premise. `rows[name]["rho_success"]` is a `bootstrap_mean`
-    result."""
-    finite = {
-        name: row["rho_success"]["low"]
-        for name, row in rows.items()
-        if name in runnable and math.isfinite(row["rho_success"]["low"])
-    }
+    with success has the highest lower 95% bound on *every* prompt set measured (`measurements`, one `variants` dict
+    per disjoint set of training prompts: `rows[name]["rho_success"]` is a `bootstrap_mean` result), when that bound
+    is above 0; otherwise the paper's (`DEFAULT_VARIANT`), since no layout showed the premise. One set is not
+    enough to choose on: with ~30 groups whose samples differ an interval is about ±0.2 wide, and a lower bound of
+    0.22 on one set was 0.12 [−0.09, 0.33] on the next (docs/results.md)."""
+    names = {name for rows in measurements for name in rows if name in runnable}
+    bounds = {name: lowest_bound(measurements, name) for name in names}
+    finite = {name: low for name, low in bounds.items() if math.isfinite(low)}
+    sets = f"{len(measurements)} prompt set{'s' if len(measurements) > 1 else ''}"
     if finite:
         best = max(finite, key=lambda name: (finite[name], name == DEFAULT_VARIANT))
         if finite[best] > 0:
             return best, (
                 f"{best}: the highest lower 95% bound of the term's within-group rank correlation with success "
-                f"({finite[best]:+.2f}, above 0)"
+                f"({finite[best]:+.2f}, the lowest over {sets}, above 0)"
             )
     return DEFAULT_VARIANT, (
         f"{DEFAULT_VARIANT} (the paper's): no layout an RL run can use ({', '.join(runnable)}) has a term whose "
-        "within-group rank correlation with success has a lower 95% bound above 0"
+        f"within-group rank correlation with success has a lower 95% bound above 0 on each of {sets}"
     )
 
 
@@ -173,12 +181,18 @@ PREMISE_THRESHOLDS = {
 on the same prompts, at the RL temperature)."""
 
 
+def measured_sets(premise: dict) -> list[dict[str, dict]]:
+    """The `variants` of every prompt set a premise measurement read: its own, then its `replication`'s if any."""
+    return [premise["variants"]] + ([premise["replication"]["variants"]] if "replication" in premise else [])
+
+
 def premise_checks(premise: dict, thresholds: dict[str, float] = PREMISE_THRESHOLDS) -> list[dict]:
     """Each premise as {name, value (a number or [low, high]), threshold (words), met}, from `measure_premise`'s
     result: the call decides the student's success, its outcome reward is sparse, the teacher knows the call, the
     chosen layout's term ranks samples as success does, and enough groups were measured."""
     student, teacher = premise["student"], premise["teacher"]
-    rho = premise["variants"][premise["chosen_variant"]]["rho_success"]
+    measurements = measured_sets(premise)
+    low = lowest_bound(measurements, premise["chosen_variant"])
     t = thresholds
     success = student["success"]
 
@@ -220,10 +234,13 @@ def premise_checks(premise: dict, thresholds: dict[str, float] = PREMISE_THRESHO
             "met": at_least(teacher["right_call_rate"], t["teacher_right_call_rate"]),
         },
         {
-            "name": f"rank correlation of the {premise['chosen_variant']} term with success (lower 95% bound)",
-            "value": rho["low"],
+            "name": (
+                f"rank correlation of the {premise['chosen_variant']} term with success (lower 95% bound, lowest of "
+                f"{len(measurements)} prompt set{'s' if len(measurements) > 1 else ''})"
+            ),
+            "value": low,
             "threshold": "> 0",
-            "met": math.isfinite(rho["low"]) and rho["low"] > 0,
+            "met": math.isfinite(low) and low > 0,
         },
         {
             "name": "groups measured",

@@ -67,34 +67,37 @@ def premise_lines(premise: dict) -> list[str]:
         shown_value = f"{value:g}" if check["name"] == "groups measured" else number(value, 2)
         name = check["name"].replace("|", "\\|")  # a pipe would end the table cell
         lines.append(f"| {name} | {shown_value} | {check['threshold']} | {'yes' if check['met'] else 'no'} |")
+    sets = [("", premise)] + ([(" (second set)", premise["replication"])] if "replication" in premise else [])
     lines += [
         "",
         "| model | tool-call rate % | right calls % (of all) | right calls % (of calls) | P(success \\| right call) % "
         "| P(success \\| wrong call) % | sampled success % | all-fail groups % |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for model in ("student", "teacher"):
-        row = premise[model]
-        lines.append(
-            f"| {model} | {percent(row['call_rate'])} | {percent(row['right_call_rate'])} | "
-            f"{percent(row['right_of_calls'])} | {percent(row['success_given_right'])} | "
-            f"{percent(row['success_given_wrong'])} | {percent(row['success'])} | {percent(row['all_fail'])} |"
-        )
+    for suffix, measured in sets:
+        for model in ("student", "teacher"):
+            row = measured[model]
+            lines.append(
+                f"| {model}{suffix} | {percent(row['call_rate'])} | {percent(row['right_call_rate'])} | "
+                f"{percent(row['right_of_calls'])} | {percent(row['success_given_right'])} | "
+                f"{percent(row['success_given_wrong'])} | {percent(row['success'])} | {percent(row['all_fail'])} |"
+            )
     lines += [
         "",
         "| attribution layout | ρ(term, success), 95% CI | ρ(term, right call), 95% CI | student mass % | teacher mass % |",
         "|---|---|---|---|---|",
     ]
-    for name, row in premise["variants"].items():
-        chosen = " **(chosen)**" if name == premise["chosen_variant"] else ""
-        masses = [
-            ", ".join(f"{k} {percent(v)}" for k, v in sorted(row["masses"][side].items()))
-            for side in ("student", "teacher")
-        ]
-        lines.append(
-            f"| {name}{chosen}: {row['description']} | {interval(row['rho_success'])} | "
-            f"{interval(row['rho_right_call'])} | {masses[0]} | {masses[1]} |"
-        )
+    for suffix, measured in sets:
+        for name, row in measured["variants"].items():
+            chosen = " **(chosen)**" if name == premise["chosen_variant"] and not suffix else ""
+            masses = [
+                ", ".join(f"{k} {percent(v)}" for k, v in sorted(row["masses"][side].items()))
+                for side in ("student", "teacher")
+            ]
+            lines.append(
+                f"| {name}{chosen}{suffix}: {row['description']} | {interval(row['rho_success'])} | "
+                f"{interval(row['rho_right_call'])} | {masses[0]} | {masses[1]} |"
+            )
     lines += ["", f"Layout for the RL runs: {premise['variant_reason']}."]
     return lines
 
@@ -152,12 +155,23 @@ def training_lines(summary: dict) -> list[str]:
 
 
 def premise_intro(premise: dict) -> str:
-    """How the premises were measured: which prompts, how many samples, temperature and seed."""
+    """How the premises were measured: which prompts, how many samples, temperature and seed (of each set)."""
+
+    def prompts(measured: dict) -> str:
+        first = measured["offset"]
+        return f"training prompts {first}–{first + measured['prompts'] - 1} (seed {measured['seed']})"
+
+    second = premise.get("replication")
     return (
-        f"The chosen student and the teacher, each sampled on training prompts {premise['offset']}–"
-        f"{premise['offset'] + premise['prompts'] - 1} (after the regime's), {premise['group_size']} samples each at "
-        f"temperature {premise['temperature']:g}, seed {premise['seed']}; a right call edits exactly the asked bar "
-        "(its label box); intervals: percentile bootstrap over groups."
+        f"The chosen student and the teacher, each sampled on {prompts(premise)}"
+        + (f" and again on {prompts(second)}" if second else "")
+        + f" (after the regime's), {premise['group_size']} samples each at temperature {premise['temperature']:g}; a "
+        "right call edits exactly the asked bar (its label box); intervals: percentile bootstrap over groups"
+        + (
+            "; the layout is chosen from both sets, the checks on the first (the correlation on both)."
+            if second
+            else "."
+        )
     )
 
 

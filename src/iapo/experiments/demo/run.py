@@ -21,7 +21,7 @@ from pathlib import Path
 from iapo.experiments.demo import stages
 from iapo.experiments.demo.curves import learning_curves, read_history, training_summary
 from iapo.experiments.demo.formatting import METHODS, STUDENT, TEACHER
-from iapo.experiments.demo.measure import measure_premise, variant_settings
+from iapo.experiments.demo.measure import replicated_premise, variant_settings
 from iapo.experiments.demo.premise import premise_checks
 from iapo.experiments.demo.regime import choose_candidate, choose_weight, sample_diagnostics
 from iapo.experiments.demo.report import render
@@ -69,12 +69,12 @@ def regime_stage(settings: DemoSettings, paths: dict[str, Path]) -> dict:
 def premise_stage(settings: DemoSettings, student: Path, teacher: Path) -> dict:
     """The premises measured on training prompts after the regime's (none of the regime's prompts), before RL:
     whether the call decides success, the teacher's right-call rate, and the attribution layouts' rank correlations
-    with the variant chosen from them; cached in `premise.json`."""
+    on two disjoint prompt sets, with the variant chosen from both; cached in `premise.json`."""
     path = settings.out / "premise.json"
     if path.is_file():
         stages.say(f"premise: reusing {path}")
         return json.loads(path.read_text())
-    premise = measure_premise(settings, student, teacher, settings.premise_prompts, offset=settings.regime_prompts)
+    premise = replicated_premise(settings, student, teacher, settings.premise_prompts, offset=settings.regime_prompts)
     chosen = premise["variants"][premise["chosen_variant"]]
     if settings.attribution_weight is None:
         spreads = {"outcome_spread": premise["outcome_spread"], "term_spread": chosen["term_spread"]}
@@ -233,6 +233,24 @@ def plain_premises(premise: dict) -> dict:
         "checks": premise_checks(premise),
         "groups": premise["prompts"],
         "seed": premise["seed"],
+        "replication": replication_numbers(premise.get("replication")),
+    }
+
+
+def replication_numbers(second: dict | None) -> dict | None:
+    """The second prompt set's premise numbers under plain names (None when only one set was measured)."""
+    if second is None:
+        return None
+    models = ("student", "teacher")
+    return {
+        "prompts": [second["offset"], second["offset"] + second["prompts"] - 1],
+        "seed": second["seed"],
+        "right_call_rate": {m: second[m]["right_call_rate"] for m in models},
+        "success_given_right_call": {m: second[m]["success_given_right"] for m in models},
+        "success_given_wrong_call": {m: second[m]["success_given_wrong"] for m in models},
+        "all_fail_groups": second["student"]["all_fail"],
+        "rank_correlation_with_success": {v: row["rho_success"] for v, row in second["variants"].items()},
+        "rank_correlation_with_right_call": {v: row["rho_right_call"] for v, row in second["variants"].items()},
     }
 
 

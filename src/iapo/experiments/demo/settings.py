@@ -70,8 +70,8 @@ class DemoSettings:
     demonstrations edit the asked bar only `sft_call_accuracy` of the time (the rest edit another bar and answer
     what it shows), so the student learns to read what it edits but not which bar to edit. The teacher is that run
     continued to `teacher_steps` on demonstrations that always edit the asked bar (`teacher_expert`: tool
-    demonstrations only, twice the calls per step of the mixed expert): it knows the right call, which the premise
-    stage measures. The regime stage samples `regime_prompts` × `group_size` trajectories of each
+    demonstrations only, twice the calls per step of the mixed expert), its last `teacher_tail_steps` a second run
+    at `teacher_tail_lr`: it knows the right call, which the premise stage measures. The regime stage samples `regime_prompts` × `group_size` trajectories of each
     candidate on *training* prompts and keeps the one whose outcome reward is sparsest (most groups where every
     sample fails) among those not hopeless (`min_accuracy`, `min_call_rate`); GRPO and IAPO then start from it with
     the same seeds, data order and budget. The premise stage (`iapo.experiments.demo.measure`) samples the chosen
@@ -96,6 +96,8 @@ class DemoSettings:
     teacher_expert: str = "tool"
     candidate_steps: tuple[int, ...] = (150, 200, 250, 300)
     teacher_steps: int = 500
+    teacher_tail_steps: int = 0
+    teacher_tail_lr: float = 3e-4
     regime_prompts: int = 24
     premise_prompts: int = 64
     min_accuracy: float = 0.1
@@ -118,8 +120,11 @@ class DemoSettings:
             raise ValueError(f"setting must be one of {SETTINGS}, got {self.setting!r}")
         if sorted(set(self.candidate_steps)) != list(self.candidate_steps) or not self.candidate_steps:
             raise ValueError(f"candidate_steps must be increasing, got {self.candidate_steps}")
-        if self.teacher_steps <= self.candidate_steps[-1]:
-            raise ValueError("the teacher must train longer than every candidate student (teacher_steps)")
+        if self.teacher_steps - self.teacher_tail_steps <= self.candidate_steps[-1] or self.teacher_tail_steps < 0:
+            raise ValueError(
+                "the teacher must train at the SFT lr longer than every candidate student: teacher_steps "
+                f"{self.teacher_steps} - teacher_tail_steps {self.teacher_tail_steps} <= {self.candidate_steps[-1]}"
+            )
 
     @property
     def data_name(self) -> str:
@@ -166,6 +171,7 @@ class DemoSettings:
             sft_batch=8,
             candidate_steps=(20, 40),
             teacher_steps=60,
+            teacher_tail_steps=10,
             regime_prompts=4,
             premise_prompts=4,
             rl_steps=2,
@@ -186,16 +192,13 @@ def demo_settings(setting: str = "charts", **overrides) -> DemoSettings:
             task,
             sampling,
             PAPER_ATTRIBUTION,
-            # the asked bar at chance: the student learns to read what it edits, not which bar to edit. With 7 bars
-            # the reading comes late and unreliably (docs/results.md, "Seven bars"): 900 mixed-expert steps continued
-            # by 600 tool-expert steps read (P(success | right call) 0.80 at 1,500), but this preset's single
-            # tool-expert run does not (0.15 at 1,500, 0.26 at 1,800). No teacher has named the asked bar 90% of the
-            # time on this task: 28% after 600 + 1,250 steps continued from a student, 24-31% after 600-2,100 steps
-            # trained from the spec on right calls only; teacher_steps is the longest measured continuation.
+            # the asked bar at chance: the student learns to read what it edits, not which bar to edit. The
+            # teacher's copy of the asked label comes late and suddenly; a last run at a lower lr consolidates it
+            # (docs/results.md, "The preset's cold start, as `make demo` runs it").
             sft_call_accuracy=1 / task.n_bars,
-            sft_expert="tool",
-            candidate_steps=(1200, 1500),
-            teacher_steps=2750,
+            candidate_steps=(450, 600),
+            teacher_steps=1650,
+            teacher_tail_steps=200,
         )
     elif setting == "zoom":
         task, sampling = read_overlay(ZOOM_CONFIG, "synthetic", SyntheticConfig)
