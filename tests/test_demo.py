@@ -60,6 +60,7 @@ def test_fast_paper_demo_reports_results_paired_differences_and_mechanism_diagno
     # the regime: every candidate measured on training prompts, one chosen with its reason, λ with its reason
     regime = data["regime"]
     assert [c["steps"] for c in regime["candidates"]] == data["settings"]["candidate_steps"]
+    assert all(0 <= c["calls/right_call_rate"] <= 1 for c in regime["candidates"])  # charts: a right call is defined
     assert regime["chosen"] in {c["name"] for c in regime["candidates"]} and regime["reason"]
     assert data["weight"] > 0 and "λ" in data["weight_reason"]
     # the premises, measured before RL on training prompts, named plainly; the layout the RL runs used
@@ -132,6 +133,21 @@ def test_the_regime_is_the_sparsest_candidate_that_is_not_hopeless():
     assert choose_candidate(rows, min_accuracy=0.1, min_call_rate=0.5)[0] == 1
     index, reason = choose_candidate(rows[:1], min_accuracy=0.1, min_call_rate=0.5)
     assert index == 0 and "no candidate" in reason
+
+
+def test_a_sparser_candidate_that_does_not_read_what_it_edits_is_not_chosen():
+    """Sparsity from a student that cannot read the edited bar is not a reward the call decides (premise 1)."""
+    rows = [
+        {"accuracy": 0.13, "tools/call_rate": 1.0, "mechanism/all_fail": 0.58, "calls/success_given_right": 0.5},
+        {"accuracy": 0.15, "tools/call_rate": 1.0, "mechanism/all_fail": 0.50, "calls/success_given_right": 0.85},
+        {"accuracy": 0.12, "tools/call_rate": 1.0, "mechanism/all_fail": 0.62, "calls/success_given_right": math.nan},
+    ]
+    index, reason = choose_candidate(rows, min_accuracy=0.1, min_call_rate=0.5, min_reading=0.8)
+    assert index == 1 and "P(success | right call) >= 80%" in reason
+    assert choose_candidate(rows, min_accuracy=0.1, min_call_rate=0.5)[0] == 2  # without the reading rule
+    rows[1]["calls/success_given_right"] = 0.7
+    index, reason = choose_candidate(rows, min_accuracy=0.1, min_call_rate=0.5, min_reading=0.8)
+    assert index == 1 and "no candidate" in reason  # none reads: the most accurate one
 
 
 def test_lambda_matches_the_outcome_spread_and_group_shares():

@@ -39,6 +39,10 @@ def within_group_spread(values: torch.Tensor, group_size: int) -> float:
     return float(values.double().view(-1, group_size).var(1, unbiased=False).mean().sqrt())
 
 
+CALL_KEYS = ("right_call_rate", "success_given_right", "success_given_wrong")
+"""Whether the call decides success, measured where a right call is defined (`premise.call_outcomes`)."""
+
+
 def sample_diagnostics(settings, student: Path, teacher: Path | None = None, seed: int = 0) -> dict[str, float]:
     """Diagnostics of `student` sampled on the first `regime_prompts` training prompts, `group_size` each, at the
     RL sampling settings; with `teacher`, the attribution is computed too (IAPO's term at λ = 1) and `term_spread`
@@ -63,6 +67,8 @@ def sample_diagnostics(settings, student: Path, teacher: Path | None = None, see
         total.append(record.rewards["total"])
         if "attribution" in record.rewards:
             term.append(record.rewards["attribution"])
+        for trajectory in record.trajectories:
+            trajectory.sample_index += start
         trajectories += record.trajectories
         student_maps += record.attributions["student"]
         teacher_maps += record.attributions["teacher"]
@@ -82,29 +88,47 @@ def sample_diagnostics(settings, student: Path, teacher: Path | None = None, see
     metrics |= {f"mechanism/{k}": v for k, v in group_shares(outcome_all, settings.group_size).items()}
     metrics["accuracy"] = float(outcome_all.mean())
     metrics["answered"] = sum(t.final_answer is not None for t in trajectories) / len(trajectories)
+    if all("focus" in sample.meta for sample in samples):  # a right call is defined by the label boxes (charts)
+        from iapo.experiments.demo.premise import call_outcomes, right_call
+
+        calls = [right_call(t, samples[t.sample_index]) for t in trajectories]
+        outcomes = call_outcomes(calls, outcome_all.tolist())
+        metrics |= {f"calls/{key}": outcomes[key] for key in CALL_KEYS}
     metrics["outcome_spread"] = within_group_spread(outcome_all, settings.group_size)
     if attributed:
         metrics["term_spread"] = within_group_spread(torch.cat(term), settings.group_size)
     return metrics
 
 
-def choose_candidate(rows: list[dict[str, float]], min_accuracy: float, min_call_rate: float) -> tuple[int, str]:
+def choose_candidate(
+    rows: list[dict[str, float]], min_accuracy: float, min_call_rate: float, min_reading: float = 0.0
+) -> tuple[int, str]:
     """(index, why) of the cold start RL starts from: among the candidates that are not hopeless (sampled accuracy
-    >= `min_accuracy`, tool-call rate >= `min_call_rate`), the one with the most all-fail groups (the sparsest
-    outcome reward; the earlier on ties); if none qualifies, the most accurate one."""
+    >= `min_accuracy`, tool-call rate >= `min_call_rate`) and, where a right call is defined, read what they edit
+    (P(success | right call) `calls/success_given_right` >= `min_reading`: a sparser candidate that does not read
+    has a reward the call does not decide), the one with the most all-fail groups (the sparsest outcome reward; the
+    earlier on ties); if none qualifies, the most accurate one."""
+
+    def reads(row: dict[str, float]) -> bool:
+        reading = row.get("calls/success_given_right")
+        return min_reading <= 0 or reading is None or (math.isfinite(reading) and reading >= min_reading)
+
     qualified = [
-        i for i, row in enumerate(rows) if row["accuracy"] >= min_accuracy and row["tools/call_rate"] >= min_call_rate
+        i
+        for i, row in enumerate(rows)
+        if row["accuracy"] >= min_accuracy and row["tools/call_rate"] >= min_call_rate and reads(row)
     ]
+    reading = f", P(success | right call) >= {min_reading:.0%}" if min_reading > 0 else ""
     if not qualified:
         best = max(range(len(rows)), key=lambda i: rows[i]["accuracy"])
         return best, (
-            f"no candidate reached sampled accuracy >= {min_accuracy:.0%} with tool-call rate >= {min_call_rate:.0%}; "
-            "the most accurate one is used"
+            f"no candidate reached sampled accuracy >= {min_accuracy:.0%} with tool-call rate >= {min_call_rate:.0%}"
+            f"{reading}; the most accurate one is used"
         )
     best = max(qualified, key=lambda i: (rows[i]["mechanism/all_fail"], -i))
     return best, (
         f"the most all-fail groups ({rows[best]['mechanism/all_fail']:.0%}) among the candidates with sampled accuracy "
-        f">= {min_accuracy:.0%} and tool-call rate >= {min_call_rate:.0%}"
+        f">= {min_accuracy:.0%} and tool-call rate >= {min_call_rate:.0%}{reading}"
     )
 
 

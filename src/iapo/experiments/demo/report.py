@@ -15,17 +15,24 @@ from iapo.experiments.demo.premise import premise_checks
 
 
 def regime_table(regime: dict) -> list[str]:
+    """The candidate cold starts as the regime measured them (with the call's columns where a right call is
+    defined)."""
+    calls = all("calls/right_call_rate" in row for row in regime["candidates"])
+    call_header = " right calls % | P(success \\| right call) % |" if calls else ""
     lines = [
         "| cold start (SFT steps) | sampled accuracy % | all-fail groups % | equal-outcome groups % | "
-        "tool-call rate % | tool failures per call % | answered % |",
-        "|---|---|---|---|---|---|---|",
+        f"tool-call rate % | tool failures per call % | answered % |{call_header}",
+        "|---|---|---|---|---|---|---|" + ("---|---|" if calls else ""),
     ]
     for row in regime["candidates"]:
         chosen = " **(chosen)**" if row["name"] == regime["chosen"] else ""
+        call_cells = (
+            f" {percent(row['calls/right_call_rate'])} | {percent(row['calls/success_given_right'])} |" if calls else ""
+        )
         lines.append(
             f"| {row['steps']}{chosen} | {percent(row['accuracy'])} | {percent(row['mechanism/all_fail'])} | "
             f"{percent(row['mechanism/outcome_zero_std'])} | {percent(row['tools/call_rate'])} | "
-            f"{percent(row['tools/failure_frequency'])} | {percent(row['answered'])} |"
+            f"{percent(row['tools/failure_frequency'])} | {percent(row['answered'])} |{call_cells}"
         )
     return lines
 

@@ -42,11 +42,16 @@ def regime_stage(settings: DemoSettings, paths: dict[str, Path]) -> dict:
         name = f"step-{steps}"
         row = sample_diagnostics(settings, paths[name])
         candidates.append({"name": name, "steps": steps, **row})
+        reading = (
+            f", P(success | right call) {row['calls/success_given_right']:.2f}"
+            if "calls/right_call_rate" in row
+            else ""
+        )
         stages.say(
             f"regime: {name}: sampled accuracy {row['accuracy']:.2f}, all-fail groups "
-            f"{row['mechanism/all_fail']:.2f}, tool-call rate {row['tools/call_rate']:.2f}"
+            f"{row['mechanism/all_fail']:.2f}, tool-call rate {row['tools/call_rate']:.2f}{reading}"
         )
-    index, reason = choose_candidate(candidates, settings.min_accuracy, settings.min_call_rate)
+    index, reason = choose_candidate(candidates, settings.min_accuracy, settings.min_call_rate, settings.min_reading)
     chosen = candidates[index]["name"]
     diagnostics = sample_diagnostics(settings, paths[chosen], teacher=paths["teacher"])
     if settings.attribution_weight is None:

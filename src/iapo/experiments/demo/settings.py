@@ -73,7 +73,8 @@ class DemoSettings:
     demonstrations only, twice the calls per step of the mixed expert), its last `teacher_tail_steps` a second run
     at `teacher_tail_lr`: it knows the right call, which the premise stage measures. The regime stage samples `regime_prompts` × `group_size` trajectories of each
     candidate on *training* prompts and keeps the one whose outcome reward is sparsest (most groups where every
-    sample fails) among those not hopeless (`min_accuracy`, `min_call_rate`); GRPO and IAPO then start from it with
+    sample fails) among those not hopeless (`min_accuracy`, `min_call_rate`) that read what they edit
+    (P(success | right call) >= `min_reading`, where a right call is defined); GRPO and IAPO then start from it with
     the same seeds, data order and budget. The premise stage (`iapo.experiments.demo.measure`) samples the chosen
     student and the teacher on `premise_prompts` other training prompts and chooses the attribution layout the RL
     runs use (`iapo.experiments.demo.premise.choose_variant`). λ (`attribution_weight`) is None to set it from the
@@ -102,6 +103,7 @@ class DemoSettings:
     premise_prompts: int = 64
     min_accuracy: float = 0.1
     min_call_rate: float = 0.5
+    min_reading: float = 0.8
     rl_steps: int = 16
     rl_prompts: int = 4
     group_size: int = 4
