@@ -251,7 +251,7 @@ def test_nf4_model_still_back_propagates_after_a_no_grad_forward(attributed, tin
     ("field", "value", "valid"),
     [
         ("method", "saliency", "['attention', 'grad_x_input', 'integrated_gradients', 'occlusion']"),
-        ("target", "tools", "['answer', 'generated', 'tool_call']"),
+        ("target", "tools", "['answer', 'generated', 'tool_call', 'tool_call_arguments']"),
         ("layout", "cells", "['regions', 'blocks']"),
         ("divergence", "l2", "['cosine', 'jsd', 'kl']"),
         ("form", "bonus", "['penalty', 'similarity']"),
@@ -262,8 +262,7 @@ def test_nf4_model_still_back_propagates_after_a_no_grad_forward(attributed, tin
     ],
 )
 def test_settings_name_the_valid_values_in_one_line(field, value, valid):
-    """The built-in choices open the list; an entry another module registered (the demo's `call_label` target)
-    may follow them."""
+    """The built-in choices open the list; an entry another module registered may follow them."""
     with pytest.raises(SettingsError) as error:
         AttributionSettings(**{field: value})
     message = str(error.value)

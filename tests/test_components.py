@@ -7,6 +7,7 @@ the tool-call target is the executed call of every tool-call turn."""
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import pytest
 import torch
@@ -299,6 +300,38 @@ def test_tool_call_target_is_the_executed_call_of_every_tool_call_turn(
     spans = turn_token_spans(on[2])
     assert len(spans) == 3 and all(end > start for start, end in spans)
     assert [tiny_processor.tokenizer.decode(on[2].input_ids[s:e]) for s, e in spans] == [t.text for t in on[2].turns]
+
+
+def test_the_arguments_target_is_the_values_a_call_chose(trajectories, tools_off, tiny_processor, teacher_processor):
+    """Only the tokens of the argument values (the box of a zoom, the labels of a ReFocus edit): inside the call's
+    block, covering every value, not the tool's name or the keys; a call whose arguments are no object: the whole
+    block; no tool call: an empty target."""
+    for view, _, processor in _block_views(trajectories, tools_off, tiny_processor, teacher_processor):
+        values = target_mask(view, processor.tokenizer, "tool_call_arguments")
+        call = target_mask(view, processor.tokenizer, "tool_call")
+        assert values.any() == call.any() and not (values & ~call).any()
+        boxes = [box for turn in view.turns if turn.action == "tool_call" for box in BOX.findall(turn.text)]
+        if not boxes:
+            assert values.equal(call)  # no call, or BAD_CALL: nothing narrower to point at
+            continue
+        chosen = tokenizer_decode(processor, view.input_ids[values])
+        assert all(box in chosen for box in boxes) and values.sum() < call.sum()
+        assert "zoom_in" not in chosen and "bbox_2d" not in chosen and "<tool_call>" not in chosen
+    chart = (
+        '<tool_call>{"name": "focus_on_x_values_with_mask", "arguments": {"x_values_to_focus_on": ["ant"]}}</tool_call>'
+    )
+    rows = build_split("test", 1, seed=0)
+    policy = ScriptedPolicy(tiny_processor.tokenizer, [[chart], ["<answer>A</answer>"]])
+    (edited,) = rollout(
+        policy, tiny_processor, rows, [load_image(rows[0].image)], settings=SamplingSettings(max_turns=2)
+    )
+    chosen = tokenizer_decode(
+        tiny_processor, edited.input_ids[target_mask(edited, tiny_processor.tokenizer, "tool_call_arguments")]
+    )
+    assert '["ant"]' in chosen and "x_values" not in chosen and "focus_on" not in chosen  # token edges may add `}}`
+
+
+BOX = re.compile(r'"bbox_2d": (\[[^\]]*\])')
 
 
 def tokenizer_decode(processor, ids) -> str:

@@ -131,19 +131,24 @@ def test_the_layout_rule_needs_the_bound_above_zero_on_every_prompt_set():
 
 
 def test_every_variant_an_rl_run_can_use_is_a_setting_it_runs_with():
-    """A variant's name says its layout and token scores; the regions cut the chart into one column per bar."""
+    """A variant's name says its target, layout and token scores; the regions cut the chart into one column per
+    bar."""
     settings = demo_settings("charts")
     expected = {
-        "blocks": ("blocks", "abs"),
-        "regions": ("regions", "abs"),
-        "blocks_positive": ("blocks", "positive"),
-        "regions_positive": ("regions", "positive"),
+        "blocks": ("tool_call", "blocks", "abs"),
+        "regions": ("tool_call", "regions", "abs"),
+        "blocks_positive": ("tool_call", "blocks", "positive"),
+        "regions_positive": ("tool_call", "regions", "positive"),
+        "arguments_blocks": ("tool_call_arguments", "blocks", "abs"),
+        "arguments_regions": ("tool_call_arguments", "regions", "abs"),
+        "arguments_blocks_positive": ("tool_call_arguments", "blocks", "positive"),
+        "arguments_regions_positive": ("tool_call_arguments", "regions", "positive"),
     }
     assert set(RL_VARIANTS) == set(expected) and set(RL_VARIANTS) <= set(VARIANTS)
-    for variant, (layout, token_scores) in expected.items():
+    for variant, (target, layout, token_scores) in expected.items():
         attribution = variant_settings(settings, variant)
-        assert (attribution.layout, attribution.token_scores) == (layout, token_scores)
-        assert attribution.method == settings.attribution.method and attribution.target == "tool_call"
+        assert (attribution.target, attribution.layout, attribution.token_scores) == (target, layout, token_scores)
+        assert attribution.method == settings.attribution.method
         if layout == "regions":
             assert attribution.grid == (1, settings.task.n_bars)
 

@@ -15,7 +15,8 @@ same trajectory) gets the same keys. A layout is a registered entry (`register_l
   original and every returned image); `T`: the tool definitions (empty when tools are off).
 
 Targets are registered entries too (`register_target` / `get_target`, read through `target_mask` and
-`target_turn`); built in: the final answer, every generated token, or the tool calls. Add either in any imported
+`target_turn`); built in: the final answer, every generated token, the tool calls, or only the values of the tool
+calls' arguments (`tool_call_arguments`: which bar or box the call chose, without its fixed format). Add either in any imported
 module, then name it in `model.init_args.attribution` (`layout: halves`, `target: first_turn`):
 
     @register_layout("halves")
@@ -40,6 +41,7 @@ Run the checks with `python -m pytest tests/test_components.py -q`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -284,20 +286,59 @@ def tool_call_mask(trajectory: Trajectory, tokenizer) -> Tensor:
     return mask
 
 
+ARGUMENTS = re.compile(r'"arguments"\s*:\s*\{')
+"""Where a Qwen2.5 tool call's arguments object opens."""
+ARGUMENT_VALUE = re.compile(r'"[^"]*"\s*:\s*(\[[^\]]*\]|"[^"]*"|[-+0-9.eE]+|true|false|null)')
+"""One `"key": value` of the arguments (a list, string, number or literal); group 1 is the value."""
+
+
+@register_target("tool_call_arguments", turn=lambda t: _last_turn_with_text(t, "tool_call"))
+def tool_call_arguments_mask(trajectory: Trajectory, tokenizer) -> Tensor:
+    """In every turn whose action is a tool call, the tokens covering the values of its first call's arguments
+    (`["ant"]` of `"arguments": {"x_values_to_focus_on": ["ant"]}`; each value of a box): the part of the call a
+    right and a wrong call differ in, without the tool's name, the keys and the JSON around them, which every call
+    of a tool repeats (the whole call's block when no argument value can be located); empty when no turn called a
+    tool."""
+    mask = torch.zeros_like(trajectory.policy_mask)
+    for turn, span in zip(trajectory.turns, turn_token_spans(trajectory), strict=True):
+        if turn.action != "tool_call" or span is None:
+            continue
+        text = _decoded(trajectory, tokenizer, span)
+        call = TOOL_CALL.search(text)
+        arguments = ARGUMENTS.search(text, call.start()) if call else None
+        values = [m.span(1) for m in ARGUMENT_VALUE.finditer(text, arguments.end(), call.end())] if arguments else []
+        mask |= (
+            _ranges_mask(trajectory, tokenizer, span, values)
+            if values
+            else _match_mask(trajectory, tokenizer, span, TOOL_CALL, group=0)
+        )
+    return mask
+
+
+def _decoded(trajectory: Trajectory, tokenizer, span: tuple[int, int]) -> str:
+    return tokenizer.decode(trajectory.input_ids[span[0] : span[1]].tolist(), skip_special_tokens=False)
+
+
 def _match_mask(trajectory: Trajectory, tokenizer, span: tuple[int, int], pattern, group: int) -> Tensor:
     """Mask [T] of the tokens in `span` that cover `pattern`'s first match (its `group`) in the span's decoded text;
     every token of the span when there is no match or the match covers no token."""
+    match = pattern.search(_decoded(trajectory, tokenizer, span))
+    return _ranges_mask(trajectory, tokenizer, span, [match.span(group)] if match else [])
+
+
+def _ranges_mask(trajectory: Trajectory, tokenizer, span: tuple[int, int], ranges: list[tuple[int, int]]) -> Tensor:
+    """Mask [T] of the tokens in `span` that overlap any (begin, end) character range of the span's decoded text;
+    every token of the span when none does."""
     start, end = span
     mask = torch.zeros_like(trajectory.policy_mask)
     ids = trajectory.input_ids[start:end].tolist()
-    match = pattern.search(tokenizer.decode(ids, skip_special_tokens=False))
-    if match is not None:
+    if ranges:
         ends = [
             len(t) for t in tokenizer.batch_decode([ids[: k + 1] for k in range(len(ids))], skip_special_tokens=False)
         ]
         begins = [0, *ends[:-1]]
         mask[start:end] = torch.tensor(
-            [b < match.end(group) and e > match.start(group) for b, e in zip(begins, ends, strict=True)]
+            [any(b < high and e > low for low, high in ranges) for b, e in zip(begins, ends, strict=True)]
         )
     if not mask.any():
         mask[start:end] = True

@@ -43,15 +43,18 @@ from iapo.training.step import StepSettings, collect
 
 
 def variant_settings(settings, variant: str):
-    """The attribution settings of a variant of `premise.VARIANTS`: the demo's (the paper's) with the layout
-    replaced (`regions` cuts the image into one column per bar: the bar the call should name is one cell) and, for
-    a `_positive` variant, `token_scores: positive`."""
-    layout, _, scores = variant.partition("_")
+    """The attribution settings of a variant of `premise.VARIANTS`: the demo's (the paper's) with, for an
+    `arguments_` variant, the target `tool_call_arguments`; the layout replaced (`regions` cuts the image into one
+    column per bar: the bar the call should name is one cell); and, for a `_positive` variant,
+    `token_scores: positive`."""
+    target = "tool_call_arguments" if variant.startswith("arguments_") else settings.attribution.target
+    layout, _, scores = variant.removeprefix("arguments_").partition("_")
     token_scores = "positive" if scores == "positive" else "abs"
+    attribution = dataclasses.replace(settings.attribution, target=target, token_scores=token_scores)
     if layout == "regions":
         columns = getattr(settings.task, "n_bars", 3)
-        return dataclasses.replace(settings.attribution, layout="regions", grid=(1, columns), token_scores=token_scores)
-    return dataclasses.replace(settings.attribution, layout="blocks", token_scores=token_scores)
+        return dataclasses.replace(attribution, layout="regions", grid=(1, columns))
+    return dataclasses.replace(attribution, layout="blocks")
 
 
 def sample_model(settings, model_path: Path, samples: list, seed: int) -> tuple[list, torch.Tensor, tuple]:

@@ -31,14 +31,20 @@ VARIANTS = {
     "regions": "image regions (a 1 × bars grid: one cell per bar) and the question",
     "blocks_positive": "the paper's blocks, only evidence for the call summed per block (each token's positive part)",
     "regions_positive": "image regions and the question, only evidence for the call (each token's positive part)",
+    "arguments_blocks": "the paper's blocks, attributing only the call's argument values (the bar it names)",
+    "arguments_regions": "image regions and the question, attributing only the call's argument values",
+    "arguments_blocks_positive": "the paper's blocks, only evidence for the call's argument values",
+    "arguments_regions_positive": "image regions and the question, only evidence for the call's argument values",
 }
-"""The variants measured before RL (name → what it is): a layout, and with `_positive` the attribution's
-`token_scores: positive` (a token scored by its support for the call, not by its magnitude, which a token that
-argues against the call has too); `blocks` is the paper's and the configuration default."""
+"""The variants measured before RL (name → what it is): a layout; with `_positive` the attribution's `token_scores:
+positive` (a token scored by its support for the call, not by its magnitude, which a token that argues against the
+call has too); with `arguments_` the target `tool_call_arguments` (the tokens of the bar the call names) instead
+of the paper's whole call, of which about 25 tokens of fixed format are the same in a right and a wrong call.
+`blocks` is the paper's and the configuration default."""
 DEFAULT_VARIANT = "blocks"
-RL_VARIANTS = ("blocks", "regions", "blocks_positive", "regions_positive")
-"""The variants an RL run can use (`AttributionSettings.layout` and `token_scores`); per-token averaging is
-measured here only."""
+RL_VARIANTS = tuple(name for name in VARIANTS if name != "blocks_per_token")
+"""The variants an RL run can use (`AttributionSettings.target`, `layout` and `token_scores`); per-token averaging
+is measured here only."""
 
 
 def right_call(trajectory: Trajectory, sample: VQASample) -> bool | None:

@@ -1,9 +1,9 @@
 """Why the attribution term may not rank a group's samples as success does: the attribution of right against wrong
 calls, per component, for the student and for the teacher reading the student's call teacher-forced — with the
-whole call as the target (the paper's `tool_call`) and with only the named label's tokens (`call_label`, the one
-part of the call a right call and a wrong one differ in).
+whole call as the target (the paper's `tool_call`) and with only its argument values (`tool_call_arguments`: the
+label the call names, the one part of the call a right call and a wrong one differ in).
 
-For each (target, variant of `premise.RL_VARIANTS`: layout, and token scores whole or only in support of the call):
+For each variant of `premise.RL_VARIANTS` (target, layout, and token scores whole or only in support of the call):
 the mean mass per component of right and of wrong calls on each side; the mean term
 (−KL, student ‖ teacher) of right and of wrong calls, and within the groups holding both, how often the right calls'
 mean term is the higher; the term's within-group rank correlation with success and with a right call; for the
@@ -15,32 +15,13 @@ regions layout, the mass on the asked bar's image column and on the named bar's.
 
 from __future__ import annotations
 
-import dataclasses
-import re
 from pathlib import Path
 
-import torch
-
 from iapo.attribution.align import attribution_terms
-from iapo.attribution.components import TARGETS, _last_turn_with_text, _match_mask, register_target, turn_token_spans
 from iapo.attribution.score import attribution_distributions
 from iapo.experiments.demo.measure import overlay_settings, sample_model, variant_settings
 from iapo.experiments.demo.premise import RL_VARIANTS, bootstrap_mean, right_call, within_group_rhos
 from iapo.models.loader import ModelSettings
-
-CALL_LABEL = re.compile(r"_to_focus_on\"\s*:\s*\[(.*?)\]", re.DOTALL)
-"""The list of labels the call names (`["ant"]` → `"ant"`), quotes included."""
-
-if "call_label" not in TARGETS:
-
-    @register_target("call_label", turn=lambda t: _last_turn_with_text(t, "tool_call"))
-    def call_label_mask(trajectory, tokenizer) -> torch.Tensor:
-        """The tokens of the labels the tool call names (the whole call's turn when they cannot be located)."""
-        mask = torch.zeros_like(trajectory.policy_mask)
-        for turn, span in zip(trajectory.turns, turn_token_spans(trajectory), strict=True):
-            if turn.action == "tool_call" and span is not None:
-                mask |= _match_mask(trajectory, tokenizer, span, CALL_LABEL, group=1)
-        return mask
 
 
 def mean_masses(distributions: list[dict], keep: list[bool]) -> dict[str, float]:
@@ -90,29 +71,28 @@ def explain(settings, student: Path, teacher: Path, prompts: int, seed: int = 0,
     calls = [right_call(t, samples[t.sample_index]) for t in trajectories]
     right, wrong = [c is True for c in calls], [c is False for c in calls]
     out = {"prompts": prompts, "offset": offset, "seed": seed, "right_calls": sum(right), "wrong_calls": sum(wrong)}
-    for target in ("tool_call", "call_label"):
-        for variant in RL_VARIANTS:
-            attribution = dataclasses.replace(variant_settings(settings, variant), target=target)
-            sides = {
-                "student": attribution_distributions(*student_pair, trajectories, samples, attribution),
-                "teacher": attribution_distributions(*teacher_pair, trajectories, samples, attribution, reencode=True),
-            }
-            terms, _ = attribution_terms(
-                sides["student"],
-                sides["teacher"],
-                attribution.divergence,
-                attribution.form,
-                attribution.missing_target,
-                settings.group_size,
-                attribution.kl_smoothing,
-            )
-            row = compare(terms.tolist(), calls, outcome.tolist(), settings.group_size, seed)
-            row["masses"] = {
-                side: {"right": mean_masses(d, right), "wrong": mean_masses(d, wrong)} for side, d in sides.items()
-            }
-            if attribution.layout == "regions":
-                row["bar_columns"] = bar_columns(sides, trajectories, samples, calls)
-            out[f"{target}/{variant}"] = row
+    for variant in RL_VARIANTS:
+        attribution = variant_settings(settings, variant)
+        sides = {
+            "student": attribution_distributions(*student_pair, trajectories, samples, attribution),
+            "teacher": attribution_distributions(*teacher_pair, trajectories, samples, attribution, reencode=True),
+        }
+        terms, _ = attribution_terms(
+            sides["student"],
+            sides["teacher"],
+            attribution.divergence,
+            attribution.form,
+            attribution.missing_target,
+            settings.group_size,
+            attribution.kl_smoothing,
+        )
+        row = compare(terms.tolist(), calls, outcome.tolist(), settings.group_size, seed)
+        row["masses"] = {
+            side: {"right": mean_masses(d, right), "wrong": mean_masses(d, wrong)} for side, d in sides.items()
+        }
+        if attribution.layout == "regions":
+            row["bar_columns"] = bar_columns(sides, trajectories, samples, calls)
+        out[variant] = row
     return out
 
 
