@@ -58,7 +58,7 @@ bench: $(STAMP) ## plain vs fast rollouts, and GRPO vs IAPO step time per attrib
 sweep: $(STAMP) ## check SWEEP against the CLI, create the W&B sweep and print its `wandb agent` line (needs `wandb login`)
 	$(PY) -m iapo.experiments.sweep $(SWEEP) $(if $(PROJECT),--project $(PROJECT)) $(if $(ENTITY),--entity $(ENTITY))
 
-demo: $(STAMP) ## the miniature: cold start, regime, GRPO vs IAPO over 5 seeds, logs/demo/report.md (charts preset untimed: ~2,750 SFT steps, over an hour on 2 cores; SETTING=zoom; FAST=1: ~4 min; ARGS=--fresh starts over)
+demo: $(STAMP) ## the miniature: cold start, regime, GRPO vs IAPO over 5 seeds, logs/demo/report.md (charts: 1,650 SFT steps ~40 min, then premise, RL and evaluations ~20 min, about an hour on 2 cores; SETTING=zoom; FAST=1: ~4 min; ARGS=--fresh starts over)
 	$(PY) -m iapo.experiments.demo $(if $(SETTING),--setting $(SETTING)) $(if $(FAST),--fast) $(ARGS)
 
 paper: $(STAMP) ## the paper's recipe: print its stages (teacher, cold start, IAPO / GRPO, evaluations, table); RUN=1 runs them (GPU); REHEARSE=1 runs them all offline on tiny models (~3 min)

@@ -9,7 +9,7 @@ picks; `replicated_premise` measures two disjoint prompt sets and chooses from b
 Test prompts are never read here.
 
     result = measure_premise(settings, student_path, teacher_path, prompts=64, seed=0)
-    python -m iapo.experiments.demo.measure --student logs/demo/sft/step-1500 --teacher logs/demo/sft/teacher
+    python -m iapo.experiments.demo.measure --student logs/demo/sft/step-600 --teacher logs/demo/sft/teacher --replicate
 """
 
 from __future__ import annotations

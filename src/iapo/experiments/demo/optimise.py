@@ -6,7 +6,8 @@ the update is GRPO's: a group's reward spread from it is ~1e-11, against the 1e-
 per run, the first → last quarter means of the student–teacher divergence, the policy's KL to its reference,
 sampled accuracy and the term's within-group rank correlation with the outcome.
 
-    python -m iapo.experiments.demo.optimise --student DIR --teacher DIR --out DIR --steps 48 --prompts 2
+    python -m iapo.experiments.demo.optimise --student DIR --teacher DIR --out DIR --steps 48 --prompts 2 \
+        [--variant arguments_regions]      # the attribution variant (`premise.RL_VARIANTS`; default the paper's)
 """
 
 from __future__ import annotations
@@ -63,6 +64,8 @@ def run(settings, name: str, student: Path, teacher: Path, out: Path, seed: int 
 def main(argv: list[str] | None = None) -> dict:
     import argparse
 
+    from iapo.experiments.demo.measure import variant_settings
+    from iapo.experiments.demo.premise import DEFAULT_VARIANT, RL_VARIANTS
     from iapo.experiments.demo.settings import demo_settings
 
     parser = argparse.ArgumentParser(description=__doc__)
@@ -72,10 +75,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--steps", type=int, default=48)
     parser.add_argument("--prompts", type=int, default=2)
     parser.add_argument("--runs", nargs="+", default=list(REWARDS), choices=list(REWARDS))
+    parser.add_argument("--variant", default=DEFAULT_VARIANT, choices=RL_VARIANTS)
     args = parser.parse_args(argv)
     settings = dataclasses.replace(
         demo_settings("charts"), rl_steps=args.steps, rl_prompts=args.prompts, rl_mini_batch=args.prompts * 4
     )
+    settings = dataclasses.replace(settings, attribution=variant_settings(settings, args.variant))
     result = {name: run(settings, name, args.student, args.teacher, args.out) for name in args.runs}
     print(json.dumps(result, indent=2))
     return result

@@ -8,7 +8,7 @@
   `logs/<method>-seed<k>/metrics.csv`);
 - `pictures`: student vs teacher attribution of fixed test examples.
 
-    student = cold_start(settings)["step-1500"]; adapter = reinforce(settings, "iapo", 0, student, teacher, weight)
+    student = cold_start(settings)["step-600"]; adapter = reinforce(settings, "iapo", 0, student, teacher, weight)
 """
 
 from __future__ import annotations
