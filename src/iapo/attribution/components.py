@@ -16,8 +16,8 @@ same trajectory) gets the same keys. A layout is a registered entry (`register_l
 
 Targets are registered entries too (`register_target` / `get_target`, read through `target_mask` and
 `target_turn`); built in: the final answer, every generated token, the tool calls, or only the values of the tool
-calls' arguments (`tool_call_arguments`: which bar or box the call chose, without its fixed format). Add either in any imported
-module, then name it in `model.init_args.attribution` (`layout: halves`, `target: first_turn`):
+calls' arguments (`tool_call_arguments`: which bar or box the call chose, without its fixed format). Add either in
+any imported module, then name it in `model.init_args.attribution` (`layout: halves`, `target: first_turn`):
 
     @register_layout("halves")
     def halves(trajectory, merge_size, settings):   # disjoint BoolTensor masks [T] by component name

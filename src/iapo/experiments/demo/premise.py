@@ -6,8 +6,9 @@ when its edit names exactly the labels the question asks for, `right_call`); the
 (`call_outcomes(...)["right_call_rate"]`); and the attribution term ranks a group's samples as success does
 (`within_group_rhos` with a bootstrap interval over groups, `bootstrap_mean`), for each way of laying out the
 components (`VARIANTS`; `per_token` derives "blocks averaged per token" from the summed blocks). `choose_variant`
-is the rule that picks the layout the RL runs use from these numbers alone, read on two disjoint prompt sets. `premise_checks` states each premise
-with its threshold and whether it is met; `premise_verdict` says it in one sentence.
+is the rule that picks the variant the RL runs use from these numbers alone, read on two disjoint prompt sets.
+`premise_checks` states each premise with its threshold and whether it is met; `premise_verdict` says it in one
+sentence.
 
     calls = [right_call(t, samples[t.sample_index]) for t in trajectories]
     table = call_outcomes(calls, outcome)

@@ -68,18 +68,18 @@ ZOOM_ATTRIBUTION = AttributionSettings(method="grad_x_input")
 class DemoSettings:
     """Every stage's budget. One SFT run from the tiny spec saves the candidate cold starts (`candidate_steps`); its
     demonstrations edit the asked bar only `sft_call_accuracy` of the time (the rest edit another bar and answer
-    what it shows), so the student learns to read what it edits but not which bar to edit. The teacher is that run
-    continued to `teacher_steps` on demonstrations that always edit the asked bar (`teacher_expert`: tool
-    demonstrations only, twice the calls per step of the mixed expert), its last `teacher_tail_steps` a second run
-    at `teacher_tail_lr`: it knows the right call, which the premise stage measures. The regime stage samples `regime_prompts` × `group_size` trajectories of each
-    candidate on *training* prompts and keeps the one whose outcome reward is sparsest (most groups where every
-    sample fails) among those not hopeless (`min_accuracy`, `min_call_rate`) that read what they edit
-    (P(success | right call) >= `min_reading`, where a right call is defined); GRPO and IAPO then start from it with
-    the same seeds, data order and budget. The premise stage (`iapo.experiments.demo.measure`) samples the chosen
-    student and the teacher on `premise_prompts` other training prompts and chooses the attribution layout the RL
-    runs use (`iapo.experiments.demo.premise.choose_variant`). λ (`attribution_weight`) is None to set it from the
-    cold start: the outcome's within-group spread over the attribution term's
-    (`iapo.experiments.demo.regime.choose_weight`).
+    what it shows), so the student learns to read what it edits but not to pick the asked bar (below chance, to
+    avoid it). The teacher is that run continued to `teacher_steps` on demonstrations that always edit the asked
+    bar (`teacher_expert`: tool demonstrations only, twice the calls per step of the mixed expert), its last
+    `teacher_tail_steps` a second run at `teacher_tail_lr`: it knows the right call, which the premise stage
+    measures. The regime stage samples `regime_prompts` × `group_size` trajectories of each candidate on *training*
+    prompts and keeps the one whose outcome reward is sparsest (most groups where every sample fails) among those
+    not hopeless (`min_accuracy`, `min_call_rate`) that read what they edit (P(success | right call) >=
+    `min_reading`, where a right call is defined); GRPO and IAPO then start from it with the same seeds, data order
+    and budget. The premise stage (`iapo.experiments.demo.measure`) samples the chosen student and the teacher on
+    twice `premise_prompts` other training prompts and chooses the attribution variant the RL runs use
+    (`iapo.experiments.demo.premise.choose_variant`). λ (`attribution_weight`) is None to set it from the cold
+    start: the outcome's within-group spread over the attribution term's (`iapo.experiments.demo.regime.choose_weight`).
     """
 
     setting: str
