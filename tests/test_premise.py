@@ -224,6 +224,10 @@ def test_the_premise_finding_says_whether_the_call_decides_success():
     unmet = premise_finding(measured(**{"student.success_given_right": 0.5}))
     assert "does not decide its success" in unmet and "not met: student P(success | right call)" in unmet
     assert "does not decide" in premise_finding(measured(**{"student.success_given_wrong": 0.3}))
+    second = {"variants": {"blocks": {"rho_success": {"mean": -0.1, "low": -0.27, "high": 0.08}}}}
+    both = premise_finding(measured() | {"replication": second})
+    assert "0.30 (95% CI [0.10, 0.50]), and -0.10 (95% CI [-0.27, 0.08]) on the second prompt set" in both
+    assert "not met: rank correlation of the blocks term" in both  # the second set's bound is below 0
 
 
 def test_why_compares_right_and_wrong_calls_within_groups():

@@ -60,6 +60,18 @@ def findings(summary: dict) -> list[str]:
     ]
 
 
+def correlation(rho: dict) -> str:
+    return f"{number(rho['mean'], 2)} (95% CI [{number(rho['low'], 2)}, {number(rho['high'], 2)}])"
+
+
+def replicated(premise: dict) -> str:
+    """The chosen variant's correlation on the second prompt set, when one was read."""
+    second = premise.get("replication")
+    if not second:
+        return ""
+    return f", and {correlation(second['variants'][premise['chosen_variant']]['rho_success'])} on the second prompt set"
+
+
 def premise_finding(premise: dict) -> str:
     """The premises in words: does the call decide the student's success (both thresholds of `premise_checks`),
     how often each model makes the right call, the chosen layout's correlation, and the verdict."""
@@ -73,8 +85,8 @@ def premise_finding(premise: dict) -> str:
         f"call {'decides' if decides else 'does not decide'} its success (thresholds {checks[0]['threshold']} and "
         f"{checks[1]['threshold']}). It makes the right call in {percent(student['right_call_rate'])}% of its "
         f"samples, the teacher in {percent(teacher['right_call_rate'])}%. The {premise['chosen_variant']} term's "
-        f"within-group rank correlation with success is {number(rho['mean'], 2)} (95% CI [{number(rho['low'], 2)}, "
-        f"{number(rho['high'], 2)}]). {premise_verdict(checks)}"
+        f"within-group rank correlation with success is {correlation(rho)}{replicated(premise)}. "
+        f"{premise_verdict(checks)}"
     )
 
 
