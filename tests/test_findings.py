@@ -195,5 +195,8 @@ def test_the_reports_method_paragraphs_read_the_settings():
     text = regime_paragraph(settings, {"reason": "the only candidate"}, 0.7)
     assert "names the asked bar in 14% of the tool demonstrations" in text and "to 1450 steps" in text
     assert "first 24 training prompts, 4 samples each, at temperature 0.7" in text and "Chosen: the only" in text
-    intro = premise_intro({"offset": 24, "prompts": 64, "group_size": 4, "temperature": 0.7, "seed": 1})
-    assert "training prompts 24–87" in intro and "4 samples each at temperature 0.7, seed 1" in intro
+    first = {"offset": 24, "prompts": 64, "group_size": 4, "temperature": 0.7, "seed": 1}
+    intro = premise_intro(first)
+    assert "training prompts 24–87 (seed 1)" in intro and "4 samples each at temperature 0.7" in intro
+    both = premise_intro(first | {"replication": first | {"offset": 88, "seed": 2}})
+    assert "24–87 (seed 1) and again on training prompts 88–151 (seed 2)" in both and "chosen from both sets" in both
