@@ -216,8 +216,8 @@ def overlay_settings(config: Path | None):
 
 def main(argv: list[str] | None = None) -> dict:
     """`python -m iapo.experiments.demo.measure --student DIR --teacher DIR [--prompts 64] [--offset 24] [--seed 0]
-    [--replicate] [--copy] [--calls-only] [--config OVERLAY]`: the premise measurement of any two saved models on the paper miniature's training prompts (with
-    `--copy`, also `label_copy`), printed as JSON."""
+    [--replicate] [--copy] [--calls-only] [--config OVERLAY]`: the premise measurement of any two saved models on
+    the paper miniature's training prompts (with `--copy`, also `label_copy`), printed as JSON."""
     import argparse
     import json
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from iapo.data.sample import load_image
+from iapo.experiments.demo.premise import call_outcomes, right_call
 from iapo.models.loader import ModelSettings
 from iapo.training.diagnostics import mechanism_metrics
 from iapo.training.rewards import RewardContext, build_rewards
@@ -89,8 +90,6 @@ def sample_diagnostics(settings, student: Path, teacher: Path | None = None, see
     metrics["accuracy"] = float(outcome_all.mean())
     metrics["answered"] = sum(t.final_answer is not None for t in trajectories) / len(trajectories)
     if all("focus" in sample.meta for sample in samples):  # a right call is defined by the label boxes (charts)
-        from iapo.experiments.demo.premise import call_outcomes, right_call
-
         calls = [right_call(t, samples[t.sample_index]) for t in trajectories]
         outcomes = call_outcomes(calls, outcome_all.tolist())
         metrics |= {f"calls/{key}": outcomes[key] for key in CALL_KEYS}
