@@ -224,38 +224,30 @@ def run(settings: DemoSettings, workers: int = 1, until: str | None = None) -> P
 
 
 def plain_premises(premise: dict) -> dict:
-    """The premise numbers under plain names for `report.json` (the full measurement stays under `premise`)."""
-    models = ("student", "teacher")
-    return {
-        "right_call_rate": {m: premise[m]["right_call_rate"] for m in models},
-        "success_given_right_call": {m: premise[m]["success_given_right"] for m in models},
-        "success_given_wrong_call": {m: premise[m]["success_given_wrong"] for m in models},
-        "sampled_success": {m: premise[m]["success"] for m in models},
-        "all_fail_groups": premise["student"]["all_fail"],
-        "rank_correlation_with_success": {v: row["rho_success"] for v, row in premise["variants"].items()},
-        "rank_correlation_with_right_call": {v: row["rho_right_call"] for v, row in premise["variants"].items()},
+    """The premise numbers under plain names for `report.json` (the full measurement stays under `premise`): the
+    first prompt set's, the checks and the chosen layout, and the second set's numbers under `replication`."""
+    second = premise.get("replication")
+    return measured_numbers(premise) | {
         "chosen_layout": premise["chosen_variant"],
         "checks": premise_checks(premise),
         "groups": premise["prompts"],
-        "seed": premise["seed"],
-        "replication": replication_numbers(premise.get("replication")),
+        "replication": measured_numbers(second) if second else None,
     }
 
 
-def replication_numbers(second: dict | None) -> dict | None:
-    """The second prompt set's premise numbers under plain names (None when only one set was measured)."""
-    if second is None:
-        return None
+def measured_numbers(measured: dict) -> dict:
+    """One prompt set's premise numbers under plain names."""
     models = ("student", "teacher")
     return {
-        "prompts": [second["offset"], second["offset"] + second["prompts"] - 1],
-        "seed": second["seed"],
-        "right_call_rate": {m: second[m]["right_call_rate"] for m in models},
-        "success_given_right_call": {m: second[m]["success_given_right"] for m in models},
-        "success_given_wrong_call": {m: second[m]["success_given_wrong"] for m in models},
-        "all_fail_groups": second["student"]["all_fail"],
-        "rank_correlation_with_success": {v: row["rho_success"] for v, row in second["variants"].items()},
-        "rank_correlation_with_right_call": {v: row["rho_right_call"] for v, row in second["variants"].items()},
+        "prompts": [measured["offset"], measured["offset"] + measured["prompts"] - 1],
+        "seed": measured["seed"],
+        "right_call_rate": {m: measured[m]["right_call_rate"] for m in models},
+        "success_given_right_call": {m: measured[m]["success_given_right"] for m in models},
+        "success_given_wrong_call": {m: measured[m]["success_given_wrong"] for m in models},
+        "sampled_success": {m: measured[m]["success"] for m in models},
+        "all_fail_groups": measured["student"]["all_fail"],
+        "rank_correlation_with_success": {v: row["rho_success"] for v, row in measured["variants"].items()},
+        "rank_correlation_with_right_call": {v: row["rho_right_call"] for v, row in measured["variants"].items()},
     }
 
 
