@@ -331,6 +331,33 @@ def test_the_arguments_target_is_the_values_a_call_chose(trajectories, tools_off
     assert '["ant"]' in chosen and "x_values" not in chosen and "focus_on" not in chosen  # token edges may add `}}`
 
 
+def test_the_call_turn_target_is_every_token_of_the_turns_that_call(
+    trajectories, tools_off, tiny_processor, teacher_processor
+):
+    """The whole turn that holds a tool call, its thought before the call too (where a model names the bar it
+    chooses), in both tokenizers' views; never the answer turn, never a prompt token; no tool call: empty."""
+    for view, _, processor in _block_views(trajectories, tools_off, tiny_processor, teacher_processor):
+        turn = target_mask(view, processor.tokenizer, "tool_call_turn")
+        call = target_mask(view, processor.tokenizer, "tool_call")
+        assert turn.any() == call.any() and not (call & ~turn).any() and not (turn & ~view.policy_mask).any()
+        called = "".join(t.text for t in view.turns if t.action == "tool_call")
+        assert tokenizer_decode(processor, view.input_ids[turn]) == called
+    thought = 'Focus on "ant".\n'
+    chart = (
+        '<tool_call>{"name": "focus_on_x_values_with_mask", "arguments": {"x_values_to_focus_on": ["ant"]}}</tool_call>'
+    )
+    rows = build_split("test", 1, seed=0)
+    policy = ScriptedPolicy(tiny_processor.tokenizer, [[thought + chart], ["<answer>A</answer>"]])
+    (edited,) = rollout(
+        policy, tiny_processor, rows, [load_image(rows[0].image)], settings=SamplingSettings(max_turns=2)
+    )
+    turn = target_mask(edited, tiny_processor.tokenizer, "tool_call_turn")
+    assert tokenizer_decode(tiny_processor, edited.input_ids[turn]) == thought + chart
+    assert tokenizer_decode(
+        tiny_processor, edited.input_ids[target_mask(edited, tiny_processor.tokenizer, "tool_call")]
+    ) == chart
+
+
 BOX = re.compile(r'"bbox_2d": (\[[^\]]*\])')
 
 

@@ -143,6 +143,10 @@ def test_every_variant_an_rl_run_can_use_is_a_setting_it_runs_with():
         "arguments_regions": ("tool_call_arguments", "regions", "abs"),
         "arguments_blocks_positive": ("tool_call_arguments", "blocks", "positive"),
         "arguments_regions_positive": ("tool_call_arguments", "regions", "positive"),
+        "turn_blocks": ("tool_call_turn", "blocks", "abs"),
+        "turn_regions": ("tool_call_turn", "regions", "abs"),
+        "turn_blocks_positive": ("tool_call_turn", "blocks", "positive"),
+        "turn_regions_positive": ("tool_call_turn", "regions", "positive"),
     }
     assert set(RL_VARIANTS) == set(expected) and set(RL_VARIANTS) <= set(VARIANTS)
     for variant, (target, layout, token_scores) in expected.items():
@@ -151,6 +155,17 @@ def test_every_variant_an_rl_run_can_use_is_a_setting_it_runs_with():
         assert attribution.method == settings.attribution.method
         if layout == "regions":
             assert attribution.grid == (1, settings.task.n_bars)
+
+
+def test_edit_demonstrations_name_the_bar_in_a_thought_or_call_alone():
+    """With the thought the demonstration names the asked bar before its call; without, the turn is the call alone
+    (the same call), and the answer turn is the same."""
+    sample = make_sample("train", 3, CHART)
+    asked = sample.meta["target"]
+    with_thought, plain = edit_turns(sample), edit_turns(sample, thought=False)
+    assert with_thought[0].startswith(f'Focus on "{asked}".\n') and with_thought[0].endswith(plain[0])
+    assert plain[0].startswith("<tool_call>") and f'["{asked}"]' in plain[0]
+    assert plain[1] == with_thought[1]
 
 
 def test_the_misfocused_demonstrator_edits_another_bar_and_answers_what_it_shows():

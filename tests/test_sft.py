@@ -101,6 +101,10 @@ def test_edit_expert_masks_the_asked_bar_or_row_and_answers(tiny_processor):
         edited = trajectory.images[1]
         assert edited.size == images[trajectory.sample_index].size and edited != images[trajectory.sample_index]
         assert trajectory.final_answer == sample.answer
+    plain, _ = expert_trajectories(tiny_processor, charts, images, settings, kind="tool", edit_thought=False)
+    for with_thought, alone in zip(trajectories, plain, strict=True):
+        assert with_thought.turns[0].text.startswith("Focus on ") and alone.turns[0].text.startswith("<tool_call>")
+        assert alone.turns[0].call == with_thought.turns[0].call and alone.final_answer == with_thought.final_answer
 
 
 def test_direct_and_mixed_experts(tiny_processor, synthetic):

@@ -16,7 +16,9 @@ same trajectory) gets the same keys. A layout is a registered entry (`register_l
 
 Targets are registered entries too (`register_target` / `get_target`, read through `target_mask` and
 `target_turn`); built in: the final answer, every generated token, the tool calls, or only the values of the tool
-calls' arguments (`tool_call_arguments`: which bar or box the call chose, without its fixed format). Add either in
+calls' arguments (`tool_call_arguments`: which bar or box the call chose, without its fixed format), or every token of
+the turns that call a tool (`tool_call_turn`: the thought before the call too, where a model that writes `Focus on
+"ant".` first makes its choice; the call then copies it from the thought). Add either in
 any imported module, then name it in `model.init_args.attribution` (`layout: halves`, `target: first_turn`):
 
     @register_layout("halves")
@@ -312,6 +314,18 @@ def tool_call_arguments_mask(trajectory: Trajectory, tokenizer) -> Tensor:
             if values
             else _match_mask(trajectory, tokenizer, span, TOOL_CALL, group=0)
         )
+    return mask
+
+
+@register_target("tool_call_turn", turn=lambda t: _last_turn_with_text(t, "tool_call"))
+def tool_call_turn_mask(trajectory: Trajectory, tokenizer) -> Tensor:
+    """Every generated token of every turn whose action is a tool call: the thought before the call and the call.
+    Where a model names its choice in the thought (`Focus on "ant".`), the call's own tokens copy it from there, and
+    their attribution over the prompt's components misses the choice; empty when no turn called a tool."""
+    mask = torch.zeros_like(trajectory.policy_mask)
+    for turn, span in zip(trajectory.turns, turn_token_spans(trajectory), strict=True):
+        if turn.action == "tool_call" and span is not None:
+            mask[span[0] : span[1]] = True
     return mask
 
 

@@ -109,12 +109,15 @@ EDIT_EXPERT = "mask"
 read; `draw` and `highlight` leave the others visible)."""
 
 
-def edit_turns(sample: VQASample) -> list[str]:
+def edit_turns(sample: VQASample, thought: bool = True) -> list[str]:
     """The chart / table expert: turn 1 masks what `meta["focus"]` names (`{"x_values": ["owl"]}`; a table's row
-    first), turn 2 answers. The labels are quoted in the thought as in the call, so both spell them with the same
-    tokens."""
+    first), turn 2 answers. With `thought`, turn 1 first names the labels (`Focus on "owl".`, quoted as in the call,
+    so both spell them with the same tokens); without, it is the call alone, so the call's own tokens make the
+    choice (and an attribution of the call sees it)."""
     kind, labels = next(iter(sample.meta["focus"].items()))
     call = format_tool_call(tool_name(kind, EDIT_EXPERT), {f"{kind}_to_focus_on": list(labels)})
+    if not thought:
+        return [call, answer_turn(sample)]
     return [f"Focus on {', '.join(json.dumps(label) for label in labels)}.\n{call}", answer_turn(sample)]
 
 
@@ -192,12 +195,20 @@ def choose_kind(kind: str, sample: VQASample, epoch: int) -> str:
 
 
 def sample_turns(
-    processor, sample: VQASample, image, kind: str, margin: float = 0.25, epoch: int = 0, call_accuracy: float = 1.0
+    processor,
+    sample: VQASample,
+    image,
+    kind: str,
+    margin: float = 0.25,
+    epoch: int = 0,
+    call_accuracy: float = 1.0,
+    edit_thought: bool = True,
 ) -> tuple[list[str] | None, str | None]:
     """(turns, None) for one sample and expert kind ("tool" or "direct"), or (None, skip reason).
 
     Tool: the sample's own `meta["turns"]` (expert JSONL) when present; else an edit of what `meta["focus"]` names
-    (charts and tables; with `call_accuracy` < 1 a share of them edit another bar / row, see `demonstrated`); else
+    (charts and tables; with `call_accuracy` < 1 a share of them edit another bar / row, see `demonstrated`; without
+    `edit_thought` the call comes alone, see `edit_turns`); else
     a zoom on `meta["bbox"]` (visual search).
     """
     if kind == "direct":
@@ -205,7 +216,7 @@ def sample_turns(
     if sample.meta.get("turns"):
         return list(sample.meta["turns"]), None
     if "focus" in sample.meta:
-        return edit_turns(demonstrated(sample, epoch, call_accuracy)), None
+        return edit_turns(demonstrated(sample, epoch, call_accuracy), edit_thought), None
     if "bbox" not in sample.meta:
         return None, "no_expert"
     return expert_turns(sample, model_size_of(processor, image), image.size, margin), None
@@ -220,6 +231,7 @@ def expert_trajectories(
     margin: float = 0.25,
     epoch: int = 0,
     call_accuracy: float = 1.0,
+    edit_thought: bool = True,
 ) -> tuple[list[Trajectory], Counter]:
     """Expert trajectories of a batch, rolled out by the real agent loop; and the samples skipped, by reason.
 
@@ -228,7 +240,7 @@ def expert_trajectories(
     `sample_index` of each trajectory indexes `samples`. A trajectory whose tool call failed (e.g. a JSONL box
     outside the image) is dropped and counted as "expert_error". `call_accuracy` < 1 makes a demonstrator that
     reads what it edits but edits the asked bar / row only that often (`demonstrated`): a student that does not
-    know the right call.
+    know the right call. `edit_thought` False drops the edit demonstrations' thought (`edit_turns`).
     """
     if kind not in EXPERT_KINDS:
         raise ValueError(f"expert kind must be one of {EXPERT_KINDS}, got {kind!r}")
@@ -236,7 +248,7 @@ def expert_trajectories(
     groups: dict[str, list[tuple[int, list[str]]]] = {"tool": [], "direct": []}
     for index, (sample, image) in enumerate(zip(samples, images, strict=True)):
         chosen = choose_kind(kind, sample, epoch)
-        turns, reason = sample_turns(processor, sample, image, chosen, margin, epoch, call_accuracy)
+        turns, reason = sample_turns(processor, sample, image, chosen, margin, epoch, call_accuracy, edit_thought)
         if turns is not None and check_turns(turns, settings.max_turns):
             reason = "bad_turns"
         elif turns is not None and turn_tokens(processor.tokenizer, turns) > settings.max_new_tokens:

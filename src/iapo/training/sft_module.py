@@ -91,6 +91,8 @@ class SFTModule(PolicyModule):
         lr, weight_decay, warmup_steps: AdamW with linear warm-up, then constant.
         call_accuracy: share of chart / table demonstrations that edit the asked bar / row; the rest edit another
             and answer what it shows (`iapo.training.expert.demonstrated`): a cold start that does not know the call.
+        edit_thought: chart / table demonstrations name the labels in a thought before the call (`Focus on "ant".`);
+            False: the call alone (`iapo.training.expert.edit_turns`).
     """
 
     def __init__(
@@ -105,6 +107,7 @@ class SFTModule(PolicyModule):
         weight_decay: float = 0.0,
         warmup_steps: int = 0,
         call_accuracy: float = 1.0,
+        edit_thought: bool = True,
     ) -> None:
         super().__init__()
         if expert not in EXPERT_KINDS:
@@ -143,6 +146,7 @@ class SFTModule(PolicyModule):
             self.hparams.margin,
             epoch=self.current_epoch,
             call_accuracy=self.hparams.call_accuracy,
+            edit_thought=self.hparams.edit_thought,
         )
         skipped.update(batch["skipped"])
         self.log("sft/skipped", float(sum(skipped.values())), batch_size=1)

@@ -42,13 +42,20 @@ from iapo.training.rewards import RewardContext, build_rewards
 from iapo.training.step import StepSettings, collect
 
 
+VARIANT_TARGETS = {"arguments_": "tool_call_arguments", "turn_": "tool_call_turn"}
+"""A variant's name prefix → the attribution target it uses instead of the paper's whole call."""
+
+
 def variant_settings(settings, variant: str):
     """The attribution settings of a variant of `premise.VARIANTS`: the demo's (the paper's) with, for an
-    `arguments_` variant, the target `tool_call_arguments`; the layout replaced (`regions` cuts the image into one
-    column per bar: the bar the call should name is one cell); and, for a `_positive` variant,
-    `token_scores: positive`."""
-    target = "tool_call_arguments" if variant.startswith("arguments_") else settings.attribution.target
-    layout, _, scores = variant.removeprefix("arguments_").partition("_")
+    `arguments_` or `turn_` variant, the target `tool_call_arguments` or `tool_call_turn`; the layout replaced
+    (`regions` cuts the image into one column per bar: the bar the call should name is one cell); and, for a
+    `_positive` variant, `token_scores: positive`."""
+    target, layout = settings.attribution.target, variant
+    for prefix, prefixed_target in VARIANT_TARGETS.items():
+        if variant.startswith(prefix):
+            target, layout = prefixed_target, variant.removeprefix(prefix)
+    layout, _, scores = layout.partition("_")
     token_scores = "positive" if scores == "positive" else "abs"
     attribution = dataclasses.replace(settings.attribution, target=target, token_scores=token_scores)
     if layout == "regions":

@@ -36,12 +36,17 @@ VARIANTS = {
     "arguments_regions": "image regions and the question, attributing only the call's argument values",
     "arguments_blocks_positive": "the paper's blocks, only evidence for the call's argument values",
     "arguments_regions_positive": "image regions and the question, only evidence for the call's argument values",
+    "turn_blocks": "the paper's blocks, attributing the whole tool-call turn (the thought that names the bar too)",
+    "turn_regions": "image regions and the question, attributing the whole tool-call turn",
+    "turn_blocks_positive": "the paper's blocks, only evidence for the whole tool-call turn",
+    "turn_regions_positive": "image regions and the question, only evidence for the whole tool-call turn",
 }
 """The variants measured before RL (name → what it is): a layout; with `_positive` the attribution's `token_scores:
 positive` (a token scored by its support for the call, not by its magnitude, which a token that argues against the
 call has too); with `arguments_` the target `tool_call_arguments` (the tokens of the bar the call names) instead
-of the paper's whole call, of which about 25 tokens of fixed format are the same in a right and a wrong call.
-`blocks` is the paper's and the configuration default."""
+of the paper's whole call, of which about 25 tokens of fixed format are the same in a right and a wrong call; with
+`turn_` the target `tool_call_turn` (the thought before the call too: a model that writes `Focus on "ant".` chooses
+the bar there, and its call copies the choice from the thought, which no block holds). `blocks` is the paper's and the configuration default."""
 DEFAULT_VARIANT = "blocks"
 RL_VARIANTS = tuple(name for name in VARIANTS if name != "blocks_per_token")
 """The variants an RL run can use (`AttributionSettings.target`, `layout` and `token_scores`); per-token averaging

@@ -69,7 +69,8 @@ class DemoSettings:
     """Every stage's budget. One SFT run from the tiny spec saves the candidate cold starts (`candidate_steps`); its
     demonstrations edit the asked bar only `sft_call_accuracy` of the time (the rest edit another bar and answer
     what it shows), so the student learns to read what it edits but not to pick the asked bar (below chance, to
-    avoid it). The teacher is that run continued to `teacher_steps` on demonstrations that always edit the asked
+    avoid it); with `sft_thought` the edit demonstrations (the student's and the teacher's) name the bar in a thought
+    before the call (`Focus on "ant".`), without it they are the call alone. The teacher is that run continued to `teacher_steps` on demonstrations that always edit the asked
     bar (`teacher_expert`: tool demonstrations only, twice the calls per step of the mixed expert), its last
     `teacher_tail_steps` a second run at `teacher_tail_lr`: it knows the right call, which the premise stage
     measures. The regime stage samples `regime_prompts` × `group_size` trajectories of each candidate on *training*
@@ -94,6 +95,7 @@ class DemoSettings:
     sft_expert: str = "mixed"
     sft_warmup: int = 20
     sft_call_accuracy: float = 1.0
+    sft_thought: bool = True
     teacher_expert: str = "tool"
     candidate_steps: tuple[int, ...] = (150, 200, 250, 300)
     teacher_steps: int = 500

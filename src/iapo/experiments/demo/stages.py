@@ -92,6 +92,7 @@ def sft_module(settings, student: str, call_accuracy: float, expert: str, lr: fl
         lr=settings.sft_lr if lr is None else lr,
         warmup_steps=settings.sft_warmup,
         call_accuracy=call_accuracy,
+        edit_thought=settings.sft_thought,
     )
 
 
