@@ -179,14 +179,18 @@ def call_premises(settings, model: Path, prompts: int, seed: int = 0, offset: in
 
 
 def label_copy(settings, model_path: Path, samples: list) -> dict[str, float]:
-    """Teacher-forced on the right demonstrations (thought `Focus on "ant".`, then the call): how often the asked
-    label's first token is the likeliest of the chart's labels where the thought names it (`thought`) and where the
-    call does (`call`). Tells a model that cannot copy the label from the question apart from one that samples."""
+    """Teacher-forced on the right demonstrations (thought `Focus on "ant".`, then the call; the call alone without
+    `settings.sft_thought`): how often the asked label's first token is the likeliest of the chart's labels where
+    the thought names it (`thought`) and where the call does (`call`). Tells a model that cannot copy the label from
+    the question apart from one that samples."""
     model, processor = ModelSettings(name=str(model_path)).load(device="cpu")
     model.eval()
     tokenizer = processor.tokenizer
     images = [load_image(s.image) for s in samples]
-    trajectories, _ = expert_trajectories(processor, samples, images, settings.sampling, kind="tool")
+    trajectories, _ = expert_trajectories(
+        processor, samples, images, settings.sampling, kind="tool", edit_thought=settings.sft_thought
+    )
+    places = ("thought", "call") if settings.sft_thought else ("call",)
     hits: dict[str, list[bool]] = {"thought": [], "call": []}
     for trajectory in trajectories:
         sample = samples[trajectory.sample_index]
@@ -203,7 +207,7 @@ def label_copy(settings, model_path: Path, samples: list) -> dict[str, float]:
         named = [
             i for i, token in enumerate(trajectory.input_ids.tolist()) if trajectory.policy_mask[i] and token == asked
         ]
-        for place, position in zip(("thought", "call"), named, strict=False):
+        for place, position in zip(places, named, strict=False):
             scores = logits[position - 1]
             hits[place].append(max(first, key=lambda label: float(scores[first[label]])) == sample.meta["target"])
     return {place: sum(found) / len(found) for place, found in hits.items() if found}

@@ -1,7 +1,8 @@
 """Why the attribution term may not rank a group's samples as success does: the attribution of right against wrong
 calls, per component, for the student and for the teacher reading the student's call teacher-forced — with the
-whole call as the target (the paper's `tool_call`) and with only its argument values (`tool_call_arguments`: the
-label the call names, the one part of the call a right call and a wrong one differ in).
+whole call as the target (the paper's `tool_call`), with only its argument values (`tool_call_arguments`: the
+label the call names, the one part of the call a right call and a wrong one differ in) and with the whole turn that
+calls (`tool_call_turn`: the thought that names the bar before the call too).
 
 For each variant of `premise.RL_VARIANTS` (target, layout, and token scores whole or only in support of the call):
 the mean mass per component of right and of wrong calls on each side; the mean term
