@@ -353,9 +353,10 @@ def test_the_call_turn_target_is_every_token_of_the_turns_that_call(
     )
     turn = target_mask(edited, tiny_processor.tokenizer, "tool_call_turn")
     assert tokenizer_decode(tiny_processor, edited.input_ids[turn]) == thought + chart
-    assert tokenizer_decode(
-        tiny_processor, edited.input_ids[target_mask(edited, tiny_processor.tokenizer, "tool_call")]
-    ) == chart
+    assert (
+        tokenizer_decode(tiny_processor, edited.input_ids[target_mask(edited, tiny_processor.tokenizer, "tool_call")])
+        == chart
+    )
 
 
 BOX = re.compile(r'"bbox_2d": (\[[^\]]*\])')

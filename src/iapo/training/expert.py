@@ -208,8 +208,7 @@ def sample_turns(
 
     Tool: the sample's own `meta["turns"]` (expert JSONL) when present; else an edit of what `meta["focus"]` names
     (charts and tables; with `call_accuracy` < 1 a share of them edit another bar / row, see `demonstrated`; without
-    `edit_thought` the call comes alone, see `edit_turns`); else
-    a zoom on `meta["bbox"]` (visual search).
+    `edit_thought` the call comes alone, see `edit_turns`); else a zoom on `meta["bbox"]` (visual search).
     """
     if kind == "direct":
         return direct_turns(sample), None

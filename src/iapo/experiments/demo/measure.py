@@ -41,7 +41,6 @@ from iapo.training.expert import expert_trajectories
 from iapo.training.rewards import RewardContext, build_rewards
 from iapo.training.step import StepSettings, collect
 
-
 VARIANT_TARGETS = {"arguments_": "tool_call_arguments", "turn_": "tool_call_turn"}
 """A variant's name prefix → the attribution target it uses instead of the paper's whole call."""
 

@@ -46,7 +46,8 @@ positive` (a token scored by its support for the call, not by its magnitude, whi
 call has too); with `arguments_` the target `tool_call_arguments` (the tokens of the bar the call names) instead
 of the paper's whole call, of which about 25 tokens of fixed format are the same in a right and a wrong call; with
 `turn_` the target `tool_call_turn` (the thought before the call too: a model that writes `Focus on "ant".` chooses
-the bar there, and its call copies the choice from the thought, which no block holds). `blocks` is the paper's and the configuration default."""
+the bar there, and its call copies the choice from the thought, which no block holds). `blocks` is the paper's and
+the configuration default."""
 DEFAULT_VARIANT = "blocks"
 RL_VARIANTS = tuple(name for name in VARIANTS if name != "blocks_per_token")
 """The variants an RL run can use (`AttributionSettings.target`, `layout` and `token_scores`); per-token averaging

@@ -70,8 +70,9 @@ class DemoSettings:
     demonstrations edit the asked bar only `sft_call_accuracy` of the time (the rest edit another bar and answer
     what it shows), so the student learns to read what it edits but not to pick the asked bar (below chance, to
     avoid it); with `sft_thought` the edit demonstrations (the student's and the teacher's) name the bar in a thought
-    before the call (`Focus on "ant".`), without it they are the call alone. The teacher is that run continued to `teacher_steps` on demonstrations that always edit the asked
-    bar (`teacher_expert`: tool demonstrations only, twice the calls per step of the mixed expert), its last
+    before the call (`Focus on "ant".`), without it they are the call alone. The teacher is that run continued to
+    `teacher_steps` on demonstrations that always edit the asked bar (`teacher_expert`: tool demonstrations only,
+    twice the calls per step of the mixed expert), its last
     `teacher_tail_steps` a second run at `teacher_tail_lr`: it knows the right call, which the premise stage
     measures. The regime stage samples `regime_prompts` × `group_size` trajectories of each candidate on *training*
     prompts and keeps the one whose outcome reward is sparsest (most groups where every sample fails) among those
