@@ -67,12 +67,14 @@ def test_fast_paper_demo_reports_results_paired_differences_and_mechanism_diagno
     premises = data["premises"]
     for key in ("right_call_rate", "success_given_right_call", "success_given_wrong_call", "sampled_success"):
         assert set(premises[key]) == {"student", "teacher"}
-    assert set(premises["rank_correlation_with_success"]) == set(VARIANTS)
+    measured = set(data["settings"]["premise_variants"])  # the fast run: the paper's and one per other target
+    assert {"blocks", "arguments_blocks", "turn_blocks"} <= measured < set(VARIANTS)
+    assert set(premises["rank_correlation_with_success"]) == measured
     assert premises["chosen_layout"] in premises["rank_correlation_with_success"]
     assert len(premises["checks"]) == 7 and all(isinstance(c["met"], bool) for c in premises["checks"])
     # read again on the next training prompts with another seed before the layout is chosen
     second = premises["replication"]
-    assert second["seed"] == premises["seed"] + 1 and set(second["rank_correlation_with_success"]) == set(VARIANTS)
+    assert second["seed"] == premises["seed"] + 1 and set(second["rank_correlation_with_success"]) == measured
     assert second["prompts"][0] == data["premise"]["offset"] + premises["groups"]
     # the teacher ends with a run of its own at the lower lr, from the model saved before it
     assert (
@@ -82,7 +84,7 @@ def test_fast_paper_demo_reports_results_paired_differences_and_mechanism_diagno
     layout = data["premise"]["chosen_variant"]
     assert data["settings"]["attribution"]["layout"] == "blocks"  # the configuration default stays the paper's
     assert data["seeds"] == seeds and data["test_rows"] == data["settings"]["test_rows"]
-    assert layout in RL_VARIANTS
+    assert layout in RL_VARIANTS and layout in measured
     cold = data["cold_start_diagnostics"]
     assert set(COLD_START_KEYS) <= set(cold)
     assert any(key.startswith("attribution/teacher_mass/") for key in cold)
@@ -165,3 +167,11 @@ def test_an_output_folder_of_other_settings_is_refused(tmp_path):
     claim_outputs(settings)  # the same settings: its cached stages are this run's
     with pytest.raises(SystemExit, match="other settings"):
         claim_outputs(dataclasses.replace(settings, rl_steps=settings.rl_steps + 1))
+
+
+def test_the_preset_measures_every_premise_variant_and_a_wrong_name_is_refused():
+    assert demo_settings("charts").premise_variants == tuple(VARIANTS)
+    with pytest.raises(ValueError, match="unknown: \\['blocks_sum'\\]"):
+        demo_settings("charts", premise_variants=("blocks", "blocks_sum"))
+    with pytest.raises(ValueError, match="must include 'blocks'"):
+        demo_settings("charts", premise_variants=("regions",))

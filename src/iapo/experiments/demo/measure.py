@@ -25,6 +25,7 @@ from iapo.attribution.prefix import through_target_turn
 from iapo.attribution.score import attribution_distributions, has_target
 from iapo.data.sample import load_image
 from iapo.experiments.demo.premise import (
+    DEFAULT_VARIANT,
     VARIANTS,
     bootstrap_mean,
     call_outcomes,
@@ -92,11 +93,12 @@ def token_counts(trajectory) -> dict[str, int]:
 
 
 def variant_terms(settings, trajectories, samples, student, teacher) -> dict[str, dict]:
-    """Per layout variant: the attribution term of every trajectory (−KL, a trajectory without a call gets its
+    """Per variant of `settings.premise_variants` (in the order of `VARIANTS`: the summed blocks before their
+    per-token average): the attribution term of every trajectory (−KL, a trajectory without a call gets its
     group's mean, as the reward does) and the mean attribution mass per component of each side."""
     out = {}
     blocks = None
-    for variant in VARIANTS:
+    for variant in (name for name in VARIANTS if name in settings.premise_variants):
         if variant == "blocks_per_token":
             counts = [token_counts(t) for t in trajectories]
             sides = {side: [per_token(d, c) for d, c in zip(blocks[side], counts, strict=True)] for side in blocks}
@@ -226,7 +228,7 @@ def overlay_settings(config: Path | None):
 
 def main(argv: list[str] | None = None) -> dict:
     """`python -m iapo.experiments.demo.measure --student DIR --teacher DIR [--prompts 64] [--offset 24] [--seed 0]
-    [--replicate] [--copy] [--calls-only] [--config OVERLAY]`: the premise measurement of any two saved models on
+    [--replicate] [--copy] [--calls-only] [--config OVERLAY] [--variants blocks ...]`: the premise measurement of any two saved models on
     the paper miniature's training prompts (with `--copy`, also `label_copy`), printed as JSON."""
     import argparse
     import json
@@ -238,13 +240,17 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--offset", type=int, default=24, help="first training prompt (the regime uses 0..23)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--config", type=Path, help="another task overlay than configs/demo_charts.yaml (its task)")
+    parser.add_argument(
+        "--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS), help="the variants measured (blocks always)"
+    )
     parser.add_argument("--copy", action="store_true", help="also `label_copy` of both models on the same prompts")
     parser.add_argument("--calls-only", action="store_true", help="only `call_premises` of each model (no attribution)")
     parser.add_argument(
         "--replicate", action="store_true", help="also the next --prompts prompts with seed + 1; choose from both"
     )
     args = parser.parse_args(argv)
-    settings = overlay_settings(args.config)
+    variants = tuple(dict.fromkeys([DEFAULT_VARIANT, *args.variants]))
+    settings = dataclasses.replace(overlay_settings(args.config), premise_variants=variants)
     if args.calls_only:
         result = {
             side: call_premises(settings, path, args.prompts, args.seed, args.offset)

@@ -21,6 +21,7 @@ from iapo.config_files import config_dir, overlay_values
 from iapo.data.datamodule import DataSpec
 from iapo.data.synthetic import SyntheticConfig
 from iapo.data.synthetic_charts import SyntheticChartsConfig
+from iapo.experiments.demo.premise import DEFAULT_VARIANT, VARIANTS
 
 CONFIGS = config_dir()
 CHARTS_CONFIG = CONFIGS / "demo_charts.yaml"
@@ -80,7 +81,8 @@ class DemoSettings:
     `min_reading`, where a right call is defined); GRPO and IAPO then start from it with the same seeds, data order
     and budget. The premise stage (`iapo.experiments.demo.measure`) samples the chosen student and the teacher on
     twice `premise_prompts` other training prompts and chooses the attribution variant the RL runs use
-    (`iapo.experiments.demo.premise.choose_variant`). λ (`attribution_weight`) is None to set it from the cold
+    (`iapo.experiments.demo.premise.choose_variant`) among the `premise_variants` it measures (every one of
+    `premise.VARIANTS` by default; the paper's always). λ (`attribution_weight`) is None to set it from the cold
     start: the outcome's within-group spread over the attribution term's (`iapo.experiments.demo.regime.choose_weight`).
     """
 
@@ -97,6 +99,7 @@ class DemoSettings:
     sft_warmup: int = 20
     sft_call_accuracy: float = 1.0
     sft_thought: bool = True
+    sft_misfocus: str = "other"
     teacher_expert: str = "tool"
     candidate_steps: tuple[int, ...] = (150, 200, 250, 300)
     teacher_steps: int = 500
@@ -104,6 +107,7 @@ class DemoSettings:
     teacher_tail_lr: float = 3e-4
     regime_prompts: int = 24
     premise_prompts: int = 64
+    premise_variants: tuple[str, ...] = tuple(VARIANTS)
     min_accuracy: float = 0.1
     min_call_rate: float = 0.5
     min_reading: float = 0.8
@@ -123,6 +127,12 @@ class DemoSettings:
     def __post_init__(self) -> None:
         if self.setting not in SETTINGS:
             raise ValueError(f"setting must be one of {SETTINGS}, got {self.setting!r}")
+        unknown = sorted(set(self.premise_variants) - set(VARIANTS))
+        if unknown or DEFAULT_VARIANT not in self.premise_variants:
+            raise ValueError(
+                f"premise_variants must include {DEFAULT_VARIANT!r} (the paper's) and name only variants of "
+                f"{tuple(VARIANTS)}; unknown: {unknown}"
+            )
         if sorted(set(self.candidate_steps)) != list(self.candidate_steps) or not self.candidate_steps:
             raise ValueError(f"candidate_steps must be increasing, got {self.candidate_steps}")
         if self.teacher_steps - self.teacher_tail_steps <= self.candidate_steps[-1] or self.teacher_tail_steps < 0:
@@ -169,20 +179,23 @@ class DemoSettings:
 
     def fast(self) -> DemoSettings:
         """The CI-sized run: every stage on a tiny budget (two seeds, so the paired interval is computed); its models
-        barely learn, so only the report's structure means anything."""
+        barely learn, so only the report's structure means anything. Its premise stage measures the paper's layout
+        and one variant per other attribution target, not all of them."""
         return dataclasses.replace(
             self,
             seeds=(0, 1),
             sft_batch=8,
-            candidate_steps=(20, 40),
-            teacher_steps=60,
-            teacher_tail_steps=10,
+            candidate_steps=(10, 20),
+            teacher_steps=30,
+            teacher_tail_steps=5,
             regime_prompts=4,
             premise_prompts=4,
+            premise_variants=("blocks", "blocks_per_token", "arguments_blocks", "turn_blocks"),
             rl_steps=2,
+            rl_prompts=2,
             train_rows=256,
             rl_rows=64,
-            test_rows=16,
+            test_rows=8,
             picture_examples=1,
         )
 
