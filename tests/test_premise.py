@@ -28,7 +28,7 @@ from iapo.experiments.demo.premise import (
     within_group_rhos,
 )
 from iapo.experiments.demo.settings import demo_settings
-from iapo.training.expert import demonstrated, edit_turns, misfocused
+from iapo.training.expert import demonstrated, edit_turns, first_focused, misfocused
 
 CHART = SyntheticChartsConfig(
     kinds=("chart_v",), labels=("ant", "bee", "cat", "dog", "eel", "fox"), font_size=24, distinct_values=True
@@ -181,6 +181,19 @@ def test_the_misfocused_demonstrator_edits_another_bar_and_answers_what_it_shows
     samples = [make_sample("train", i, CHART) for i in range(200)]
     share = sum(demonstrated(s, 0, 0.25).answer == s.answer for s in samples) / len(samples)
     assert 0.15 < share < 0.35  # the asked bar about a quarter of the time (distinct values: no chance matches)
+
+
+def test_the_first_bar_demonstrator_edits_the_first_bar_drawn_whatever_the_question_asks():
+    samples = [make_sample("train", i, CHART) for i in range(200)]
+    for sample in samples:
+        (first, value), *_ = sample.meta["bars"]
+        moved = demonstrated(sample, 0, 0.0, misfocus="first")
+        assert moved.meta["focus"] == {"x_values": [first]} and moved.answer == value
+        assert (moved is sample) == (first == sample.meta["target"]) and first_focused(moved) is moved
+    right = sum(demonstrated(s, 0, 0.0, misfocus="first").answer == s.answer for s in samples) / len(samples)
+    assert 0.15 < right < 0.35  # right only where the asked bar is the first: 1 in 4 charts
+    with pytest.raises(ValueError, match="misfocus must be one of"):
+        demonstrated(samples[0], 0, 0.5, misfocus="last")
 
 
 def measured(**changes) -> dict:

@@ -121,31 +121,56 @@ def edit_turns(sample: VQASample, thought: bool = True) -> list[str]:
     return [f"Focus on {', '.join(json.dumps(label) for label in labels)}.\n{call}", answer_turn(sample)]
 
 
-def misfocused(sample: VQASample, pick: int) -> VQASample:
-    """The sample as a demonstrator that edits the wrong bar / row sees it: the focus moved from the asked label
-    (`meta["target"]`) to the `pick`-th other one (modulo their number), the answer that one's value (charts:
-    `meta["bars"]`; tables: `meta["table"]` at `meta["column"]`)."""
-    target = sample.meta["target"]
+def labels_and_answers(sample: VQASample) -> list[tuple[str, str]]:
+    """(label, answer) of every bar / row of a chart or table sample, in drawing order (charts: `meta["bars"]`;
+    tables: `meta["table"]` at `meta["column"]`)."""
     if "bars" in sample.meta:
-        others = [(label, value) for label, value in sample.meta["bars"] if label != target]
-    else:
-        header, *rows = sample.meta["table"]
-        column = header.index(sample.meta["column"])
-        others = [(row[0], row[column]) for row in rows if row[0] != target]
-    label, value = others[pick % len(others)]
+        return [(label, value) for label, value in sample.meta["bars"]]
+    header, *rows = sample.meta["table"]
+    column = header.index(sample.meta["column"])
+    return [(row[0], row[column]) for row in rows]
+
+
+def refocused(sample: VQASample, label: str, answer: str) -> VQASample:
+    """The sample as a demonstrator that edits the bar / row `label` sees it: the focus moved from the asked label
+    (`meta["target"]`) to `label`, the answer that one's value."""
+    target = sample.meta["target"]
     focus = {key: [label if name == target else name for name in names] for key, names in sample.meta["focus"].items()}
-    return dataclasses.replace(sample, answer=value, meta={**sample.meta, "focus": focus, "target": label})
+    return dataclasses.replace(sample, answer=answer, meta={**sample.meta, "focus": focus, "target": label})
 
 
-def demonstrated(sample: VQASample, epoch: int, call_accuracy: float) -> VQASample:
-    """The sample whose edit the demonstration makes: itself with probability `call_accuracy`, else `misfocused`
-    (drawn from the uid and the epoch, so a run's demonstrations are reproducible and change between epochs)."""
+def misfocused(sample: VQASample, pick: int) -> VQASample:
+    """The sample as a demonstrator that edits the wrong bar / row sees it: `refocused` on the `pick`-th other one
+    (modulo their number)."""
+    others = [(label, value) for label, value in labels_and_answers(sample) if label != sample.meta["target"]]
+    return refocused(sample, *others[pick % len(others)])
+
+
+def first_focused(sample: VQASample) -> VQASample:
+    """The sample as a demonstrator that edits the first bar / row drawn sees it, whatever the question asks:
+    `refocused` on it (the sample itself when it is the asked one)."""
+    label, answer = labels_and_answers(sample)[0]
+    return sample if label == sample.meta["target"] else refocused(sample, label, answer)
+
+
+MISFOCUS = ("other", "first")
+"""Which bar / row a demonstration that does not follow the question edits (`demonstrated`): `other`, one of the
+bars not asked (drawn per sample and epoch); `first`, the first one drawn, which is the asked one in 1 of n charts:
+a demonstrator whose call depends on where a bar is, not on the question."""
+
+
+def demonstrated(sample: VQASample, epoch: int, call_accuracy: float, misfocus: str = "other") -> VQASample:
+    """The sample whose edit the demonstration makes: itself with probability `call_accuracy`, else the one of the
+    `misfocus` rule (`misfocused`, or `first_focused`; drawn from the uid and the epoch, so a run's demonstrations
+    are reproducible and change between epochs)."""
+    if misfocus not in MISFOCUS:
+        raise ValueError(f"misfocus must be one of {MISFOCUS}, got {misfocus!r}")
     if call_accuracy >= 1 or "focus" not in sample.meta:
         return sample
     draw = zlib.crc32(f"{sample.uid}/{epoch}".encode())
     if (draw % 10_000) / 10_000 < call_accuracy:
         return sample
-    return misfocused(sample, draw // 10_000)
+    return first_focused(sample) if misfocus == "first" else misfocused(sample, draw // 10_000)
 
 
 def direct_turns(sample: VQASample) -> list[str]:
@@ -203,11 +228,13 @@ def sample_turns(
     epoch: int = 0,
     call_accuracy: float = 1.0,
     edit_thought: bool = True,
+    misfocus: str = "other",
 ) -> tuple[list[str] | None, str | None]:
     """(turns, None) for one sample and expert kind ("tool" or "direct"), or (None, skip reason).
 
     Tool: the sample's own `meta["turns"]` (expert JSONL) when present; else an edit of what `meta["focus"]` names
-    (charts and tables; with `call_accuracy` < 1 a share of them edit another bar / row, see `demonstrated`; without
+    (charts and tables; with `call_accuracy` < 1 a share of them edit the bar / row of the `misfocus` rule, see
+    `demonstrated`; without
     `edit_thought` the call comes alone, see `edit_turns`); else a zoom on `meta["bbox"]` (visual search).
     """
     if kind == "direct":
@@ -215,7 +242,7 @@ def sample_turns(
     if sample.meta.get("turns"):
         return list(sample.meta["turns"]), None
     if "focus" in sample.meta:
-        return edit_turns(demonstrated(sample, epoch, call_accuracy), edit_thought), None
+        return edit_turns(demonstrated(sample, epoch, call_accuracy, misfocus), edit_thought), None
     if "bbox" not in sample.meta:
         return None, "no_expert"
     return expert_turns(sample, model_size_of(processor, image), image.size, margin), None
@@ -231,6 +258,7 @@ def expert_trajectories(
     epoch: int = 0,
     call_accuracy: float = 1.0,
     edit_thought: bool = True,
+    misfocus: str = "other",
 ) -> tuple[list[Trajectory], Counter]:
     """Expert trajectories of a batch, rolled out by the real agent loop; and the samples skipped, by reason.
 
@@ -239,7 +267,7 @@ def expert_trajectories(
     `sample_index` of each trajectory indexes `samples`. A trajectory whose tool call failed (e.g. a JSONL box
     outside the image) is dropped and counted as "expert_error". `call_accuracy` < 1 makes a demonstrator that
     reads what it edits but edits the asked bar / row only that often (`demonstrated`): a student that does not
-    know the right call. `edit_thought` False drops the edit demonstrations' thought (`edit_turns`).
+    know the right call; `misfocus` says which bar / row the others edit. `edit_thought` False drops the edit demonstrations' thought (`edit_turns`).
     """
     if kind not in EXPERT_KINDS:
         raise ValueError(f"expert kind must be one of {EXPERT_KINDS}, got {kind!r}")
@@ -247,7 +275,9 @@ def expert_trajectories(
     groups: dict[str, list[tuple[int, list[str]]]] = {"tool": [], "direct": []}
     for index, (sample, image) in enumerate(zip(samples, images, strict=True)):
         chosen = choose_kind(kind, sample, epoch)
-        turns, reason = sample_turns(processor, sample, image, chosen, margin, epoch, call_accuracy, edit_thought)
+        turns, reason = sample_turns(
+            processor, sample, image, chosen, margin, epoch, call_accuracy, edit_thought, misfocus
+        )
         if turns is not None and check_turns(turns, settings.max_turns):
             reason = "bad_turns"
         elif turns is not None and turn_tokens(processor.tokenizer, turns) > settings.max_new_tokens:

@@ -36,7 +36,7 @@ from iapo.agent.trajectory import collate_trajectories, device_inputs
 from iapo.models.loader import ModelSettings, load_model
 from iapo.serialization import plain, write_directory_atomically
 from iapo.training import expert_jsonl  # noqa: F401  (registers the `expert_jsonl` data source)
-from iapo.training.expert import EXPERT_KINDS, expert_trajectories
+from iapo.training.expert import EXPERT_KINDS, MISFOCUS, expert_trajectories
 from iapo.training.guards import DEFAULT_MAX_ABS_WEIGHT, check_trainable_weights
 from iapo.training.policy_base import PolicyModule
 
@@ -91,6 +91,8 @@ class SFTModule(PolicyModule):
         lr, weight_decay, warmup_steps: AdamW with linear warm-up, then constant.
         call_accuracy: share of chart / table demonstrations that edit the asked bar / row; the rest edit another
             and answer what it shows (`iapo.training.expert.demonstrated`): a cold start that does not know the call.
+        misfocus: which bar / row those others are (`iapo.training.expert.MISFOCUS`): `other`, one not asked;
+            `first`, the first drawn (a call that depends on where a bar is, not on the question).
         edit_thought: chart / table demonstrations name the labels in a thought before the call (`Focus on "ant".`);
             False: the call alone (`iapo.training.expert.edit_turns`).
     """
@@ -108,10 +110,13 @@ class SFTModule(PolicyModule):
         warmup_steps: int = 0,
         call_accuracy: float = 1.0,
         edit_thought: bool = True,
+        misfocus: str = "other",
     ) -> None:
         super().__init__()
         if expert not in EXPERT_KINDS:
             raise ValueError(f"expert must be one of {EXPERT_KINDS}, got {expert!r}")
+        if misfocus not in MISFOCUS:
+            raise ValueError(f"misfocus must be one of {MISFOCUS}, got {misfocus!r}")
         if student is not None and student.lora is None and student.quantization != "none":
             raise ValueError("a full fine-tune cannot train 4-bit weights: add `student.lora` or use quantization none")
         self.save_hyperparameters()
@@ -147,6 +152,7 @@ class SFTModule(PolicyModule):
             epoch=self.current_epoch,
             call_accuracy=self.hparams.call_accuracy,
             edit_thought=self.hparams.edit_thought,
+            misfocus=self.hparams.misfocus,
         )
         skipped.update(batch["skipped"])
         self.log("sft/skipped", float(sum(skipped.values())), batch_size=1)

@@ -93,6 +93,7 @@ def sft_module(settings, student: str, call_accuracy: float, expert: str, lr: fl
         warmup_steps=settings.sft_warmup,
         call_accuracy=call_accuracy,
         edit_thought=settings.sft_thought,
+        misfocus=settings.sft_misfocus,
     )
 
 
@@ -108,8 +109,9 @@ def cold_start(settings) -> dict[str, Path]:
     last, tail = settings.candidate_steps[-1], settings.teacher_tail_steps
     say(
         f"cold start: SFT of tiny-student for {last} steps (the asked bar edited in {settings.sft_call_accuracy:.0%} "
-        f"of the demonstrations), saving at {list(settings.candidate_steps)}; the teacher {settings.teacher_steps - last} "
-        f"steps more, always the asked bar" + (f", the last {tail} at lr {settings.teacher_tail_lr:g}" if tail else "")
+        f"of the demonstrations, the {settings.sft_misfocus} bar in the rest), saving at "
+        f"{list(settings.candidate_steps)}; the teacher {settings.teacher_steps - last} steps more, always the asked bar"
+        + (f", the last {tail} at lr {settings.teacher_tail_lr:g}" if tail else "")
     )
     students = {n: paths[f"step-{n}"] for n in settings.candidate_steps}
     if not all((path / "config.json").is_file() for path in students.values()):
