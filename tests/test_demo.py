@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -175,3 +176,36 @@ def test_the_preset_measures_every_premise_variant_and_a_wrong_name_is_refused()
         demo_settings("charts", premise_variants=("blocks", "blocks_sum"))
     with pytest.raises(ValueError, match="must include 'blocks'"):
         demo_settings("charts", premise_variants=("regions",))
+    with pytest.raises(ValueError, match="teacher_call_accuracy must be in"):
+        demo_settings("charts", teacher_call_accuracy=1.5)
+
+
+def test_a_teacher_of_its_own_lineage_is_trained_from_the_spec_then_on_right_calls(tmp_path, monkeypatch):
+    from iapo.experiments.demo import stages
+
+    settings = dataclasses.replace(
+        demo_settings("charts", out=tmp_path).fast(),
+        candidate_steps=(1, 2),
+        teacher_steps=4,
+        teacher_tail_steps=1,
+        teacher_call_accuracy=0.1,
+        sft_batch=2,
+        train_rows=4,
+    )
+    runs = []
+    real_module = stages.sft_module
+
+    def recorded(settings, student, call_accuracy, expert, lr=None, misfocus=None):
+        runs.append((Path(student).name, call_accuracy, expert))
+        return real_module(settings, student, call_accuracy, expert, lr, misfocus)
+
+    monkeypatch.setattr(stages, "sft_module", recorded)
+    paths = stages.cold_start(settings)
+    assert runs == [
+        ("tiny-student", settings.sft_call_accuracy, "mixed"),  # the student's run, saved at 1 and 2
+        ("tiny-student", 0.1, "mixed"),  # the teacher's own lineage, as long as the student's
+        ("teacher-base", 1.0, "tool"),  # then trained on right calls
+        ("teacher-before-tail", 1.0, "tool"),  # and the tail at the lower lr
+    ]
+    assert all((path / "config.json").is_file() for path in paths.values())
+    assert stages.cold_start(settings) == paths and len(runs) == 4  # reused

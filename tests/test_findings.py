@@ -195,6 +195,9 @@ def test_the_reports_method_paragraphs_read_the_settings():
     text = regime_paragraph(settings, {"reason": "the only candidate"}, 0.7)
     assert "names the asked bar in 14% of the tool demonstrations" in text and "to 1450 steps" in text
     assert "first 24 training prompts, 4 samples each, at temperature 0.7" in text and "Chosen: the only" in text
+    assert "the teacher is that run trained on" in text
+    own = regime_paragraph(settings | {"teacher_call_accuracy": 0.1}, {"reason": "the only candidate"}, 0.7)
+    assert "the teacher is a run of its own as long (the asked bar named in 10% of the tool demonstrations)" in own
     first = {"offset": 24, "prompts": 64, "group_size": 4, "temperature": 0.7, "seed": 1}
     intro = premise_intro(first)
     assert "training prompts 24–87 (seed 1)" in intro and "4 samples each at temperature 0.7" in intro

@@ -182,13 +182,22 @@ def premise_intro(premise: dict) -> str:
     )
 
 
+def teacher_lineage(settings: dict) -> str:
+    """The run the teacher was trained on from: the student's, or one of its own (`teacher_call_accuracy`)."""
+    share = settings.get("teacher_call_accuracy")
+    if share is None:
+        return "that run"
+    return f"a run of its own as long (the asked bar named in {percent(share, 0)}% of the tool demonstrations)"
+
+
 def regime_paragraph(settings: dict, regime: dict, temperature: float) -> str:
     """How the cold starts and the teacher were trained and how the regime was chosen (from the run's settings)."""
     return (
         f"One SFT run of `tiny-student` ({settings['sft_expert']} expert trajectories whose edit names the asked bar "
         f"in {percent(settings['sft_call_accuracy'], 0)}% of the tool demonstrations, batch {settings['sft_batch']}, "
-        f"lr {settings['sft_lr']:g}) was saved at each candidate budget; the teacher is that run trained on to "
-        f"{settings['teacher_steps']} steps with {settings['teacher_expert']} demonstrations that always name it. "
+        f"lr {settings['sft_lr']:g}) was saved at each candidate budget; the teacher is {teacher_lineage(settings)} "
+        f"trained on to {settings['teacher_steps']} steps with {settings['teacher_expert']} demonstrations that always "
+        "name it. "
         f"Each candidate was sampled on the first {settings['regime_prompts']} training prompts, "
         f"{settings['group_size']} samples each, at temperature {temperature:g} (the RL settings). "
         f"Chosen: {regime['reason']}."

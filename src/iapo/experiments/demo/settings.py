@@ -73,7 +73,9 @@ class DemoSettings:
     avoid it); with `sft_thought` the edit demonstrations (the student's and the teacher's) name the bar in a thought
     before the call (`Focus on "ant".`), without it they are the call alone. The teacher is that run continued to
     `teacher_steps` on demonstrations that always edit the asked bar (`teacher_expert`: tool demonstrations only,
-    twice the calls per step of the mixed expert), its last
+    twice the calls per step of the mixed expert), or with `teacher_call_accuracy` a run of its own from the tiny
+    spec as long as the student's, on demonstrations that edit the asked bar that often (another bar in the rest),
+    trained on the same way; its last
     `teacher_tail_steps` a second run at `teacher_tail_lr`: it knows the right call, which the premise stage
     measures. The regime stage samples `regime_prompts` × `group_size` trajectories of each candidate on *training*
     prompts and keeps the one whose outcome reward is sparsest (most groups where every sample fails) among those
@@ -105,6 +107,7 @@ class DemoSettings:
     teacher_steps: int = 500
     teacher_tail_steps: int = 0
     teacher_tail_lr: float = 3e-4
+    teacher_call_accuracy: float | None = None
     regime_prompts: int = 24
     premise_prompts: int = 64
     premise_variants: tuple[str, ...] = tuple(VARIANTS)
@@ -127,6 +130,8 @@ class DemoSettings:
     def __post_init__(self) -> None:
         if self.setting not in SETTINGS:
             raise ValueError(f"setting must be one of {SETTINGS}, got {self.setting!r}")
+        if self.teacher_call_accuracy is not None and not 0 <= self.teacher_call_accuracy <= 1:
+            raise ValueError(f"teacher_call_accuracy must be in [0, 1] or None, got {self.teacher_call_accuracy}")
         unknown = sorted(set(self.premise_variants) - set(VARIANTS))
         if unknown or DEFAULT_VARIANT not in self.premise_variants:
             raise ValueError(

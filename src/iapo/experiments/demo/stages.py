@@ -81,8 +81,11 @@ def cold_start_paths(settings) -> dict[str, Path]:
     return {**{f"step-{n}": root / f"step-{n}" for n in settings.candidate_steps}, "teacher": root / "teacher"}
 
 
-def sft_module(settings, student: str, call_accuracy: float, expert: str, lr: float | None = None) -> SFTModule:
-    """SFT of `student` with the demo's settings (`lr` defaults to `settings.sft_lr`)."""
+def sft_module(
+    settings, student: str, call_accuracy: float, expert: str, lr: float | None = None, misfocus: str | None = None
+) -> SFTModule:
+    """SFT of `student` with the demo's settings (`lr` defaults to `settings.sft_lr`, `misfocus` to
+    `settings.sft_misfocus`)."""
     return SFTModule(
         student=ModelSettings(name=student),
         sampling=settings.sampling,
@@ -93,15 +96,16 @@ def sft_module(settings, student: str, call_accuracy: float, expert: str, lr: fl
         warmup_steps=settings.sft_warmup,
         call_accuracy=call_accuracy,
         edit_thought=settings.sft_thought,
-        misfocus=settings.sft_misfocus,
+        misfocus=settings.sft_misfocus if misfocus is None else misfocus,
     )
 
 
 def cold_start(settings) -> dict[str, Path]:
     """One SFT run from the tiny spec on demonstrations that edit the asked bar `sft_call_accuracy` of the time,
-    saved at each candidate budget; then the teacher: the last candidate trained on to `teacher_steps` on
-    demonstrations that always edit the asked bar, the last `teacher_tail_steps` of them a second run at
-    `teacher_tail_lr` (reused when all exist). Returns `cold_start_paths`."""
+    saved at each candidate budget; then the teacher: the last candidate (or, with `teacher_call_accuracy`, a run
+    of its own as long, on demonstrations that edit the asked bar that often and another bar in the rest) trained on
+    to `teacher_steps` on demonstrations that always edit the asked bar, the last `teacher_tail_steps` of them a
+    second run at `teacher_tail_lr` (each run reused when saved). Returns `cold_start_paths`."""
     paths = cold_start_paths(settings)
     if all((path / "config.json").is_file() for path in paths.values()):
         say(f"cold start: reusing {settings.out / 'sft'}")
@@ -112,6 +116,11 @@ def cold_start(settings) -> dict[str, Path]:
         f"of the demonstrations, the {settings.sft_misfocus} bar in the rest), saving at "
         f"{list(settings.candidate_steps)}; the teacher {settings.teacher_steps - last} steps more, always the asked bar"
         + (f", the last {tail} at lr {settings.teacher_tail_lr:g}" if tail else "")
+        + (
+            f", from a run of its own ({settings.teacher_call_accuracy:.0%} asked, another bar in the rest)"
+            if settings.teacher_call_accuracy is not None
+            else ""
+        )
     )
     students = {n: paths[f"step-{n}"] for n in settings.candidate_steps}
     if not all((path / "config.json").is_file() for path in students.values()):
@@ -121,21 +130,31 @@ def cold_start(settings) -> dict[str, Path]:
             sft_module(settings, "tiny-student", settings.sft_call_accuracy, settings.sft_expert),
             train_data(settings, settings.sft_batch, settings.train_rows),
         )
-    # The teacher's runs (name, source, steps, lr, seed), each reused when saved. Other seeds than the student's, so
-    # its steps are not a replay of the student's data order. The tail is a second run (a fresh optimizer with
-    # warm-up) at a lower lr: on the 4-bar task it consolidated the copy of the asked label (80.5% → 99.6% right
-    # calls) where more steps at the first lr made the reading after the edit collapse (docs/results.md).
+    # The teacher's runs (name, source, steps, lr, seed, share of right demonstrations, expert), each reused when
+    # saved. Other seeds than the student's, so its steps are not a replay of the student's data order. A lineage of
+    # its own: a student whose demonstrations ignore the question made a teacher that copies the asked label in 67-74%
+    # of its samples, one whose demonstrations avoid the asked bar in 100% (docs/results.md). The tail is a second
+    # run (a fresh optimizer with warm-up) at a lower lr: on the 4-bar task it consolidated the copy of the asked
+    # label (80.5% → 99.6% right calls) where more steps at the first lr made the reading after the edit collapse.
+    base, runs = students[last], []
+    if settings.teacher_call_accuracy is not None:
+        base = settings.out / "sft" / "teacher-base"
+        runs.append(
+            (base, "tiny-student", last, settings.sft_lr, 3, settings.teacher_call_accuracy, settings.sft_expert)
+        )
     before_tail = settings.out / "sft" / "teacher-before-tail" if tail else paths["teacher"]
-    runs = [(before_tail, students[last], settings.teacher_steps - last - tail, settings.sft_lr, 1)]
+    runs.append(
+        (before_tail, base, settings.teacher_steps - last - tail, settings.sft_lr, 1, 1.0, settings.teacher_expert)
+    )
     if tail:
-        runs.append((paths["teacher"], before_tail, tail, settings.teacher_tail_lr, 2))
-    for target, source, steps, lr, seed in runs:
+        runs.append((paths["teacher"], before_tail, tail, settings.teacher_tail_lr, 2, 1.0, settings.teacher_expert))
+    for target, source, steps, lr, seed, call_accuracy, expert in runs:
         if (target / "config.json").is_file():
             continue
         L.seed_everything(seed, verbose=False)
         run = trainer(steps, settings.out / "logs" / target.name, [SaveAtSteps({steps: target})], metric="sft/loss")
         run.fit(
-            sft_module(settings, str(source), 1.0, settings.teacher_expert, lr=lr),
+            sft_module(settings, str(source), call_accuracy, expert, lr=lr, misfocus="other"),
             train_data(settings, settings.sft_batch, settings.train_rows),
         )
     return paths
