@@ -19,9 +19,11 @@ from iapo.experiments.demo.premise import (
     VARIANTS,
     bootstrap_mean,
     call_outcomes,
+    call_place,
     choose_variant,
     group_shares,
     per_token,
+    place_outcomes,
     premise_checks,
     premise_verdict,
     right_call,
@@ -57,6 +59,24 @@ def test_a_right_call_names_exactly_the_asked_label():
     assert right_call(Called(mask(asked)), sample) is False  # a string, not a list of labels
     assert right_call(Called(None), sample) is None  # no tool call
     assert right_call(Called(None, mask([other]), mask([asked])), sample) is False  # the first call counts
+
+
+def test_where_a_call_points_tells_the_first_bar_from_the_question():
+    samples = [make_sample("train", i, CHART) for i in range(40)]
+    first_asked = next(s for s in samples if s.meta["target"] == s.meta["bars"][0][0])
+    later = next(s for s in samples if s.meta["target"] != s.meta["bars"][0][0])
+    first, asked = later.meta["bars"][0][0], later.meta["target"]
+    other = next(label for label, _ in later.meta["bars"] if label not in (first, asked))
+    assert call_place(Called(mask([first])), later) == "asked_later/first"
+    assert call_place(Called(mask([asked])), later) == "asked_later/asked"
+    assert call_place(Called(mask([other])), later) == "asked_later/other"
+    assert call_place(Called(None), later) == "asked_later/none"
+    assert call_place(Called(mask([first_asked.meta["target"]])), first_asked) == "asked_first/asked"
+    places = ["asked_later/first", "asked_first/asked", "asked_later/first"]
+    assert place_outcomes(places, [0, 1, 1]) == {
+        "asked_first/asked": {"n": 1, "success": 1.0},
+        "asked_later/first": {"n": 2, "success": 0.5},
+    }
 
 
 def test_success_given_a_right_or_wrong_call():

@@ -29,9 +29,11 @@ from iapo.experiments.demo.premise import (
     VARIANTS,
     bootstrap_mean,
     call_outcomes,
+    call_place,
     choose_variant,
     group_shares,
     per_token,
+    place_outcomes,
     right_call,
     within_group_rhos,
 )
@@ -171,12 +173,17 @@ def replicated_premise(settings, student: Path, teacher: Path, prompts: int, see
 
 
 def call_premises(settings, model: Path, prompts: int, seed: int = 0, offset: int = 0) -> dict:
-    """The call half of the premises of one model, without attribution (seconds, not minutes): `call_outcomes` and
-    `group_shares` of its samples on training prompts `offset` .. `offset + prompts`, as `measure_premise` counts."""
+    """The call half of the premises of one model, without attribution (seconds, not minutes): `call_outcomes`,
+    `group_shares` and, per `call_place`, `place_outcomes` of its samples on training prompts `offset` .. `offset + prompts`, as `measure_premise` counts."""
     samples = settings.build_split("train", offset + prompts)[offset:]
     trajectories, outcome, _ = sample_model(settings, model, samples, seed)
     calls = [right_call(t, samples[t.sample_index]) for t in trajectories]
-    return call_outcomes(calls, outcome.tolist()) | group_shares(outcome.tolist(), settings.group_size)
+    places = [call_place(t, samples[t.sample_index]) for t in trajectories]
+    return (
+        call_outcomes(calls, outcome.tolist())
+        | group_shares(outcome.tolist(), settings.group_size)
+        | {"places": place_outcomes(places, outcome.tolist())}
+    )
 
 
 def label_copy(settings, model_path: Path, samples: list) -> dict[str, float]:

@@ -68,6 +68,33 @@ def right_call(trajectory: Trajectory, sample: VQASample) -> bool | None:
     )
 
 
+def call_place(trajectory: Trajectory, sample: VQASample) -> str:
+    """Where a chart trajectory's first tool call points: `asked` (a right call), `first` (the first bar drawn, not
+    the asked one), `other` (anything else) or `none` (no call); prefixed by whether the asked bar is the first
+    drawn (`asked_first/…`, `asked_later/…`). Tells a call that follows a bar's place from one that follows the
+    question or avoids it."""
+    first = sample.meta["bars"][0][0]
+    case = "asked_first" if sample.meta["target"] == first else "asked_later"
+    right = right_call(trajectory, sample)
+    if right is None:
+        return f"{case}/none"
+    if right:
+        return f"{case}/asked"
+    call = next(turn.call for turn in trajectory.turns if turn.call is not None)
+    named = [value for values in call.arguments.values() if isinstance(values, list) for value in values]
+    return f"{case}/{'first' if named == [first] else 'other'}"
+
+
+def place_outcomes(places: Sequence[str], outcome: Sequence[float]) -> dict[str, dict[str, float]]:
+    """Per `call_place`: how many trajectories (`n`) and their mean outcome (`success`)."""
+    out: dict[str, dict[str, float]] = {}
+    for place, won in zip(places, outcome, strict=True):
+        entry = out.setdefault(place, {"n": 0, "success": 0.0})
+        entry["n"] += 1
+        entry["success"] += won
+    return {place: {"n": e["n"], "success": e["success"] / e["n"]} for place, e in sorted(out.items())}
+
+
 def call_outcomes(calls: Sequence[bool | None], outcome: Sequence[float]) -> dict[str, float]:
     """Does the call decide success? Over N trajectories: `call_rate` (any tool call), `right_call_rate` (right
     calls among all trajectories), `right_of_calls` (among calls), `success_given_right`, `success_given_wrong`
