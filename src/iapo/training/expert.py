@@ -267,7 +267,8 @@ def expert_trajectories(
     `sample_index` of each trajectory indexes `samples`. A trajectory whose tool call failed (e.g. a JSONL box
     outside the image) is dropped and counted as "expert_error". `call_accuracy` < 1 makes a demonstrator that
     reads what it edits but edits the asked bar / row only that often (`demonstrated`): a student that does not
-    know the right call; `misfocus` says which bar / row the others edit. `edit_thought` False drops the edit demonstrations' thought (`edit_turns`).
+    know the right call; `misfocus` says which bar / row the others edit. `edit_thought` False drops the edit
+    demonstrations' thought (`edit_turns`).
     """
     if kind not in EXPERT_KINDS:
         raise ValueError(f"expert kind must be one of {EXPERT_KINDS}, got {kind!r}")

@@ -174,7 +174,8 @@ def replicated_premise(settings, student: Path, teacher: Path, prompts: int, see
 
 def call_premises(settings, model: Path, prompts: int, seed: int = 0, offset: int = 0) -> dict:
     """The call half of the premises of one model, without attribution (seconds, not minutes): `call_outcomes`,
-    `group_shares` and, per `call_place`, `place_outcomes` of its samples on training prompts `offset` .. `offset + prompts`, as `measure_premise` counts."""
+    `group_shares` and, per `call_place`, `place_outcomes` (under `places`) of its samples on training prompts
+    `offset` .. `offset + prompts`, as `measure_premise` counts."""
     samples = settings.build_split("train", offset + prompts)[offset:]
     trajectories, outcome, _ = sample_model(settings, model, samples, seed)
     calls = [right_call(t, samples[t.sample_index]) for t in trajectories]
@@ -235,8 +236,9 @@ def overlay_settings(config: Path | None):
 
 def main(argv: list[str] | None = None) -> dict:
     """`python -m iapo.experiments.demo.measure --student DIR --teacher DIR [--prompts 64] [--offset 24] [--seed 0]
-    [--replicate] [--copy] [--calls-only] [--config OVERLAY] [--variants blocks ...]`: the premise measurement of any two saved models on
-    the paper miniature's training prompts (with `--copy`, also `label_copy`), printed as JSON."""
+    [--replicate] [--copy] [--calls-only] [--config OVERLAY] [--variants blocks ...]`: the premise measurement of
+    any two saved models on the paper miniature's training prompts (with `--copy`, also `label_copy`), printed as
+    JSON."""
     import argparse
     import json
 

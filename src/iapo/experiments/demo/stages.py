@@ -114,7 +114,8 @@ def cold_start(settings) -> dict[str, Path]:
     say(
         f"cold start: SFT of tiny-student for {last} steps (the asked bar edited in {settings.sft_call_accuracy:.0%} "
         f"of the demonstrations, the {settings.sft_misfocus} bar in the rest), saving at "
-        f"{list(settings.candidate_steps)}; the teacher {settings.teacher_steps - last} steps more, always the asked bar"
+        f"{list(settings.candidate_steps)}; the teacher {settings.teacher_steps - last} steps more, always the "
+        "asked bar"
         + (f", the last {tail} at lr {settings.teacher_tail_lr:g}" if tail else "")
         + (
             f", from a run of its own ({settings.teacher_call_accuracy:.0%} asked, another bar in the rest)"
