@@ -324,7 +324,7 @@ def test_distributions_without_a_tool_call_are_empty_and_the_rest_normalised(tin
     assert weights[0] == {} and weights[3] == {}
     for row in weights[1:3]:
         assert sum(row.values()) == pytest.approx(1.0) and "history" in row
-    assert "crop/1" not in weights[1] and "crop/1" in weights[2] and "crop/2" not in weights[2]
+    assert "tool/1" not in weights[1] and "tool/1" in weights[2] and "tool/2" not in weights[2]
     paper = AttributionSettings(
         method="integrated_gradients",
         target="tool_call",

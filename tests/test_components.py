@@ -147,12 +147,12 @@ def test_teacher_view_has_the_same_keys_and_other_token_counts(tiny_processor, t
         mine = trajectory_components(trajectory, 2, include_history=True, include_system=True)
         theirs = trajectory_components(view, 2, include_history=True, include_system=True)
         assert list(mine) == list(theirs)
-        assert [k for k in mine if k.startswith("crop/")] == [f"crop/{t}" for t in range(1, trajectory.num_images)]
+        assert [k for k in mine if k.startswith("tool/")] == [f"tool/{t}" for t in range(1, trajectory.num_images)]
         image_tokens = [int(theirs[k].sum()) for k in theirs if k.startswith("image/")]
         assert sum(image_tokens) == view.image_spans[0][1] - view.image_spans[0][0]
         assert sum(image_tokens) > sum(int(mine[k].sum()) for k in mine if k.startswith("image/"))
         for t, (start, end) in enumerate(view.image_spans[1:], start=1):
-            assert torch.equal(torch.nonzero(theirs[f"crop/{t}"]).flatten(), torch.arange(start, end))
+            assert torch.equal(torch.nonzero(theirs[f"tool/{t}"]).flatten(), torch.arange(start, end))
         decode = teacher_processor.tokenizer.decode
         assert decode(view.input_ids[view.policy_mask]) == "".join(turn.text for turn in trajectory.turns)
         assert decode(view.input_ids[theirs["question"]]) == tiny_processor.tokenizer.decode(
@@ -166,9 +166,9 @@ def test_components_of_a_trajectory(trajectories):
     _, trajectories = trajectories
     three = trajectories[2]
     components = trajectory_components(three, 2, grid=(2, 2), include_history=True)
-    assert sorted(components) == ["crop/1", "crop/2", "history", "image/r0c0", "image/r0c1", "image/r1c0"] + [
-        "image/r1c1",
-        "question",
+    assert sorted(components) == ["history", "image/r0c0", "image/r0c1", "image/r1c0", "image/r1c1", "question"] + [
+        "tool/1",
+        "tool/2",
     ]
     start, _ = final_turn_span(three.policy_mask)
     assert torch.equal(components["history"], three.policy_mask & (torch.arange(len(three.policy_mask)) < start))

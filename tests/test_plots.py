@@ -15,19 +15,19 @@ def test_region_heatmap_places_each_region():
 
 def test_figure_layout(tmp_path):
     images = [Image.new("RGB", (672, 448), "white"), Image.new("RGB", (96, 96), "gray")]
-    student = {"image/r0c0": 0.5, "crop/1": 0.3, "question": 0.2}
-    teacher = {"image/r2c2": 0.6, "crop/1": 0.4}
+    student = {"image/r0c0": 0.5, "tool/1": 0.3, "question": 0.2}
+    teacher = {"image/r2c2": 0.6, "tool/1": 0.4}
     figure = attribution_figure(images, student, teacher, grid=(3, 3), title="What pattern?")
     titles = [ax.get_title() for ax in figure.axes]
     assert titles[:4] == [
         "student: image regions",
-        "student: crop/1 = 0.30",
+        "student: tool/1 = 0.30",
         "teacher: image regions",
-        "teacher: crop/1 = 0.40",
+        "teacher: tool/1 = 0.40",
     ]
     bars = figure.axes[-1]
     assert bars.get_title() == "components" and len(figure.axes) == 5
-    assert [t.get_text() for t in bars.get_yticklabels()] == ["crop/1", "image/r0c0", "image/r2c2", "question"]
+    assert [t.get_text() for t in bars.get_yticklabels()] == ["image/r0c0", "image/r2c2", "question", "tool/1"]
     path = tmp_path / "attribution.png"
     figure.savefig(path, dpi=50)
     width, height = Image.open(path).size

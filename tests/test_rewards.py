@@ -73,8 +73,8 @@ def test_attribution_reward_is_one_minus_jsd(batch):
     scored = {
         **batch,
         "attributions": {
-            "student": [same, {"image/r0c0": 1.0}, {}, {"crop/1": 1.0}],
-            "teacher": [same, {"question": 1.0}, same, {"crop/1": 0.5, "question": 0.5}],
+            "student": [same, {"image/r0c0": 1.0}, {}, {"tool/1": 1.0}],
+            "teacher": [same, {"question": 1.0}, same, {"tool/1": 0.5, "question": 0.5}],
         },
     }
     trajectories = [make_trajectory("B") for _ in range(4)]

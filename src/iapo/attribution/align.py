@@ -1,6 +1,6 @@
 """Compare two attribution distributions over the same named components (student vs teacher), and IAPO's reward term.
 
-Attribution scores arrive as {component key: non-negative score} per model (keys such as `image/r0c1`, `crop/1`,
+Attribution scores arrive as {component key: non-negative score} per model (keys such as `image/r0c1`, `tool/1`,
 `question`, or the blocks `P`/`R`/`I`/`T`). `align_distributions` puts both on the union of keys in sorted order and
 normalises each to a distribution; `jsd` (base 2, in [0, 1]), `cosine_distance` (in [0, 1]) or `kl` (student ‖
 teacher, nats, additively smoothed so an empty component cannot make it infinite) then measure how far apart they

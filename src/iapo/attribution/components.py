@@ -5,7 +5,7 @@ same trajectory) gets the same keys. A layout is a registered entry (`register_l
 
 `regions` (`trajectory_components`):
 - `image/r{i}c{j}`: the original image cut into an R×C grid; each visual token of image 0 belongs to exactly one cell;
-- `crop/{t}`: the visual tokens of the t-th tool-returned image (t = 1, 2, ...);
+- `tool/{t}`: the visual tokens of the t-th tool-returned image (t = 1, 2, ...);
 - `question`: the question and options text;
 - `history` (optional): the policy's own tokens before the final turn;
 - `system` (optional): the system turn.
@@ -170,7 +170,7 @@ def trajectory_components(
 ) -> dict[str, Tensor]:
     """Semantic components of a trajectory as disjoint masks [T] over its tokens.
 
-    Keys: `image/r{i}c{j}` for the `grid` (R, C) cells of the original image, `crop/{t}` for each tool-returned
+    Keys: `image/r{i}c{j}` for the `grid` (R, C) cells of the original image, `tool/{t}` for each tool-returned
     image (t from 1), `question`, and optionally `history` (policy tokens before the final turn; empty for a
     one-turn trajectory) and `system` (tokens before the prompt's second `<|im_start|>`, which opens the user turn).
     """
@@ -180,7 +180,7 @@ def trajectory_components(
         trajectory.image_spans[0], trajectory.image_grid_thw[0], merge_size, rows, cols, length
     )
     for t, (start, end) in enumerate(trajectory.image_spans[1:], start=1):
-        components[f"crop/{t}"] = _span_mask(start, end, length)
+        components[f"tool/{t}"] = _span_mask(start, end, length)
     components["question"] = _span_mask(*trajectory.question_span, length)
     if include_history:
         final_start, _ = final_turn_span(trajectory.policy_mask)

@@ -75,7 +75,7 @@ def attribution_figure(
         ax.set_title(f"{name}: image regions")
         for t, crop in enumerate(crops, start=1):
             axes[row, t].imshow(crop)
-            axes[row, t].set_title(f"{name}: crop/{t} = {weights.get(f'crop/{t}', 0.0):.2f}")
+            axes[row, t].set_title(f"{name}: tool/{t} = {weights.get(f'tool/{t}', 0.0):.2f}")
         for ax in axes[row, : columns - 1]:
             ax.axis("off")
     keys = sorted(set(student) | set(teacher))
