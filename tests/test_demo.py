@@ -40,8 +40,11 @@ TRAINING_KEYS = (
 def test_fast_paper_demo_reports_results_paired_differences_and_mechanism_diagnostics(tmp_path, capfd):
     out = tmp_path / "demo"
     report = main(["--fast", "--out", str(out), "--workers", "2"])
-    progress = [line for line in capfd.readouterr().err.splitlines() if line.startswith("[fit] step")]
+    err = capfd.readouterr().err.splitlines()
+    progress = [line for line in err if line.startswith("[fit] step")]
     assert any("sft/loss" in line for line in progress)  # the cold start reports progress, to a file too
+    premise_progress = [line for line in err if line.startswith("[premise] variant")]
+    assert len(premise_progress) == 2 * len(demo_settings("charts").fast().premise_variants)  # two prompt sets
     data = json.loads((out / "report.json").read_text())
     rows = {(row["model"], row["tools"]): row["results"] for row in data["rows"]}
     assert set(rows) == {(m, t) for m in (STUDENT, TEACHER, GRPO, IAPO) for t in (True, False)}
@@ -209,3 +212,18 @@ def test_a_teacher_of_its_own_lineage_is_trained_from_the_spec_then_on_right_cal
     ]
     assert all((path / "config.json").is_file() for path in paths.values())
     assert stages.cold_start(settings) == paths and len(runs) == 4  # reused
+
+
+def test_a_task_overlay_sets_the_task_of_the_premise_and_optimisability_measurements(tmp_path):
+    from iapo.experiments.demo.measure import overlay_settings
+    from iapo.experiments.demo.settings import CHARTS_CONFIG
+
+    text = CHARTS_CONFIG.read_text().replace("n_bars: 4", "n_bars: 6").replace("fox]", "fox, hen]")
+    overlay = tmp_path / "six_bars.yaml"
+    overlay.write_text(text.replace('"50"]', '"50", "60", "70"]'))
+    settings = overlay_settings(overlay)
+    assert settings.task.n_bars == 6 and settings.task.labels[-1] == "hen" and settings.task.values[-1] == "70"
+    assert settings.sampling == demo_settings("charts").sampling  # the overlay's sampling, the same here
+    overlay.write_text(text.replace("n_bars: 6", "n_bar: 6"))
+    with pytest.raises(ValueError, match="six_bars.yaml: Group 'data.synthetic_charts' does not accept option 'n_bar'"):
+        overlay_settings(overlay)

@@ -30,12 +30,15 @@ def config_file(name: str) -> Path:
 def overlay_values(path: Path, fields: dict[str, type]) -> dict[str, object]:
     """The values of a CLI overlay at dotted keys (`{"data.synthetic_charts": SyntheticChartsConfig}`), parsed and
     instantiated by jsonargparse as `src/cli.py` parses them, so code that needs a config's task trains on what the
-    CLI would."""
+    CLI would. A key the type does not have, or a value of the wrong type, raises `ValueError` naming the file and
+    the dotted key."""
+    import argparse
+
     import yaml
     from jsonargparse import ArgumentParser
 
     config = yaml.safe_load(path.read_text())
-    parser = ArgumentParser()
+    parser = ArgumentParser(exit_on_error=False)
     block = {}
     for number, (key, kind) in enumerate(fields.items()):
         node = config
@@ -45,5 +48,11 @@ def overlay_values(path: Path, fields: dict[str, type]) -> dict[str, object]:
             node = node[part]
         parser.add_argument(f"--field{number}", type=kind)
         block[f"field{number}"] = node
-    parsed = parser.instantiate(parser.parse_object(block))
+    try:
+        parsed = parser.instantiate(parser.parse_object(block))
+    except argparse.ArgumentError as error:
+        message = str(error)
+        for number, key in enumerate(fields):
+            message = message.replace(f"field{number}", key)
+        raise ValueError(f"{path}: {message}") from None
     return {key: parsed[f"field{number}"] for number, key in enumerate(fields)}

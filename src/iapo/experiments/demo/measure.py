@@ -15,6 +15,8 @@ Test prompts are never read here.
 from __future__ import annotations
 
 import dataclasses
+import sys
+import time
 from pathlib import Path
 
 import torch
@@ -66,6 +68,13 @@ def variant_settings(settings, variant: str):
     return dataclasses.replace(attribution, layout="blocks")
 
 
+def progress(message: str, started: float | None = None) -> None:
+    """One line per step of a premise measurement (minutes long), with the seconds since `started`; on stderr, as
+    stdout carries the JSON of `main`."""
+    elapsed = "" if started is None else f" ({time.monotonic() - started:.0f} s in)"
+    print(f"[premise] {message}{elapsed}", file=sys.stderr, flush=True)
+
+
 def sample_model(settings, model_path: Path, samples: list, seed: int) -> tuple[list, torch.Tensor, tuple]:
     """(trajectories, outcome, (model, processor)) of one model on `samples`, G each, at the RL sampling settings,
     batch by batch."""
@@ -100,7 +109,9 @@ def variant_terms(settings, trajectories, samples, student, teacher) -> dict[str
     group's mean, as the reward does) and the mean attribution mass per component of each side."""
     out = {}
     blocks = None
-    for variant in (name for name in VARIANTS if name in settings.premise_variants):
+    measured, started = [name for name in VARIANTS if name in settings.premise_variants], time.monotonic()
+    for number, variant in enumerate(measured, 1):
+        progress(f"variant {number}/{len(measured)} {variant}: {len(trajectories)} trajectories", started)
         if variant == "blocks_per_token":
             counts = [token_counts(t) for t in trajectories]
             sides = {side: [per_token(d, c) for d, c in zip(blocks[side], counts, strict=True)] for side in blocks}
@@ -127,6 +138,7 @@ def variant_terms(settings, trajectories, samples, student, teacher) -> dict[str
 def measure_premise(settings, student: Path, teacher: Path, prompts: int, seed: int = 0, offset: int = 0) -> dict:
     """The premise numbers of `student` (and `teacher`) on training prompts `offset` .. `offset + prompts`."""
     samples = settings.build_split("train", offset + prompts)[offset:]
+    progress(f"training prompts {offset}..{offset + prompts - 1}, seed {seed}: sampling the teacher and the student")
     teacher_trajectories, teacher_outcome, teacher_pair = sample_model(settings, teacher, samples, seed)
     trajectories, outcome, student_pair = sample_model(settings, student, samples, seed)
     teacher_calls = [right_call(t, samples[t.sample_index]) for t in teacher_trajectories]

@@ -8,6 +8,7 @@ sampled accuracy and the term's within-group rank correlation with the outcome.
 
     python -m iapo.experiments.demo.optimise --student DIR --teacher DIR --out DIR --steps 48 --prompts 2 \
         [--variant arguments_regions]      # the attribution variant (`premise.RL_VARIANTS`; default the paper's)
+        [--config OVERLAY]                 # another task overlay than configs/demo_charts.yaml (its task)
 """
 
 from __future__ import annotations
@@ -64,9 +65,8 @@ def run(settings, name: str, student: Path, teacher: Path, out: Path, seed: int 
 def main(argv: list[str] | None = None) -> dict:
     import argparse
 
-    from iapo.experiments.demo.measure import variant_settings
+    from iapo.experiments.demo.measure import overlay_settings, variant_settings
     from iapo.experiments.demo.premise import DEFAULT_VARIANT, RL_VARIANTS
-    from iapo.experiments.demo.settings import demo_settings
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--student", type=Path, required=True)
@@ -76,9 +76,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--prompts", type=int, default=2)
     parser.add_argument("--runs", nargs="+", default=list(REWARDS), choices=list(REWARDS))
     parser.add_argument("--variant", default=DEFAULT_VARIANT, choices=RL_VARIANTS)
+    parser.add_argument("--config", type=Path, help="another task overlay than configs/demo_charts.yaml (its task)")
     args = parser.parse_args(argv)
     settings = dataclasses.replace(
-        demo_settings("charts"), rl_steps=args.steps, rl_prompts=args.prompts, rl_mini_batch=args.prompts * 4
+        overlay_settings(args.config), rl_steps=args.steps, rl_prompts=args.prompts, rl_mini_batch=args.prompts * 4
     )
     settings = dataclasses.replace(settings, attribution=variant_settings(settings, args.variant))
     result = {name: run(settings, name, args.student, args.teacher, args.out) for name in args.runs}
