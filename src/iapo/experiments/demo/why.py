@@ -16,11 +16,12 @@ regions layout, the mass on the asked bar's image column and on the named bar's.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from iapo.attribution.align import attribution_terms
 from iapo.attribution.score import attribution_distributions
-from iapo.experiments.demo.measure import overlay_settings, sample_model, variant_settings
+from iapo.experiments.demo.measure import overlay_settings, progress, sample_model, variant_settings
 from iapo.experiments.demo.premise import RL_VARIANTS, bootstrap_mean, right_call, within_group_rhos
 from iapo.models.loader import ModelSettings
 
@@ -66,13 +67,16 @@ def compare(terms: list[float], calls: list, outcome: list[float], group_size: i
 
 def explain(settings, student: Path, teacher: Path, prompts: int, seed: int = 0, offset: int = 24) -> dict:
     samples = settings.build_split("train", offset + prompts)[offset:]
+    progress(f"training prompts {offset}..{offset + prompts - 1}, seed {seed}: sampling the student")
     trajectories, outcome, student_pair = sample_model(settings, student, samples, seed)
     teacher_pair = ModelSettings(name=str(teacher)).load(device="cpu")
     teacher_pair[0].eval()
     calls = [right_call(t, samples[t.sample_index]) for t in trajectories]
     right, wrong = [c is True for c in calls], [c is False for c in calls]
     out = {"prompts": prompts, "offset": offset, "seed": seed, "right_calls": sum(right), "wrong_calls": sum(wrong)}
-    for variant in RL_VARIANTS:
+    started = time.monotonic()
+    for number, variant in enumerate(RL_VARIANTS, 1):
+        progress(f"variant {number}/{len(RL_VARIANTS)} {variant}: {len(trajectories)} trajectories", started)
         attribution = variant_settings(settings, variant)
         sides = {
             "student": attribution_distributions(*student_pair, trajectories, samples, attribution),
