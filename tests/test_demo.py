@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from iapo.experiments.demo import GRPO, IAPO, STUDENT, TEACHER, demo_settings, main
-from iapo.experiments.demo.premise import RL_VARIANTS, VARIANTS
+from iapo.experiments.demo.premise import PRESET_VARIANTS, RL_VARIANTS, VARIANTS
 from iapo.experiments.demo.regime import choose_candidate, choose_weight, group_shares, within_group_spread
 from iapo.experiments.demo.run import claim_outputs
 from iapo.experiments.demo.stats import paired_difference, t_quantile
@@ -173,8 +173,10 @@ def test_an_output_folder_of_other_settings_is_refused(tmp_path):
         claim_outputs(dataclasses.replace(settings, rl_steps=settings.rl_steps + 1))
 
 
-def test_the_preset_measures_every_premise_variant_and_a_wrong_name_is_refused():
-    assert demo_settings("charts").premise_variants == tuple(VARIANTS)
+def test_the_preset_measures_every_premise_variant_but_occlusion_and_a_wrong_name_is_refused():
+    assert demo_settings("charts").premise_variants == PRESET_VARIANTS
+    assert set(VARIANTS) - set(PRESET_VARIANTS) == {"occlusion_blocks", "occlusion_regions"}  # on request
+    assert demo_settings("charts", premise_variants=tuple(VARIANTS)).premise_variants == tuple(VARIANTS)
     with pytest.raises(ValueError, match="unknown: \\['blocks_sum'\\]"):
         demo_settings("charts", premise_variants=("blocks", "blocks_sum"))
     with pytest.raises(ValueError, match="must include 'blocks'"):

@@ -151,7 +151,7 @@ def test_the_layout_rule_needs_the_bound_above_zero_on_every_prompt_set():
 
 
 def test_every_variant_an_rl_run_can_use_is_a_setting_it_runs_with():
-    """A variant's name says its target, layout and token scores; the regions cut the chart into one column per
+    """A variant's name says its method, target, layout and token scores; the regions cut the chart into one column per
     bar."""
     settings = demo_settings("charts")
     expected = {
@@ -167,12 +167,15 @@ def test_every_variant_an_rl_run_can_use_is_a_setting_it_runs_with():
         "turn_regions": ("tool_call_turn", "regions", "abs"),
         "turn_blocks_positive": ("tool_call_turn", "blocks", "positive"),
         "turn_regions_positive": ("tool_call_turn", "regions", "positive"),
+        "occlusion_blocks": ("tool_call", "blocks", "abs"),
+        "occlusion_regions": ("tool_call", "regions", "abs"),
     }
     assert set(RL_VARIANTS) == set(expected) and set(RL_VARIANTS) <= set(VARIANTS)
     for variant, (target, layout, token_scores) in expected.items():
         attribution = variant_settings(settings, variant)
         assert (attribution.target, attribution.layout, attribution.token_scores) == (target, layout, token_scores)
-        assert attribution.method == settings.attribution.method
+        method = "occlusion" if variant.startswith("occlusion_") else settings.attribution.method
+        assert attribution.method == method
         if layout == "regions":
             assert attribution.grid == (1, settings.task.n_bars)
 

@@ -52,16 +52,17 @@ VARIANT_TARGETS = {"arguments_": "tool_call_arguments", "turn_": "tool_call_turn
 
 def variant_settings(settings, variant: str):
     """The attribution settings of a variant of `premise.VARIANTS`: the demo's (the paper's) with, for an
-    `arguments_` or `turn_` variant, the target `tool_call_arguments` or `tool_call_turn`; the layout replaced
-    (`regions` cuts the image into one column per bar: the bar the call should name is one cell); and, for a
-    `_positive` variant, `token_scores: positive`."""
-    target, layout = settings.attribution.target, variant
+    `occlusion_` variant, the method `occlusion`; for an `arguments_` or `turn_` variant, the target
+    `tool_call_arguments` or `tool_call_turn`; the layout replaced (`regions` cuts the image into one column per bar:
+    the bar the call should name is one cell); and, for a `_positive` variant, `token_scores: positive`."""
+    method = "occlusion" if variant.startswith("occlusion_") else settings.attribution.method
+    target, layout = settings.attribution.target, variant.removeprefix("occlusion_")
     for prefix, prefixed_target in VARIANT_TARGETS.items():
-        if variant.startswith(prefix):
-            target, layout = prefixed_target, variant.removeprefix(prefix)
+        if layout.startswith(prefix):
+            target, layout = prefixed_target, layout.removeprefix(prefix)
     layout, _, scores = layout.partition("_")
     token_scores = "positive" if scores == "positive" else "abs"
-    attribution = dataclasses.replace(settings.attribution, target=target, token_scores=token_scores)
+    attribution = dataclasses.replace(settings.attribution, method=method, target=target, token_scores=token_scores)
     if layout == "regions":
         columns = getattr(settings.task, "n_bars", 3)
         return dataclasses.replace(attribution, layout="regions", grid=(1, columns))

@@ -40,15 +40,25 @@ VARIANTS = {
     "turn_regions": "image regions and the question, attributing the whole tool-call turn",
     "turn_blocks_positive": "the paper's blocks, only evidence for the whole tool-call turn",
     "turn_regions_positive": "image regions and the question, only evidence for the whole tool-call turn",
+    "occlusion_blocks": "the paper's blocks, each scored by how much the call's log-probability drops without it",
+    "occlusion_regions": "image regions and the question, each scored by the call's drop without it (occlusion)",
 }
 """The variants measured before RL (name → what it is): a layout; with `_positive` the attribution's `token_scores:
 positive` (a token scored by its support for the call, not by its magnitude, which a token that argues against the
 call has too); with `arguments_` the target `tool_call_arguments` (the tokens of the bar the call names) instead
 of the paper's whole call, of which about 25 tokens of fixed format are the same in a right and a wrong call; with
 `turn_` the target `tool_call_turn` (the thought before the call too: a model that writes `Focus on "ant".` chooses
-the bar there, and its call copies the choice from the thought, which no block holds). `blocks` is the paper's and
-the configuration default."""
+the bar there, and its call copies the choice from the thought, which no block holds); with `occlusion_` the method
+`occlusion` instead of integrated gradients (a component's score is the drop of the call's log-probability when its
+embeddings are replaced by the baseline: whether the call depends on it, not a gradient's local account of it).
+`blocks` is the paper's and the configuration default."""
 DEFAULT_VARIANT = "blocks"
+PRESET_VARIANTS = tuple(name for name in VARIANTS if not name.startswith("occlusion_"))
+"""The variants `make demo`'s premise stage measures unless told otherwise: every one but the occlusion variants,
+which are measured on request (`measure --variants occlusion_blocks occlusion_regions`,
+`DemoSettings.premise_variants`) until an RL run with occlusion has been measured: on the preset's own pair the rule
+would choose `occlusion_regions` (docs/results.md), and the showcase's committed numbers are those of the paper's
+blocks."""
 RL_VARIANTS = tuple(name for name in VARIANTS if name != "blocks_per_token")
 """The variants an RL run can use (`AttributionSettings.target`, `layout` and `token_scores`); per-token averaging
 is measured here only."""

@@ -21,7 +21,7 @@ from iapo.config_files import config_dir, overlay_values
 from iapo.data.datamodule import DataSpec
 from iapo.data.synthetic import SyntheticConfig
 from iapo.data.synthetic_charts import SyntheticChartsConfig
-from iapo.experiments.demo.premise import DEFAULT_VARIANT, VARIANTS
+from iapo.experiments.demo.premise import DEFAULT_VARIANT, PRESET_VARIANTS, VARIANTS
 
 CONFIGS = config_dir()
 CHARTS_CONFIG = CONFIGS / "demo_charts.yaml"
@@ -83,9 +83,10 @@ class DemoSettings:
     `min_reading`, where a right call is defined); GRPO and IAPO then start from it with the same seeds, data order
     and budget. The premise stage (`iapo.experiments.demo.measure`) samples the chosen student and the teacher on
     twice `premise_prompts` other training prompts and chooses the attribution variant the RL runs use
-    (`iapo.experiments.demo.premise.choose_variant`) among the `premise_variants` it measures (every one of
-    `premise.VARIANTS` by default; the paper's always). λ (`attribution_weight`) is None to set it from the cold
-    start: the outcome's within-group spread over the attribution term's (`iapo.experiments.demo.regime.choose_weight`).
+    (`iapo.experiments.demo.premise.choose_variant`) among the `premise_variants` it measures
+    (`premise.PRESET_VARIANTS` by default: all but the occlusion variants; the paper's always). λ
+    (`attribution_weight`) is None to set it from the cold start: the outcome's within-group spread over the
+    attribution term's (`iapo.experiments.demo.regime.choose_weight`).
     """
 
     setting: str
@@ -110,7 +111,7 @@ class DemoSettings:
     teacher_call_accuracy: float | None = None
     regime_prompts: int = 24
     premise_prompts: int = 64
-    premise_variants: tuple[str, ...] = tuple(VARIANTS)
+    premise_variants: tuple[str, ...] = PRESET_VARIANTS
     min_accuracy: float = 0.1
     min_call_rate: float = 0.5
     min_reading: float = 0.8
