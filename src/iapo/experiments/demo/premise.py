@@ -60,8 +60,8 @@ which are measured on request (`measure --variants occlusion_blocks occlusion_re
 would choose `occlusion_regions` (docs/results.md), and the showcase's committed numbers are those of the paper's
 blocks."""
 RL_VARIANTS = tuple(name for name in VARIANTS if name != "blocks_per_token")
-"""The variants an RL run can use (`AttributionSettings.target`, `layout` and `token_scores`); per-token averaging
-is measured here only."""
+"""The variants an RL run can use (`AttributionSettings.method`, `target`, `layout` and `token_scores`); per-token
+averaging is measured here only."""
 
 
 def right_call(trajectory: Trajectory, sample: VQASample) -> bool | None:
