@@ -229,3 +229,38 @@ def test_a_task_overlay_sets_the_task_of_the_premise_and_optimisability_measurem
     overlay.write_text(text.replace("n_bars: 6", "n_bar: 6"))
     with pytest.raises(ValueError, match="six_bars.yaml: Group 'data.synthetic_charts' does not accept option 'n_bar'"):
         overlay_settings(overlay)
+
+
+def test_the_optimisability_runs_probe_a_fixed_prompt_set_at_each_saved_step_and_are_not_run_twice(tmp_path):
+    from iapo.experiments.demo import optimise
+
+    out = tmp_path / "optimise"
+    argv = ["--student", "tiny-student", "--teacher", "tiny-teacher", "--out", str(out), "--steps", "2"]
+    argv += ["--runs", "attribution", "--probe-prompts", "2", "--probe-every", "1", "--advantage-scale", "none"]
+    result = optimise.main(argv)
+    run = result["runs"]["attribution-s0"]
+    assert set(run["probe"]) == {"1", "2"}  # the adapter saved at step 1, and the last one
+    for probed in run["probe"].values():
+        assert set(probed) == set(optimise.PROBED)
+        assert probed["divergence"]["mean"] >= 0 and probed["divergence"]["change"]["n"] == 2  # paired per prompt
+        assert 0 <= probed["right_call"]["mean"] <= 1
+    assert set(result["cold_start"]) == set(optimise.PROBED)
+    assert run["training"]["kl"]["steps"] == 2
+    assert json.loads((out / "optimise.json").read_text())["runs"].keys() == {"attribution-s0"}
+    assert (out / "optimise.png").stat().st_size > 0
+    metrics = out / "logs" / "attribution-s0" / "metrics.csv"
+    written = metrics.stat().st_mtime_ns
+    again = optimise.main([*argv, "--probe-prompts", "0"])  # the finished run is read back, not trained again
+    assert metrics.stat().st_mtime_ns == written and again["runs"]["attribution-s0"]["training"] == run["training"]
+
+
+def test_the_probe_change_is_paired_per_prompt():
+    from iapo.experiments.demo.optimise import probe_change
+
+    before = {"divergence": [0.1, 0.3, 0.5, 0.5], "right_call": [None, False, True, True], "success": [0, 0, 1, 0]}
+    after = {"divergence": [0.1, 0.1, 0.2, 0.4], "right_call": [True, True, True, True], "success": [1, 0, 1, 1]}
+    change = probe_change(before, after, group_size=2)
+    assert change["divergence"]["mean"] == pytest.approx(0.2)
+    assert change["divergence"]["change"]["mean"] == pytest.approx(((0.1 - 0.2) + (0.3 - 0.5)) / 2)
+    assert change["right_call"]["change"]["mean"] == pytest.approx(((1 - 0) + (1 - 1)) / 2)  # no call counts as wrong
+    assert change["success"]["mean"] == pytest.approx(0.75)

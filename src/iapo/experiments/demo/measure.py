@@ -76,11 +76,12 @@ def progress(message: str, started: float | None = None) -> None:
     print(f"[premise] {message}{elapsed}", file=sys.stderr, flush=True)
 
 
-def sample_model(settings, model_path: Path, samples: list, seed: int) -> tuple[list, torch.Tensor, tuple]:
-    """(trajectories, outcome, (model, processor)) of one model on `samples`, G each, at the RL sampling settings,
-    batch by batch."""
+def sample_model(settings, model: Path | ModelSettings, samples: list, seed: int) -> tuple[list, torch.Tensor, tuple]:
+    """(trajectories, outcome, (model, processor)) of one model (a saved directory, or base + adapter as
+    `ModelSettings`) on `samples`, G each, at the RL sampling settings, batch by batch."""
     torch.manual_seed(seed)
-    model, processor = ModelSettings(name=str(model_path)).load(device="cpu")
+    loaded = model if isinstance(model, ModelSettings) else ModelSettings(name=str(model))
+    model, processor = loaded.load(device="cpu")
     model.eval()
     step = StepSettings(group_size=settings.group_size, sampling=settings.sampling, attribution=settings.attribution)
     rewards = build_rewards(settings.rewards("grpo"), RewardContext(settings.attribution))
@@ -104,13 +105,14 @@ def token_counts(trajectory) -> dict[str, int]:
     return {key: int(mask.sum()) for key, mask in block_components(cut).items()}
 
 
-def variant_terms(settings, trajectories, samples, student, teacher) -> dict[str, dict]:
-    """Per variant of `settings.premise_variants` (in the order of `VARIANTS`: the summed blocks before their
-    per-token average): the attribution term of every trajectory (−KL, a trajectory without a call gets its
-    group's mean, as the reward does) and the mean attribution mass per component of each side."""
+def variant_terms(settings, trajectories, samples, student, teacher, variants=None) -> dict[str, dict]:
+    """Per variant of `variants` (default `settings.premise_variants`; in the order of `VARIANTS`: the summed blocks
+    before their per-token average): the attribution term of every trajectory (−KL, a trajectory without a call gets
+    its group's mean, as the reward does) and the mean attribution mass per component of each side."""
     out = {}
     blocks = None
-    measured, started = [name for name in VARIANTS if name in settings.premise_variants], time.monotonic()
+    variants = settings.premise_variants if variants is None else variants
+    measured, started = [name for name in VARIANTS if name in variants], time.monotonic()
     for number, variant in enumerate(measured, 1):
         progress(f"variant {number}/{len(measured)} {variant}: {len(trajectories)} trajectories", started)
         if variant == "blocks_per_token":

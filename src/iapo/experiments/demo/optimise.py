@@ -1,13 +1,25 @@
-"""Can RL on the attribution term move the student toward the teacher at all (issue 18, item 4)? Two runs of the
-same budget from one cold start and teacher: `attribution` (the attribution reward alone, weight 1; accuracy at 1e-9,
-logged only) and `grpo`
-(accuracy + format; the attribution reward at weight 1e-9, so the teacher is loaded and the divergence logged while
-the update is GRPO's: a group's reward spread from it is ~1e-11, against the 1e-6 added to the group std). Prints,
-per run, the first → last quarter means of the student–teacher divergence, the policy's KL to its reference,
-sampled accuracy and the term's within-group rank correlation with the outcome.
+"""Can RL on the attribution term move the student toward the teacher at all (issue 18, item 4)? Runs of the same
+budget from one cold start and teacher: `attribution` (the attribution reward alone, weight 1; accuracy at 1e-9,
+logged only) and `grpo` (accuracy + format; the attribution reward at weight 1e-9, so the teacher is loaded and the
+divergence logged while the update is GRPO's: a group's reward spread from it is ~1e-11, against the 1e-6 added to
+the group std), each for every seed of `--seeds`.
 
-    python -m iapo.experiments.demo.optimise --student DIR --teacher DIR --out DIR --steps 48 --prompts 2 \
-        [--variant arguments_regions]      # the attribution variant (`premise.RL_VARIANTS`; default the paper's)
+The training steps' own divergence is measured on each step's prompts, and which prompt is drawn moves it more than
+training does (per step it ranges 0.0007 – 0.04 on the 6-bar pair). So the divergence is also measured on a fixed
+**probe**: `--probe-prompts` training prompts sampled G times each with one sampling seed, by the cold start and by the
+adapter saved every `--probe-every` steps and at the end; the change from the cold start is a paired bootstrap over
+the probe's prompts (per prompt: the mean over its G samples). Prints JSON (per run the first → last quarter means of
+the training steps' divergence, policy KL to its reference, sampled accuracy and the term's within-group rank
+correlation with the outcome; the probe at each saved step and its change) and plots the probe to
+`OUT/optimise.png`.
+
+    python -m iapo.experiments.demo.optimise --student DIR --teacher DIR --out DIR --steps 160 --prompts 2 \
+        [--seeds 0 1]                      # one pair of runs per seed
+        [--variant occlusion_regions]      # the attribution variant (`premise.RL_VARIANTS`; default the paper's)
+        [--advantage-scale none --weight 50]  # `model.advantage_scale` (default the demo's "group") and the
+                                           # attribution run's reward weight (default 1; it matters unless "group")
+        [--lr 1e-4] [--kl-beta 0.04]       # the RL learning rate and the KL to the reference (default 3e-4, 0)
+        [--probe-prompts 32 --probe-every 40]
         [--config OVERLAY]                 # another task overlay than configs/demo_charts.yaml (its task)
 """
 
@@ -18,14 +30,20 @@ import json
 from pathlib import Path
 
 import lightning as L
+import matplotlib
 
-from iapo.experiments.demo import stages
-from iapo.experiments.demo.curves import read_history
-from iapo.models.loader import LoraSettings, ModelSettings
-from iapo.training.callbacks import AdapterCheckpoint
-from iapo.training.diagnostics import summarise_mechanism
-from iapo.training.iapo_module import IAPOModule
-from iapo.training.update import PPOSettings
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from lightning.pytorch.callbacks import Callback  # noqa: E402
+
+from iapo.experiments.demo import stages  # noqa: E402
+from iapo.experiments.demo.curves import read_history  # noqa: E402
+from iapo.experiments.demo.premise import bootstrap_mean, right_call  # noqa: E402
+from iapo.models.loader import LoraSettings, ModelSettings  # noqa: E402
+from iapo.training.callbacks import AdapterCheckpoint  # noqa: E402
+from iapo.training.diagnostics import summarise_mechanism  # noqa: E402
+from iapo.training.iapo_module import IAPOModule  # noqa: E402
+from iapo.training.update import PPOSettings  # noqa: E402
 
 REWARDS = {
     "attribution": {"attribution": 1.0, "accuracy": 1e-9},
@@ -38,10 +56,43 @@ REPORTED = (
     "mechanism/rank_corr_attribution_outcome",
     "tools/call_rate",
 )
+PROBED = ("divergence", "right_call", "success")
 
 
-def run(settings, name: str, student: Path, teacher: Path, out: Path, seed: int = 0) -> dict:
-    """One run of `settings.rl_steps` steps with `REWARDS[name]`; returns the first / last quarter means."""
+@dataclasses.dataclass(frozen=True)
+class RunSettings:
+    """The knobs of the update that `optimise` varies (the rest are the demo's)."""
+
+    advantage_scale: str = "group"
+    lr: float | None = None
+    kl_beta: float = 0.0
+    attribution_weight: float = 1.0
+
+
+class AdapterAtSteps(Callback):
+    """Saves the adapter as `step-<n>/` (through `checkpoint.save`) when training reaches each of `steps`."""
+
+    def __init__(self, checkpoint: AdapterCheckpoint, steps: set[int]) -> None:
+        self.checkpoint, self.steps = checkpoint, steps
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step in self.steps:
+            self.checkpoint.save(trainer, pl_module, f"step-{trainer.global_step}")
+
+
+def run(settings, name: str, student: Path, teacher: Path, out: Path, seed: int, knobs: RunSettings, saves) -> dict:
+    """One run of `settings.rl_steps` steps with `REWARDS[name]` under `out/<name>-s<seed>/` (adapters at the steps of
+    `saves` and `last/`, written when the run ends: a run that has it is not run again); returns its training steps'
+    first / last quarter means."""
+    key = f"{name}-s{seed}"
+    if not (out / key / "last" / "adapter_config.json").is_file():
+        train(settings, name, student, teacher, out / key, out / "logs" / key, seed, knobs, saves)
+    summary = summarise_mechanism(read_history(out / "logs" / key / "metrics.csv"))
+    return {key: summary[key] for key in REPORTED if key in summary}
+
+
+def train(settings, name, student, teacher, adapters: Path, logs: Path, seed: int, knobs: RunSettings, saves) -> None:
+    """The RL run behind `run`."""
     L.seed_everything(seed, verbose=False)
     module = IAPOModule(
         student=ModelSettings(
@@ -50,39 +101,125 @@ def run(settings, name: str, student: Path, teacher: Path, out: Path, seed: int 
         teacher=ModelSettings(name=str(teacher)),
         sampling=settings.sampling,
         group_size=settings.group_size,
-        rewards=REWARDS[name],
+        rewards=REWARDS[name] | ({"attribution": knobs.attribution_weight} if name == "attribution" else {}),
         attribution=settings.attribution,
-        ppo=PPOSettings(mini_batch_size=settings.rl_mini_batch),
-        lr=settings.rl_lr,
+        advantage_scale=knobs.advantage_scale,
+        ppo=PPOSettings(mini_batch_size=settings.rl_mini_batch, kl_beta=knobs.kl_beta),
+        lr=knobs.lr or settings.rl_lr,
     )
-    checkpoint = AdapterCheckpoint(dirpath=str(out / name), every_n_steps=0, monitor=None)
-    trainer = stages.trainer(settings.rl_steps * settings.updates_per_step, out / "logs" / name, [checkpoint])
+    checkpoint = AdapterCheckpoint(dirpath=str(adapters), every_n_steps=0, monitor=None)
+    callbacks = [checkpoint, AdapterAtSteps(checkpoint, set(saves))]
+    trainer = stages.trainer(settings.rl_steps * settings.updates_per_step, logs, callbacks)
     trainer.fit(module, stages.train_data(settings, settings.rl_prompts, settings.rl_rows))
-    summary = summarise_mechanism(read_history(out / "logs" / name / "metrics.csv"))
-    return {key: summary[key] for key in REPORTED if key in summary} | {"available": sorted(summary)}
+
+
+def probe(settings, variant: str, student: ModelSettings, teacher: tuple, samples: list, seed: int) -> dict:
+    """Per trajectory of `student` sampled on `samples` (G each, the RL sampling settings, sampling seed `seed`):
+    the divergence to `teacher` (a loaded (model, processor)) under `variant`, whether the call is right (None
+    without a call) and the outcome."""
+    from iapo.experiments.demo.measure import sample_model, variant_terms
+
+    trajectories, outcome, pair = sample_model(settings, student, samples, seed)
+    terms = variant_terms(settings, trajectories, samples, pair, teacher, variants=(variant,))[variant]["terms"]
+    return {
+        "divergence": (-terms).tolist(),
+        "right_call": [right_call(t, samples[t.sample_index]) for t in trajectories],
+        "success": outcome.tolist(),
+    }
+
+
+def per_prompt(values: list, group_size: int) -> list[float]:
+    """The mean of each prompt's G values (a call-less sample's None counts as 0 for `right_call`)."""
+    numbers = [float(v) if v is not None else 0.0 for v in values]
+    return [sum(numbers[i : i + group_size]) / group_size for i in range(0, len(numbers), group_size)]
+
+
+def probe_change(before: dict, after: dict, group_size: int, seed: int = 0) -> dict:
+    """Per probed quantity: its mean over the probe and the paired change from `before` (a bootstrap 95% interval
+    over the probe's prompts of the per-prompt mean after − before)."""
+    out = {}
+    for key in PROBED:
+        old, new = per_prompt(before[key], group_size), per_prompt(after[key], group_size)
+        out[key] = {
+            "mean": sum(new) / len(new),
+            "change": bootstrap_mean([b - a for a, b in zip(old, new, strict=True)], seed=seed),
+        }
+    return out
+
+
+def plot_probe(result: dict, path: Path) -> None:
+    """The probe's divergence and right-call rate against the RL step, one line per run (step 0 is the cold start)."""
+    figure, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    colours = {"attribution": "tab:orange", "grpo": "tab:blue"}
+    for key, measured in result["runs"].items():
+        steps = [0, *(int(step) for step in measured["probe"])]
+        for ax, quantity in zip(axes, ("divergence", "right_call"), strict=True):
+            values = [result["cold_start"][quantity], *(p[quantity]["mean"] for p in measured["probe"].values())]
+            ax.plot(steps, values, marker="o", color=colours[key.split("-")[0]], label=key)
+    for ax, quantity in zip(axes, ("probe divergence to the teacher", "probe right-call rate"), strict=True):
+        ax.set_xlabel("RL step")
+        ax.set_title(quantity, fontsize=9)
+    axes[0].legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
 
 
 def main(argv: list[str] | None = None) -> dict:
     import argparse
 
-    from iapo.experiments.demo.measure import overlay_settings, variant_settings
+    from iapo.experiments.demo.measure import overlay_settings, progress, variant_settings
     from iapo.experiments.demo.premise import DEFAULT_VARIANT, RL_VARIANTS
 
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--student", type=Path, required=True)
     parser.add_argument("--teacher", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--steps", type=int, default=48)
     parser.add_argument("--prompts", type=int, default=2)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--runs", nargs="+", default=list(REWARDS), choices=list(REWARDS))
     parser.add_argument("--variant", default=DEFAULT_VARIANT, choices=RL_VARIANTS)
+    parser.add_argument("--advantage-scale", default="group")
+    parser.add_argument("--weight", type=float, default=1.0, help="the attribution run's attribution weight")
+    parser.add_argument("--lr", type=float)
+    parser.add_argument("--kl-beta", type=float, default=0.0)
+    parser.add_argument("--probe-prompts", type=int, default=32, help="0: no probe")
+    parser.add_argument("--probe-offset", type=int, default=24, help="the probe's first training prompt")
+    parser.add_argument("--probe-every", type=int, default=0, help="also probe every N steps (0: at the end only)")
     parser.add_argument("--config", type=Path, help="another task overlay than configs/demo_charts.yaml (its task)")
     args = parser.parse_args(argv)
-    settings = dataclasses.replace(
+    base = dataclasses.replace(
         overlay_settings(args.config), rl_steps=args.steps, rl_prompts=args.prompts, rl_mini_batch=args.prompts * 4
     )
-    settings = dataclasses.replace(settings, attribution=variant_settings(settings, args.variant))
-    result = {name: run(settings, name, args.student, args.teacher, args.out) for name in args.runs}
+    settings = dataclasses.replace(base, attribution=variant_settings(base, args.variant))
+    knobs = RunSettings(args.advantage_scale, args.lr, args.kl_beta, args.weight)
+    saves = range(args.probe_every, args.steps, args.probe_every) if args.probe_every > 0 else ()
+    samples = base.build_split("train", args.probe_offset + args.probe_prompts)[args.probe_offset :]
+    if args.probe_prompts:
+        teacher = ModelSettings(name=str(args.teacher)).load(device="cpu")
+        teacher[0].eval()
+        progress(f"probe of the cold start: {len(samples)} prompts × {base.group_size}")
+        cold = probe(base, args.variant, ModelSettings(name=str(args.student)), teacher, samples, seed=0)
+    result: dict = {"settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}, "runs": {}}
+    for seed in args.seeds:
+        for name in args.runs:
+            progress(f"{name} run, seed {seed}: {args.steps} steps")
+            measured = {"training": run(settings, name, args.student, args.teacher, args.out, seed, knobs, saves)}
+            if args.probe_prompts:
+                measured["probe"] = {}
+                for step in [*saves, args.steps]:
+                    adapter = args.out / f"{name}-s{seed}" / (f"step-{step}" if step < args.steps else "last")
+                    progress(f"probe of {name} seed {seed} at step {step}")
+                    student = ModelSettings(name=str(args.student), adapter=str(adapter))
+                    after = probe(base, args.variant, student, teacher, samples, seed=0)
+                    measured["probe"][str(step)] = probe_change(cold, after, base.group_size)
+            result["runs"][f"{name}-s{seed}"] = measured
+            (args.out / "optimise.json").write_text(json.dumps(result, indent=2))
+    if args.probe_prompts:
+        result["cold_start"] = {key: sum(per_prompt(cold[key], 1)) / len(cold[key]) for key in PROBED}
+        plot_probe(result, args.out / "optimise.png")
+    (args.out / "optimise.json").write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
     return result
 
