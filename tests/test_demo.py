@@ -255,7 +255,7 @@ def test_the_optimisability_runs_probe_a_fixed_prompt_set_at_each_saved_step_and
 
 
 def test_the_probe_change_is_paired_per_prompt():
-    from iapo.experiments.demo.optimise import probe_change
+    from iapo.experiments.demo.optimise import divergence_by_call, probe_change
 
     before = {"divergence": [0.1, 0.3, 0.5, 0.5], "right_call": [None, False, True, True], "success": [0, 0, 1, 0]}
     after = {"divergence": [0.1, 0.1, 0.2, 0.4], "right_call": [True, True, True, True], "success": [1, 0, 1, 1]}
@@ -264,3 +264,5 @@ def test_the_probe_change_is_paired_per_prompt():
     assert change["divergence"]["change"]["mean"] == pytest.approx(((0.1 - 0.2) + (0.3 - 0.5)) / 2)
     assert change["right_call"]["change"]["mean"] == pytest.approx(((1 - 0) + (1 - 1)) / 2)  # no call counts as wrong
     assert change["success"]["mean"] == pytest.approx(0.75)
+    assert change["divergence_by_call"] == pytest.approx({"right": 0.2, "wrong": math.nan}, nan_ok=True)
+    assert divergence_by_call(before) == pytest.approx({"right": 0.5, "wrong": 0.3})  # a call-less sample: neither

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from pathlib import Path
 
 import lightning as L
@@ -144,6 +145,16 @@ def probe_change(before: dict, after: dict, group_size: int, seed: int = 0) -> d
             "mean": sum(new) / len(new),
             "change": bootstrap_mean([b - a for a, b in zip(old, new, strict=True)], seed=seed),
         }
+    return out | {"divergence_by_call": divergence_by_call(after)}
+
+
+def divergence_by_call(probed: dict) -> dict[str, float]:
+    """The mean divergence of the probe's right calls and of its wrong ones (nan where there are none): the divergence
+    a student whose every call were right would have, against what its wrong calls cost."""
+    out = {}
+    for side, wanted in (("right", True), ("wrong", False)):
+        values = [d for d, right in zip(probed["divergence"], probed["right_call"], strict=True) if right is wanted]
+        out[side] = sum(values) / len(values) if values else math.nan
     return out
 
 
@@ -218,6 +229,7 @@ def main(argv: list[str] | None = None) -> dict:
             (args.out / "optimise.json").write_text(json.dumps(result, indent=2))
     if args.probe_prompts:
         result["cold_start"] = {key: sum(per_prompt(cold[key], 1)) / len(cold[key]) for key in PROBED}
+        result["cold_start"]["divergence_by_call"] = divergence_by_call(cold)
         plot_probe(result, args.out / "optimise.png")
     (args.out / "optimise.json").write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
