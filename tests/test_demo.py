@@ -236,22 +236,24 @@ def test_the_optimisability_runs_probe_a_fixed_prompt_set_at_each_saved_step_and
 
     out = tmp_path / "optimise"
     argv = ["--student", "tiny-student", "--teacher", "tiny-teacher", "--out", str(out), "--steps", "2"]
-    argv += ["--runs", "attribution", "--probe-prompts", "2", "--probe-every", "1", "--advantage-scale", "none"]
+    argv += ["--runs", "attribution_format", "--probe-prompts", "2", "--probe-every", "1", "--advantage-scale", "none"]
     result = optimise.main(argv)
-    run = result["runs"]["attribution-s0"]
+    run = result["runs"]["attribution_format-s0"]
     assert set(run["probe"]) == {"1", "2"}  # the adapter saved at step 1, and the last one
     for probed in run["probe"].values():
-        assert set(probed) == set(optimise.PROBED)
+        assert set(probed) == {*optimise.PROBED, "divergence_by_call"}
         assert probed["divergence"]["mean"] >= 0 and probed["divergence"]["change"]["n"] == 2  # paired per prompt
         assert 0 <= probed["right_call"]["mean"] <= 1
-    assert set(result["cold_start"]) == set(optimise.PROBED)
+    assert set(result["cold_start"]) == {*optimise.PROBED, "divergence_by_call"}
     assert run["training"]["kl"]["steps"] == 2
-    assert json.loads((out / "optimise.json").read_text())["runs"].keys() == {"attribution-s0"}
+    assert json.loads((out / "optimise.json").read_text())["runs"].keys() == {"attribution_format-s0"}
     assert (out / "optimise.png").stat().st_size > 0
-    metrics = out / "logs" / "attribution-s0" / "metrics.csv"
+    metrics = out / "logs" / "attribution_format-s0" / "metrics.csv"
     written = metrics.stat().st_mtime_ns
     again = optimise.main([*argv, "--probe-prompts", "0"])  # the finished run is read back, not trained again
-    assert metrics.stat().st_mtime_ns == written and again["runs"]["attribution-s0"]["training"] == run["training"]
+    assert (
+        metrics.stat().st_mtime_ns == written and again["runs"]["attribution_format-s0"]["training"] == run["training"]
+    )
 
 
 def test_the_probe_change_is_paired_per_prompt():
