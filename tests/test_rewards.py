@@ -12,6 +12,7 @@ from iapo.training.rewards import (
     AccuracyReward,
     AttributionReward,
     FormatReward,
+    ToolCallReward,
     build_rewards,
     compute_rewards,
     register_reward,
@@ -66,6 +67,12 @@ def test_format_reward_needs_an_answer_and_no_errors(batch):
         make_trajectory(None, {"no_answer": 1}),
     ]
     assert FormatReward()(trajectories, batch).tolist() == [1.0, 0.0, 0.0]
+
+
+def test_the_tool_call_reward_pays_a_call_that_ran_whatever_its_answer(batch):
+    called, failed, skipped = make_trajectory("A"), make_trajectory("B", {"unknown_label": 1}), make_trajectory("B")
+    skipped.stats.calls = 0
+    assert ToolCallReward()([called, failed, skipped], batch).tolist() == [1.0, 0.0, 0.0]
 
 
 def test_attribution_reward_is_one_minus_jsd(batch):

@@ -120,6 +120,19 @@ class FormatReward:
         return torch.tensor([float(t.well_formed) for t in trajectories])
 
 
+@register_reward("tool_call")
+class ToolCallReward:
+    """1 for a trajectory that calls a tool and whose calls all ran (no failed call), else 0: blind to which call was
+    made. Beside the attribution reward with no outcome reward it keeps a student calling: a trajectory without a call
+    is not attributed, so a group whose samples all skip the tool has no spread and nothing else brings it back."""
+
+    def __init__(self, context: RewardContext | None = None) -> None:
+        pass
+
+    def __call__(self, trajectories: list[Trajectory], batch: dict) -> torch.Tensor:
+        return torch.tensor([float(t.stats.calls > 0 and t.stats.failures == 0) for t in trajectories])
+
+
 @register_reward("attribution", needs_attribution=True)
 class AttributionReward:
     """The attribution term: −D(student ‖ teacher) (`form: penalty`, the paper's r − λ·KL) or 1 − D (`form:

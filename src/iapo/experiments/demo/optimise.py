@@ -2,8 +2,8 @@
 budget from one cold start and teacher: `attribution` (the attribution reward alone, weight 1; accuracy at 1e-9,
 logged only), `grpo` (accuracy + format; the attribution reward at weight 1e-9, so the teacher is loaded and the
 divergence logged while the update is GRPO's: a group's reward spread from it is ~1e-11, against the 1e-6 added to
-the group std) and, on request, `attribution_format` (the attribution reward + 0.1 · format, the outcome still at 0),
-each for every seed of `--seeds`.
+the group std) and, on request, `attribution_format` (the attribution reward + 0.1 · format) and `attribution_call`
+(+ 0.1 · `tool_call`: a call that ran, whatever it named), the outcome still at 0; each for every seed of `--seeds`.
 
 The training steps' own divergence is measured on each step's prompts, and which prompt is drawn can move it more
 than training does (docs/results.md). So the divergence is also measured on a fixed
@@ -42,6 +42,7 @@ from iapo.experiments.demo import stages  # noqa: E402
 from iapo.experiments.demo.curves import read_history  # noqa: E402
 from iapo.experiments.demo.premise import bootstrap_mean, right_call  # noqa: E402
 from iapo.models.loader import LoraSettings, ModelSettings  # noqa: E402
+from iapo.training.algo import ADVANTAGE_SCALES  # noqa: E402
 from iapo.training.callbacks import AdapterCheckpoint  # noqa: E402
 from iapo.training.diagnostics import summarise_mechanism  # noqa: E402
 from iapo.training.iapo_module import IAPOModule  # noqa: E402
@@ -50,6 +51,7 @@ from iapo.training.update import PPOSettings  # noqa: E402
 REWARDS = {
     "attribution": {"attribution": 1.0, "accuracy": 1e-9},
     "attribution_format": {"attribution": 1.0, "format": 0.1, "accuracy": 1e-9},
+    "attribution_call": {"attribution": 1.0, "tool_call": 0.1, "accuracy": 1e-9},
     "grpo": {"accuracy": 1.0, "format": 0.1, "attribution": 1e-9},
 }
 REPORTED = (
@@ -163,7 +165,8 @@ def divergence_by_call(probed: dict) -> dict[str, float]:
 def plot_probe(result: dict, path: Path) -> None:
     """The probe's divergence and right-call rate against the RL step, one line per run (step 0 is the cold start)."""
     figure, axes = plt.subplots(1, 2, figsize=(9, 3.4))
-    colours = {"attribution": "tab:orange", "attribution_format": "tab:red", "grpo": "tab:blue"}
+    colours = {"attribution": "tab:orange", "attribution_format": "tab:red", "attribution_call": "tab:green"}
+    colours["grpo"] = "tab:blue"
     for key, measured in result["runs"].items():
         steps = [0, *(int(step) for step in measured["probe"])]
         for ax, quantity in zip(axes, ("divergence", "right_call"), strict=True):
@@ -193,7 +196,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--runs", nargs="+", default=["attribution", "grpo"], choices=list(REWARDS))
     parser.add_argument("--variant", default=DEFAULT_VARIANT, choices=RL_VARIANTS)
-    parser.add_argument("--advantage-scale", default="group")
+    parser.add_argument("--advantage-scale", default="group", choices=sorted(ADVANTAGE_SCALES))
     parser.add_argument("--weight", type=float, default=1.0, help="the attribution run's attribution weight")
     parser.add_argument("--lr", type=float)
     parser.add_argument("--kl-beta", type=float, default=0.0)
