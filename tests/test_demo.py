@@ -242,7 +242,11 @@ def test_the_optimisability_runs_probe_a_fixed_prompt_set_at_each_saved_step_and
     assert set(run["probe"]) == {"1", "2"}  # the adapter saved at step 1, and the last one
     for probed in run["probe"].values():
         assert set(probed) == {*optimise.PROBED, "divergence_by_call"}
-        assert probed["divergence"]["mean"] >= 0 and probed["divergence"]["change"]["n"] == 2  # paired per prompt
+        if probed["call"]["mean"] == 0:  # no call, nothing attributed: no divergence rather than 0
+            assert probed["divergence"]["mean"] is None and probed["divergence"]["change"]["n"] == 0
+        else:
+            assert probed["divergence"]["mean"] >= 0
+        assert probed["success"]["change"]["n"] == 2  # paired per prompt
         assert 0 <= probed["right_call"]["mean"] <= 1
     assert set(result["cold_start"]) == {*optimise.PROBED, "divergence_by_call"}
     assert run["training"]["kl"]["steps"] == 2
@@ -256,15 +260,27 @@ def test_the_optimisability_runs_probe_a_fixed_prompt_set_at_each_saved_step_and
     )
 
 
-def test_the_probe_change_is_paired_per_prompt():
+def test_the_probe_change_is_paired_per_prompt_and_a_sample_without_a_call_has_no_divergence():
     from iapo.experiments.demo.optimise import divergence_by_call, probe_change
 
-    before = {"divergence": [0.1, 0.3, 0.5, 0.5], "right_call": [None, False, True, True], "success": [0, 0, 1, 0]}
-    after = {"divergence": [0.1, 0.1, 0.2, 0.4], "right_call": [True, True, True, True], "success": [1, 0, 1, 1]}
+    before = {
+        "divergence": [0.1, 0.3, 0.5, 0.5],
+        "call": [1.0, 1.0, 1.0, 1.0],
+        "right_call": [0.0, 0.0, 1.0, 1.0],
+        "success": [0, 0, 1, 0],
+    }
+    after = {
+        "divergence": [None, None, 0.2, None],
+        "call": [0.0, 0.0, 1.0, 0.0],
+        "right_call": [0.0, 0.0, 1.0, 0.0],
+        "success": [1, 0, 1, 1],
+    }
     change = probe_change(before, after, group_size=2)
-    assert change["divergence"]["mean"] == pytest.approx(0.2)
-    assert change["divergence"]["change"]["mean"] == pytest.approx(((0.1 - 0.2) + (0.3 - 0.5)) / 2)
-    assert change["right_call"]["change"]["mean"] == pytest.approx(((1 - 0) + (1 - 1)) / 2)  # no call counts as wrong
+    assert change["divergence"]["mean"] == pytest.approx(0.2)  # over the attributed sample only, not 0 for the rest
+    assert change["divergence"]["change"]["mean"] == pytest.approx(0.2 - 0.5)
+    assert change["divergence"]["change"]["n"] == 1  # the first prompt has no call after training: not paired
+    assert change["call"]["change"]["mean"] == pytest.approx(((0 - 1) + (0.5 - 1)) / 2)
+    assert change["right_call"]["change"]["mean"] == pytest.approx((0 + (0.5 - 1)) / 2)
     assert change["success"]["mean"] == pytest.approx(0.75)
-    assert change["divergence_by_call"] == pytest.approx({"right": 0.2, "wrong": math.nan}, nan_ok=True)
-    assert divergence_by_call(before) == pytest.approx({"right": 0.5, "wrong": 0.3})  # a call-less sample: neither
+    assert change["divergence_by_call"] == {"right": pytest.approx(0.2), "wrong": None}
+    assert divergence_by_call(before) == pytest.approx({"right": 0.5, "wrong": 0.2})

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from pathlib import Path
 
 import lightning as L
@@ -38,6 +37,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from lightning.pytorch.callbacks import Callback  # noqa: E402
 
+from iapo.attribution.score import has_target  # noqa: E402
 from iapo.experiments.demo import stages  # noqa: E402
 from iapo.experiments.demo.curves import read_history  # noqa: E402
 from iapo.experiments.demo.premise import bootstrap_mean, right_call  # noqa: E402
@@ -61,7 +61,7 @@ REPORTED = (
     "mechanism/rank_corr_attribution_outcome",
     "tools/call_rate",
 )
-PROBED = ("divergence", "right_call", "success")
+PROBED = ("divergence", "call", "right_call", "success")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,61 +120,75 @@ def train(settings, name, student, teacher, adapters: Path, logs: Path, seed: in
 
 def probe(settings, variant: str, student: ModelSettings, teacher: tuple, samples: list, seed: int) -> dict:
     """Per trajectory of `student` sampled on `samples` (G each, the RL sampling settings, sampling seed `seed`):
-    the divergence to `teacher` (a loaded (model, processor)) under `variant`, whether the call is right (None
-    without a call) and the outcome."""
-    from iapo.experiments.demo.measure import sample_model, variant_terms
+    the divergence to `teacher` (a loaded (model, processor)) under `variant` (None without the variant's target: not
+    attributed, not 0), whether it calls a tool, whether its call is right (False without a call) and the outcome."""
+    from iapo.experiments.demo.measure import sample_model, variant_settings, variant_terms
 
     trajectories, outcome, pair = sample_model(settings, student, samples, seed)
     terms = variant_terms(settings, trajectories, samples, pair, teacher, variants=(variant,))[variant]["terms"]
+    target = variant_settings(settings, variant).target
+    called = [has_target(t, target) for t in trajectories]
     return {
-        "divergence": (-terms).tolist(),
-        "right_call": [right_call(t, samples[t.sample_index]) for t in trajectories],
+        "divergence": [-term if attributed else None for term, attributed in zip(terms.tolist(), called, strict=True)],
+        "call": [float(attributed) for attributed in called],
+        "right_call": [float(right_call(t, samples[t.sample_index]) is True) for t in trajectories],
         "success": outcome.tolist(),
     }
 
 
-def per_prompt(values: list, group_size: int) -> list[float]:
-    """The mean of each prompt's G values (a call-less sample's None counts as 0 for `right_call`)."""
-    numbers = [float(v) if v is not None else 0.0 for v in values]
-    return [sum(numbers[i : i + group_size]) / group_size for i in range(0, len(numbers), group_size)]
+def mean(values: list) -> float | None:
+    """The mean of the values that are not None (None when there are none)."""
+    present = [v for v in values if v is not None]
+    return sum(present) / len(present) if present else None
+
+
+def per_prompt(values: list, group_size: int) -> list[float | None]:
+    """The mean of each prompt's G values that are not None (None for a prompt without any)."""
+    return [mean(values[i : i + group_size]) for i in range(0, len(values), group_size)]
 
 
 def probe_change(before: dict, after: dict, group_size: int, seed: int = 0) -> dict:
     """Per probed quantity: its mean over the probe and the paired change from `before` (a bootstrap 95% interval
-    over the probe's prompts of the per-prompt mean after − before)."""
+    over the probe's prompts of the per-prompt mean after − before; for the divergence, over the prompts with an
+    attributed sample both times, their number `n`)."""
     out = {}
     for key in PROBED:
-        old, new = per_prompt(before[key], group_size), per_prompt(after[key], group_size)
-        out[key] = {
-            "mean": sum(new) / len(new),
-            "change": bootstrap_mean([b - a for a, b in zip(old, new, strict=True)], seed=seed),
-        }
+        pairs = zip(per_prompt(before[key], group_size), per_prompt(after[key], group_size), strict=True)
+        changes = [new - old for old, new in pairs if old is not None and new is not None]
+        out[key] = {"mean": mean(after[key]), "change": bootstrap_mean(changes, seed=seed)}
     return out | {"divergence_by_call": divergence_by_call(after)}
 
 
-def divergence_by_call(probed: dict) -> dict[str, float]:
-    """The mean divergence of the probe's right calls and of its wrong ones (nan where there are none): the divergence
-    a student whose every call were right would have, against what its wrong calls cost."""
-    out = {}
-    for side, wanted in (("right", True), ("wrong", False)):
-        values = [d for d, right in zip(probed["divergence"], probed["right_call"], strict=True) if right is wanted]
-        out[side] = sum(values) / len(values) if values else math.nan
-    return out
+def divergence_by_call(probed: dict) -> dict[str, float | None]:
+    """The mean divergence of the probe's right calls and of its wrong ones (None where there are none): the
+    divergence a student whose every call were right would have, against what its wrong calls cost."""
+    pairs = list(zip(probed["divergence"], probed["right_call"], strict=True))
+    return {
+        side: mean([d for d, right in pairs if d is not None and right == wanted])
+        for side, wanted in (("right", 1.0), ("wrong", 0.0))
+    }
 
 
 def plot_probe(result: dict, path: Path) -> None:
-    """The probe's divergence and right-call rate against the RL step, one line per run (step 0 is the cold start)."""
-    figure, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    """The probe's divergence, tool-call rate and right-call rate against the RL step, one line per run (step 0 is the
+    cold start; a probe without an attributed sample leaves a gap)."""
+    shown = {
+        "divergence": "probe divergence to the teacher",
+        "call": "probe tool-call rate",
+        "right_call": "right calls",
+    }
+    figure, axes = plt.subplots(1, len(shown), figsize=(4 * len(shown), 3.4))
     colours = {"attribution": "tab:orange", "attribution_format": "tab:red", "attribution_call": "tab:green"}
     colours["grpo"] = "tab:blue"
     for key, measured in result["runs"].items():
         steps = [0, *(int(step) for step in measured["probe"])]
-        for ax, quantity in zip(axes, ("divergence", "right_call"), strict=True):
+        for ax, quantity in zip(axes, shown, strict=True):
             values = [result["cold_start"][quantity], *(p[quantity]["mean"] for p in measured["probe"].values())]
+            values = [float("nan") if v is None else v for v in values]
             ax.plot(steps, values, marker="o", color=colours[key.rpartition("-")[0]], label=key)
-    for ax, quantity in zip(axes, ("probe divergence to the teacher", "probe right-call rate"), strict=True):
+    for ax, title in zip(axes, shown.values(), strict=True):
         ax.set_xlabel("RL step")
-        ax.set_title(quantity, fontsize=9)
+        ax.set_title(title, fontsize=9)
     axes[0].legend(fontsize=7)
     figure.tight_layout()
     figure.savefig(path, dpi=90)
@@ -233,7 +247,7 @@ def main(argv: list[str] | None = None) -> dict:
             result["runs"][f"{name}-s{seed}"] = measured
             (args.out / "optimise.json").write_text(json.dumps(result, indent=2))
     if args.probe_prompts:
-        result["cold_start"] = {key: sum(per_prompt(cold[key], 1)) / len(cold[key]) for key in PROBED}
+        result["cold_start"] = {key: mean(cold[key]) for key in PROBED}
         result["cold_start"]["divergence_by_call"] = divergence_by_call(cold)
         plot_probe(result, args.out / "optimise.png")
     (args.out / "optimise.json").write_text(json.dumps(result, indent=2))
