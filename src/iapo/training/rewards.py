@@ -123,8 +123,9 @@ class FormatReward:
 @register_reward("tool_call")
 class ToolCallReward:
     """1 for a trajectory that calls a tool and whose calls all ran (no failed call), else 0: blind to which call was
-    made. Beside the attribution reward with no outcome reward it keeps a student calling: a trajectory without a call
-    is not attributed, so a group whose samples all skip the tool has no spread and nothing else brings it back."""
+    made. Meant beside the attribution reward when the outcome weight is 0: a trajectory without a call is not
+    attributed, so otherwise a group whose samples all skip the tool has no spread and nothing rewards calling again
+    (docs/results.md, "Optimisability on the 6-bar pair", measures when it is enough)."""
 
     def __init__(self, context: RewardContext | None = None) -> None:
         pass
