@@ -11,15 +11,16 @@ than training does (docs/results.md). So the divergence is also measured on a fi
 adapter saved every `--probe-every` steps and at the end; the change from the cold start is a paired bootstrap over
 the probe's prompts (per prompt: the mean over its G samples). Prints JSON (per run the first → last quarter means of
 the training steps' divergence, policy KL to its reference, sampled accuracy and the term's within-group rank
-correlation with the outcome; the probe at each saved step and its change) and plots the probe to
-`OUT/optimise.png`.
+correlation with the outcome; the probe at each saved step and its change; a probed sample without a call has no
+divergence), writes it to `OUT/optimise.json` after each run and plots the probe to `OUT/optimise.png`.
 
     python -m iapo.experiments.demo.optimise --student DIR --teacher DIR --out DIR --steps 160 --prompts 2 \
         [--seeds 0 1]                      # one pair of runs per seed
+        [--runs attribution_call grpo]     # which runs of `REWARDS` (default attribution and grpo)
         [--variant occlusion_regions]      # the attribution variant (`premise.RL_VARIANTS`; default the paper's)
         [--advantage-scale none --weight 50]  # `model.advantage_scale` (default the demo's "group") and the
                                            # attribution run's reward weight (default 1; it matters unless "group")
-        [--lr 1e-4] [--kl-beta 0.04]       # the RL learning rate and the KL to the reference (default 3e-4, 0)
+        [--lr 1e-3] [--kl-beta 0.1]        # the RL learning rate and the KL to the reference (default 3e-4, 0)
         [--probe-prompts 32 --probe-every 40]
         [--config OVERLAY]                 # another task overlay than configs/demo_charts.yaml (its task)
 """
