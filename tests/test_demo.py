@@ -111,6 +111,9 @@ def test_fast_paper_demo_reports_results_paired_differences_and_mechanism_diagno
         "## Mechanism over training",
     ):
         assert heading in text
+    grpo = [r["accuracy"] for r in rows[(GRPO, True)]]  # GRPO against the cold start, per seed
+    assert data["grpo_gain"]["differences"] == pytest.approx([a - rows[(STUDENT, True)][0]["accuracy"] for a in grpo])
+    assert "**GRPO against the cold start.**" in text
     assert "within-group rank correlation" in text and "student–teacher divergence" in text
     assert "| student (second set) |" in text and "**(chosen)**" in text
 
@@ -214,6 +217,34 @@ def test_a_teacher_of_its_own_lineage_is_trained_from_the_spec_then_on_right_cal
     ]
     assert all((path / "config.json").is_file() for path in paths.values())
     assert stages.cold_start(settings) == paths and len(runs) == 4  # reused
+
+
+def test_a_given_cold_start_is_measured_as_the_one_candidate_and_nothing_is_trained_for_it(tmp_path):
+    out = tmp_path / "given"
+    argv = ["--fast", "--out", str(out), "--student", "tiny-student", "--teacher", "tiny-teacher"]
+    main([*argv, "--until", "premise"])
+    regime = json.loads((out / "regime.json").read_text())
+    assert [(c["name"], c["steps"]) for c in regime["candidates"]] == [("given", None)]
+    assert regime["chosen"] == "given" and "given student" in regime["reason"]
+    premise = json.loads((out / "premise.json").read_text())
+    assert premise["student"]["right_call_rate"] >= 0 and premise["chosen_variant"] in RL_VARIANTS
+    assert not (out / "sft").exists()  # no cold start trained
+    with pytest.raises(SystemExit, match="the given teacher: model directory /nowhere does not exist"):
+        main(["--fast", "--out", str(tmp_path / "bad"), "--student", "tiny-student", "--teacher", "/nowhere"])
+
+
+def test_the_powered_preset_needs_a_given_pair_and_runs_the_budget_at_which_grpo_learned(tmp_path, capsys):
+    from iapo.experiments.demo.settings import powered_settings
+
+    with pytest.raises(SystemExit):
+        main(["--powered", "--out", str(tmp_path)])
+    assert "--powered needs both" in capsys.readouterr().err
+    settings = powered_settings(tmp_path / "student", tmp_path / "teacher")
+    assert settings.task.n_bars == 6 and settings.test_rows >= 300 and len(settings.seeds) >= 5
+    assert (settings.rl_lr, settings.rl_kl_beta, settings.rl_steps, settings.updates_per_step) == (1e-3, 0.1, 160, 1)
+    assert {"blocks", "occlusion_regions"} <= set(settings.premise_variants)
+    with pytest.raises(ValueError, match="needs both given_student and given_teacher"):
+        dataclasses.replace(settings, given_teacher=None)
 
 
 def test_a_task_overlay_sets_the_task_of_the_premise_and_optimisability_measurements(tmp_path):

@@ -16,6 +16,7 @@ from iapo.experiments.demo.findings import (
     correlation_words,
     divergence_sentence,
     gain_words,
+    grpo_gain_sentence,
     mass_sentence,
     mechanism_reading,
     outcome_class,
@@ -50,6 +51,25 @@ def test_regime_sentence_reads_the_chosen_candidate():
     )
     assert "(450 SFT steps)" in text and "accuracy is 12.5%" in text and "62.5% of the groups" in text
     assert "(60.0% all fail)" in text
+    given = regime_sentence(
+        {"steps": None, "accuracy": 0.15, "mechanism/outcome_zero_std": 0.5, "mechanism/all_fail": 0.5}
+    )
+    assert given.startswith("At the given cold start,") and "SFT steps" not in given
+
+
+@pytest.mark.parametrize(
+    "gain, words",
+    [
+        (paired(0.06, 0.02, 0.10), "lies above 0: GRPO learned"),
+        (paired(-0.06, -0.10, -0.02), "lies below 0: GRPO lost accuracy"),
+        (paired(0.01, -0.03, 0.05), "contains 0: GRPO's gain is not shown"),
+    ],
+)
+def test_grpo_gain_sentence_says_whether_grpo_itself_learned(gain, words):
+    text = grpo_gain_sentence(gain, 0.147)
+    assert words in text and "cold start 14.7%" in text and f"over {gain['n']} seeds" in text
+    assert f"{100 * gain['mean']:+.1f} points" in text and "95% CI" in text
+    assert "one seed" in grpo_gain_sentence(paired(0.02, math.nan, math.nan, n=1), 0.1)
 
 
 @pytest.mark.parametrize(

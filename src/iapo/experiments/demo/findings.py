@@ -1,11 +1,11 @@
 """The report's findings: what the numbers show, in plain words, with every threshold stated — the premises, the
-tool's use and the teacher, the regime, IAPO against GRPO (paired 95% interval), and why, by the mechanism
-diagnostics (the attribution term's rank correlation with success, the ties it breaks beyond the format reward's,
-where each side's attribution mass lies, whether the divergence moved, tool use).
+tool's use and the teacher, the regime, whether GRPO itself learned, IAPO against GRPO (paired 95% interval), and
+why, by the mechanism diagnostics (the attribution term's rank correlation with success, the ties it breaks beyond
+the format reward's, where each side's attribution mass lies, whether the divergence moved, tool use).
 
-Every sentence is one function of plain numbers (`tools_sentence`, `regime_sentence`, `comparison_sentence`,
-`correlation_sentence`, `rescued_sentence`, `mass_sentence`, `divergence_sentence`, `call_rate_sentence`,
-`synthesis`), each tested on constructed numbers on both sides of every comparison it states
+Every sentence is one function of plain numbers (`tools_sentence`, `regime_sentence`, `grpo_gain_sentence`,
+`comparison_sentence`, `correlation_sentence`, `rescued_sentence`, `mass_sentence`, `divergence_sentence`,
+`call_rate_sentence`, `synthesis`), each tested on constructed numbers on both sides of every comparison it states
 (`tests/test_findings.py`); `findings` only reads the summary and calls them.
 
     lines = findings(summary)      # summary: the dict the run writes as report.json
@@ -55,6 +55,7 @@ def findings(summary: dict) -> list[str]:
         *premise,
         "- **Tools and teacher.** " + tools_sentence(*student, *teacher),
         "- **Regime.** " + regime_sentence(chosen_candidate(summary["regime"])),
+        "- **GRPO against the cold start.** " + grpo_gain_sentence(summary["grpo_gain"], student[0]),
         "- **IAPO vs GRPO.** " + comparison_sentence(grpo_on, iapo_on, student[0], on),
         "- **Why, by the diagnostics.** " + " ".join(mechanism_reading(summary, outcome_class(on))),
     ]
@@ -112,12 +113,35 @@ def tools_sentence(student_on: float, student_off: float, teacher_on: float, tea
 
 
 def regime_sentence(chosen: dict) -> str:
-    """The chosen cold start's sampled accuracy and its tied groups (equal outcomes: no GRPO signal)."""
+    """The chosen (or given: `steps` None) cold start's sampled accuracy and its tied groups (equal outcomes: no GRPO
+    signal)."""
+    which = (
+        "the given cold start" if chosen["steps"] is None else f"the chosen cold start ({chosen['steps']} SFT steps)"
+    )
     return (
-        f"At the chosen cold start ({chosen['steps']} SFT steps), sampled on training prompts at the RL temperature, "
+        f"At {which}, sampled on training prompts at the RL temperature, "
         f"accuracy is {percent(chosen['accuracy'])}% and {percent(chosen['mechanism/outcome_zero_std'])}% of the groups "
         f"have equal outcome rewards ({percent(chosen['mechanism/all_fail'])}% all fail): GRPO's outcome reward gives "
         "those groups no signal."
+    )
+
+
+def grpo_gain_sentence(gain: dict, cold_start: float) -> str:
+    """Whether GRPO itself learned: its test accuracy with tools minus the cold start's, per seed (`gain`, a
+    `paired_difference` of GRPO's seeds against the cold start), with its 95% interval over seeds. A comparison of
+    IAPO with GRPO tests the term only where GRPO learns at the budget."""
+    if gain["n"] < 2:
+        return f"GRPO − cold start {100 * gain['mean']:+.1f} points (one seed: no interval)."
+    if gain["low"] > 0:
+        reading = "the interval lies above 0: GRPO learned at this budget"
+    elif gain["high"] < 0:
+        reading = "the interval lies below 0: GRPO lost accuracy at this budget"
+    else:
+        reading = "the interval contains 0: GRPO's gain is not shown at this budget"
+    return (
+        f"GRPO − cold start (test accuracy with tools, cold start {percent(cold_start)}%): {100 * gain['mean']:+.1f} "
+        f"points over {gain['n']} seeds, 95% CI [{100 * gain['low']:+.1f}, {100 * gain['high']:+.1f}] "
+        f"(per seed {', '.join(f'{100 * d:+.1f}' for d in gain['differences'])}): {reading}."
     )
 
 

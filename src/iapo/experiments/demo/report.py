@@ -30,7 +30,7 @@ def regime_table(regime: dict) -> list[str]:
             f" {percent(row['calls/right_call_rate'])} | {percent(row['calls/success_given_right'])} |" if calls else ""
         )
         lines.append(
-            f"| {row['steps']}{chosen} | {percent(row['accuracy'])} | {percent(row['mechanism/all_fail'])} | "
+            f"| {row['name'] if row['steps'] is None else row['steps']}{chosen} | {percent(row['accuracy'])} | {percent(row['mechanism/all_fail'])} | "
             f"{percent(row['mechanism/outcome_zero_std'])} | {percent(row['tools/call_rate'])} | "
             f"{percent(row['tools/failure_frequency'])} | {percent(row['answered'])} |{call_cells}"
         )
@@ -192,6 +192,13 @@ def teacher_lineage(settings: dict) -> str:
 
 def regime_paragraph(settings: dict, regime: dict, temperature: float) -> str:
     """How the cold starts and the teacher were trained and how the regime was chosen (from the run's settings)."""
+    if settings.get("given_student"):
+        return (
+            f"The cold start was given, not trained here: student `{settings['given_student']}`, teacher "
+            f"`{settings['given_teacher']}`. The student was sampled on the first {settings['regime_prompts']} "
+            f"training prompts, {settings['group_size']} samples each, at temperature {temperature:g} (the RL "
+            "settings)."
+        )
     return (
         f"One SFT run of `tiny-student` ({settings['sft_expert']} expert trajectories whose edit names the asked bar "
         f"in {percent(settings['sft_call_accuracy'], 0)}% of the tool demonstrations, batch {settings['sft_batch']}, "

@@ -20,26 +20,30 @@ from pathlib import Path
 
 from iapo.experiments.demo import stages
 from iapo.experiments.demo.curves import learning_curves, read_history, training_summary
-from iapo.experiments.demo.formatting import METHODS, STUDENT, TEACHER
+from iapo.experiments.demo.formatting import METHODS, STUDENT, TEACHER, accuracy_of
 from iapo.experiments.demo.measure import replicated_premise, variant_settings
 from iapo.experiments.demo.premise import premise_checks
 from iapo.experiments.demo.regime import choose_candidate, choose_weight, sample_diagnostics
 from iapo.experiments.demo.report import render
-from iapo.experiments.demo.settings import DemoSettings, demo_settings
+from iapo.experiments.demo.settings import DemoSettings, demo_settings, powered_settings
 from iapo.experiments.demo.stats import paired_difference
-from iapo.models.loader import ModelSettings
+from iapo.models import ModelNotFoundError
+from iapo.models.loader import ModelSettings, resolve_model_path
+
+GIVEN = "given"
+"""The name of a given cold start among the regime's candidates."""
 
 
 def regime_stage(settings: DemoSettings, paths: dict[str, Path]) -> dict:
-    """Measure every candidate cold start on training prompts, choose one (`choose_candidate`), measure it again
-    with the teacher's attribution (the cold-start diagnostics) and set λ; cached in `regime.json`."""
+    """Measure every candidate cold start of `paths` (`step-<n>`, or the one `given`) on training prompts, choose
+    one (`choose_candidate`), measure it again with the teacher's attribution (the cold-start diagnostics) and set
+    λ; cached in `regime.json`."""
     path = settings.out / "regime.json"
     if path.is_file():
         stages.say(f"regime: reusing {path}")
         return json.loads(path.read_text())
     candidates = []
-    for steps in settings.candidate_steps:
-        name = f"step-{steps}"
+    for name, steps in candidate_names(settings).items():
         row = sample_diagnostics(settings, paths[name])
         candidates.append({"name": name, "steps": steps, **row})
         reading = (
@@ -51,7 +55,12 @@ def regime_stage(settings: DemoSettings, paths: dict[str, Path]) -> dict:
             f"regime: {name}: sampled accuracy {row['accuracy']:.2f}, all-fail groups "
             f"{row['mechanism/all_fail']:.2f}, tool-call rate {row['tools/call_rate']:.2f}{reading}"
         )
-    index, reason = choose_candidate(candidates, settings.min_accuracy, settings.min_call_rate, settings.min_reading)
+    if settings.given_student is None:
+        index, reason = choose_candidate(
+            candidates, settings.min_accuracy, settings.min_call_rate, settings.min_reading
+        )
+    else:
+        index, reason = 0, "the given student (measured, not chosen)"
     chosen = candidates[index]["name"]
     diagnostics = sample_diagnostics(settings, paths[chosen], teacher=paths["teacher"])
     if settings.attribution_weight is None:
@@ -69,6 +78,28 @@ def regime_stage(settings: DemoSettings, paths: dict[str, Path]) -> dict:
     path.write_text(json.dumps(regime, indent=2))
     stages.say(f"regime: chose {chosen} ({reason}); {weight_reason}")
     return regime
+
+
+def candidate_names(settings: DemoSettings) -> dict[str, int | None]:
+    """The candidate cold starts by name, with their SFT steps (None for a given student)."""
+    if settings.given_student is not None:
+        return {GIVEN: None}
+    return {f"step-{steps}": steps for steps in settings.candidate_steps}
+
+
+def cold_start_stage(settings: DemoSettings) -> dict[str, Path]:
+    """The candidate students and the teacher: trained (`stages.cold_start`), or the given ones (saved models or
+    tiny specs), checked before any stage runs."""
+    if settings.given_student is None:
+        return stages.cold_start(settings)
+    paths = {}
+    for role, given in ((GIVEN, settings.given_student), ("teacher", settings.given_teacher)):
+        try:
+            paths[role] = Path(resolve_model_path(str(given)))
+        except ModelNotFoundError as error:
+            raise SystemExit(f"the given {'student' if role == GIVEN else role}: {error}") from None
+    stages.say(f"cold start: given (student {paths[GIVEN]}, teacher {paths['teacher']})")
+    return paths
 
 
 def premise_stage(settings: DemoSettings, student: Path, teacher: Path) -> dict:
@@ -144,7 +175,7 @@ def run(settings: DemoSettings, workers: int = 1, until: str | None = None) -> P
     nothing on test prompts) and returns the path of `premise.json`."""
     start = time.time()
     claim_outputs(settings)
-    paths = stages.cold_start(settings)
+    paths = cold_start_stage(settings)
     regime = regime_stage(settings, paths)
     student, teacher = paths[regime["chosen"]], paths["teacher"]
     premise, weight, rl_settings = None, regime["weight"], settings
@@ -177,6 +208,9 @@ def run(settings: DemoSettings, workers: int = 1, until: str | None = None) -> P
         )
         for tools in ("tools on", "tools off")
     }
+    cold_start_on = accuracy_of(rows, STUDENT, True)[0]
+    grpo_on = [r["tools on"]["accuracy"] for r in runs if r["method"] == "grpo"]
+    grpo_gain = paired_difference(grpo_on, [cold_start_on] * len(grpo_on))
     histories = {
         method: [
             read_history(settings.out / "logs" / stages.run_name(method, seed) / "metrics.csv")
@@ -212,6 +246,7 @@ def run(settings: DemoSettings, workers: int = 1, until: str | None = None) -> P
         "test_rows": settings.test_rows,
         "rows": rows,
         "paired": paired,
+        "grpo_gain": grpo_gain,
         "training": training_summary(histories),
         "pictures": pictures,
         "minutes": (time.time() - start) / 60,
@@ -285,10 +320,33 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument(
         "--until", choices=("premise",), help="premise: stop after the premises are measured (before any RL or test)"
     )
+    parser.add_argument(
+        "--powered",
+        action="store_true",
+        help="the powered comparison (`settings.powered_settings`: 6 bars, 300 test rows) from --student / --teacher",
+    )
+    parser.add_argument("--student", type=Path, help="a given cold-started student (no cold start is trained)")
+    parser.add_argument("--teacher", type=Path, help="a given teacher, with --student")
     args = parser.parse_args(argv)
-    out = args.out or Path("logs/demo" + ("-zoom" if args.setting == "zoom" else "") + ("-fast" if args.fast else ""))
-    settings = demo_settings(args.setting, out=out, attribution_weight=args.attribution_weight)
-    settings = settings.fast() if args.fast else settings
+    if (args.student is None) != (args.teacher is None) or (args.powered and args.student is None):
+        parser.error("--student and --teacher go together, and --powered needs both (docs/results.md, 'Six bars')")
+    if args.powered and (args.fast or args.setting != "charts"):
+        parser.error("--powered is the charts setting's full run: not with --fast or --setting zoom")
+    if args.powered:
+        settings = powered_settings(
+            args.student, args.teacher, out=args.out, attribution_weight=args.attribution_weight
+        )
+    else:
+        suffix = ("-zoom" if args.setting == "zoom" else "") + ("-fast" if args.fast else "")
+        settings = demo_settings(
+            args.setting,
+            out=args.out or Path("logs/demo" + suffix),
+            attribution_weight=args.attribution_weight,
+            given_student=args.student,
+            given_teacher=args.teacher,
+        )
+        settings = settings.fast() if args.fast else settings
+    out = settings.out
     if args.fresh:
         shutil.rmtree(out, ignore_errors=True)
     return run(settings, workers=args.workers, until=args.until)

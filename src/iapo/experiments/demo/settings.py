@@ -25,6 +25,7 @@ from iapo.experiments.demo.premise import DEFAULT_VARIANT, PRESET_VARIANTS, VARI
 
 CONFIGS = config_dir()
 CHARTS_CONFIG = CONFIGS / "demo_charts.yaml"
+SIX_BARS_CONFIG = CONFIGS / "demo_charts_6bars.yaml"
 ZOOM_CONFIG = CONFIGS / "demo_task.yaml"
 SETTINGS = ("charts", "zoom")
 
@@ -86,7 +87,11 @@ class DemoSettings:
     (`iapo.experiments.demo.premise.choose_variant`) among the `premise_variants` it measures
     (`premise.PRESET_VARIANTS` by default: all but the occlusion variants; the paper's always). λ
     (`attribution_weight`) is None to set it from the cold start: the outcome's within-group spread over the
-    attribution term's (`iapo.experiments.demo.regime.choose_weight`).
+    attribution term's (`iapo.experiments.demo.regime.choose_weight`). `rl_kl_beta` weighs the policy's KL to its
+    reference (the cold start) in the RL loss.
+
+    With `given_student` and `given_teacher` the cold start is not trained: the regime stage measures the given
+    student as its one candidate, and every later stage runs as above (`powered_settings`).
     """
 
     setting: str
@@ -120,6 +125,7 @@ class DemoSettings:
     group_size: int = 4
     rl_mini_batch: int = 8
     rl_lr: float = 3e-4
+    rl_kl_beta: float = 0.0
     lora_rank: int = 16
     format_weight: float = 0.1
     attribution_weight: float | None = None
@@ -127,10 +133,14 @@ class DemoSettings:
     rl_rows: int = 512
     test_rows: int = 100
     picture_examples: int = 2
+    given_student: Path | None = None
+    given_teacher: Path | None = None
 
     def __post_init__(self) -> None:
         if self.setting not in SETTINGS:
             raise ValueError(f"setting must be one of {SETTINGS}, got {self.setting!r}")
+        if (self.given_student is None) != (self.given_teacher is None):
+            raise ValueError("a given cold start needs both given_student and given_teacher")
         if self.teacher_call_accuracy is not None and not 0 <= self.teacher_call_accuracy <= 1:
             raise ValueError(f"teacher_call_accuracy must be in [0, 1] or None, got {self.teacher_call_accuracy}")
         unknown = sorted(set(self.premise_variants) - set(VARIANTS))
@@ -243,4 +253,29 @@ def demo_settings(setting: str = "charts", **overrides) -> DemoSettings:
         )
     else:
         raise ValueError(f"setting must be one of {SETTINGS}, got {setting!r}")
+    return dataclasses.replace(preset, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def powered_settings(student: Path, teacher: Path, **overrides) -> DemoSettings:
+    """The powered comparison (issue 18, item 5): GRPO and IAPO over 5 seeds on the 6-bar task
+    (`configs/demo_charts_6bars.yaml`) from a given student and teacher, at the RL budget at which GRPO itself learned
+    on that pair (docs/results.md, "Optimisability on the 6-bar pair": lr 1e-3 with a KL to the reference at β 0.1,
+    160 steps of 2 prompts × 4 samples, one update per step), 300 test questions, and a premise stage that measures
+    the paper's layout beside image regions by IG and by occlusion (the one that met premise 3 on that pair)."""
+    task, sampling = read_overlay(SIX_BARS_CONFIG, "synthetic_charts", SyntheticChartsConfig)
+    preset = demo_settings(
+        "charts",
+        task=task,
+        sampling=sampling,
+        given_student=Path(student),
+        given_teacher=Path(teacher),
+        out=Path("logs/demo-powered"),
+        rl_steps=160,
+        rl_prompts=2,
+        rl_mini_batch=8,
+        rl_lr=1e-3,
+        rl_kl_beta=0.1,
+        test_rows=300,
+        premise_variants=("blocks", "blocks_per_token", "regions", "occlusion_regions"),
+    )
     return dataclasses.replace(preset, **{k: v for k, v in overrides.items() if v is not None})

@@ -211,7 +211,7 @@ def reinforce(settings, method: str, seed: int, student: Path, teacher: Path, we
         group_size=settings.group_size,
         rewards=settings.rewards(method, weight),
         attribution=settings.attribution,
-        ppo=PPOSettings(mini_batch_size=settings.rl_mini_batch),
+        ppo=PPOSettings(mini_batch_size=settings.rl_mini_batch, kl_beta=settings.rl_kl_beta),
         lr=settings.rl_lr,
     )
     checkpoint = AdapterCheckpoint(dirpath=str(adapter.parent), every_n_steps=0, monitor=None)
