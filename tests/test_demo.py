@@ -43,8 +43,9 @@ def test_fast_paper_demo_reports_results_paired_differences_and_mechanism_diagno
     err = capfd.readouterr().err.splitlines()
     progress = [line for line in err if line.startswith("[fit] step")]
     assert any("sft/loss" in line for line in progress)  # the cold start reports progress, to a file too
-    premise_progress = [line for line in err if line.startswith("[premise] variant")]
-    assert len(premise_progress) == 2 * len(demo_settings("charts").fast().premise_variants)  # two prompt sets
+    variants = len(demo_settings("charts").fast().premise_variants)
+    premise_progress = [line for line in err if line.startswith("[premise] variant") and f"/{variants} " in line]
+    assert len(premise_progress) == 2 * variants  # two prompt sets (the optimisability probes measure one variant)
     data = json.loads((out / "report.json").read_text())
     rows = {(row["model"], row["tools"]): row["results"] for row in data["rows"]}
     assert set(rows) == {(m, t) for m in (STUDENT, TEACHER, GRPO, IAPO) for t in (True, False)}
@@ -114,6 +115,14 @@ def test_fast_paper_demo_reports_results_paired_differences_and_mechanism_diagno
     grpo = [r["accuracy"] for r in rows[(GRPO, True)]]  # GRPO against the cold start, per seed
     assert data["grpo_gain"]["differences"] == pytest.approx([a - rows[(STUDENT, True)][0]["accuracy"] for a in grpo])
     assert "**GRPO against the cold start.**" in text
+    # item 4: the term alone against GRPO at the RL budget, probed at its middle and end against the cold start
+    optimisable = data["optimisability"]
+    assert optimisable["settings"]["seeds"] == [0] and optimisable["settings"]["variant"] == layout
+    assert set(optimisable["runs"]) == {"attribution_call-s0", "grpo-s0"}
+    for run in optimisable["runs"].values():
+        assert set(run["probe"]) == {"1", "2"} and run["probe"]["2"]["success"]["change"]["n"] == 2
+    assert (out / "optimise" / "optimise.png").stat().st_size > 0
+    assert "## Optimisability" in text and "**Optimisability.**" in text
     assert "within-group rank correlation" in text and "student–teacher divergence" in text
     assert "| student (second set) |" in text and "**(chosen)**" in text
 

@@ -11,6 +11,7 @@ from iapo.experiments.demo.findings import (
     ALIGNED,
     RELATED,
     call_rate_sentence,
+    change_words,
     comparison_sentence,
     correlation_sentence,
     correlation_words,
@@ -19,6 +20,8 @@ from iapo.experiments.demo.findings import (
     grpo_gain_sentence,
     mass_sentence,
     mechanism_reading,
+    optimisability_sentence,
+    optimisability_shown,
     outcome_class,
     regime_sentence,
     rescued_sentence,
@@ -223,3 +226,43 @@ def test_the_reports_method_paragraphs_read_the_settings():
     assert "training prompts 24–87 (seed 1)" in intro and "4 samples each at temperature 0.7" in intro
     both = premise_intro(first | {"replication": first | {"offset": 88, "seed": 2}})
     assert "24–87 (seed 1) and again on training prompts 88–151 (seed 2)" in both and "chosen from both sets" in both
+
+
+def change(mean: float, low: float, high: float, n: int = 64) -> dict:
+    return {"mean": mean, "low": low, "high": high, "n": n}
+
+
+def test_a_probe_change_reads_by_its_interval():
+    assert change_words(change(-0.004, -0.007, -0.0002)) == "fell"
+    assert change_words(change(0.03, 0.02, 0.04)) == "rose"
+    assert change_words(change(0.005, -0.002, 0.012)) == "did not move"
+    assert change_words(change(math.nan, math.nan, math.nan, n=0)) == "not measured"  # no call, nothing attributed
+
+
+def test_optimisability_is_shown_only_when_the_term_falls_in_every_seed_and_grpo_in_none():
+    assert optimisability_shown(["fell", "fell"], ["rose", "did not move"])
+    assert not optimisability_shown(["fell", "rose"], ["rose", "rose"])  # one seed of the term did not fall
+    assert not optimisability_shown(["fell", "fell"], ["fell", "rose"])  # GRPO fell too
+    assert not optimisability_shown([], [])
+
+
+def optimisability_result(term: list[dict], grpo: list[dict]) -> dict:
+    runs = {}
+    for name, changes in (("attribution_call", term), ("grpo", grpo)):
+        for seed, moved in enumerate(changes):
+            runs[f"{name}-s{seed}"] = {"probe": {"160": {"divergence": {"mean": 0.01, "change": moved}}}}
+    settings = {"seeds": list(range(len(term))), "steps": 160, "probe": {"prompts": 64, "offset": 24}}
+    return {"settings": settings, "runs": runs, "cold_start": {"divergence": 0.0115}}
+
+
+def test_optimisability_sentence_gives_each_seeds_change_and_the_verdict():
+    shown = optimisability_sentence(
+        optimisability_result([change(-0.004, -0.007, -0.0002)] * 2, [change(0.17, 0.14, 0.20)] * 2)
+    )
+    assert "cold start's 0.0115 by -0.0040 [-0.0070, -0.0002]; -0.0040" in shown
+    assert "(seeds [0, 1]: fell, fell)" in shown and "(rose, rose)" in shown and "optimisability shown" in shown
+    mixed = optimisability_result(
+        [change(-0.004, -0.007, -0.0002), change(0.0056, 0.001, 0.01)], [change(0.0, -0.01, 0.01)] * 2
+    )
+    text = optimisability_sentence(mixed)
+    assert "fell, rose" in text and "Optimisability is not shown" in text

@@ -4,7 +4,7 @@ why, by the mechanism diagnostics (the attribution term's rank correlation with 
 the format reward's, where each side's attribution mass lies, whether the divergence moved, tool use).
 
 Every sentence is one function of plain numbers (`tools_sentence`, `regime_sentence`, `grpo_gain_sentence`,
-`comparison_sentence`, `correlation_sentence`, `rescued_sentence`, `mass_sentence`, `divergence_sentence`,
+`optimisability_sentence`, `comparison_sentence`, `correlation_sentence`, `rescued_sentence`, `mass_sentence`, `divergence_sentence`,
 `call_rate_sentence`, `synthesis`), each tested on constructed numbers on both sides of every comparison it states
 (`tests/test_findings.py`); `findings` only reads the summary and calls them.
 
@@ -24,6 +24,7 @@ from iapo.experiments.demo.formatting import (
     chosen_candidate,
     number,
     percent,
+    signed,
 )
 from iapo.experiments.demo.premise import premise_checks, premise_verdict
 from iapo.experiments.demo.stats import mean_std
@@ -51,11 +52,14 @@ def findings(summary: dict) -> list[str]:
     grpo_on, iapo_on = mean_std(accuracy_of(rows, GRPO, True))[0], mean_std(accuracy_of(rows, IAPO, True))[0]
     on = paired["tools on"]
     premise = [premise_finding(summary["premise"])] if summary.get("premise") else []
+    result = summary.get("optimisability")
+    optimisable = ["- **Optimisability.** " + optimisability_sentence(result)] if result else []
     return [
         *premise,
         "- **Tools and teacher.** " + tools_sentence(*student, *teacher),
         "- **Regime.** " + regime_sentence(chosen_candidate(summary["regime"])),
         "- **GRPO against the cold start.** " + grpo_gain_sentence(summary["grpo_gain"], student[0]),
+        *optimisable,
         "- **IAPO vs GRPO.** " + comparison_sentence(grpo_on, iapo_on, student[0], on),
         "- **Why, by the diagnostics.** " + " ".join(mechanism_reading(summary, outcome_class(on))),
     ]
@@ -142,6 +146,50 @@ def grpo_gain_sentence(gain: dict, cold_start: float) -> str:
         f"GRPO − cold start (test accuracy with tools, cold start {percent(cold_start)}%): {100 * gain['mean']:+.1f} "
         f"points over {gain['n']} seeds, 95% CI [{100 * gain['low']:+.1f}, {100 * gain['high']:+.1f}] "
         f"(per seed {', '.join(f'{100 * d:+.1f}' for d in gain['differences'])}): {reading}."
+    )
+
+
+def change_words(change: dict) -> str:
+    """A paired change (a `bootstrap_mean` result) read by its 95% interval: fell, rose, did not move, or not
+    measured (fewer than two prompts with an attributed sample)."""
+    if change["n"] < 2 or not math.isfinite(change["low"]):
+        return "not measured"
+    return "fell" if change["high"] < 0 else "rose" if change["low"] > 0 else "did not move"
+
+
+def optimisability_shown(term: list[str], grpo: list[str]) -> bool:
+    """Item 4 is shown when the term alone's divergence fell in every seed and GRPO's in none (each a
+    `change_words` reading of the last probe)."""
+    return bool(term) and all(w == "fell" for w in term) and not any(w == "fell" for w in grpo)
+
+
+def optimisability_sentence(result: dict, term_run: str = "attribution_call") -> str:
+    """Item 4 in words: per seed, the change of the divergence to the teacher on the fixed probe, from the cold start
+    to the last probed step, of the term alone (`term_run`) and of GRPO, each with its paired 95% interval, and
+    whether that shows the term can be optimised (`optimisability_shown`)."""
+    seeds = result["settings"]["seeds"]
+    last = str(result["settings"]["steps"])
+
+    def changes(name: str) -> list[dict]:
+        return [result["runs"][f"{name}-s{seed}"]["probe"][last]["divergence"]["change"] for seed in seeds]
+
+    def listed(values: list[dict]) -> str:
+        return "; ".join(f"{signed(c['mean'])} [{signed(c['low'])}, {signed(c['high'])}]" for c in values)
+
+    term, grpo = changes(term_run), changes("grpo")
+    term_words, grpo_words = [change_words(c) for c in term], [change_words(c) for c in grpo]
+    shown = optimisability_shown(term_words, grpo_words)
+    return (
+        f"With the outcome weight at 0 ({term_run}), the divergence to the teacher on a fixed probe of "
+        f"{result['settings']['probe']['prompts']} training prompts changed from the cold start's "
+        f"{number(result['cold_start']['divergence'], 4)} by {listed(term)} after {last} steps (seeds {seeds}: "
+        f"{', '.join(term_words)}); under GRPO of the same budget by {listed(grpo)} ({', '.join(grpo_words)}). "
+        + (
+            "The term alone moves the student toward the teacher where GRPO does not: optimisability shown."
+            if shown
+            else "Optimisability is not shown (it needs the term's divergence to fall in every seed and GRPO's in "
+            "none)."
+        )
     )
 
 

@@ -36,6 +36,11 @@ def number(value: float | None, digits: int = 3) -> str:
     return "–" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
 
 
+def signed(value: float | None, digits: int = 4) -> str:
+    """A change with its sign ("–" when unknown)."""
+    return "–" if value is None or not math.isfinite(value) else f"{value:+.{digits}f}"
+
+
 def shown(key: str, value: float | None) -> str:
     """A diagnostic as the report prints it: a correlation with 2 decimals, a divergence in scientific notation
     (KL of block masses is often ~1e-4), anything else (shares, rates) in percent."""

@@ -196,10 +196,108 @@ def plot_probe(result: dict, path: Path) -> None:
     plt.close(figure)
 
 
+@dataclasses.dataclass(frozen=True)
+class ProbeSettings:
+    """The fixed probe: `prompts` training prompts from the `offset`-th, probed at the cold start, every `every` steps
+    (0: at the end only) and at the end; `prompts` 0: no probe."""
+
+    prompts: int = 32
+    offset: int = 24
+    every: int = 0
+
+    def saves(self, steps: int) -> range:
+        """The steps before the last at which the adapter is saved and probed."""
+        return range(self.every, steps, self.every) if self.every > 0 else range(0)
+
+
+def measured_run(settings, variant: str, name: str, seed: int, student: Path, teacher: Path, out: Path, knobs, probe):
+    """One run (trained unless saved) and its probes at its saved steps: `{"training": ..., "probe": {step: ...}}`
+    (the probe's numbers unchanged from the cold start's are not here: `optimisability` pairs them)."""
+    saves = probe.saves(settings.rl_steps)
+    measured = {"training": run(settings, name, student, teacher, out, seed, knobs, saves), "probed": {}}
+    if probe.prompts:
+        teacher_pair = ModelSettings(name=str(teacher)).load(device="cpu")
+        teacher_pair[0].eval()
+        samples = settings.build_split("train", probe.offset + probe.prompts)[probe.offset :]
+        for step in [*saves, settings.rl_steps]:
+            adapter = out / f"{name}-s{seed}" / (f"step-{step}" if step < settings.rl_steps else "last")
+            stages.say(f"optimisability: probe of {name} seed {seed} at step {step}")
+            model = ModelSettings(name=str(student), adapter=str(adapter))
+            measured["probed"][str(step)] = probe_samples(settings, variant, model, teacher_pair, samples)
+    return measured
+
+
+def probe_samples(settings, variant: str, model: ModelSettings, teacher: tuple, samples: list) -> dict:
+    """`probe` of `model` on the probe's samples with the probe's one sampling seed (0)."""
+    return probe(settings, variant, model, teacher, samples, seed=0)
+
+
+def optimisability(
+    settings,
+    variant: str,
+    student: Path,
+    teacher: Path,
+    out: Path,
+    seeds: list[int],
+    runs: list[str],
+    knobs: RunSettings,
+    probe_settings: ProbeSettings,
+    workers: int = 1,
+) -> dict:
+    """Every run of `runs` for every seed under `out` (`workers` at once, one process each; a saved run is read
+    back), each probed against the cold start; writes `out/optimise.json` (and `out/optimise.png` with a probe) and
+    returns it. `settings.attribution` is `variant`'s."""
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    out.mkdir(parents=True, exist_ok=True)
+    tasks = [(name, seed) for seed in seeds for name in runs]
+    arguments = [(settings, variant, name, seed, student, teacher, out, knobs, probe_settings) for name, seed in tasks]
+    if workers <= 1:
+        measured = [measured_run(*args) for args in arguments]
+    else:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+            measured = list(pool.map(measured_run, *zip(*arguments, strict=True)))
+    result: dict = {
+        "settings": {
+            "variant": variant,
+            "runs": runs,
+            "seeds": seeds,
+            "steps": settings.rl_steps,
+            "prompts": settings.rl_prompts,
+            "lr": knobs.lr or settings.rl_lr,
+            "kl_beta": knobs.kl_beta,
+            "advantage_scale": knobs.advantage_scale,
+            "weight": knobs.attribution_weight,
+            "probe": dataclasses.asdict(probe_settings),
+        },
+        "runs": {},
+    }
+    if probe_settings.prompts:
+        teacher_pair = ModelSettings(name=str(teacher)).load(device="cpu")
+        teacher_pair[0].eval()
+        samples = settings.build_split("train", probe_settings.offset + probe_settings.prompts)[probe_settings.offset :]
+        stages.say(f"optimisability: probe of the cold start, {len(samples)} prompts × {settings.group_size}")
+        cold = probe_samples(settings, variant, ModelSettings(name=str(student)), teacher_pair, samples)
+        result["cold_start"] = {key: mean(cold[key]) for key in PROBED}
+        result["cold_start"]["divergence_by_call"] = divergence_by_call(cold)
+    for (name, seed), run_measured in zip(tasks, measured, strict=True):
+        entry = {"training": run_measured["training"]}
+        if probe_settings.prompts:
+            entry["probe"] = {
+                step: probe_change(cold, after, settings.group_size) for step, after in run_measured["probed"].items()
+            }
+        result["runs"][f"{name}-s{seed}"] = entry
+    if probe_settings.prompts:
+        plot_probe(result, out / "optimise.png")
+    (out / "optimise.json").write_text(json.dumps(result, indent=2))
+    return result
+
+
 def main(argv: list[str] | None = None) -> dict:
     import argparse
 
-    from iapo.experiments.demo.measure import overlay_settings, progress, variant_settings
+    from iapo.experiments.demo.measure import overlay_settings, variant_settings
     from iapo.experiments.demo.premise import DEFAULT_VARIANT, RL_VARIANTS
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -218,6 +316,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--probe-prompts", type=int, default=32, help="0: no probe")
     parser.add_argument("--probe-offset", type=int, default=24, help="the probe's first training prompt")
     parser.add_argument("--probe-every", type=int, default=0, help="also probe every N steps (0: at the end only)")
+    parser.add_argument("--workers", type=int, default=1, help="runs at once, one process each (one per core)")
     parser.add_argument("--config", type=Path, help="another task overlay than configs/demo_charts.yaml (its task)")
     args = parser.parse_args(argv)
     base = dataclasses.replace(
@@ -225,33 +324,20 @@ def main(argv: list[str] | None = None) -> dict:
     )
     settings = dataclasses.replace(base, attribution=variant_settings(base, args.variant))
     knobs = RunSettings(args.advantage_scale, args.lr, args.kl_beta, args.weight)
-    saves = range(args.probe_every, args.steps, args.probe_every) if args.probe_every > 0 else ()
-    samples = base.build_split("train", args.probe_offset + args.probe_prompts)[args.probe_offset :]
-    if args.probe_prompts:
-        teacher = ModelSettings(name=str(args.teacher)).load(device="cpu")
-        teacher[0].eval()
-        progress(f"probe of the cold start: {len(samples)} prompts × {base.group_size}")
-        cold = probe(base, args.variant, ModelSettings(name=str(args.student)), teacher, samples, seed=0)
-    result: dict = {"settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}, "runs": {}}
-    for seed in args.seeds:
-        for name in args.runs:
-            progress(f"{name} run, seed {seed}: {args.steps} steps")
-            measured = {"training": run(settings, name, args.student, args.teacher, args.out, seed, knobs, saves)}
-            if args.probe_prompts:
-                measured["probe"] = {}
-                for step in [*saves, args.steps]:
-                    adapter = args.out / f"{name}-s{seed}" / (f"step-{step}" if step < args.steps else "last")
-                    progress(f"probe of {name} seed {seed} at step {step}")
-                    student = ModelSettings(name=str(args.student), adapter=str(adapter))
-                    after = probe(base, args.variant, student, teacher, samples, seed=0)
-                    measured["probe"][str(step)] = probe_change(cold, after, base.group_size)
-            result["runs"][f"{name}-s{seed}"] = measured
-            (args.out / "optimise.json").write_text(json.dumps(result, indent=2))
-    if args.probe_prompts:
-        result["cold_start"] = {key: mean(cold[key]) for key in PROBED}
-        result["cold_start"]["divergence_by_call"] = divergence_by_call(cold)
-        plot_probe(result, args.out / "optimise.png")
-    (args.out / "optimise.json").write_text(json.dumps(result, indent=2))
+    probe_settings = ProbeSettings(args.probe_prompts, args.probe_offset, args.probe_every)
+    result = optimisability(
+        settings,
+        args.variant,
+        args.student,
+        args.teacher,
+        args.out,
+        args.seeds,
+        args.runs,
+        knobs,
+        probe_settings,
+        args.workers,
+    )
+    result["settings"] |= {"student": str(args.student), "teacher": str(args.teacher)}
     print(json.dumps(result, indent=2))
     return result
 

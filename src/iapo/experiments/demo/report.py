@@ -10,7 +10,15 @@ from __future__ import annotations
 import math
 
 from iapo.experiments.demo.findings import findings
-from iapo.experiments.demo.formatting import DIAGNOSTICS, chosen_candidate, number, percent, percent_mean_std, shown
+from iapo.experiments.demo.formatting import (
+    DIAGNOSTICS,
+    chosen_candidate,
+    number,
+    percent,
+    percent_mean_std,
+    shown,
+    signed,
+)
 from iapo.experiments.demo.premise import premise_checks
 
 
@@ -225,6 +233,42 @@ def premise_section(summary: dict) -> list[str]:
     ]
 
 
+def probed(entry: dict) -> str:
+    """A probed quantity: its mean and its paired change from the cold start with the 95% interval."""
+    change = entry["change"]
+    return f"{number(entry['mean'], 4)} ({signed(change['mean'])} [{signed(change['low'])}, {signed(change['high'])}])"
+
+
+def optimisability_section(summary: dict) -> list[str]:
+    """Item 4: the optimisability runs' probe at each probed step against the cold start, and their plot."""
+    result = summary.get("optimisability")
+    if not result:
+        return []
+    settings, cold = result["settings"], result["cold_start"]
+    lines = [
+        "## Optimisability: the attribution term alone against GRPO (training prompts, fixed probe)",
+        "",
+        f"Runs {', '.join(settings['runs'])} for seeds {settings['seeds']}: {settings['steps']} steps of "
+        f"{settings['prompts']} prompts, lr {settings['lr']:g}, KL to the reference β {settings['kl_beta']:g}, the "
+        f"{settings['variant']} layout. Probe: training prompts {settings['probe']['offset']}–"
+        f"{settings['probe']['offset'] + settings['probe']['prompts'] - 1}, sampled with one seed by the cold start "
+        "and by each saved adapter; a change is paired per prompt (bootstrap 95% interval), the divergence over the "
+        "prompts with an attributed sample both times. Cold start: divergence "
+        f"{number(cold['divergence'], 4)}, tool-call rate {number(cold['call'], 3)}, right calls "
+        f"{number(cold['right_call'], 3)}, success {number(cold['success'], 3)}.",
+        "",
+        "| run | step | divergence (change [95% CI]) | tool-call rate | right calls | sampled success |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, run in result["runs"].items():
+        for step, probe in run["probe"].items():
+            lines.append(
+                f"| {name} | {step} | {probed(probe['divergence'])} | {probed(probe['call'])} | "
+                f"{probed(probe['right_call'])} | {probed(probe['success'])} |"
+            )
+    return [*lines, "", "![optimisability](optimise/optimise.png)", ""]
+
+
 def render(summary: dict) -> str:
     """`report.md` from the run's summary (`report.json`)."""
     settings, regime = summary["settings"], summary["regime"]
@@ -247,6 +291,7 @@ def render(summary: dict) -> str:
         f"{summary['weight_reason']}.",
         "",
         *premise_section(summary),
+        *optimisability_section(summary),
         "## Cold-start diagnostics (chosen student, teacher's attribution, training prompts)",
         "",
         *cold_start_lines(summary["cold_start_diagnostics"], chosen_candidate(regime)),

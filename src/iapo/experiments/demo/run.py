@@ -22,6 +22,7 @@ from iapo.experiments.demo import stages
 from iapo.experiments.demo.curves import learning_curves, read_history, training_summary
 from iapo.experiments.demo.formatting import METHODS, STUDENT, TEACHER, accuracy_of
 from iapo.experiments.demo.measure import replicated_premise, variant_settings
+from iapo.experiments.demo.optimise import ProbeSettings, RunSettings, optimisability
 from iapo.experiments.demo.premise import premise_checks
 from iapo.experiments.demo.regime import choose_candidate, choose_weight, sample_diagnostics
 from iapo.experiments.demo.report import render
@@ -128,6 +129,40 @@ def premise_stage(settings: DemoSettings, student: Path, teacher: Path) -> dict:
     return premise
 
 
+OPTIMISABILITY_RUNS = ("attribution_call", "grpo")
+"""The optimisability stage's runs: the attribution term with the outcome weight at 0 (plus 0.1 for a call that ran:
+without it a student that stops calling stays there, docs/method.md) against GRPO of the same budget."""
+
+
+def optimisability_stage(settings: DemoSettings, variant: str, student: Path, teacher: Path, workers: int) -> dict:
+    """Item 4 of the premises: can the attribution term alone move the student toward the teacher? The runs of
+    `OPTIMISABILITY_RUNS` for each of `settings.optimisability_seeds`, at the RL budget with the chosen layout, and
+    their divergence on a fixed probe of training prompts (`optimise.optimisability`); cached in
+    `optimise/optimise.json`."""
+    out = settings.out / "optimise"
+    if (out / "optimise.json").is_file():
+        stages.say(f"optimisability: reusing {out / 'optimise.json'}")
+        return json.loads((out / "optimise.json").read_text())
+    knobs = RunSettings(lr=settings.rl_lr, kl_beta=settings.rl_kl_beta)
+    probe = ProbeSettings(settings.probe_prompts, settings.regime_prompts, settings.rl_steps // 2)
+    stages.say(
+        f"optimisability: {', '.join(OPTIMISABILITY_RUNS)} for seeds {list(settings.optimisability_seeds)}, "
+        f"{settings.rl_steps} steps each, probed on {probe.prompts} training prompts"
+    )
+    return optimisability(
+        settings,
+        variant,
+        student,
+        teacher,
+        out,
+        list(settings.optimisability_seeds),
+        list(OPTIMISABILITY_RUNS),
+        knobs,
+        probe,
+        workers,
+    )
+
+
 def rl_task(settings: DemoSettings, method: str, seed: int, student: Path, teacher: Path, weight: float) -> dict:
     """One RL run and its evaluations (tools on and off); runs in a worker process."""
     adapter = stages.reinforce(settings, method, seed, student, teacher, weight)
@@ -185,6 +220,9 @@ def run(settings: DemoSettings, workers: int = 1, until: str | None = None) -> P
             return settings.out / "premise.json"
         rl_settings = dataclasses.replace(settings, attribution=variant_settings(settings, premise["chosen_variant"]))
         weight = premise["weight"]
+    optimisable = None
+    if settings.optimisability_seeds and premise:
+        optimisable = optimisability_stage(rl_settings, premise["chosen_variant"], student, teacher, workers)
     rows = []
     for label, path in ((STUDENT, student), (TEACHER, teacher)):
         for tools in (True, False):
@@ -247,6 +285,7 @@ def run(settings: DemoSettings, workers: int = 1, until: str | None = None) -> P
         "rows": rows,
         "paired": paired,
         "grpo_gain": grpo_gain,
+        "optimisability": optimisable,
         "training": training_summary(histories),
         "pictures": pictures,
         "minutes": (time.time() - start) / 60,

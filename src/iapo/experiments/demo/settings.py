@@ -90,6 +90,10 @@ class DemoSettings:
     attribution term's (`iapo.experiments.demo.regime.choose_weight`). `rl_kl_beta` weighs the policy's KL to its
     reference (the cold start) in the RL loss.
 
+    For each of `optimisability_seeds` (none: the stage is skipped) the optimisability stage
+    (`iapo.experiments.demo.optimise`) runs the attribution term alone against GRPO at the RL budget and measures the
+    divergence to the teacher on a fixed probe of `probe_prompts` training prompts (after the regime's).
+
     With `given_student` and `given_teacher` the cold start is not trained: the regime stage measures the given
     student as its one candidate, and every later stage runs as above (`powered_settings`).
     """
@@ -135,6 +139,8 @@ class DemoSettings:
     picture_examples: int = 2
     given_student: Path | None = None
     given_teacher: Path | None = None
+    optimisability_seeds: tuple[int, ...] = ()
+    probe_prompts: int = 64
 
     def __post_init__(self) -> None:
         if self.setting not in SETTINGS:
@@ -213,6 +219,8 @@ class DemoSettings:
             rl_rows=64,
             test_rows=8,
             picture_examples=1,
+            optimisability_seeds=(0,),
+            probe_prompts=2,
         )
 
 
@@ -260,8 +268,9 @@ def powered_settings(student: Path, teacher: Path, **overrides) -> DemoSettings:
     """The powered comparison (issue 18, item 5): GRPO and IAPO over 5 seeds on the 6-bar task
     (`configs/demo_charts_6bars.yaml`) from a given student and teacher, at the RL budget at which GRPO itself learned
     on that pair (docs/results.md, "Optimisability on the 6-bar pair": lr 1e-3 with a KL to the reference at β 0.1,
-    160 steps of 2 prompts × 4 samples, one update per step), 300 test questions, and a premise stage that measures
-    the paper's layout beside image regions by IG and by occlusion (the one that met premise 3 on that pair)."""
+    160 steps of 2 prompts × 4 samples, one update per step), 300 test questions, a premise stage that measures the
+    paper's layout beside image regions by IG and by occlusion (the one that met premise 3 on that pair), and the
+    optimisability stage for two seeds."""
     task, sampling = read_overlay(SIX_BARS_CONFIG, "synthetic_charts", SyntheticChartsConfig)
     preset = demo_settings(
         "charts",
@@ -277,5 +286,6 @@ def powered_settings(student: Path, teacher: Path, **overrides) -> DemoSettings:
         rl_kl_beta=0.1,
         test_rows=300,
         premise_variants=("blocks", "blocks_per_token", "regions", "occlusion_regions"),
+        optimisability_seeds=(0, 1),
     )
     return dataclasses.replace(preset, **{k: v for k, v in overrides.items() if v is not None})
