@@ -115,6 +115,17 @@ def test_fast_paper_demo_reports_results_paired_differences_and_mechanism_diagno
     grpo = [r["accuracy"] for r in rows[(GRPO, True)]]  # GRPO against the cold start, per seed
     assert data["grpo_gain"]["differences"] == pytest.approx([a - rows[(STUDENT, True)][0]["accuracy"] for a in grpo])
     assert "**GRPO against the cold start.**" in text
+    # test accuracy sampled as in RL: G per question, per model and seed, paired by seed as the greedy one
+    sampled = data["sampled"]
+    assert sampled["samples_per_question"] == data["settings"]["group_size"] and len(sampled["grpo"]) == len(seeds)
+    assert sampled["paired"]["differences"] == pytest.approx(
+        [a - b for a, b in zip(sampled["iapo"], sampled["grpo"], strict=True)]
+    )
+    per_question = json.loads((out / "eval" / "grpo-seed0-sampled.json").read_text())["per_question"]
+    assert len(per_question) == data["settings"]["test_rows"] and sampled["grpo"][0] == pytest.approx(
+        sum(per_question) / len(per_question)
+    )
+    assert "**Sampled as in RL" in text and "| IAPO − GRPO (sampled) |" in text
     # item 4: the term alone against GRPO at the RL budget, probed at its middle and end against the cold start
     optimisable = data["optimisability"]
     assert optimisable["settings"]["seeds"] == [0] and optimisable["settings"]["variant"] == layout

@@ -25,6 +25,7 @@ from iapo.experiments.demo.findings import (
     outcome_class,
     regime_sentence,
     rescued_sentence,
+    sampled_findings,
     synthesis,
     term_adds_ties,
     tools_sentence,
@@ -266,3 +267,21 @@ def test_optimisability_sentence_gives_each_seeds_change_and_the_verdict():
     )
     text = optimisability_sentence(mixed)
     assert "fell, rose" in text and "Optimisability is not shown" in text
+
+
+def test_the_sampled_findings_read_grpos_gain_and_the_comparison_as_rl_samples():
+    assert sampled_findings(None) == []
+    sampled = {
+        "samples_per_question": 4,
+        "temperature": 0.7,
+        "student": 0.113,
+        "grpo": [0.19, 0.21],
+        "iapo": [0.18, 0.20],
+        "grpo_gain": paired(0.087, 0.05, 0.12, n=2),
+        "paired": paired(-0.01, -0.03, 0.01, n=2),
+    }
+    (text,) = sampled_findings(sampled)
+    assert text.startswith("- **Sampled as in RL (4 samples per question at temperature 0.7).**")
+    assert "GRPO − cold start (sampled test accuracy with tools, cold start 11.3%): +8.7 points" in text
+    assert "lies above 0: GRPO learned" in text
+    assert "Sampled test accuracy: GRPO 20.0%, IAPO 19.0%" in text and "no difference shown" in text

@@ -1,11 +1,12 @@
 """The report's findings: what the numbers show, in plain words, with every threshold stated — the premises, the
-tool's use and the teacher, the regime, whether GRPO itself learned, IAPO against GRPO (paired 95% interval), and
-why, by the mechanism diagnostics (the attribution term's rank correlation with success, the ties it breaks beyond
-the format reward's, where each side's attribution mass lies, whether the divergence moved, tool use).
+tool's use and the teacher, the regime, whether GRPO itself learned, IAPO against GRPO (paired 95% interval; greedy,
+and sampled as in RL), and why, by the mechanism diagnostics (the attribution term's rank correlation with success,
+the ties it breaks beyond the format reward's, where each side's attribution mass lies, whether the divergence moved,
+tool use).
 
 Every sentence is one function of plain numbers (`tools_sentence`, `regime_sentence`, `grpo_gain_sentence`,
-`optimisability_sentence`, `comparison_sentence`, `correlation_sentence`, `rescued_sentence`, `mass_sentence`, `divergence_sentence`,
-`call_rate_sentence`, `synthesis`), each tested on constructed numbers on both sides of every comparison it states
+`optimisability_sentence`, `comparison_sentence`, `sampled_findings`, `correlation_sentence`, `rescued_sentence`,
+`mass_sentence`, `divergence_sentence`, `call_rate_sentence`, `synthesis`), each tested on constructed numbers on both sides of every comparison it states
 (`tests/test_findings.py`); `findings` only reads the summary and calls them.
 
     lines = findings(summary)      # summary: the dict the run writes as report.json
@@ -14,6 +15,7 @@ Every sentence is one function of plain numbers (`tools_sentence`, `regime_sente
 from __future__ import annotations
 
 import math
+import statistics
 
 from iapo.experiments.demo.formatting import (
     GRPO,
@@ -61,6 +63,7 @@ def findings(summary: dict) -> list[str]:
         "- **GRPO against the cold start.** " + grpo_gain_sentence(summary["grpo_gain"], student[0]),
         *optimisable,
         "- **IAPO vs GRPO.** " + comparison_sentence(grpo_on, iapo_on, student[0], on),
+        *sampled_findings(summary.get("sampled")),
         "- **Why, by the diagnostics.** " + " ".join(mechanism_reading(summary, outcome_class(on))),
     ]
 
@@ -130,7 +133,7 @@ def regime_sentence(chosen: dict) -> str:
     )
 
 
-def grpo_gain_sentence(gain: dict, cold_start: float) -> str:
+def grpo_gain_sentence(gain: dict, cold_start: float, metric: str = "test accuracy with tools") -> str:
     """Whether GRPO itself learned: its test accuracy with tools minus the cold start's, per seed (`gain`, a
     `paired_difference` of GRPO's seeds against the cold start), with its 95% interval over seeds. A comparison of
     IAPO with GRPO tests the term only where GRPO learns at the budget."""
@@ -143,7 +146,7 @@ def grpo_gain_sentence(gain: dict, cold_start: float) -> str:
     else:
         reading = "the interval contains 0: GRPO's gain is not shown at this budget"
     return (
-        f"GRPO − cold start (test accuracy with tools, cold start {percent(cold_start)}%): {100 * gain['mean']:+.1f} "
+        f"GRPO − cold start ({metric}, cold start {percent(cold_start)}%): {100 * gain['mean']:+.1f} "
         f"points over {gain['n']} seeds, 95% CI [{100 * gain['low']:+.1f}, {100 * gain['high']:+.1f}] "
         f"(per seed {', '.join(f'{100 * d:+.1f}' for d in gain['differences'])}): {reading}."
     )
@@ -193,6 +196,20 @@ def optimisability_sentence(result: dict, term_run: str = "attribution_call") ->
     )
 
 
+def sampled_findings(sampled: dict | None) -> list[str]:
+    """The GRPO-gain and comparison sentences on test accuracy sampled as in RL (none when not measured)."""
+    if not sampled:
+        return []
+    metric = f"{sampled['samples_per_question']} samples per question at temperature {sampled['temperature']:g}"
+    grpo, iapo = statistics.fmean(sampled["grpo"]), statistics.fmean(sampled["iapo"])
+    return [
+        f"- **Sampled as in RL ({metric}).** "
+        + grpo_gain_sentence(sampled["grpo_gain"], sampled["student"], "sampled test accuracy with tools")
+        + " "
+        + comparison_sentence(grpo, iapo, sampled["student"], sampled["paired"], "Sampled test accuracy")
+    ]
+
+
 def outcome_class(paired: dict) -> str:
     """The paired comparison (IAPO − GRPO) as one of `one_seed`, `helped` (95% interval above 0), `hurt` (below 0)
     or `none` (contains 0)."""
@@ -217,12 +234,14 @@ def verdict(paired: dict) -> str:
     return VERDICTS[outcome_class(paired)]
 
 
-def comparison_sentence(grpo: float, iapo: float, cold_start: float, paired: dict) -> str:
-    """Test accuracy with tools of both methods (seed means) and the cold start, the paired difference with its
-    interval, and the verdict."""
+def comparison_sentence(
+    grpo: float, iapo: float, cold_start: float, paired: dict, metric: str = "Test accuracy with tools"
+) -> str:
+    """`metric` of both methods (seed means) and the cold start, the paired difference with its interval, and the
+    verdict."""
     interval = f", 95% CI [{100 * paired['low']:+.1f}, {100 * paired['high']:+.1f}]" if paired["n"] > 1 else ""
     return (
-        f"Test accuracy with tools: GRPO {percent(grpo)}%, IAPO {percent(iapo)}% (means of {paired['n']} seeds; the "
+        f"{metric}: GRPO {percent(grpo)}%, IAPO {percent(iapo)}% (means of {paired['n']} seeds; the "
         f"cold start: {percent(cold_start)}%); paired difference IAPO − GRPO {100 * paired['mean']:+.1f} points"
         f"{interval}: {verdict(paired)}."
     )

@@ -12,7 +12,9 @@ adapter saved every `--probe-every` steps and at the end; the change from the co
 the probe's prompts (per prompt: the mean over its G samples). Prints JSON (per run the first → last quarter means of
 the training steps' divergence, policy KL to its reference, sampled accuracy and the term's within-group rank
 correlation with the outcome; the probe at each saved step and its change; a probed sample without a call has no
-divergence), writes it to `OUT/optimise.json` after each run and plots the probe to `OUT/optimise.png`.
+divergence), writes it to `OUT/optimise.json` and plots the probe to `OUT/optimise.png`. A finished run (its `last/`
+adapter) is read back, not trained again; its probes are measured again. `python -m iapo.experiments.demo --powered`
+(`make powered`) runs this as its optimisability stage (`run.optimisability_stage`).
 
     python -m iapo.experiments.demo.optimise --student DIR --teacher DIR --out DIR --steps 160 --prompts 2 \
         [--seeds 0 1]                      # one pair of runs per seed
@@ -22,6 +24,7 @@ divergence), writes it to `OUT/optimise.json` after each run and plots the probe
                                            # attribution run's reward weight (default 1; it matters unless "group")
         [--lr 1e-3] [--kl-beta 0.1]        # the RL learning rate and the KL to the reference (default 3e-4, 0)
         [--probe-prompts 32 --probe-every 40]
+        [--workers 2]                      # runs at once, one process each (one per core)
         [--config OVERLAY]                 # another task overlay than configs/demo_charts.yaml (its task)
 """
 

@@ -133,9 +133,9 @@ def results_table(rows: list[dict]) -> list[str]:
     return lines
 
 
-def paired_lines(paired: dict, seeds: list[int]) -> list[str]:
+def paired_lines(paired: dict, seeds: list[int], first: str = "tools") -> list[str]:
     lines = [
-        "| tools | " + " | ".join(f"seed {s}" for s in seeds) + " | mean | 95% CI (t) |",
+        f"| {first} | " + " | ".join(f"seed {s}" for s in seeds) + " | mean | 95% CI (t) |",
         "|---|" + "---|" * (len(seeds) + 2),
     ]
     for tools, result in paired.items():
@@ -269,6 +269,24 @@ def optimisability_section(summary: dict) -> list[str]:
     return [*lines, "", "![optimisability](optimise/optimise.png)", ""]
 
 
+def gain_section(summary: dict, seeds: list[int]) -> list[str]:
+    """GRPO against the cold start (greedy, and sampled as in RL where measured) and IAPO − GRPO sampled, paired by
+    seed, with the sampled accuracies."""
+    comparisons = {"GRPO − cold start (greedy)": summary["grpo_gain"]}
+    sampled = summary.get("sampled")
+    lines = ["### GRPO against the cold start; sampled as in RL (points of accuracy, tools on)", ""]
+    if sampled:
+        comparisons |= {"GRPO − cold start (sampled)": sampled["grpo_gain"], "IAPO − GRPO (sampled)": sampled["paired"]}
+        lines += [
+            f"Sampled: {sampled['samples_per_question']} trajectories per test question at temperature "
+            f"{sampled['temperature']:g} (sampling seed 0), the mean outcome. Cold start {percent(sampled['student'])}%, "
+            f"teacher {percent(sampled['teacher'])}%, GRPO {percent_mean_std(sampled['grpo'])}%, IAPO "
+            f"{percent_mean_std(sampled['iapo'])}% (mean ± std over seeds).",
+            "",
+        ]
+    return [*lines, *paired_lines(comparisons, seeds, first="comparison"), ""]
+
+
 def render(summary: dict) -> str:
     """`report.md` from the run's summary (`report.json`)."""
     settings, regime = summary["settings"], summary["regime"]
@@ -309,6 +327,7 @@ def render(summary: dict) -> str:
         "",
         *paired_lines(summary["paired"], seeds),
         "",
+        *gain_section(summary, seeds),
         "## Mechanism over training (mean over seeds of each run's first and last quarter of steps)",
         "",
         *training_lines(summary["training"]),

@@ -174,6 +174,7 @@ def rl_task(settings: DemoSettings, method: str, seed: int, student: Path, teach
         "adapter": str(adapter),
         "tools on": stages.evaluate(settings, label, model, True),
         "tools off": stages.evaluate(settings, f"{label}-direct", model, False),
+        "sampled": stages.evaluate_sampled(settings, label, model),
     }
 
 
@@ -249,6 +250,7 @@ def run(settings: DemoSettings, workers: int = 1, until: str | None = None) -> P
     cold_start_on = accuracy_of(rows, STUDENT, True)[0]
     grpo_on = [r["tools on"]["accuracy"] for r in runs if r["method"] == "grpo"]
     grpo_gain = paired_difference(grpo_on, [cold_start_on] * len(grpo_on))
+    sampled = sampled_results(settings, student, teacher, runs)
     histories = {
         method: [
             read_history(settings.out / "logs" / stages.run_name(method, seed) / "metrics.csv")
@@ -285,6 +287,7 @@ def run(settings: DemoSettings, workers: int = 1, until: str | None = None) -> P
         "rows": rows,
         "paired": paired,
         "grpo_gain": grpo_gain,
+        "sampled": sampled,
         "optimisability": optimisable,
         "training": training_summary(histories),
         "pictures": pictures,
@@ -295,6 +298,26 @@ def run(settings: DemoSettings, workers: int = 1, until: str | None = None) -> P
     path.write_text(render(summary))
     stages.say(f"report: {path} ({summary['minutes']:.1f} min)")
     return path
+
+
+def sampled_results(settings: DemoSettings, student: Path, teacher: Path, runs: list[dict]) -> dict:
+    """Test accuracy with tools sampled as in RL (`stages.evaluate_sampled`): the cold start's, the teacher's, each
+    method's per seed, GRPO − cold start and IAPO − GRPO paired by seed."""
+    models = {
+        "student": stages.evaluate_sampled(settings, "student-tools", ModelSettings(name=str(student))),
+        "teacher": stages.evaluate_sampled(settings, "teacher-tools", ModelSettings(name=str(teacher))),
+    }
+    accuracy = {method: [r["sampled"]["accuracy"] for r in runs if r["method"] == method] for method in METHODS}
+    cold = models["student"]["accuracy"]
+    return {
+        "samples_per_question": settings.group_size,
+        "temperature": settings.sampling.temperature,
+        "student": cold,
+        "teacher": models["teacher"]["accuracy"],
+        **accuracy,
+        "grpo_gain": paired_difference(accuracy["grpo"], [cold] * len(accuracy["grpo"])),
+        "paired": paired_difference(accuracy["iapo"], accuracy["grpo"]),
+    }
 
 
 def plain_premises(premise: dict) -> dict:

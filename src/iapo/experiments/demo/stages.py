@@ -4,6 +4,7 @@
   every candidate budget (`sft/step-<n>/`); the teacher (`sft/teacher/`) is that run trained on with demonstrations
   that always edit the asked bar (optionally ending with a run at a lower lr);
 - `evaluate`: greedy evaluation on the held-out test split, tools on or off (`eval/<label>.json`);
+- `evaluate_sampled`: accuracy with tools sampled as in RL on the same split (`eval/<label>-sampled.json`);
 - `reinforce`: GRPO or IAPO from the chosen cold start (`rl/<method>-seed<k>/adapter/`, metrics in
   `logs/<method>-seed<k>/metrics.csv`);
 - `pictures`: student vs teacher attribution of fixed test examples.
@@ -185,6 +186,34 @@ def evaluate(settings, label: str, student: ModelSettings, tools: bool) -> dict:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2))
     say(f"evaluated {label}: accuracy {result['accuracy']:.3f}, tool-call rate {result['tool_call_rate']:.2f}")
+    return result
+
+
+def evaluate_sampled(settings, label: str, student: ModelSettings) -> dict:
+    """Accuracy with tools as RL samples it: `group_size` trajectories per test question at the RL temperature
+    (sampling seed 0), the mean outcome per question (`per_question`, for intervals paired by question) and over
+    all. Greedy decoding reads only the mode of each choice, which a policy trained under sampling need not move
+    (on the 6-bar pair GRPO raised sampled success on training prompts while its greedy test accuracy fell,
+    docs/results.md); cached in `eval/<label>-sampled.json`."""
+    from iapo.experiments.demo.measure import sample_model
+
+    path = settings.out / "eval" / f"{label}-sampled.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    samples = settings.build_split("test", settings.test_rows)
+    _, outcome, _ = sample_model(settings, student, samples, seed=0)
+    per_question = outcome.view(len(samples), settings.group_size).mean(1)
+    result = {
+        "label": label,
+        "accuracy": float(per_question.mean()),
+        "per_question": per_question.tolist(),
+        "samples_per_question": settings.group_size,
+        "temperature": settings.sampling.temperature,
+        "rows": len(samples),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2))
+    say(f"evaluated {label}, sampled: accuracy {result['accuracy']:.3f}")
     return result
 
 
