@@ -4,30 +4,36 @@
     make demo SETTING=zoom       # python -m iapo.experiments.demo --setting zoom   — the zoom setting
     make demo FAST=1             # --fast: the CI-sized run of either (a few minutes)
     make demo ARGS=--fresh       # start over (stages whose outputs exist are otherwise reused)
+    make powered STUDENT=dir TEACHER=dir   # --powered: the 6-bar comparison from a given pair (docs/results.md)
 
 Offline, on CPU: tiny Qwen2.5-VL-architecture models trained from scratch on the project's synthetic sets. Stages:
 1. cold start (`stages.cold_start`): one SFT run of `tiny-student` on demonstrations that read what they edit but,
    in the paper's setting, edit the asked bar only a set share of the time, saved at a few candidate budgets; the
-   same run trained on with demonstrations that always edit the asked bar is the teacher;
+   same run trained on with demonstrations that always edit the asked bar is the teacher (or, with `--student` /
+   `--teacher`, a given pair, nothing trained);
 2. regime (`regime`): each candidate sampled on *training* prompts at the RL settings; the one whose outcome reward
    is sparsest without being hopeless is chosen — never from test results;
 3. premise (`measure`, `premise`; paper setting): the chosen student and the teacher sampled on other training
    prompts: does the tool call decide success, does the teacher make it, and does the attribution term rank a
    group's samples as success does, for each layout; a rule picks the layout the RL runs use, λ is set from it;
-4. GRPO and IAPO from the chosen student, same seeds, data order and budget (`--workers` runs at once);
-5. greedy evaluation of every model on the held-out test split, tools on and off;
-6. the report (`report`): the premises with their thresholds, accuracy, paired differences IAPO − GRPO per seed
+4. optimisability (`optimise`; when `optimisability_seeds` are set, as in `--powered`): the attribution term alone
+   against GRPO at the RL budget, the divergence to the teacher measured on a fixed probe of training prompts;
+5. GRPO and IAPO from the chosen student, same seeds, data order and budget (`--workers` runs at once);
+6. greedy evaluation of every model on the held-out test split, tools on and off, and the accuracy with tools
+   sampled as in RL (G per question at the RL temperature);
+7. the report (`report`): the premises with their thresholds, accuracy, paired differences IAPO − GRPO per seed
    with a 95% t interval, tool rates, the mechanism diagnostics at the cold start and over training, and findings
    that say what the numbers show.
 
 Output under `logs/demo/` (`logs/demo-zoom/`, `...-fast/`): `report.md`, `report.json`, `curves.png`,
-`attribution/{before,grpo,iapo}/example-<k>.png`, and each stage's files (`sft/`, `regime.json`, `premise.json`, `rl/`, `eval/`,
-`logs/<run>/metrics.csv`).
+`attribution/{before,grpo,iapo}/example-<k>.png`, and each stage's files (`sft/`, `regime.json`, `premise.json`,
+`optimise/`, `rl/`, `eval/`, `logs/<run>/metrics.csv`).
 
 Files: `settings.py` (presets, read from the CLI's YAML overlays), `stages.py` (training and evaluation stages),
 `regime.py` (cold-start diagnostics and the choices made from them), `premise.py` (the premises as pure
 functions: right call, success given the call, rank correlations, the layout rule, the checks), `measure.py` (the
-premise measurement on training prompts), `stats.py` (paired t intervals), `curves.py`
+premise measurement on training prompts), `optimise.py` (the optimisability runs and their probe), `stats.py`
+(paired t intervals), `curves.py`
 (the RL runs' logged steps: summaries and curves), `findings.py` (what the numbers show, in words), `report.py`
 (the tables of `report.md`), `formatting.py` (labels and number formats they share), `run.py` (the order of the
 stages and the command line).
