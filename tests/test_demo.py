@@ -265,6 +265,10 @@ def test_the_powered_preset_needs_a_given_pair_and_runs_the_budget_at_which_grpo
     assert {"blocks", "occlusion_regions"} <= set(settings.premise_variants)
     with pytest.raises(ValueError, match="needs both given_student and given_teacher"):
         dataclasses.replace(settings, given_teacher=None)
+    assert "tool_call" not in settings.rewards("grpo")  # the tool_call reward only on request, for both methods
+    called = dataclasses.replace(settings, call_weight=0.1)
+    assert called.rewards("grpo") == {"accuracy": 1.0, "format": 0.1, "tool_call": 0.1}
+    assert called.rewards("iapo", 20.0) == {"accuracy": 1.0, "format": 0.1, "tool_call": 0.1, "attribution": 20.0}
 
 
 def test_a_task_overlay_sets_the_task_of_the_premise_and_optimisability_measurements(tmp_path):

@@ -379,6 +379,8 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--fresh", action="store_true", help="delete previous outputs in --out first")
     parser.add_argument("--workers", type=int, default=2, help="RL runs at once, one process each (one per core)")
     parser.add_argument("--attribution-weight", type=float, help="λ (default: set from the cold start)")
+    parser.add_argument("--call-weight", type=float, help="the tool_call reward's weight, both methods (default 0)")
+    parser.add_argument("--seeds", type=int, nargs="+", help="the RL seeds (default the preset's)")
     parser.add_argument(
         "--until", choices=("premise",), help="premise: stop after the premises are measured (before any RL or test)"
     )
@@ -394,20 +396,23 @@ def main(argv: list[str] | None = None) -> Path:
         parser.error("--student and --teacher go together, and --powered needs both (docs/results.md, 'Six bars')")
     if args.powered and (args.fast or args.setting != "charts"):
         parser.error("--powered is the charts setting's full run: not with --fast or --setting zoom")
+    knobs = {
+        "attribution_weight": args.attribution_weight,
+        "call_weight": args.call_weight,
+        "seeds": tuple(args.seeds) if args.seeds else None,
+    }
     if args.powered:
-        settings = powered_settings(
-            args.student, args.teacher, out=args.out, attribution_weight=args.attribution_weight
-        )
+        settings = powered_settings(args.student, args.teacher, out=args.out, **knobs)
     else:
         suffix = ("-zoom" if args.setting == "zoom" else "") + ("-fast" if args.fast else "")
         settings = demo_settings(
             args.setting,
             out=args.out or Path("logs/demo" + suffix),
-            attribution_weight=args.attribution_weight,
             given_student=args.student,
             given_teacher=args.teacher,
         )
         settings = settings.fast() if args.fast else settings
+        settings = dataclasses.replace(settings, **{k: v for k, v in knobs.items() if v is not None})
     out = settings.out
     if args.fresh:
         shutil.rmtree(out, ignore_errors=True)

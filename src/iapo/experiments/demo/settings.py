@@ -88,7 +88,7 @@ class DemoSettings:
     (`premise.PRESET_VARIANTS` by default: all but the occlusion variants; the paper's always). λ
     (`attribution_weight`) is None to set it from the cold start: the outcome's within-group spread over the
     attribution term's (`iapo.experiments.demo.regime.choose_weight`). `rl_kl_beta` weighs the policy's KL to its
-    reference (the cold start) in the RL loss.
+    reference (the cold start) in the RL loss; `call_weight` adds the `tool_call` reward to both methods.
 
     For each of `optimisability_seeds` (none: the stage is skipped) the optimisability stage
     (`iapo.experiments.demo.optimise`) runs the attribution term alone against GRPO at the RL budget and measures the
@@ -132,6 +132,7 @@ class DemoSettings:
     rl_kl_beta: float = 0.0
     lora_rank: int = 16
     format_weight: float = 0.1
+    call_weight: float = 0.0
     attribution_weight: float | None = None
     train_rows: int = 2048
     rl_rows: int = 512
@@ -190,8 +191,11 @@ class DemoSettings:
         return math.ceil(self.rl_prompts * self.group_size / self.rl_mini_batch)
 
     def rewards(self, method: str, attribution_weight: float | None = None) -> dict[str, float]:
-        """GRPO: accuracy and format; IAPO: the same plus the attribution reward at λ."""
+        """GRPO: accuracy and format (and, with `call_weight`, the `tool_call` reward: a call that ran); IAPO: the
+        same plus the attribution reward at λ."""
         weights = {"accuracy": 1.0, "format": self.format_weight}
+        if self.call_weight:
+            weights["tool_call"] = self.call_weight
         if method == "grpo":
             return weights
         weight = self.attribution_weight if attribution_weight is None else attribution_weight
