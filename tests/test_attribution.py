@@ -251,7 +251,11 @@ def test_nf4_model_still_back_propagates_after_a_no_grad_forward(attributed, tin
     ("field", "value", "valid"),
     [
         ("method", "saliency", "['attention', 'grad_x_input', 'integrated_gradients', 'occlusion']"),
-        ("target", "tools", "['answer', 'generated', 'tool_call', 'tool_call_arguments', 'tool_call_turn']"),
+        (
+            "target",
+            "tools",
+            "['answer', 'generated', 'tool_call', 'tool_call_ran', 'tool_call_arguments', 'tool_call_turn']",
+        ),
         ("layout", "cells", "['regions', 'blocks']"),
         ("divergence", "l2", "['cosine', 'jsd', 'kl']"),
         ("form", "bonus", "['penalty', 'similarity']"),

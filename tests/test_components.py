@@ -20,14 +20,18 @@ from iapo.agent.retokenize import retokenize
 from iapo.agent.rollout import SamplingSettings, rollout
 from iapo.attribution.components import (
     block_components,
+    call_ran,
     final_turn_span,
     image_region_masks,
     target_mask,
     trajectory_components,
     turn_token_spans,
 )
+from iapo.attribution.score import has_target
 from iapo.data.sample import load_image
 from iapo.data.synthetic import build_split
+from iapo.data.synthetic_charts import SyntheticChartsConfig
+from iapo.data.synthetic_charts import build_split as charts_split
 from iapo.models.loader import load_processor
 
 ZOOM = '<tool_call>{{"name": "zoom_in", "arguments": {{"bbox_2d": [{}, {}, {}, {}]}}}}</tool_call>'
@@ -371,3 +375,26 @@ def test_turn_spans_reject_turns_that_do_not_match_the_tokens(trajectories):
     shifted = dataclasses.replace(trajectories[1], turns=trajectories[1].turns[:1])
     with pytest.raises(ValueError, match="2 runs of policy tokens for 1 turns"):
         target_mask(shifted, None, "tool_call")
+
+
+def test_the_ran_target_is_the_call_target_of_the_calls_that_ran(
+    trajectories, tools_off, tiny_processor, teacher_processor
+):
+    """`tool_call_ran`: the `tool_call` tokens of the turns whose call was parsed and executed without an error, in
+    both tokenizers' views; a trajectory whose every call was malformed or failed has no target (so
+    `missing_target` decides its term)."""
+    for view, _, processor in _block_views(trajectories, tools_off, tiny_processor, teacher_processor):
+        ran = target_mask(view, processor.tokenizer, "tool_call_ran")
+        call = target_mask(view, processor.tokenizer, "tool_call")
+        assert not (ran & ~call).any()
+        assert ran.any() == any(call_ran(turn) for turn in view.turns) == has_target(view, "tool_call_ran")
+    chart = '<tool_call>{{"name": "focus_on_x_values_with_mask", "arguments": {{"x_values_to_focus_on": ["{}"]}}}}</tool_call>'
+    rows = charts_split("test", 1, SyntheticChartsConfig(kinds=("chart_v",)), seed=0)
+    asked = rows[0].meta["target"]
+    for label, runs in ((asked, True), ("no-such-bar", False)):
+        policy = ScriptedPolicy(tiny_processor.tokenizer, [[chart.format(label)], ["<answer>10</answer>"]])
+        settings = SamplingSettings(max_turns=2, toolset="chart")
+        (edited,) = rollout(policy, tiny_processor, rows, [load_image(rows[0].image)], settings=settings)
+        call = target_mask(edited, tiny_processor.tokenizer, "tool_call")
+        ran = target_mask(edited, tiny_processor.tokenizer, "tool_call_ran")
+        assert call.any() and ran.equal(call if runs else torch.zeros_like(call))

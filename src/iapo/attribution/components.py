@@ -18,7 +18,8 @@ Targets are registered entries too (`register_target` / `get_target`, read throu
 `target_turn`); built in: the final answer, every generated token, the tool calls, or only the values of the tool
 calls' arguments (`tool_call_arguments`: which bar or box the call chose, without its fixed format), or every token of
 the turns that call a tool (`tool_call_turn`: the thought before the call too, where a model that writes `Focus on
-"ant".` first makes its choice; the call then copies it from the thought). Add either in
+"ant".` first makes its choice; the call then copies it from the thought), or the calls that ran only
+(`tool_call_ran`: a malformed or failed call is no target). Add either in
 any imported module, then name it in `model.init_args.attribution` (`layout: halves`, `target: first_turn`):
 
     @register_layout("halves")
@@ -52,7 +53,7 @@ import torch
 from torch import Tensor
 
 from iapo.agent.parsing import ANSWER, TOOL_CALL
-from iapo.agent.trajectory import Trajectory
+from iapo.agent.trajectory import Trajectory, Turn
 
 Layout = Callable[[Trajectory, int, Any], dict[str, Tensor]]
 """`layout(trajectory, merge_size, settings) -> {component: mask [T]}` (`settings`: the `AttributionSettings`)."""
@@ -281,9 +282,33 @@ def tool_call_mask(trajectory: Trajectory, tokenizer) -> Tensor:
     """In every turn whose action is a tool call, the tokens covering its first (the executed)
     `<tool_call>…</tool_call>` block, tags included: the opening tag is the decision to call a tool, the rest says
     which tool and where (the whole turn when the block cannot be located); empty when no turn called a tool."""
+    return _call_blocks_mask(trajectory, tokenizer, lambda turn: turn.action == "tool_call")
+
+
+def call_ran(turn: Turn) -> bool:
+    """Whether a turn's tool call was parsed and executed without an error."""
+    return turn.action == "tool_call" and turn.call is not None and turn.error is None
+
+
+def _last_call_that_ran(trajectory: Trajectory) -> int | None:
+    ran = [i for i, turn in enumerate(trajectory.turns) if turn.text and call_ran(turn)]
+    return ran[-1] if ran else None
+
+
+@register_target("tool_call_ran", turn=_last_call_that_ran)
+def tool_call_ran_mask(trajectory: Trajectory, tokenizer) -> Tensor:
+    """`tool_call` over the calls that ran (`call_ran`) only: a malformed or failed call is no target, so under
+    `missing_target: exclude` its trajectory gets its group's mean term instead of a divergence of tokens that
+    called nothing (which the reward could otherwise favour: on the 6-bar pair, IAPO with `tool_call` learned calls
+    that fail, docs/results.md); empty when no call ran."""
+    return _call_blocks_mask(trajectory, tokenizer, call_ran)
+
+
+def _call_blocks_mask(trajectory: Trajectory, tokenizer, keep: Callable[[Turn], bool]) -> Tensor:
+    """The `<tool_call>` block's tokens of every turn that `keep` accepts."""
     mask = torch.zeros_like(trajectory.policy_mask)
     for turn, span in zip(trajectory.turns, turn_token_spans(trajectory), strict=True):
-        if turn.action == "tool_call" and span is not None:
+        if keep(turn) and span is not None:
             mask |= _match_mask(trajectory, tokenizer, span, TOOL_CALL, group=0)
     return mask
 
