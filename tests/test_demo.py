@@ -239,16 +239,20 @@ def test_a_teacher_of_its_own_lineage_is_trained_from_the_spec_then_on_right_cal
     assert stages.cold_start(settings) == paths and len(runs) == 4  # reused
 
 
-def test_a_given_cold_start_is_measured_as_the_one_candidate_and_nothing_is_trained_for_it(tmp_path):
+def test_a_given_cold_start_is_measured_as_the_one_candidate_and_nothing_is_trained_for_it(tmp_path, capsys):
     out = tmp_path / "given"
     argv = ["--fast", "--out", str(out), "--student", "tiny-student", "--teacher", "tiny-teacher"]
-    main([*argv, "--until", "premise"])
+    main([*argv, "--until", "premise", "--attribution-target", "tool_call_ran"])
+    assert json.loads((out / "settings.json").read_text())["attribution"]["target"] == "tool_call_ran"
     regime = json.loads((out / "regime.json").read_text())
     assert [(c["name"], c["steps"]) for c in regime["candidates"]] == [("given", None)]
     assert regime["chosen"] == "given" and "given student" in regime["reason"]
     premise = json.loads((out / "premise.json").read_text())
     assert premise["student"]["right_call_rate"] >= 0 and premise["chosen_variant"] in RL_VARIANTS
     assert not (out / "sft").exists()  # no cold start trained
+    with pytest.raises(SystemExit):
+        main([*argv, "--attribution-target", "the_call"])
+    assert "attribution target must be one of" in capsys.readouterr().err
     with pytest.raises(SystemExit, match="the given teacher: model directory /nowhere does not exist"):
         main(["--fast", "--out", str(tmp_path / "bad"), "--student", "tiny-student", "--teacher", "/nowhere"])
 

@@ -30,6 +30,7 @@ from iapo.experiments.demo.settings import DemoSettings, demo_settings, powered_
 from iapo.experiments.demo.stats import paired_difference
 from iapo.models import ModelNotFoundError
 from iapo.models.loader import ModelSettings, resolve_model_path
+from iapo.settings_errors import SettingsError
 
 GIVEN = "given"
 """The name of a given cold start among the regime's candidates."""
@@ -382,6 +383,9 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--call-weight", type=float, help="the tool_call reward's weight, both methods (default 0)")
     parser.add_argument("--seeds", type=int, nargs="+", help="the RL seeds (default the preset's)")
     parser.add_argument(
+        "--attribution-target", help="the attribution target of every layout (default the paper's tool_call)"
+    )
+    parser.add_argument(
         "--until", choices=("premise",), help="premise: stop after the premises are measured (before any RL or test)"
     )
     parser.add_argument(
@@ -413,6 +417,12 @@ def main(argv: list[str] | None = None) -> Path:
         )
         settings = settings.fast() if args.fast else settings
         settings = dataclasses.replace(settings, **{k: v for k, v in knobs.items() if v is not None})
+    if args.attribution_target:
+        try:
+            attribution = dataclasses.replace(settings.attribution, target=args.attribution_target)
+        except SettingsError as error:
+            parser.error(str(error))
+        settings = dataclasses.replace(settings, attribution=attribution)
     out = settings.out
     if args.fresh:
         shutil.rmtree(out, ignore_errors=True)
