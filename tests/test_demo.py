@@ -92,6 +92,13 @@ def test_fast_paper_demo_reports_results_paired_differences_and_mechanism_diagno
     assert layout in RL_VARIANTS and layout in measured
     cold = data["cold_start_diagnostics"]
     assert set(COLD_START_KEYS) <= set(cold)
+    # the cold start's diagnostics are the regime's only where the RL runs use the layout the regime measured
+    remeasured = out / "cold_start.json"
+    assert remeasured.is_file() == (layout != "blocks")
+    if layout == "blocks":
+        assert cold == json.loads((out / "regime.json").read_text())["diagnostics"]
+    else:
+        assert cold == json.loads(remeasured.read_text())
     assert any(key.startswith("attribution/teacher_mass/") for key in cold)
     # the diagnostics over training: logged every step, summarised per method (GRPO computes no attribution)
     iapo_training, grpo_training = data["training"]["iapo"], data["training"]["grpo"]

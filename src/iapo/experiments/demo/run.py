@@ -280,7 +280,7 @@ def run(settings: DemoSettings, workers: int = 1, until: str | None = None) -> P
         "regime": {k: regime[k] for k in ("candidates", "chosen", "reason")},
         "weight": weight,
         "weight_reason": premise["weight_reason"] if premise else regime["weight_reason"],
-        "cold_start_diagnostics": regime["diagnostics"],
+        "cold_start_diagnostics": cold_start_diagnostics(settings, rl_settings, regime, student, teacher),
         "premise": premise,
         "premises": plain_premises(premise) if premise else None,
         "seeds": list(settings.seeds),
@@ -319,6 +319,20 @@ def sampled_results(settings: DemoSettings, student: Path, teacher: Path, runs: 
         "grpo_gain": paired_difference(accuracy["grpo"], [cold] * len(accuracy["grpo"])),
         "paired": paired_difference(accuracy["iapo"], accuracy["grpo"]),
     }
+
+
+def cold_start_diagnostics(
+    settings: DemoSettings, rl_settings: DemoSettings, regime: dict, student: Path, teacher: Path
+) -> dict:
+    """The chosen student's diagnostics with the teacher's attribution under the layout the RL runs use: the
+    regime's (measured under `settings`' layout, before the premise chose one) when it is the same, else measured
+    again on the regime's prompts under `rl_settings`' and cached in `cold_start.json`."""
+    if rl_settings.attribution == settings.attribution:
+        return regime["diagnostics"]
+    path = rl_settings.out / "cold_start.json"
+    if not path.is_file():
+        path.write_text(json.dumps(sample_diagnostics(rl_settings, student, teacher=teacher), indent=2))
+    return json.loads(path.read_text())
 
 
 def plain_premises(premise: dict) -> dict:
