@@ -1,7 +1,11 @@
-"""The demo from start to report: cold start → regime → premise → evaluations → GRPO and IAPO over seeds → report.
+"""The demo from start to report: cold start → regime → premise → optimisability → evaluations → GRPO and IAPO over
+seeds → report.
 
     python -m iapo.experiments.demo [--setting charts|zoom] [--fast] [--fresh] [--workers 2] [--out DIR]
     python -m iapo.experiments.demo --until premise     # the premises only: cold start, regime, premise.json
+    python -m iapo.experiments.demo --student DIR --teacher DIR    # from a given pair (no cold start trained)
+    python -m iapo.experiments.demo --powered --student DIR --teacher DIR   # the 6-bar powered comparison
+        [--seeds 0 1 2] [--attribution-target tool_call_ran] [--call-weight 0.1] [--attribution-weight 20]
 
 The RL runs (one per method and seed) are independent: `--workers` of them run at once in separate processes (one
 per core; each evaluates its own model too). Every stage's output is cached under `--out`.
@@ -165,7 +169,8 @@ def optimisability_stage(settings: DemoSettings, variant: str, student: Path, te
 
 
 def rl_task(settings: DemoSettings, method: str, seed: int, student: Path, teacher: Path, weight: float) -> dict:
-    """One RL run and its evaluations (tools on and off); runs in a worker process."""
+    """One RL run and its evaluations (greedy with tools on and off, and sampled as in RL); runs in a worker
+    process."""
     adapter = stages.reinforce(settings, method, seed, student, teacher, weight)
     model = ModelSettings(name=str(student), adapter=str(adapter))
     label = stages.run_name(method, seed)
