@@ -388,7 +388,10 @@ def test_the_ran_target_is_the_call_target_of_the_calls_that_ran(
         call = target_mask(view, processor.tokenizer, "tool_call")
         assert not (ran & ~call).any()
         assert ran.any() == any(call_ran(turn) for turn in view.turns) == has_target(view, "tool_call_ran")
-    chart = '<tool_call>{{"name": "focus_on_x_values_with_mask", "arguments": {{"x_values_to_focus_on": ["{}"]}}}}</tool_call>'
+    chart = (
+        '<tool_call>{{"name": "focus_on_x_values_with_mask", '
+        '"arguments": {{"x_values_to_focus_on": ["{}"]}}}}</tool_call>'
+    )
     rows = charts_split("test", 1, SyntheticChartsConfig(kinds=("chart_v",)), seed=0)
     asked = rows[0].meta["target"]
     for label, runs in ((asked, True), ("no-such-bar", False)):

@@ -252,7 +252,12 @@ def optimisability_result(term: list[dict], grpo: list[dict]) -> dict:
     for name, changes in (("attribution_call", term), ("grpo", grpo)):
         for seed, moved in enumerate(changes):
             runs[f"{name}-s{seed}"] = {"probe": {"160": {"divergence": {"mean": 0.01, "change": moved}}}}
-    settings = {"seeds": list(range(len(term))), "steps": 160, "probe": {"prompts": 64, "offset": 24}}
+    settings = {
+        "runs": ["attribution_call", "grpo"],
+        "seeds": list(range(len(term))),
+        "steps": 160,
+        "probe": {"prompts": 64, "offset": 24},
+    }
     return {"settings": settings, "runs": runs, "cold_start": {"divergence": 0.0115}}
 
 

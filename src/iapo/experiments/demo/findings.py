@@ -6,8 +6,9 @@ tool use).
 
 Every sentence is one function of plain numbers (`tools_sentence`, `regime_sentence`, `grpo_gain_sentence`,
 `optimisability_sentence`, `comparison_sentence`, `sampled_findings`, `correlation_sentence`, `rescued_sentence`,
-`mass_sentence`, `divergence_sentence`, `call_rate_sentence`, `synthesis`), each tested on constructed numbers on both sides of every comparison it states
-(`tests/test_findings.py`); `findings` only reads the summary and calls them.
+`mass_sentence`, `divergence_sentence`, `call_rate_sentence`, `synthesis`), each tested on constructed numbers on
+both sides of every comparison it states (`tests/test_findings.py`); `findings` only reads the summary and calls
+them.
 
     lines = findings(summary)      # summary: the dict the run writes as report.json
 """
@@ -166,11 +167,13 @@ def optimisability_shown(term: list[str], grpo: list[str]) -> bool:
     return bool(term) and all(w == "fell" for w in term) and not any(w == "fell" for w in grpo)
 
 
-def optimisability_sentence(result: dict, term_run: str = "attribution_call") -> str:
+def optimisability_sentence(result: dict) -> str:
     """Item 4 in words: per seed, the change of the divergence to the teacher on the fixed probe, from the cold start
-    to the last probed step, of the term alone (`term_run`) and of GRPO, each with its paired 95% interval, and
-    whether that shows the term can be optimised (`optimisability_shown`)."""
+    to the last probed step, of the term alone (the run of `result["settings"]["runs"]` that is not `grpo`) and of
+    GRPO, each with its paired 95% interval, and whether that shows the term can be optimised
+    (`optimisability_shown`)."""
     seeds = result["settings"]["seeds"]
+    term_run = next(name for name in result["settings"]["runs"] if name != "grpo")
     last = str(result["settings"]["steps"])
 
     def changes(name: str) -> list[dict]:

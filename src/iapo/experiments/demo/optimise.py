@@ -213,26 +213,36 @@ class ProbeSettings:
         return range(self.every, steps, self.every) if self.every > 0 else range(0)
 
 
-def measured_run(settings, variant: str, name: str, seed: int, student: Path, teacher: Path, out: Path, knobs, probe):
-    """One run (trained unless saved) and its probes at its saved steps: `{"training": ..., "probe": {step: ...}}`
-    (the probe's numbers unchanged from the cold start's are not here: `optimisability` pairs them)."""
-    saves = probe.saves(settings.rl_steps)
+def measured_run(
+    settings,
+    variant: str,
+    name: str,
+    seed: int,
+    student: Path,
+    teacher: Path,
+    out: Path,
+    knobs: RunSettings,
+    probe_settings: ProbeSettings,
+) -> dict:
+    """One run (trained unless saved) and the probe of each adapter it saved: `{"training": ..., "probed": {step:
+    per-trajectory probe}}` (`optimisability` pairs them with the cold start's). Runs in a worker process."""
+    saves = probe_settings.saves(settings.rl_steps)
     measured = {"training": run(settings, name, student, teacher, out, seed, knobs, saves), "probed": {}}
-    if probe.prompts:
+    if probe_settings.prompts:
         teacher_pair = ModelSettings(name=str(teacher)).load(device="cpu")
         teacher_pair[0].eval()
-        samples = settings.build_split("train", probe.offset + probe.prompts)[probe.offset :]
+        samples = probe_prompts(settings, probe_settings)
         for step in [*saves, settings.rl_steps]:
             adapter = out / f"{name}-s{seed}" / (f"step-{step}" if step < settings.rl_steps else "last")
             stages.say(f"optimisability: probe of {name} seed {seed} at step {step}")
             model = ModelSettings(name=str(student), adapter=str(adapter))
-            measured["probed"][str(step)] = probe_samples(settings, variant, model, teacher_pair, samples)
+            measured["probed"][str(step)] = probe(settings, variant, model, teacher_pair, samples, seed=0)
     return measured
 
 
-def probe_samples(settings, variant: str, model: ModelSettings, teacher: tuple, samples: list) -> dict:
-    """`probe` of `model` on the probe's samples with the probe's one sampling seed (0)."""
-    return probe(settings, variant, model, teacher, samples, seed=0)
+def probe_prompts(settings, probe_settings: ProbeSettings) -> list:
+    """The probe's training prompts."""
+    return settings.build_split("train", probe_settings.offset + probe_settings.prompts)[probe_settings.offset :]
 
 
 def optimisability(
@@ -279,9 +289,9 @@ def optimisability(
     if probe_settings.prompts:
         teacher_pair = ModelSettings(name=str(teacher)).load(device="cpu")
         teacher_pair[0].eval()
-        samples = settings.build_split("train", probe_settings.offset + probe_settings.prompts)[probe_settings.offset :]
+        samples = probe_prompts(settings, probe_settings)
         stages.say(f"optimisability: probe of the cold start, {len(samples)} prompts × {settings.group_size}")
-        cold = probe_samples(settings, variant, ModelSettings(name=str(student)), teacher_pair, samples)
+        cold = probe(settings, variant, ModelSettings(name=str(student)), teacher_pair, samples, seed=0)
         result["cold_start"] = {key: mean(cold[key]) for key in PROBED}
         result["cold_start"]["divergence_by_call"] = divergence_by_call(cold)
     for (name, seed), run_measured in zip(tasks, measured, strict=True):
@@ -340,7 +350,7 @@ def main(argv: list[str] | None = None) -> dict:
         probe_settings,
         args.workers,
     )
-    result["settings"] |= {"student": str(args.student), "teacher": str(args.teacher)}
+    result["settings"] |= {"student": str(args.student), "teacher": str(args.teacher), "config": str(args.config)}
     print(json.dumps(result, indent=2))
     return result
 

@@ -38,7 +38,8 @@ def regime_table(regime: dict) -> list[str]:
             f" {percent(row['calls/right_call_rate'])} | {percent(row['calls/success_given_right'])} |" if calls else ""
         )
         lines.append(
-            f"| {row['name'] if row['steps'] is None else row['steps']}{chosen} | {percent(row['accuracy'])} | {percent(row['mechanism/all_fail'])} | "
+            f"| {row['name'] if row['steps'] is None else row['steps']}{chosen} | {percent(row['accuracy'])} | "
+            f"{percent(row['mechanism/all_fail'])} | "
             f"{percent(row['mechanism/outcome_zero_std'])} | {percent(row['tools/call_rate'])} | "
             f"{percent(row['tools/failure_frequency'])} | {percent(row['answered'])} |{call_cells}"
         )
@@ -276,11 +277,12 @@ def gain_section(summary: dict, seeds: list[int]) -> list[str]:
     sampled = summary.get("sampled")
     lines = ["### GRPO against the cold start; sampled as in RL (points of accuracy, tools on)", ""]
     if sampled:
-        comparisons |= {"GRPO − cold start (sampled)": sampled["grpo_gain"], "IAPO − GRPO (sampled)": sampled["paired"]}
+        comparisons["GRPO − cold start (sampled)"] = sampled["grpo_gain"]
+        comparisons["IAPO − GRPO (sampled)"] = sampled["paired"]
         lines += [
             f"Sampled: {sampled['samples_per_question']} trajectories per test question at temperature "
-            f"{sampled['temperature']:g} (sampling seed 0), the mean outcome. Cold start {percent(sampled['student'])}%, "
-            f"teacher {percent(sampled['teacher'])}%, GRPO {percent_mean_std(sampled['grpo'])}%, IAPO "
+            f"{sampled['temperature']:g} (sampling seed 0), the mean outcome. Cold start "
+            f"{percent(sampled['student'])}%, teacher {percent(sampled['teacher'])}%, GRPO {percent_mean_std(sampled['grpo'])}%, IAPO "
             f"{percent_mean_std(sampled['iapo'])}% (mean ± std over seeds).",
             "",
         ]

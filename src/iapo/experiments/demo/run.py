@@ -1,5 +1,5 @@
-"""The demo from start to report: cold start → regime → premise → optimisability → evaluations → GRPO and IAPO over
-seeds → report.
+"""The demo from start to report: cold start → regime → premise → optimisability → evaluations → GRPO and IAPO
+over seeds → report.
 
     python -m iapo.experiments.demo [--setting charts|zoom] [--fast] [--fresh] [--workers 2] [--out DIR]
     python -m iapo.experiments.demo --until premise     # the premises only: cold start, regime, premise.json

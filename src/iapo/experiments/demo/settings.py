@@ -270,11 +270,11 @@ def demo_settings(setting: str = "charts", **overrides) -> DemoSettings:
 
 def powered_settings(student: Path, teacher: Path, **overrides) -> DemoSettings:
     """The powered comparison (issue 18, item 5): GRPO and IAPO over 5 seeds on the 6-bar task
-    (`configs/demo_charts_6bars.yaml`) from a given student and teacher, at the RL budget at which GRPO itself learned
-    on that pair (docs/results.md, "Optimisability on the 6-bar pair": lr 1e-3 with a KL to the reference at β 0.1,
-    160 steps of 2 prompts × 4 samples, one update per step), 300 test questions, a premise stage that measures the
-    paper's layout beside image regions by IG and by occlusion (the one that met premise 3 on that pair), and the
-    optimisability stage for two seeds."""
+    (`configs/demo_charts_6bars.yaml`) from a given student and teacher, at the RL budget at which GRPO learned on
+    that pair's training probe (docs/results.md, "Optimisability on the 6-bar pair": lr 1e-3 with a KL to the
+    reference at β 0.1, 160 steps of 2 prompts × 4 samples, one update per step; on the test split it did not, "The
+    powered comparison"), 300 test questions, a premise stage that measures the paper's layout beside image regions
+    by IG and by occlusion (the one that met premise 3 on that pair), and the optimisability stage for two seeds."""
     task, sampling = read_overlay(SIX_BARS_CONFIG, "synthetic_charts", SyntheticChartsConfig)
     preset = demo_settings(
         "charts",
