@@ -260,16 +260,13 @@ def optimisability(
     """Every run of `runs` for every seed under `out` (`workers` at once, one process each; a saved run is read
     back), each probed against the cold start; writes `out/optimise.json` (and `out/optimise.png` with a probe) and
     returns it. `settings.attribution` is `variant`'s."""
-    from concurrent.futures import ProcessPoolExecutor
-    from multiprocessing import get_context
-
     out.mkdir(parents=True, exist_ok=True)
     tasks = [(name, seed) for seed in seeds for name in runs]
     arguments = [(settings, variant, name, seed, student, teacher, out, knobs, probe_settings) for name, seed in tasks]
     if workers <= 1:
         measured = [measured_run(*args) for args in arguments]
     else:
-        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+        with stages.worker_pool(workers) as pool:
             measured = list(pool.map(measured_run, *zip(*arguments, strict=True)))
     result: dict = {
         "settings": {

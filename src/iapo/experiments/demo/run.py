@@ -18,8 +18,6 @@ import dataclasses
 import json
 import shutil
 import time
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
 from pathlib import Path
 
 from iapo.experiments.demo import stages
@@ -190,7 +188,7 @@ def rl_stage(settings: DemoSettings, student: Path, teacher: Path, weight: float
     arguments = [(settings, method, seed, student, teacher, weight) for method, seed in tasks]
     if workers <= 1:
         return [rl_task(*args) for args in arguments]
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+    with stages.worker_pool(workers) as pool:
         return list(pool.map(rl_task, *zip(*arguments, strict=True)))
 
 

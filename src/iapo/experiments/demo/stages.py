@@ -15,9 +15,13 @@
 from __future__ import annotations
 
 import json
+import os
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 from pathlib import Path
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import CSVLogger
 
@@ -29,6 +33,15 @@ from iapo.training.iapo_module import IAPOModule
 from iapo.training.progress import ProgressLog
 from iapo.training.sft_module import SFTModule
 from iapo.training.update import PPOSettings
+
+
+def worker_pool(workers: int) -> ProcessPoolExecutor:
+    """`workers` spawned processes that share the machine's cores: each runs torch on its share of them (at least
+    one thread), since every process taking all cores makes parallel runs many times slower."""
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    return ProcessPoolExecutor(
+        max_workers=workers, mp_context=get_context("spawn"), initializer=torch.set_num_threads, initargs=(threads,)
+    )
 
 
 def say(message: str) -> None:
