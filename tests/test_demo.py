@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import statistics
 from pathlib import Path
 
 import pytest
@@ -133,6 +134,10 @@ def test_fast_paper_demo_reports_results_paired_differences_and_mechanism_diagno
         sum(per_question) / len(per_question)
     )
     assert "**Sampled as in RL" in text and "| IAPO − GRPO (sampled) |" in text
+    by_question = sampled["by_question"]["paired"]  # over test questions: the seed means' difference per question
+    assert by_question["n"] == data["settings"]["test_rows"]
+    assert by_question["mean"] == pytest.approx(statistics.fmean(sampled["iapo"]) - statistics.fmean(sampled["grpo"]))
+    assert "over test questions instead of seeds" in text
     # item 4: the term alone against GRPO at the RL budget, probed at its middle and end against the cold start
     optimisable = data["optimisability"]
     assert optimisable["settings"]["seeds"] == [0] and optimisable["settings"]["variant"] == layout

@@ -286,7 +286,21 @@ def gain_section(summary: dict, seeds: list[int]) -> list[str]:
             f"{percent_mean_std(sampled['iapo'])}% (mean ± std over seeds).",
             "",
         ]
-    return [*lines, *paired_lines(comparisons, seeds, first="comparison"), ""]
+    lines += [*paired_lines(comparisons, seeds, first="comparison"), ""]
+    if sampled and "by_question" in sampled:
+        by_question = sampled["by_question"]
+        lines += [
+            "Sampled, over test questions instead of seeds (bootstrap 95% interval of the per-question difference of "
+            f"seed means, {by_question['grpo_gain']['n']} questions): GRPO − cold start "
+            f"{points(by_question['grpo_gain'])}, IAPO − GRPO {points(by_question['paired'])}.",
+            "",
+        ]
+    return lines
+
+
+def points(result: dict) -> str:
+    """A mean difference with its interval, in points of accuracy."""
+    return f"{100 * result['mean']:+.1f} [{100 * result['low']:+.1f}, {100 * result['high']:+.1f}]"
 
 
 def render(summary: dict) -> str:

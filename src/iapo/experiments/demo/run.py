@@ -25,7 +25,7 @@ from iapo.experiments.demo.curves import learning_curves, read_history, training
 from iapo.experiments.demo.formatting import METHODS, STUDENT, TEACHER, accuracy_of
 from iapo.experiments.demo.measure import replicated_premise, variant_settings
 from iapo.experiments.demo.optimise import ProbeSettings, RunSettings, optimisability
-from iapo.experiments.demo.premise import premise_checks
+from iapo.experiments.demo.premise import bootstrap_mean, premise_checks
 from iapo.experiments.demo.regime import choose_candidate, choose_weight, sample_diagnostics
 from iapo.experiments.demo.report import render
 from iapo.experiments.demo.settings import DemoSettings, demo_settings, powered_settings
@@ -306,13 +306,18 @@ def run(settings: DemoSettings, workers: int = 1, until: str | None = None) -> P
 
 def sampled_results(settings: DemoSettings, student: Path, teacher: Path, runs: list[dict]) -> dict:
     """Test accuracy with tools sampled as in RL (`stages.evaluate_sampled`): the cold start's, the teacher's, each
-    method's per seed, GRPO − cold start and IAPO − GRPO paired by seed."""
+    method's per seed, GRPO − cold start and IAPO − GRPO paired by seed (a t interval: the seeds' spread) and
+    `by_question` (a bootstrap over test questions of the seed-mean difference: the test set's sampling, which a
+    seed interval against one cold-start accuracy does not carry)."""
     models = {
         "student": stages.evaluate_sampled(settings, "student-tools", ModelSettings(name=str(student))),
         "teacher": stages.evaluate_sampled(settings, "teacher-tools", ModelSettings(name=str(teacher))),
     }
     accuracy = {method: [r["sampled"]["accuracy"] for r in runs if r["method"] == method] for method in METHODS}
-    cold = models["student"]["accuracy"]
+    per_question = {
+        method: seed_mean([r["sampled"]["per_question"] for r in runs if r["method"] == method]) for method in METHODS
+    }
+    cold, cold_per_question = models["student"]["accuracy"], models["student"]["per_question"]
     return {
         "samples_per_question": settings.group_size,
         "temperature": settings.sampling.temperature,
@@ -321,7 +326,16 @@ def sampled_results(settings: DemoSettings, student: Path, teacher: Path, runs: 
         **accuracy,
         "grpo_gain": paired_difference(accuracy["grpo"], [cold] * len(accuracy["grpo"])),
         "paired": paired_difference(accuracy["iapo"], accuracy["grpo"]),
+        "by_question": {
+            "grpo_gain": bootstrap_mean([g - c for g, c in zip(per_question["grpo"], cold_per_question, strict=True)]),
+            "paired": bootstrap_mean([i - g for i, g in zip(per_question["iapo"], per_question["grpo"], strict=True)]),
+        },
     }
+
+
+def seed_mean(per_seed: list[list[float]]) -> list[float]:
+    """Per question, the mean over seeds."""
+    return [sum(values) / len(values) for values in zip(*per_seed, strict=True)]
 
 
 def cold_start_diagnostics(
