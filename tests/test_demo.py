@@ -269,7 +269,7 @@ def test_a_given_cold_start_is_measured_as_the_one_candidate_and_nothing_is_trai
         main(["--fast", "--out", str(tmp_path / "bad"), "--student", "tiny-student", "--teacher", "/nowhere"])
 
 
-def test_the_powered_preset_needs_a_given_pair_and_runs_the_budget_at_which_grpo_learned(tmp_path, capsys):
+def test_the_powered_preset_needs_a_given_pair_and_sets_its_rl_budget(tmp_path, capsys):
     from iapo.experiments.demo.settings import powered_settings
 
     with pytest.raises(SystemExit):
