@@ -8,7 +8,7 @@ when its edit names exactly the labels the question asks for, `right_call`); the
 components (`VARIANTS`; `per_token` derives "blocks averaged per token" from the summed blocks). `choose_variant`
 is the rule that picks the variant the RL runs use from these numbers alone, read on two disjoint prompt sets.
 `premise_checks` states each premise with its threshold and whether it is met; `premise_verdict` says it in one
-sentence.
+sentence; `plain_premises` names the measured numbers plainly for `report.json`.
 
     calls = [right_call(t, samples[t.sample_index]) for t in trajectories]
     table = call_outcomes(calls, outcome)
@@ -310,3 +310,31 @@ def premise_verdict(checks: list[dict]) -> str:
         f"{len(checks) - len(unmet)} of {len(checks)} premises hold; not met: {'; '.join(unmet)}. A comparison of "
         "IAPO with GRPO here cannot show IAPO's mechanism until they do."
     )
+
+
+def plain_premises(premise: dict) -> dict:
+    """The premise numbers under plain names for `report.json` (the full measurement stays under `premise`): the
+    first prompt set's, the checks and the chosen layout, and the second set's numbers under `replication`."""
+    second = premise.get("replication")
+    return measured_numbers(premise) | {
+        "chosen_layout": premise["chosen_variant"],
+        "checks": premise_checks(premise),
+        "groups": premise["prompts"],
+        "replication": measured_numbers(second) if second else None,
+    }
+
+
+def measured_numbers(measured: dict) -> dict:
+    """One prompt set's premise numbers under plain names."""
+    models = ("student", "teacher")
+    return {
+        "prompts": [measured["offset"], measured["offset"] + measured["prompts"] - 1],
+        "seed": measured["seed"],
+        "right_call_rate": {m: measured[m]["right_call_rate"] for m in models},
+        "success_given_right_call": {m: measured[m]["success_given_right"] for m in models},
+        "success_given_wrong_call": {m: measured[m]["success_given_wrong"] for m in models},
+        "sampled_success": {m: measured[m]["success"] for m in models},
+        "all_fail_groups": measured["student"]["all_fail"],
+        "rank_correlation_with_success": {v: row["rho_success"] for v, row in measured["variants"].items()},
+        "rank_correlation_with_right_call": {v: row["rho_right_call"] for v, row in measured["variants"].items()},
+    }

@@ -25,7 +25,7 @@ from iapo.experiments.demo.curves import learning_curves, read_history, training
 from iapo.experiments.demo.formatting import METHODS, STUDENT, TEACHER, accuracy_of
 from iapo.experiments.demo.measure import replicated_premise, variant_settings
 from iapo.experiments.demo.optimise import ProbeSettings, RunSettings, optimisability
-from iapo.experiments.demo.premise import bootstrap_mean, premise_checks
+from iapo.experiments.demo.premise import bootstrap_mean, plain_premises
 from iapo.experiments.demo.regime import choose_candidate, choose_weight, sample_diagnostics
 from iapo.experiments.demo.report import render
 from iapo.experiments.demo.settings import DemoSettings, demo_settings, powered_settings
@@ -350,34 +350,6 @@ def cold_start_diagnostics(
     if not path.is_file():
         path.write_text(json.dumps(sample_diagnostics(rl_settings, student, teacher=teacher), indent=2))
     return json.loads(path.read_text())
-
-
-def plain_premises(premise: dict) -> dict:
-    """The premise numbers under plain names for `report.json` (the full measurement stays under `premise`): the
-    first prompt set's, the checks and the chosen layout, and the second set's numbers under `replication`."""
-    second = premise.get("replication")
-    return measured_numbers(premise) | {
-        "chosen_layout": premise["chosen_variant"],
-        "checks": premise_checks(premise),
-        "groups": premise["prompts"],
-        "replication": measured_numbers(second) if second else None,
-    }
-
-
-def measured_numbers(measured: dict) -> dict:
-    """One prompt set's premise numbers under plain names."""
-    models = ("student", "teacher")
-    return {
-        "prompts": [measured["offset"], measured["offset"] + measured["prompts"] - 1],
-        "seed": measured["seed"],
-        "right_call_rate": {m: measured[m]["right_call_rate"] for m in models},
-        "success_given_right_call": {m: measured[m]["success_given_right"] for m in models},
-        "success_given_wrong_call": {m: measured[m]["success_given_wrong"] for m in models},
-        "sampled_success": {m: measured[m]["success"] for m in models},
-        "all_fail_groups": measured["student"]["all_fail"],
-        "rank_correlation_with_success": {v: row["rho_success"] for v, row in measured["variants"].items()},
-        "rank_correlation_with_right_call": {v: row["rho_right_call"] for v, row in measured["variants"].items()},
-    }
 
 
 def task_description(settings: DemoSettings) -> str:
