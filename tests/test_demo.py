@@ -138,6 +138,11 @@ def test_fast_paper_demo_reports_results_paired_differences_and_mechanism_diagno
     assert by_question["n"] == data["settings"]["test_rows"]
     assert by_question["mean"] == pytest.approx(statistics.fmean(sampled["iapo"]) - statistics.fmean(sampled["grpo"]))
     assert "over test questions instead of seeds" in text
+    greedy = data["greedy_by_question"]  # greedy as well: each question's score is kept (eval/<label>.json)
+    scores = json.loads((out / "eval" / "grpo-seed0.json").read_text())["per_question"]
+    assert len(scores) == greedy["grpo_gain"]["n"] == data["settings"]["test_rows"]
+    assert greedy["paired"]["mean"] == pytest.approx(data["paired"]["tools on"]["mean"])
+    assert "Greedy, over the" in text
     # item 4: the term alone against GRPO at the RL budget, probed at its middle and end against the cold start
     optimisable = data["optimisability"]
     assert optimisable["settings"]["seeds"] == [0] and optimisable["settings"]["variant"] == layout

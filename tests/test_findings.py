@@ -10,6 +10,7 @@ import pytest
 from iapo.experiments.demo.findings import (
     ALIGNED,
     RELATED,
+    by_question_sentence,
     call_rate_sentence,
     change_words,
     comparison_sentence,
@@ -290,3 +291,24 @@ def test_the_sampled_findings_read_grpos_gain_and_the_comparison_as_rl_samples()
     assert "GRPO − cold start (sampled test accuracy with tools, cold start 11.3%): +8.7 points" in text
     assert "lies above 0: GRPO learned" in text
     assert "Sampled test accuracy: GRPO 20.0%, IAPO 19.0%" in text and "no difference shown" in text
+    assert "Over the" not in text  # intervals over test questions only where measured
+    sampled["by_question"] = {"grpo_gain": paired(0.02, 0.004, 0.04, n=300), "paired": paired(-0.01, -0.03, 0.01)}
+    (text,) = sampled_findings(sampled)
+    assert "Over the 300 test questions (sampled, 95% bootstrap interval): GRPO − cold start +2.0 [+0.4, +4.0]" in text
+
+
+@pytest.mark.parametrize(
+    "gain, paired_, words",
+    [
+        (paired(0.02, 0.004, 0.04), paired(-0.05, -0.09, -0.01), ("+2.0 [+0.4, +4.0] points (above 0)", "(below 0)")),
+        (paired(-0.11, -0.15, -0.07), paired(0.01, -0.02, 0.04), ("(below 0)", "+1.0 [-2.0, +4.0] (contains 0)")),
+    ],
+)
+def test_the_intervals_over_test_questions_say_on_which_side_of_zero_they_lie(gain, paired_, words):
+    text = by_question_sentence({"grpo_gain": gain, "paired": paired_}, "greedy")
+    assert text.startswith(" Over the 5 test questions (greedy, 95% bootstrap interval): GRPO − cold start")
+    assert all(w in text for w in words)
+    assert (
+        by_question_sentence(None, "greedy") == ""
+        and by_question_sentence({"grpo_gain": gain, "paired": None}, "x") == ""
+    )

@@ -5,7 +5,7 @@ the ties it breaks beyond the format reward's, where each side's attribution mas
 tool use).
 
 Every sentence is one function of plain numbers (`tools_sentence`, `regime_sentence`, `grpo_gain_sentence`,
-`optimisability_sentence`, `comparison_sentence`, `sampled_findings`, `correlation_sentence`, `rescued_sentence`,
+`optimisability_sentence`, `comparison_sentence`, `by_question_sentence`, `sampled_findings`, `correlation_sentence`, `rescued_sentence`,
 `mass_sentence`, `divergence_sentence`, `call_rate_sentence`, `synthesis`), each tested on constructed numbers on
 both sides of every comparison it states (`tests/test_findings.py`); `findings` only reads the summary and calls
 them.
@@ -27,6 +27,7 @@ from iapo.experiments.demo.formatting import (
     chosen_candidate,
     number,
     percent,
+    points,
     signed,
 )
 from iapo.experiments.demo.premise import premise_checks, premise_verdict
@@ -61,7 +62,9 @@ def findings(summary: dict) -> list[str]:
         *premise,
         "- **Tools and teacher.** " + tools_sentence(*student, *teacher),
         "- **Regime.** " + regime_sentence(chosen_candidate(summary["regime"])),
-        "- **GRPO against the cold start.** " + grpo_gain_sentence(summary["grpo_gain"], student[0]),
+        "- **GRPO against the cold start.** "
+        + grpo_gain_sentence(summary["grpo_gain"], student[0])
+        + by_question_sentence(summary.get("greedy_by_question"), "greedy"),
         *optimisable,
         "- **IAPO vs GRPO.** " + comparison_sentence(grpo_on, iapo_on, student[0], on),
         *sampled_findings(summary.get("sampled")),
@@ -153,6 +156,26 @@ def grpo_gain_sentence(gain: dict, cold_start: float, metric: str = "test accura
     )
 
 
+def interval_side(interval: dict) -> str:
+    """Where a 95% interval lies with respect to 0."""
+    if interval["low"] > 0:
+        return "above 0"
+    return "below 0" if interval["high"] < 0 else "contains 0"
+
+
+def by_question_sentence(by_question: dict | None, metric: str) -> str:
+    """GRPO − cold start and IAPO − GRPO over the test questions (`by_question`: bootstrap intervals of the
+    per-question difference of seed means): the test set's sampling, which the intervals over seeds do not carry.
+    Empty when not measured (evaluations that kept no per-question scores)."""
+    if not by_question or not by_question.get("grpo_gain") or not by_question.get("paired"):
+        return ""
+    gain, paired = by_question["grpo_gain"], by_question["paired"]
+    return (
+        f" Over the {gain['n']} test questions ({metric}, 95% bootstrap interval): GRPO − cold start {points(gain)} "
+        f"points ({interval_side(gain)}), IAPO − GRPO {points(paired)} ({interval_side(paired)})."
+    )
+
+
 def change_words(change: dict) -> str:
     """A paired change (a `bootstrap_mean` result) read by its 95% interval: fell, rose, did not move, or not
     measured (fewer than two prompts with an attributed sample)."""
@@ -210,6 +233,7 @@ def sampled_findings(sampled: dict | None) -> list[str]:
         + grpo_gain_sentence(sampled["grpo_gain"], sampled["student"], "sampled test accuracy with tools")
         + " "
         + comparison_sentence(grpo, iapo, sampled["student"], sampled["paired"], "Sampled test accuracy")
+        + by_question_sentence(sampled.get("by_question"), "sampled")
     ]
 
 

@@ -70,3 +70,8 @@ def accuracy_of(rows: list[dict], model: str, tools: bool) -> list[float]:
 
 def chosen_candidate(regime: dict) -> dict:
     return next(row for row in regime["candidates"] if row["name"] == regime["chosen"])
+
+
+def points(result: dict) -> str:
+    """A mean difference with its interval, in points of accuracy."""
+    return f"{100 * result['mean']:+.1f} [{100 * result['low']:+.1f}, {100 * result['high']:+.1f}]"

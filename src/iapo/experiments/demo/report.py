@@ -16,6 +16,7 @@ from iapo.experiments.demo.formatting import (
     number,
     percent,
     percent_mean_std,
+    points,
     shown,
     signed,
 )
@@ -295,12 +296,14 @@ def gain_section(summary: dict, seeds: list[int]) -> list[str]:
             f"{points(by_question['grpo_gain'])}, IAPO − GRPO {points(by_question['paired'])}.",
             "",
         ]
+    greedy = summary.get("greedy_by_question")
+    if greedy:
+        lines += [
+            f"Greedy, over the {greedy['grpo_gain']['n']} test questions in the same way: GRPO − cold start "
+            f"{points(greedy['grpo_gain'])}, IAPO − GRPO {points(greedy['paired'])}.",
+            "",
+        ]
     return lines
-
-
-def points(result: dict) -> str:
-    """A mean difference with its interval, in points of accuracy."""
-    return f"{100 * result['mean']:+.1f} [{100 * result['low']:+.1f}, {100 * result['high']:+.1f}]"
 
 
 def render(summary: dict) -> str:

@@ -5,7 +5,8 @@ over seeds → report.
     python -m iapo.experiments.demo --until premise     # the premises only: cold start, regime, premise.json
     python -m iapo.experiments.demo --student DIR --teacher DIR    # from a given pair (no cold start trained)
     python -m iapo.experiments.demo --powered --student DIR --teacher DIR   # the 6-bar powered comparison
-        [--seeds 0 1 2] [--attribution-target tool_call_ran] [--call-weight 0.1] [--attribution-weight 20]
+        [--budget prompts4] [--seeds 0 1 2] [--attribution-target tool_call_ran] [--call-weight 0.1]
+        [--attribution-weight 20]
 
 The RL runs (one per method and seed) are independent: `--workers` of them run at once in separate processes (one
 per core; each evaluates its own model too). Every stage's output is cached under `--out`.
@@ -21,14 +22,15 @@ import time
 from pathlib import Path
 
 from iapo.experiments.demo import stages
+from iapo.experiments.demo.compare import greedy_by_question, of_method, sampled_results, versus_cold_start
 from iapo.experiments.demo.curves import learning_curves, read_history, training_summary
-from iapo.experiments.demo.formatting import METHODS, STUDENT, TEACHER, accuracy_of
+from iapo.experiments.demo.formatting import METHODS, STUDENT, TEACHER
 from iapo.experiments.demo.measure import replicated_premise, variant_settings
 from iapo.experiments.demo.optimise import ProbeSettings, RunSettings, optimisability
-from iapo.experiments.demo.premise import bootstrap_mean, plain_premises
+from iapo.experiments.demo.premise import plain_premises
 from iapo.experiments.demo.regime import choose_candidate, choose_weight, sample_diagnostics
 from iapo.experiments.demo.report import render
-from iapo.experiments.demo.settings import DemoSettings, demo_settings, powered_settings
+from iapo.experiments.demo.settings import RL_BUDGETS, DemoSettings, demo_settings, powered_settings
 from iapo.experiments.demo.stats import paired_difference
 from iapo.models import ModelNotFoundError
 from iapo.models.loader import ModelSettings, resolve_model_path
@@ -251,10 +253,16 @@ def run(settings: DemoSettings, workers: int = 1, until: str | None = None) -> P
         )
         for tools in ("tools on", "tools off")
     }
-    cold_start_on = accuracy_of(rows, STUDENT, True)[0]
-    grpo_on = [r["tools on"]["accuracy"] for r in runs if r["method"] == "grpo"]
-    grpo_gain = paired_difference(grpo_on, [cold_start_on] * len(grpo_on))
-    sampled = sampled_results(settings, student, teacher, runs)
+    cold_start_on = next(row for row in rows if row["model"] == STUDENT and row["tools"])["results"][0]
+    grpo_gain = versus_cold_start(of_method(runs, "grpo", "tools on"), cold_start_on)
+    sampled = sampled_results(
+        settings,
+        {
+            "student": stages.evaluate_sampled(settings, "student-tools", ModelSettings(name=str(student))),
+            "teacher": stages.evaluate_sampled(settings, "teacher-tools", ModelSettings(name=str(teacher))),
+        },
+        runs,
+    )
     histories = {
         method: [
             read_history(settings.out / "logs" / stages.run_name(method, seed) / "metrics.csv")
@@ -290,7 +298,8 @@ def run(settings: DemoSettings, workers: int = 1, until: str | None = None) -> P
         "test_rows": settings.test_rows,
         "rows": rows,
         "paired": paired,
-        "grpo_gain": grpo_gain,
+        "grpo_gain": grpo_gain["by_seed"],
+        "greedy_by_question": greedy_by_question(runs, cold_start_on),
         "sampled": sampled,
         "optimisability": optimisable,
         "training": training_summary(histories),
@@ -302,40 +311,6 @@ def run(settings: DemoSettings, workers: int = 1, until: str | None = None) -> P
     path.write_text(render(summary))
     stages.say(f"report: {path} ({summary['minutes']:.1f} min)")
     return path
-
-
-def sampled_results(settings: DemoSettings, student: Path, teacher: Path, runs: list[dict]) -> dict:
-    """Test accuracy with tools sampled as in RL (`stages.evaluate_sampled`): the cold start's, the teacher's, each
-    method's per seed, GRPO − cold start and IAPO − GRPO paired by seed (a t interval: the seeds' spread) and
-    `by_question` (a bootstrap over test questions of the seed-mean difference: the test set's sampling, which a
-    seed interval against one cold-start accuracy does not carry)."""
-    models = {
-        "student": stages.evaluate_sampled(settings, "student-tools", ModelSettings(name=str(student))),
-        "teacher": stages.evaluate_sampled(settings, "teacher-tools", ModelSettings(name=str(teacher))),
-    }
-    accuracy = {method: [r["sampled"]["accuracy"] for r in runs if r["method"] == method] for method in METHODS}
-    per_question = {
-        method: seed_mean([r["sampled"]["per_question"] for r in runs if r["method"] == method]) for method in METHODS
-    }
-    cold, cold_per_question = models["student"]["accuracy"], models["student"]["per_question"]
-    return {
-        "samples_per_question": settings.group_size,
-        "temperature": settings.sampling.temperature,
-        "student": cold,
-        "teacher": models["teacher"]["accuracy"],
-        **accuracy,
-        "grpo_gain": paired_difference(accuracy["grpo"], [cold] * len(accuracy["grpo"])),
-        "paired": paired_difference(accuracy["iapo"], accuracy["grpo"]),
-        "by_question": {
-            "grpo_gain": bootstrap_mean([g - c for g, c in zip(per_question["grpo"], cold_per_question, strict=True)]),
-            "paired": bootstrap_mean([i - g for i, g in zip(per_question["iapo"], per_question["grpo"], strict=True)]),
-        },
-    }
-
-
-def seed_mean(per_seed: list[list[float]]) -> list[float]:
-    """Per question, the mean over seeds."""
-    return [sum(values) / len(values) for values in zip(*per_seed, strict=True)]
 
 
 def cold_start_diagnostics(
@@ -396,6 +371,11 @@ def main(argv: list[str] | None = None) -> Path:
         action="store_true",
         help="the powered comparison (`settings.powered_settings`: 6 bars, 300 test rows) from --student / --teacher",
     )
+    parser.add_argument(
+        "--budget",
+        choices=sorted(RL_BUDGETS),
+        help="with --powered: an RL budget (`python -m iapo.experiments.demo.budget`)",
+    )
     parser.add_argument("--student", type=Path, help="a given cold-started student (no cold start is trained)")
     parser.add_argument("--teacher", type=Path, help="a given teacher, with --student")
     args = parser.parse_args(argv)
@@ -403,13 +383,17 @@ def main(argv: list[str] | None = None) -> Path:
         parser.error("--student and --teacher go together, and --powered needs both (docs/results.md, 'Six bars')")
     if args.powered and (args.fast or args.setting != "charts"):
         parser.error("--powered is the charts setting's full run: not with --fast or --setting zoom")
+    if args.budget and not args.powered:
+        parser.error("--budget names a budget of the powered preset: use it with --powered")
     knobs = {
         "attribution_weight": args.attribution_weight,
         "call_weight": args.call_weight,
         "seeds": tuple(args.seeds) if args.seeds else None,
     }
     if args.powered:
-        settings = powered_settings(args.student, args.teacher, out=args.out, **knobs)
+        settings = powered_settings(
+            args.student, args.teacher, out=args.out, **RL_BUDGETS[args.budget or "base"], **knobs
+        )
     else:
         suffix = ("-zoom" if args.setting == "zoom" else "") + ("-fast" if args.fast else "")
         settings = demo_settings(

@@ -28,6 +28,15 @@ CHARTS_CONFIG = CONFIGS / "demo_charts.yaml"
 SIX_BARS_CONFIG = CONFIGS / "demo_charts_6bars.yaml"
 ZOOM_CONFIG = CONFIGS / "demo_task.yaml"
 SETTINGS = ("charts", "zoom")
+EVAL_SPLITS = ("test", "val")
+RL_BUDGETS: dict[str, dict] = {
+    "base": {},
+    "prompts4": {"rl_prompts": 4, "rl_mini_batch": 16},
+    "lr3e-4x320": {"rl_steps": 320, "rl_lr": 3e-4},
+}
+"""RL budgets of the powered preset, by name: the `DemoSettings` fields each changes (`base` is the preset's own).
+`python -m iapo.experiments.demo.budget` measures GRPO's gain over the cold start at each on the validation split;
+`--budget NAME` runs the demo at one."""
 
 
 def read_overlay(path: Path, data_key: str, task_type: type) -> tuple[object, SamplingSettings]:
@@ -88,7 +97,9 @@ class DemoSettings:
     (`premise.PRESET_VARIANTS` by default: all but the occlusion variants; the paper's always). λ
     (`attribution_weight`) is None to set it from the cold start: the outcome's within-group spread over the
     attribution term's (`iapo.experiments.demo.regime.choose_weight`). `rl_kl_beta` weighs the policy's KL to its
-    reference (the cold start) in the RL loss; `call_weight` adds the `tool_call` reward to both methods.
+    reference (the cold start) in the RL loss; `call_weight` adds the `tool_call` reward to both methods. Every
+    model is evaluated on the first `test_rows` rows of `eval_split`: `test`, or `val` to choose settings (an RL
+    budget, `iapo.experiments.demo.budget`) without reading the test split.
 
     For each of `optimisability_seeds` (none: the stage is skipped) the optimisability stage
     (`iapo.experiments.demo.optimise`) runs the attribution term alone against GRPO at the RL budget and measures the
@@ -137,6 +148,7 @@ class DemoSettings:
     train_rows: int = 2048
     rl_rows: int = 512
     test_rows: int = 100
+    eval_split: str = "test"
     picture_examples: int = 2
     given_student: Path | None = None
     given_teacher: Path | None = None
@@ -146,6 +158,8 @@ class DemoSettings:
     def __post_init__(self) -> None:
         if self.setting not in SETTINGS:
             raise ValueError(f"setting must be one of {SETTINGS}, got {self.setting!r}")
+        if self.eval_split not in EVAL_SPLITS:
+            raise ValueError(f"eval_split must be one of {EVAL_SPLITS}, got {self.eval_split!r}")
         if (self.given_student is None) != (self.given_teacher is None):
             raise ValueError("a given cold start needs both given_student and given_teacher")
         if self.teacher_call_accuracy is not None and not 0 <= self.teacher_call_accuracy <= 1:

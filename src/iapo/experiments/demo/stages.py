@@ -3,7 +3,8 @@
 - `cold_start`: one SFT run of the tiny spec on demonstrations that often edit the wrong bar, saving the model at
   every candidate budget (`sft/step-<n>/`); the teacher (`sft/teacher/`) is that run trained on with demonstrations
   that always edit the asked bar (optionally ending with a run at a lower lr);
-- `evaluate`: greedy evaluation on the held-out test split, tools on or off (`eval/<label>.json`);
+- `evaluate`: greedy evaluation on the held-out split (`settings.eval_split`: test, or validation to choose
+  settings), tools on or off, with each question's score (`eval/<label>.json`);
 - `evaluate_sampled`: accuracy with tools sampled as in RL on the same split (`eval/<label>-sampled.json`);
 - `reinforce`: GRPO or IAPO from the chosen cold start (`rl/<method>-seed<k>/adapter/`, metrics in
   `logs/<method>-seed<k>/metrics.csv`);
@@ -73,7 +74,9 @@ def train_data(settings, batch_size: int, rows: int) -> VQADataModule:
 
 
 def test_data(settings) -> VQADataModule:
-    return VQADataModule(test=[settings.data_spec("test", settings.test_rows)], batch_size=16, **settings.data_kwargs())
+    """The rows every model is evaluated on: the first `test_rows` of `eval_split`."""
+    spec = settings.data_spec(settings.eval_split, settings.test_rows)
+    return VQADataModule(test=[spec], batch_size=16, **settings.data_kwargs())
 
 
 class SaveAtSteps(Callback):
@@ -176,7 +179,8 @@ def cold_start(settings) -> dict[str, Path]:
 
 
 def evaluate(settings, label: str, student: ModelSettings, tools: bool) -> dict:
-    """Greedy evaluation on the held-out test split; cached in `eval/<label>.json`."""
+    """Greedy evaluation on the held-out split (`settings.eval_split`), with each question's score in row order
+    (`per_question`, for intervals paired by question); cached in `eval/<label>.json`."""
     path = settings.out / "eval" / f"{label}.json"
     if path.is_file():
         return json.loads(path.read_text())
@@ -195,6 +199,7 @@ def evaluate(settings, label: str, student: ModelSettings, tools: bool) -> dict:
         "mean_turns": bench["mean_turns"],
         "answered_rate": bench["answered_rate"],
         "rows": bench["rows_scored"],
+        "per_question": [record["score"] for record in module.tallies[0].records],
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2))
@@ -213,7 +218,7 @@ def evaluate_sampled(settings, label: str, student: ModelSettings) -> dict:
     path = settings.out / "eval" / f"{label}-sampled.json"
     if path.is_file():
         return json.loads(path.read_text())
-    samples = settings.build_split("test", settings.test_rows)
+    samples = settings.build_split(settings.eval_split, settings.test_rows)
     _, outcome, _ = sample_model(settings, student, samples, seed=0)
     per_question = outcome.view(len(samples), settings.group_size).mean(1)
     result = {
@@ -264,7 +269,7 @@ def reinforce(settings, method: str, seed: int, student: Path, teacher: Path, we
 
 
 def pictures(settings, name: str, student: ModelSettings, teacher: Path) -> list[str]:
-    """Attribution pictures of the same fixed test examples (the first rows of the test split) for one model."""
+    """Attribution pictures of the same fixed examples (the first rows of the evaluation split) for one model."""
     module = IAPOModule(
         student=student,
         teacher=ModelSettings(name=str(teacher)),
@@ -273,6 +278,6 @@ def pictures(settings, name: str, student: ModelSettings, teacher: Path) -> list
         rewards={"accuracy": 1.0, "attribution": 1.0},
     )
     module.configure_model()
-    rows = settings.build_split("test", settings.picture_examples)
+    rows = settings.build_split(settings.eval_split, settings.picture_examples)
     paths = draw_attributions(module, rows, [load_image(r.image) for r in rows], settings.out / "attribution" / name)
     return [str(p.relative_to(settings.out)) for p in paths]
