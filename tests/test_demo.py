@@ -259,8 +259,9 @@ def test_a_teacher_of_its_own_lineage_is_trained_from_the_spec_then_on_right_cal
 def test_a_given_cold_start_is_measured_as_the_one_candidate_and_nothing_is_trained_for_it(tmp_path, capsys):
     out = tmp_path / "given"
     argv = ["--fast", "--out", str(out), "--student", "tiny-student", "--teacher", "tiny-teacher"]
-    main([*argv, "--until", "premise", "--attribution-target", "tool_call_ran"])
-    assert json.loads((out / "settings.json").read_text())["attribution"]["target"] == "tool_call_ran"
+    main([*argv, "--until", "premise", "--attribution-target", "tool_call_ran", "--optimisability-seeds"])
+    recorded = json.loads((out / "settings.json").read_text())
+    assert recorded["attribution"]["target"] == "tool_call_ran" and recorded["optimisability_seeds"] == []
     regime = json.loads((out / "regime.json").read_text())
     assert [(c["name"], c["steps"]) for c in regime["candidates"]] == [("given", None)]
     assert regime["chosen"] == "given" and "given student" in regime["reason"]

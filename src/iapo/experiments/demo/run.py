@@ -6,7 +6,7 @@ over seeds → report.
     python -m iapo.experiments.demo --student DIR --teacher DIR    # from a given pair (no cold start trained)
     python -m iapo.experiments.demo --powered --student DIR --teacher DIR   # the 6-bar powered comparison
         [--budget prompts4] [--seeds 0 1 2] [--attribution-target tool_call_ran] [--call-weight 0.1]
-        [--attribution-weight 20]
+        [--attribution-weight 20] [--optimisability-seeds]     # (no seeds: without the optimisability stage)
 
 The RL runs (one per method and seed) are independent: `--workers` of them run at once in separate processes (one
 per core; each evaluates its own model too). Every stage's output is cached under `--out`.
@@ -361,6 +361,9 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--call-weight", type=float, help="the tool_call reward's weight, both methods (default 0)")
     parser.add_argument("--seeds", type=int, nargs="+", help="the RL seeds (default the preset's)")
     parser.add_argument(
+        "--optimisability-seeds", type=int, nargs="*", help="the optimisability stage's seeds; none: skip the stage"
+    )
+    parser.add_argument(
         "--attribution-target", help="the attribution target of every layout (default the paper's tool_call)"
     )
     parser.add_argument(
@@ -389,6 +392,7 @@ def main(argv: list[str] | None = None) -> Path:
         "attribution_weight": args.attribution_weight,
         "call_weight": args.call_weight,
         "seeds": tuple(args.seeds) if args.seeds else None,
+        "optimisability_seeds": None if args.optimisability_seeds is None else tuple(args.optimisability_seeds),
     }
     if args.powered:
         settings = powered_settings(
