@@ -8,9 +8,11 @@ CONFIG ?= configs/tiny.yaml
 TRAIN_CONFIG ?= configs/iapo.yaml configs/tiny.yaml configs/tiny_cold_start.yaml
 EVAL_CONFIG ?= configs/eval.yaml
 SWEEP ?= configs/sweep.yaml
+STUDENT ?= logs/demo-pair/student
+TEACHER ?= logs/demo-pair/teacher
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test test-all lint predict tiny train data eval compare bench sweep demo budget powered paper
+.PHONY: help setup test test-all lint predict tiny train data eval compare bench sweep demo pair budget powered paper
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -61,11 +63,14 @@ sweep: $(STAMP) ## check SWEEP against the CLI, create the W&B sweep and print i
 demo: $(STAMP) ## the miniature: cold start, regime, GRPO vs IAPO over 5 seeds, logs/demo/report.md (charts: 1,650 SFT steps ~40 min, then premise, RL and evaluations ~20 min, about an hour on 2 cores; SETTING=zoom; FAST=1: ~4 min; ARGS=--fresh starts over)
 	$(PY) -m iapo.experiments.demo $(if $(SETTING),--setting $(SETTING)) $(if $(FAST),--fast) $(ARGS)
 
-budget: $(STAMP) ## GRPO's gain over the cold start at each RL budget, on validation rows: make budget STUDENT=dir TEACHER=dir (logs/demo-budget/budget.md)
-	$(PY) -m iapo.experiments.demo.budget $(if $(STUDENT),--student $(STUDENT)) $(if $(TEACHER),--teacher $(TEACHER)) $(ARGS)
+pair: $(STAMP) ## build the 6-bar student and teacher the powered comparison starts from (3,750 SFT steps, two lineages side by side; logs/demo-pair/student, teacher)
+	$(PY) -m iapo.experiments.demo.pair $(ARGS)
 
-powered: $(STAMP) ## the powered comparison on 6 bars from a given pair: make powered STUDENT=dir TEACHER=dir [BUDGET=name] (premise, optimisability, GRPO vs IAPO over 5 seeds on 300 test rows; logs/demo-powered/report.md)
-	$(PY) -m iapo.experiments.demo --powered $(if $(STUDENT),--student $(STUDENT)) $(if $(TEACHER),--teacher $(TEACHER)) $(if $(BUDGET),--budget $(BUDGET)) $(ARGS)
+budget: $(STAMP) ## GRPO's gain over the cold start at each RL budget, on validation rows (logs/demo-budget/budget.md; STUDENT= TEACHER= default to make pair's)
+	$(PY) -m iapo.experiments.demo.budget --student $(STUDENT) --teacher $(TEACHER) $(ARGS)
+
+powered: $(STAMP) ## the powered comparison on 6 bars: premise, optimisability, GRPO vs IAPO over 5 seeds on 300 test rows (logs/demo-powered/report.md; BUDGET=name from make budget; STUDENT= TEACHER= default to make pair's)
+	$(PY) -m iapo.experiments.demo --powered --student $(STUDENT) --teacher $(TEACHER) $(if $(BUDGET),--budget $(BUDGET)) $(ARGS)
 
 paper: $(STAMP) ## the paper's recipe: print its stages (teacher, cold start, IAPO / GRPO, evaluations, table); RUN=1 runs them (GPU); REHEARSE=1 runs them all offline on tiny models (~3 min)
 	$(PY) -m iapo.experiments.recipe $(if $(RUN),--run) $(if $(REHEARSE),--rehearse) $(ARGS)

@@ -140,14 +140,7 @@ def cold_start(settings) -> dict[str, Path]:
             else ""
         )
     )
-    students = {n: paths[f"step-{n}"] for n in settings.candidate_steps}
-    if not all((path / "config.json").is_file() for path in students.values()):
-        L.seed_everything(0, verbose=False)
-        run = trainer(last, settings.out / "logs" / "sft", [SaveAtSteps(students)], metric="sft/loss")
-        run.fit(
-            sft_module(settings, "tiny-student", settings.sft_call_accuracy, settings.sft_expert),
-            train_data(settings, settings.sft_batch, settings.train_rows),
-        )
+    students = train_students(settings)
     # The teacher's runs (name, source, steps, lr, seed, share of right demonstrations, expert), each reused when
     # saved. Other seeds than the student's, so its steps are not a replay of the student's data order. A lineage of
     # its own: a student whose demonstrations ignore the question made a teacher that copies the asked label in 67-74%
@@ -167,15 +160,44 @@ def cold_start(settings) -> dict[str, Path]:
     if tail:
         runs.append((paths["teacher"], before_tail, tail, settings.teacher_tail_lr, 2, 1.0, settings.teacher_expert))
     for target, source, steps, lr, seed, call_accuracy, expert in runs:
-        if (target / "config.json").is_file():
-            continue
+        train_on(settings, target, source, steps, seed, call_accuracy, expert, lr=lr, misfocus="other")
+    return paths
+
+
+def train_students(settings) -> dict[int, Path]:
+    """The student's SFT run from the tiny spec (seed 0), saved at every candidate budget; reused when saved."""
+    students = {n: cold_start_paths(settings)[f"step-{n}"] for n in settings.candidate_steps}
+    if not all((path / "config.json").is_file() for path in students.values()):
+        L.seed_everything(0, verbose=False)
+        run = trainer(settings.candidate_steps[-1], settings.out / "logs" / "sft", [SaveAtSteps(students)], "sft/loss")
+        run.fit(
+            sft_module(settings, "tiny-student", settings.sft_call_accuracy, settings.sft_expert),
+            train_data(settings, settings.sft_batch, settings.train_rows),
+        )
+    return students
+
+
+def train_on(
+    settings,
+    target: Path,
+    source: Path | str,
+    steps: int,
+    seed: int,
+    call_accuracy: float,
+    expert: str,
+    lr: float | None = None,
+    misfocus: str | None = None,
+) -> Path:
+    """`steps` more SFT steps from the model at `source` on the task of `settings` (`sft_module`'s demonstrations,
+    the data order of `seed`), saved to `target`; reused when saved. Logs in `logs/<target's name>/`."""
+    if not (target / "config.json").is_file():
         L.seed_everything(seed, verbose=False)
         run = trainer(steps, settings.out / "logs" / target.name, [SaveAtSteps({steps: target})], metric="sft/loss")
         run.fit(
-            sft_module(settings, str(source), call_accuracy, expert, lr=lr, misfocus="other"),
+            sft_module(settings, str(source), call_accuracy, expert, lr=lr, misfocus=misfocus),
             train_data(settings, settings.sft_batch, settings.train_rows),
         )
-    return paths
+    return target
 
 
 def evaluate(settings, label: str, student: ModelSettings, tools: bool) -> dict:
