@@ -87,7 +87,7 @@ def render(result: dict) -> str:
         "",
         f"{result['rows']} validation rows, seeds {result['seeds']}; cold start greedy "
         f"{100 * cold['greedy']:.1f}%, sampled {100 * cold['sampled']:.1f}% (accuracy with tools). Gains in points: "
-        "the mean over seeds [95% interval over questions]; per seed in brackets.",
+        "the mean over seeds [95% bootstrap interval over questions], and the sampled gain of each seed.",
         "",
         "| budget | fields | greedy gain | sampled gain | sampled per seed |",
         "|---|---|---|---|---|",
