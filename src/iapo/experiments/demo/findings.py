@@ -5,10 +5,10 @@ the ties it breaks beyond the format reward's, where each side's attribution mas
 tool use).
 
 Every sentence is one function of plain numbers (`tools_sentence`, `regime_sentence`, `grpo_gain_sentence`,
-`optimisability_sentence`, `comparison_sentence`, `by_question_sentence`, `sampled_findings`, `correlation_sentence`, `rescued_sentence`,
-`mass_sentence`, `divergence_sentence`, `call_rate_sentence`, `synthesis`), each tested on constructed numbers on
-both sides of every comparison it states (`tests/test_findings.py`); `findings` only reads the summary and calls
-them.
+`optimisability_sentence`, `comparison_sentence`, `by_question_sentence`, `sampled_findings`,
+`correlation_sentence`, `rescued_sentence`, `mass_sentence`, `divergence_sentence`, `call_rate_sentence`,
+`synthesis`), each tested on constructed numbers on both sides of every comparison it states
+(`tests/test_findings.py`); `findings` only reads the summary and calls them.
 
     lines = findings(summary)      # summary: the dict the run writes as report.json
 """

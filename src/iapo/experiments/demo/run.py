@@ -383,7 +383,7 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--teacher", type=Path, help="a given teacher, with --student")
     args = parser.parse_args(argv)
     if (args.student is None) != (args.teacher is None) or (args.powered and args.student is None):
-        parser.error("--student and --teacher go together, and --powered needs both (docs/results.md, 'Six bars')")
+        parser.error("--student and --teacher go together, and --powered needs both (`make pair` builds them)")
     if args.powered and (args.fast or args.setting != "charts"):
         parser.error("--powered is the charts setting's full run: not with --fast or --setting zoom")
     if args.budget and not args.powered:

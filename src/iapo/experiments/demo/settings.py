@@ -288,7 +288,9 @@ def powered_settings(student: Path, teacher: Path, **overrides) -> DemoSettings:
     that pair's training probe (docs/results.md, "Optimisability on the 6-bar pair": lr 1e-3 with a KL to the
     reference at β 0.1, 160 steps of 2 prompts × 4 samples, one update per step; on the test split it did not, "The
     powered comparison"), 300 test questions, a premise stage that measures the paper's layout beside image regions
-    by IG and by occlusion (the one that met premise 3 on that pair), and the optimisability stage for two seeds."""
+    by IG and by occlusion (the one that met premise 3 on that pair), and the optimisability stage for two seeds.
+    Another budget is a few fields of `overrides` (`RL_BUDGETS`, chosen on validation rows by
+    `iapo.experiments.demo.budget`)."""
     task, sampling = read_overlay(SIX_BARS_CONFIG, "synthetic_charts", SyntheticChartsConfig)
     preset = demo_settings(
         "charts",
