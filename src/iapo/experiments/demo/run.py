@@ -5,7 +5,7 @@ over seeds → report.
     python -m iapo.experiments.demo --until premise     # the premises only: cold start, regime, premise.json
     python -m iapo.experiments.demo --student DIR --teacher DIR    # from a given pair (no cold start trained)
     python -m iapo.experiments.demo --powered --student DIR --teacher DIR   # the 6-bar powered comparison
-        [--budget prompts4] [--seeds 0 1 2] [--attribution-target tool_call_ran] [--call-weight 0.1]
+        [--budget lr3e-4x320] [--seeds 0 1 2] [--attribution-target tool_call_ran] [--call-weight 0.1]
         [--attribution-weight 20] [--optimisability-seeds]     # (no seeds: without the optimisability stage)
 
 The RL runs (one per method and seed) are independent: `--workers` of them run at once in separate processes (one
