@@ -318,14 +318,14 @@ def test_the_optimisability_runs_probe_a_fixed_prompt_set_at_each_saved_step_and
     run = result["runs"]["attribution_format-s0"]
     assert set(run["probe"]) == {"1", "2"}  # the adapter saved at step 1, and the last one
     for probed in run["probe"].values():
-        assert set(probed) == {*optimise.PROBED, "divergence_by_call"}
+        assert set(probed) == {*optimise.PROBED, "divergence_by_call", "shift", "rho_success"}
         if probed["call"]["mean"] == 0:  # no call, nothing attributed: no divergence rather than 0
             assert probed["divergence"]["mean"] is None and probed["divergence"]["change"]["n"] == 0
         else:
             assert probed["divergence"]["mean"] >= 0
         assert probed["success"]["change"]["n"] == 2  # paired per prompt
         assert 0 <= probed["right_call"]["mean"] <= 1
-    assert set(result["cold_start"]) == {*optimise.PROBED, "divergence_by_call"}
+    assert set(result["cold_start"]) == {*optimise.PROBED, "divergence_by_call", "rho_success"}
     assert run["training"]["kl"]["steps"] == 2
     assert json.loads((out / "optimise.json").read_text())["runs"].keys() == {"attribution_format-s0"}
     assert (out / "optimise.png").stat().st_size > 0
@@ -360,4 +360,5 @@ def test_the_probe_change_is_paired_per_prompt_and_a_sample_without_a_call_has_n
     assert change["right_call"]["change"]["mean"] == pytest.approx((0 + (0.5 - 1)) / 2)
     assert change["success"]["mean"] == pytest.approx(0.75)
     assert change["divergence_by_call"] == {"right": pytest.approx(0.2), "wrong": None}
+    assert change["shift"]["total"] is None  # no wrong call attributed after: not split
     assert divergence_by_call(before) == pytest.approx({"right": 0.5, "wrong": 0.2})

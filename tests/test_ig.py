@@ -132,7 +132,17 @@ def test_chunked_steps_equal_unchunked_on_the_model(tiny_student, trajectories):
     pad = processor.tokenizer.pad_token_id
 
     def run(chunk_size):
-        return attribute(model, trajectories, components, targets, pad, "integrated_gradients", "mean", 4, chunk_size)
+        return attribute(
+            model,
+            trajectories,
+            components,
+            targets,
+            pad,
+            method="integrated_gradients",
+            baseline="mean",
+            steps=4,
+            chunk_size=chunk_size,
+        )
 
     reference = run(12)
     scale = max(v for row in reference for v in row.values())

@@ -93,8 +93,8 @@ def test_both_rules_converge_to_the_same_attribution_on_the_model(tiny_student, 
     def run(rule, steps):
         gaps: list[float] = []
         scores = attribute(
-            model, trajectories, components, targets, pad, "integrated_gradients", "mean", steps, 32,
-            quadrature=rule, completeness=gaps,
+            model, trajectories, components, targets, pad, method="integrated_gradients", baseline="mean",
+            steps=steps, chunk_size=32, quadrature=rule, completeness=gaps,
         )  # fmt: skip
         return scores, gaps
 

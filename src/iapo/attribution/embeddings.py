@@ -6,17 +6,20 @@
 - `target_logprob_fn`: the objective log p(target) as a function of the embeddings (logits at the predicting
   positions only);
 - `select_rows`: some rows of a batch (repeats allowed) for the forwards of integrated gradients' points;
-- `through_last_target`: a batch cut after each row's last target token (exact for every method).
+- `through_last_target`: a batch cut after each row's last target token (exact for every method);
+- `attribution_mode`: eval mode (no dropout) while checkpointed layers keep checkpointing.
 
 Run the checks with `python -m pytest tests/test_attribution.py tests/test_ig.py -q`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import Tensor, nn
+from transformers.modeling_layers import GradientCheckpointingLayer
 
 from iapo.agent.vision import distinct_image_features, encoder_outputs
 
@@ -151,3 +154,22 @@ def through_last_target(
     cut["position_ids"] = take(inputs["position_ids"].permute(1, 2, 0), 0).permute(2, 0, 1).contiguous()
     cut_masks = take(masks.transpose(1, 2), False).transpose(1, 2).contiguous()
     return cut, take(embeddings, 0.0), cut_masks, take(targets, False)
+
+
+@contextmanager
+def attribution_mode(model: nn.Module) -> Iterator[None]:
+    """Eval mode (no dropout) while gradient-checkpointed layers keep checkpointing; restores every module's flag.
+
+    transformers checkpoints a layer only when the layer itself is in training mode, so those layers (not their
+    submodules) get `training = True`; checkpointing then bounds the memory of the backward of `grad_x_input`.
+    """
+    flags = {module: module.training for module in model.modules()}
+    model.eval()
+    for module in model.modules():
+        if isinstance(module, GradientCheckpointingLayer) and module.gradient_checkpointing:
+            module.training = True
+    try:
+        yield
+    finally:
+        for module, flag in flags.items():
+            module.training = flag

@@ -43,16 +43,15 @@ Run the checks with `python -m pytest tests/test_attribution.py -q`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
 import torch
-from torch import Tensor, nn
-from transformers.modeling_layers import GradientCheckpointingLayer
+from torch import Tensor
 
 from iapo.agent.trajectory import Trajectory, collate_trajectories, device_inputs
 from iapo.attribution.embeddings import (
     ROW_INPUTS,
+    attribution_mode,
     forward_from_embeddings,
     language_model,
     language_model_inputs,
@@ -68,11 +67,33 @@ TOKEN_SCORES: dict[str, Callable[[Tensor], Tensor]] = {
     "positive": lambda tokens: tokens.clamp_min(0.0),
 }
 """How a gradient method turns a token's signed attribution into its non-negative score."""
+DIFFERENTIABLE_METHODS = ("occlusion",)
+"""The methods whose scores can keep their graph to the parameters (`attribution_scores(differentiable=True)`): the
+gradient methods' scores are themselves gradients (a loss on them would need second derivatives)."""
 GRADIENT_METHODS = ("grad_x_input", "integrated_gradients")
 """The methods with a signed per-token attribution (`token_scores` other than `abs` needs one of them)."""
 
 
 def attribute(
+    model,
+    trajectories: list[Trajectory],
+    components: list[dict[str, Tensor]],
+    targets: list[Tensor],
+    pad_token_id: int,
+    **options,
+) -> list[dict[str, float]]:
+    """Raw non-negative score of each component of each trajectory for its target: `attribution_scores` (whose
+    keyword `options` it takes, but `differentiable`) as floats, per trajectory {key: score}; `{}` for a trajectory
+    with an empty target (it is not run through the model)."""
+    results: list[dict[str, float]] = [{} for _ in trajectories]
+    scores, keys, active = attribution_scores(model, trajectories, components, targets, pad_token_id, **options)
+    scores = scores.detach().float().cpu()
+    for row, i in enumerate(active):
+        results[i] = {key: float(scores[row, k]) for k, key in enumerate(keys) if key in components[i]}
+    return results
+
+
+def attribution_scores(
     model,
     trajectories: list[Trajectory],
     components: list[dict[str, Tensor]],
@@ -87,8 +108,9 @@ def attribute(
     completeness: list[float] | None = None,
     completeness_rows: int | None = None,
     token_scores: str = "abs",
-) -> list[dict[str, float]]:
-    """Raw non-negative score of each component of each trajectory for its target.
+    differentiable: bool = False,
+) -> tuple[Tensor, list[str], list[int]]:
+    """Raw non-negative score of each component of each trajectory for its target, as a tensor.
 
     Args:
         model: a Qwen2.5-VL-style model (possibly a peft `PeftModel`, NF4, gradient-checkpointed).
@@ -110,11 +132,16 @@ def attribute(
             two forwards per measured row); when None nothing is measured.
         token_scores: a key of `TOKEN_SCORES`: each token's signed attribution taken whole (`abs`) or only where it
             supports the target (`positive`); the gradient methods only.
+        differentiable: keep the graph from the scores to the model's parameters (a loss on the attribution
+            itself, not a reward of the sampled tokens); only the methods of `DIFFERENTIABLE_METHODS`.
 
     Returns:
-        Per trajectory {key: score}; `{}` for a trajectory with an empty target (it is not run through the model).
+        (scores [A, K] on the model's device, the K keys in sorted order, the A indices of the trajectories with a
+        target); a key absent from a trajectory's components scores 0 there.
     """
     method_fn = get_method(method)
+    if differentiable and method not in DIFFERENTIABLE_METHODS:
+        raise ValueError(f"differentiable scores need a method of {DIFFERENTIABLE_METHODS}, got {method!r}")
     if baseline not in BASELINES:
         raise ValueError(f"baseline must be one of {BASELINES}, got {baseline!r}")
     if quadrature not in QUADRATURES:
@@ -122,10 +149,9 @@ def attribute(
     if steps < 1 or (chunk_size is not None and chunk_size < 1):
         raise ValueError(f"steps and chunk_size must be >= 1, got steps={steps}, chunk_size={chunk_size}")
     check_token_scores(method, token_scores)
-    results: list[dict[str, float]] = [{} for _ in trajectories]
     active = [i for i, target in enumerate(targets) if bool(target.any())]
     if not active:
-        return results
+        return torch.zeros((0, 0)), [], []
     batch = collate_trajectories([trajectories[i] for i in active], pad_token_id)
     keys = sorted(set().union(*(components[i] for i in active)))
     rows, length = batch["input_ids"].shape
@@ -163,13 +189,11 @@ def attribute(
             quadrature=quadrature,
             gap_rows=0 if completeness is None else min(rows, rows if completeness_rows is None else completeness_rows),
             token_scores=token_scores,
+            **({"differentiable": True} if differentiable else {}),  # only a DIFFERENTIABLE_METHODS entry takes it
         )
-    scores = scores.detach().float().cpu()
     if completeness is not None and gaps is not None:
         completeness.extend(gaps.tolist())
-    for row, i in enumerate(active):
-        results[i] = {key: float(scores[row, k]) for k, key in enumerate(keys) if key in components[i]}
-    return results
+    return scores, keys, active
 
 
 def check_token_scores(method: str, token_scores: str) -> None:
@@ -289,7 +313,11 @@ def integrated_gradients_scores(
 
 
 def occlusion_scores(
-    objective_fn: Callable[[Tensor], Tensor], embeddings: Tensor, masks: Tensor, reference: Tensor
+    objective_fn: Callable[[Tensor], Tensor],
+    embeddings: Tensor,
+    masks: Tensor,
+    reference: Tensor,
+    differentiable: bool = False,
 ) -> Tensor:
     """Drop of the objective when a component is replaced by the reference: [B, K], clamped at 0.
 
@@ -298,8 +326,9 @@ def occlusion_scores(
         embeddings: [B, T, D].
         masks: BoolTensor [B, K, T].
         reference: [B, T, D] or broadcastable (e.g. [B, 1, D]).
+        differentiable: keep the graph to the parameters `objective_fn` reads (else no graph is built).
     """
-    with torch.no_grad():
+    with torch.enable_grad() if differentiable else torch.no_grad():
         full = objective_fn(embeddings)
         drops = [
             full - objective_fn(torch.where(masks[:, k, :, None], reference, embeddings)) for k in range(masks.shape[1])
@@ -321,7 +350,8 @@ METHODS: dict[str, Method] = {}
 """name -> fn(model, inputs, embeddings [B,T,D], reference [B,1,D], masks [B,K,T], targets [B,T], *, steps,
 chunk_size, quadrature, gap_rows, token_scores) -> (scores [B,K], relative completeness gaps of the first gap_rows
 rows or None); `inputs` carry explicit `position_ids`; only `integrated_gradients` uses steps, chunk_size and
-quadrature, and measures completeness; only the `GRADIENT_METHODS` use token_scores."""
+quadrature, and measures completeness; only the `GRADIENT_METHODS` use token_scores; a `DIFFERENTIABLE_METHODS`
+entry also takes `differentiable`."""
 
 
 def register_method(name: str) -> Callable[[Method], Method]:
@@ -370,8 +400,9 @@ def _require_autograd(method: str) -> None:
 
 
 @register_method("occlusion")
-def _occlusion(model, inputs, embeddings, reference, masks, targets, **unused) -> tuple[Tensor, None]:
-    return occlusion_scores(target_logprob_fn(model, inputs, targets), embeddings, masks, reference), None
+def _occlusion(model, inputs, embeddings, reference, masks, targets, differentiable=False, **unused):
+    objective = target_logprob_fn(model, inputs, targets)
+    return occlusion_scores(objective, embeddings, masks, reference, differentiable), None
 
 
 @register_method("attention")
@@ -406,22 +437,3 @@ def _attention(model, inputs, embeddings, reference, masks, targets, **unused) -
         for handle in handles:
             handle.remove()
     return torch.einsum("bt,bkt->bk", mass / len(layers), masks.float()), None
-
-
-@contextmanager
-def attribution_mode(model: nn.Module) -> Iterator[None]:
-    """Eval mode (no dropout) while gradient-checkpointed layers keep checkpointing; restores every module's flag.
-
-    transformers checkpoints a layer only when the layer itself is in training mode, so those layers (not their
-    submodules) get `training = True`; checkpointing then bounds the memory of the backward of `grad_x_input`.
-    """
-    flags = {module: module.training for module in model.modules()}
-    model.eval()
-    for module in model.modules():
-        if isinstance(module, GradientCheckpointingLayer) and module.gradient_checkpointing:
-            module.training = True
-    try:
-        yield
-    finally:
-        for module, flag in flags.items():
-            module.training = flag

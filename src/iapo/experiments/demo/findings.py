@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import statistics
 
+from iapo.experiments.demo.drift import drift_sentence
 from iapo.experiments.demo.formatting import (
     GRPO,
     IAPO,
@@ -57,7 +58,9 @@ def findings(summary: dict) -> list[str]:
     on = paired["tools on"]
     premise = [premise_finding(summary["premise"])] if summary.get("premise") else []
     result = summary.get("optimisability")
-    optimisable = ["- **Optimisability.** " + optimisability_sentence(result)] if result else []
+    optimisable = (
+        ["- **Optimisability.** " + optimisability_sentence(result) + " " + drift_sentence(result)] if result else []
+    )
     return [
         *premise,
         "- **Tools and teacher.** " + tools_sentence(*student, *teacher),

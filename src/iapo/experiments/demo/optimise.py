@@ -44,6 +44,7 @@ from lightning.pytorch.callbacks import Callback  # noqa: E402
 from iapo.attribution.score import has_target  # noqa: E402
 from iapo.experiments.demo import stages  # noqa: E402
 from iapo.experiments.demo.curves import read_history  # noqa: E402
+from iapo.experiments.demo.drift import divergence_shift, term_rank_correlation  # noqa: E402
 from iapo.experiments.demo.premise import bootstrap_mean, right_call  # noqa: E402
 from iapo.models.loader import LoraSettings, ModelSettings  # noqa: E402
 from iapo.training.algo import ADVANTAGE_SCALES  # noqa: E402
@@ -154,13 +155,19 @@ def per_prompt(values: list, group_size: int) -> list[float | None]:
 def probe_change(before: dict, after: dict, group_size: int, seed: int = 0) -> dict:
     """Per probed quantity: its mean over the probe and the paired change from `before` (a bootstrap 95% interval
     over the probe's prompts of the per-prompt mean after − before; for the divergence, over the prompts with an
-    attributed sample both times, their number `n`)."""
+    attributed sample both times, their number `n`); the divergence's change split into which calls and how they
+    are attributed (`drift.divergence_shift`) and the term's rank correlation with success after
+    (`drift.term_rank_correlation`)."""
     out = {}
     for key in PROBED:
         pairs = zip(per_prompt(before[key], group_size), per_prompt(after[key], group_size), strict=True)
         changes = [new - old for old, new in pairs if old is not None and new is not None]
         out[key] = {"mean": mean(after[key]), "change": bootstrap_mean(changes, seed=seed)}
-    return out | {"divergence_by_call": divergence_by_call(after)}
+    return out | {
+        "divergence_by_call": divergence_by_call(after),
+        "shift": divergence_shift(before, after),
+        "rho_success": term_rank_correlation(after, group_size, seed),
+    }
 
 
 def divergence_by_call(probed: dict) -> dict[str, float | None]:
@@ -291,6 +298,7 @@ def optimisability(
         cold = probe(settings, variant, ModelSettings(name=str(student)), teacher_pair, samples, seed=0)
         result["cold_start"] = {key: mean(cold[key]) for key in PROBED}
         result["cold_start"]["divergence_by_call"] = divergence_by_call(cold)
+        result["cold_start"]["rho_success"] = term_rank_correlation(cold, settings.group_size)
     for (name, seed), run_measured in zip(tasks, measured, strict=True):
         entry = {"training": run_measured["training"]}
         if probe_settings.prompts:
