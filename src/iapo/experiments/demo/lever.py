@@ -13,7 +13,8 @@ its change from the cold start (paired bootstrap over the probe's prompts), and 
 probe's calls (does the student still make the calls it made).
 
     python -m iapo.experiments.demo.lever --student DIR --teacher DIR --out DIR \\
-        [--config configs/demo_charts_6bars.yaml] [--variant occlusion_regions] [--epochs 4] [--lr 1e-3] \\
+        [--config configs/demo_charts_6bars.yaml] [--variant occlusion_regions] [--attribution-target tool_call_ran] \\
+        [--epochs 4] [--lr 1e-3] \\
         [--fit-prompts 64 --fit-offset 88] [--probe-prompts 64 --probe-offset 24] [--batch 8]
 
 Prints JSON and writes it to `OUT/lever.json`.
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -92,13 +94,20 @@ def call_logprob(model, processor, probe: Probe, attribution) -> float:
     return sum(values) / len(values)
 
 
+def say(message: str) -> None:
+    """Progress, one line per phase (stdout carries the JSON at the end)."""
+    print(f"[lever] {message}", file=sys.stderr, flush=True)
+
+
 def build_probe(settings, student: Path, teacher_pair: tuple, offset: int, prompts: int, seed: int) -> Probe:
     """The cold start's samples on training prompts `offset` .. `offset + prompts`, with the teacher's attribution."""
     from iapo.experiments.demo.measure import sample_model
 
     samples = settings.build_split("train", offset + prompts)[offset:]
+    say(f"sampling the cold start on training prompts {offset}..{offset + prompts - 1} (seed {seed})")
     trajectories, _, _ = sample_model(settings, student, samples, seed)
     target = settings.attribution.target
+    say(f"the teacher's attribution of {sum(has_target(t, target) for t in trajectories)} calls")
     teacher = attribution_distributions(*teacher_pair, trajectories, samples, settings.attribution, reencode=True)
     cut = [through_target_turn(t, target) if has_target(t, target) else None for t in trajectories]
     right = [float(right_call(t, samples[t.sample_index]) is True) for t in trajectories]
@@ -168,11 +177,9 @@ def lever(settings, student: Path, teacher: Path, out: Path, epochs: int, lr: fl
         measured |= {"epoch": epoch, "fit_loss": fit_loss}
         measured["call_logprob"] = call_logprob(model, processor, probe, a)
         result["epochs"].append(measured)
-        print(
-            f"[lever] epoch {epoch}/{epochs}: fit divergence {measured['fit_loss']:.4f}, probe "
-            f"{measured['divergence']:.4f} (cold start {result['cold_start']['divergence']:.4f}), "
-            f"{time.monotonic() - started:.0f} s",
-            flush=True,
+        say(
+            f"epoch {epoch}/{epochs}: fit divergence {measured['fit_loss']:.4f}, probe {measured['divergence']:.4f} "
+            f"(cold start {result['cold_start']['divergence']:.4f}), {time.monotonic() - started:.0f} s"
         )
     out.mkdir(parents=True, exist_ok=True)
     (out / "lever.json").write_text(json.dumps(result, indent=2))
@@ -188,6 +195,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--config", type=Path, help="another task overlay than configs/demo_charts.yaml (its task)")
     parser.add_argument("--variant", default="occlusion_regions", help="an `occlusion_` variant of premise.VARIANTS")
+    parser.add_argument("--attribution-target", help="the attribution target (default the demo's: the paper's call)")
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--batch", type=int, default=8)
@@ -197,6 +205,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--probe-offset", type=int, default=24)
     args = parser.parse_args(argv)
     base = overlay_settings(args.config)
+    if args.attribution_target:
+        base = dataclasses.replace(
+            base, attribution=dataclasses.replace(base.attribution, target=args.attribution_target)
+        )
     settings = dataclasses.replace(base, attribution=variant_settings(base, args.variant))
     sets = {"fit": (args.fit_offset, args.fit_prompts), "probe": (args.probe_offset, args.probe_prompts)}
     result = lever(settings, args.student, args.teacher, args.out, args.epochs, args.lr, args.batch, sets)
