@@ -11,6 +11,7 @@ import torch
 
 from helpers.policies import ScriptedPolicy
 from iapo.agent.rollout import SamplingSettings, rollout
+from iapo.attribution.align import attribution_terms
 from iapo.attribution.prefix import through_target_turn
 from iapo.attribution.score import AttributionSettings, attribution_distributions, has_target
 from iapo.data.sample import load_image
@@ -45,14 +46,18 @@ def probe(tiny_processor):
     teacher = load_model("tiny-teacher", device="cpu")
     distributions = attribution_distributions(*teacher, trajectories, rows, OCCLUSION, reencode=True)
     cut = [through_target_turn(t, "tool_call") if has_target(t, "tool_call") else None for t in trajectories]
-    return Probe(cut, distributions, [0.0] * len(cut))
+    return Probe(cut, distributions, [0.0] * len(cut)), rows
 
 
 def test_gradient_steps_on_the_attribution_lower_the_divergence_they_train_on(probe, tiny_processor):
+    probe, rows = probe
     torch.manual_seed(0)
     model, _ = load_model("tiny-student", lora=LoraSettings(r=8, alpha=16), device="cpu")
     before = divergences(model, tiny_processor, probe, OCCLUSION, batch=2)
     assert before[2] is None and before[0] > 0 and before[1] > 0  # the answer-only sample is not attributed
+    student = attribution_distributions(model, tiny_processor, probe.trajectories[:2], rows, OCCLUSION)
+    terms, _ = attribution_terms(student, probe.teacher[:2], "kl", "penalty", "exclude", 1)
+    assert before[:2] == pytest.approx((-terms).tolist(), rel=1e-4)  # the reward's divergence, as a loss
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3, weight_decay=0.0)
     losses = [fit_epoch(model, tiny_processor, optimizer, probe, OCCLUSION, batch=2) for _ in range(8)]
     after = divergences(model, tiny_processor, probe, OCCLUSION, batch=2)
