@@ -1,6 +1,7 @@
-"""The attribution lever (`iapo.experiments.demo.lever`): gradient steps on the student's own occlusion attribution
-lower its divergence to the teacher's on the trajectories trained on, a trajectory without a call is not attributed,
-and a method whose scores have no graph is refused before anything loads."""
+"""The attribution loss (`attribution.loss`, `training.alignment`) and its lever experiment
+(`iapo.experiments.demo.lever`): the loss is the reward's divergence, gradient steps on the student's own occlusion
+attribution lower it on the trajectories trained on, a trajectory without a call is not attributed, and a method
+whose scores have no graph is refused before anything loads."""
 
 from __future__ import annotations
 
@@ -12,15 +13,19 @@ import torch
 from helpers.policies import ScriptedPolicy
 from iapo.agent.rollout import SamplingSettings, rollout
 from iapo.attribution.align import attribution_terms
-from iapo.attribution.prefix import through_target_turn
-from iapo.attribution.score import AttributionSettings, attribution_distributions, has_target
+from iapo.attribution.loss import teacher_divergences
+from iapo.attribution.score import AttributionSettings, attribution_distributions
 from iapo.data.sample import load_image
 from iapo.data.synthetic import build_split
 from iapo.experiments.demo import demo_settings
-from iapo.experiments.demo.lever import Probe, divergences, fit_epoch, lever
+from iapo.experiments.demo.lever import Probe, fit_epoch, lever
 from iapo.experiments.forced_turn import ZOOM_CALL
 from iapo.models.loader import LoraSettings, load_model
 from iapo.settings_errors import SettingsError
+from iapo.training.alignment import alignment_loss
+from iapo.training.iapo_module import IAPOModule
+from iapo.training.step import StepSettings
+from iapo.training.update import PPOSettings, policy_update
 
 SCRIPTS = [
     [ZOOM_CALL.format(0, 0, 120, 90), "<answer>D</answer>"],
@@ -45,22 +50,22 @@ def probe(tiny_processor):
     )
     teacher = load_model("tiny-teacher", device="cpu")
     distributions = attribution_distributions(*teacher, trajectories, rows, OCCLUSION, reencode=True)
-    cut = [through_target_turn(t, "tool_call") if has_target(t, "tool_call") else None for t in trajectories]
-    return Probe(cut, distributions, [0.0] * len(cut)), rows
+    return Probe(trajectories, distributions, [0.0] * len(trajectories)), rows
 
 
 def test_gradient_steps_on_the_attribution_lower_the_divergence_they_train_on(probe, tiny_processor):
     probe, rows = probe
     torch.manual_seed(0)
     model, _ = load_model("tiny-student", lora=LoraSettings(r=8, alpha=16), device="cpu")
-    before = divergences(model, tiny_processor, probe, OCCLUSION, batch=2)
+    before = teacher_divergences(model, tiny_processor, probe.trajectories, probe.teacher, OCCLUSION)
     assert before[2] is None and before[0] > 0 and before[1] > 0  # the answer-only sample is not attributed
     student = attribution_distributions(model, tiny_processor, probe.trajectories[:2], rows, OCCLUSION)
+    assert student[0] and student[1]
     terms, _ = attribution_terms(student, probe.teacher[:2], "kl", "penalty", "exclude", 1)
     assert before[:2] == pytest.approx((-terms).tolist(), rel=1e-4)  # the reward's divergence, as a loss
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3, weight_decay=0.0)
-    losses = [fit_epoch(model, tiny_processor, optimizer, probe, OCCLUSION, batch=2) for _ in range(8)]
-    after = divergences(model, tiny_processor, probe, OCCLUSION, batch=2)
+    losses = [fit_epoch(model, tiny_processor, optimizer, probe, OCCLUSION, batch=3) for _ in range(8)]
+    after = teacher_divergences(model, tiny_processor, probe.trajectories, probe.teacher, OCCLUSION)
     assert losses[0] == pytest.approx((before[0] + before[1]) / 2, rel=1e-4)  # the first step's loss is the probe's
     assert after[0] + after[1] < 0.5 * (before[0] + before[1])
 
@@ -70,3 +75,33 @@ def test_a_method_without_a_graph_is_refused(tmp_path):
     settings = dataclasses.replace(settings, attribution=dataclasses.replace(OCCLUSION, method="grad_x_input"))
     with pytest.raises(SettingsError, match="needs an attribution method of"):
         lever(settings, tmp_path, tmp_path, tmp_path, 1, 1e-3, 8, {"fit": (0, 1), "probe": (1, 1)})
+
+
+def test_the_attribution_loss_in_the_ppo_update_moves_the_attribution_where_the_advantages_are_zero(probe):
+    """`attribution_loss` adds λ_a · D to each mini-batch's PPO loss: with every advantage 0 (no policy gradient)
+    the update still lowers the divergence, with one optimizer step per mini-batch as without it."""
+    probe, _ = probe
+    torch.manual_seed(0)
+    model, processor = load_model("tiny-student", lora=LoraSettings(r=8, alpha=16), device="cpu")
+    pad = processor.tokenizer.pad_token_id
+    before = teacher_divergences(model, processor, probe.trajectories, probe.teacher, OCCLUSION)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3, weight_decay=0.0)
+    loss_of = alignment_loss(model, processor, probe.trajectories, probe.teacher, OCCLUSION, weight=1.0)
+    settings = PPOSettings(mini_batch_size=3, kl_beta=0.0, log_kl=False)
+    zero = torch.zeros(len(probe.trajectories))
+    for _ in range(8):
+        stats = policy_update(model, optimizer, probe.trajectories, zero, settings, pad, auxiliary_loss=loss_of)
+    after = teacher_divergences(model, processor, probe.trajectories, probe.teacher, OCCLUSION)
+    assert stats["optimizer_steps"] == 1 and stats["auxiliary_loss"] > 0
+    assert after[0] + after[1] < 0.5 * (before[0] + before[1])
+    assert loss_of([2]) is None  # the answer-only sample has no call to attribute
+
+
+def test_the_attribution_loss_needs_occlusion_and_loads_the_teacher_without_an_attribution_reward():
+    with pytest.raises(SettingsError, match="attribution_loss needs an attribution method whose scores"):
+        StepSettings(attribution=dataclasses.replace(OCCLUSION, method="grad_x_input"), attribution_loss=1.0)
+    with pytest.raises(SettingsError, match="attribution_loss must be >= 0"):
+        StepSettings(attribution=OCCLUSION, attribution_loss=-1.0)
+    module = IAPOModule(rewards={"accuracy": 1.0}, attribution=OCCLUSION, attribution_loss=0.5)
+    assert module.uses_teacher and "attribution loss 0.5" in module.run_summary(10, "out")
+    assert not IAPOModule(rewards={"accuracy": 1.0}, attribution=OCCLUSION).uses_teacher  # GRPO

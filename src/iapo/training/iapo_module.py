@@ -70,6 +70,9 @@ class IAPOModule(PolicyModule):
         max_skipped_steps: stop with one clear error after this many steps in a row whose every update was skipped
             as not finite (a run that cannot learn would otherwise never reach `max_steps`).
         max_abs_weight: stop when a trainable weight exceeds this after an optimizer step (an exploding lr).
+        attribution_loss: λ_a, the weight of the attribution loss (`iapo.training.alignment`: gradient steps on the
+            divergence through the student's own attribution, after each PPO update; occlusion only). 0, the
+            default and the paper's: the term is in the reward only.
     """
 
     def __init__(
@@ -91,6 +94,7 @@ class IAPOModule(PolicyModule):
         judge: JudgeSettings | None = None,
         max_skipped_steps: int = 3,
         max_abs_weight: float = DEFAULT_MAX_ABS_WEIGHT,
+        attribution_loss: float = 0.0,
     ) -> None:
         super().__init__()
         self.step_settings = StepSettings(
@@ -100,6 +104,7 @@ class IAPOModule(PolicyModule):
             ppo=ppo or PPOSettings(),
             advantage_scale=advantage_scale,
             max_abs_weight=max_abs_weight,
+            attribution_loss=attribution_loss,
         )
         self.nonfinite_guard = NonFiniteGuard(max_skipped_steps)
         self.configured_rewards = build_rewards(
@@ -121,7 +126,7 @@ class IAPOModule(PolicyModule):
 
     @property
     def uses_teacher(self) -> bool:
-        return self.configured_rewards.needs_attribution
+        return self.configured_rewards.needs_attribution or self.step_settings.uses_teacher_attribution
 
     def on_fit_start(self) -> None:
         if self.trainer.is_global_zero:
@@ -135,6 +140,8 @@ class IAPOModule(PolicyModule):
         if self.uses_teacher:
             a = self.attribution
             rewards += f" ({a.method} of the {a.target} over {a.layout}, {a.divergence}, {a.form})"
+            if self.step_settings.attribution_loss > 0:
+                rewards += f"; attribution loss {self.step_settings.attribution_loss:g}"
             models += f", teacher {describe_model(self.teacher_settings.name)}"
         else:
             models += " (no teacher)"

@@ -23,9 +23,11 @@ import torch
 
 from iapo.agent.rollout import HFPolicy, SamplingSettings, rollout
 from iapo.agent.trajectory import Trajectory
+from iapo.attribution.methods import DIFFERENTIABLE_METHODS
 from iapo.attribution.score import AttributionSettings, attribution_distributions
 from iapo.settings_errors import SettingsError
 from iapo.training.algo import ADVANTAGE_SCALES, group_advantages
+from iapo.training.alignment import alignment_loss
 from iapo.training.diagnostics import mechanism_metrics
 from iapo.training.guards import DEFAULT_MAX_ABS_WEIGHT, check_trainable_weights, nonfinite_reward_terms
 from iapo.training.rewards import ConfiguredRewards, compute_rewards
@@ -45,6 +47,12 @@ class StepSettings:
     ppo: PPOSettings = field(default_factory=PPOSettings)
     advantage_scale: str = "group"
     max_abs_weight: float = DEFAULT_MAX_ABS_WEIGHT
+    attribution_loss: float = 0.0
+
+    @property
+    def uses_teacher_attribution(self) -> bool:
+        """Whether the step needs the teacher's attribution besides what the rewards need: the attribution loss."""
+        return self.attribution_loss > 0
 
     def __post_init__(self) -> None:
         if self.advantage_scale not in ADVANTAGE_SCALES:
@@ -52,6 +60,13 @@ class StepSettings:
             raise SettingsError(f"advantage_scale must be one of {registered}, got {self.advantage_scale!r}")
         if self.group_size < 1:
             raise SettingsError(f"group_size must be >= 1, got {self.group_size}")
+        if not self.attribution_loss >= 0:
+            raise SettingsError(f"attribution_loss must be >= 0 (0: off), got {self.attribution_loss!r}")
+        if self.attribution_loss > 0 and self.attribution.method not in DIFFERENTIABLE_METHODS:
+            raise SettingsError(
+                f"attribution_loss needs an attribution method whose scores have a gradient {list(DIFFERENTIABLE_METHODS)}"
+                f", got {self.attribution.method!r}"
+            )
 
 
 @dataclass
@@ -128,12 +143,14 @@ def collect(
 ) -> StepRecord:
     """Rollout → attribution → rewards → group advantages, without touching the weights.
 
-    `attribute` defaults to whether a configured reward needs attribution (then `teacher` is required); asked for
-    without a teacher, only the student's attribution is computed and the teacher's dicts stay empty.
+    `attribute` defaults to whether a configured reward or the attribution loss needs attribution (then `teacher` is
+    required); asked for without a teacher, only the student's attribution is computed and the teacher's dicts stay
+    empty.
     """
-    attribute = rewards.needs_attribution if attribute is None else attribute
-    if rewards.needs_attribution and teacher is None:
-        raise ValueError("the attribution reward needs a teacher: pass `teacher`")
+    needs_teacher = rewards.needs_attribution or settings.uses_teacher_attribution
+    attribute = needs_teacher if attribute is None else attribute
+    if needs_teacher and teacher is None:
+        raise ValueError("the attribution reward and the attribution loss need a teacher: pass `teacher`")
     timings: dict[str, float] = {}
     with timed(timings, "rollout"):
         policy = HFPolicy(policy_model, processor, settings.sampling)
@@ -166,7 +183,9 @@ def train_step(
     backward: Callable[[torch.Tensor], None] = torch.Tensor.backward,
     on_step: Callable[[], None] | None = None,
 ) -> StepRecord:
-    """`collect`, then the PPO-clip update over μ epochs of mini-batches; the update's statistics join the metrics.
+    """`collect`, then the PPO-clip update over μ epochs of mini-batches (with `settings.attribution_loss`, the
+    attribution loss added to each mini-batch's: `alignment.alignment_loss`); the update's statistics join the
+    metrics.
 
     After every optimizer step the trainable weights must stay finite and below `settings.max_abs_weight`
     (`TrainingDivergedError` naming the lr otherwise), so exploded weights never reach a checkpoint or a rollout.
@@ -179,6 +198,12 @@ def train_step(
         lr = optimizer.param_groups[0]["lr"]
         check_trainable_weights(policy_model.named_parameters(), lr=lr, max_abs=settings.max_abs_weight)
 
+    auxiliary = None
+    if settings.attribution_loss > 0:
+        teacher_view = record.attributions["teacher"]
+        auxiliary = alignment_loss(
+            policy_model, processor, record.trajectories, teacher_view, settings.attribution, settings.attribution_loss
+        )
     with timed(record.timings, "update"):
         stats = policy_update(
             policy_model,
@@ -189,6 +214,7 @@ def train_step(
             processor.tokenizer.pad_token_id,
             backward=backward,
             on_step=after_optimizer_step,
+            auxiliary_loss=auxiliary,
         )
     record.metrics.update(stats)
     return record

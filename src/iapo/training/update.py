@@ -119,8 +119,13 @@ def policy_update(
     backward: Callable[[torch.Tensor], None] = torch.Tensor.backward,
     on_step: Callable[[], None] | None = None,
     generator: torch.Generator | None = None,
+    auxiliary_loss: Callable[[list[int]], torch.Tensor | None] | None = None,
 ) -> dict[str, float]:
     """Run the PPO-clip update and return averaged statistics.
+
+    `auxiliary_loss`, when given, maps a mini-batch's trajectory indices to a loss added to its PPO loss (or None:
+    nothing added); its mean over the mini-batches that had one is `auxiliary_loss` (the attribution loss,
+    `alignment.alignment_loss`).
 
     Old log-probs come from the policy before the update; reference log-probs (when `kl_beta > 0`, or for the `kl`
     statistic alone when `log_kl`) from the same model with its adapter disabled. A mini-batch whose loss or gradient norm is not finite is skipped (optimizer
@@ -138,6 +143,7 @@ def policy_update(
             ref = score_logprobs(model, trajectories, pad_token_id, settings.mini_batch_size, settings.logit_chunk_size)
     model.train()  # gradient checkpointing is active only in train mode; keep LoRA dropout at 0 for RL
     totals: dict[str, float] = {}
+    auxiliary: list[float] = []
     steps = skipped = 0
     for _ in range(settings.epochs):
         order = torch.randperm(len(trajectories), generator=generator).tolist()
@@ -164,6 +170,9 @@ def policy_update(
                 if settings.kl_beta > 0:
                     loss = loss + settings.kl_beta * kl
                 stats["kl"] = kl.detach()
+            if auxiliary_loss is not None and (extra := auxiliary_loss(index)) is not None:
+                loss = loss + extra
+                auxiliary.append(float(extra.detach()))
             optimizer.zero_grad(set_to_none=True)
             if not finite_on_every_process(loss):
                 skipped += 1
@@ -187,4 +196,6 @@ def policy_update(
     result = {key: value / max(steps, 1) for key, value in totals.items()}
     result["skipped_nonfinite"] = float(skipped)
     result["optimizer_steps"] = float(steps)
+    if auxiliary:
+        result["auxiliary_loss"] = sum(auxiliary) / len(auxiliary)
     return result

@@ -32,65 +32,35 @@ from pathlib import Path
 import torch
 
 from iapo.agent.trajectory import collate_trajectories, forward_logprobs
-from iapo.attribution.align import DIVERGENCES, kl, normalize
-from iapo.attribution.components import get_layout, target_mask
-from iapo.attribution.methods import DIFFERENTIABLE_METHODS, attribution_scores
+from iapo.attribution.components import target_mask
+from iapo.attribution.loss import teacher_divergences
+from iapo.attribution.methods import DIFFERENTIABLE_METHODS
 from iapo.attribution.prefix import through_target_turn
 from iapo.attribution.score import attribution_distributions, has_target
 from iapo.experiments.demo.optimise import mean, per_prompt
 from iapo.experiments.demo.premise import bootstrap_mean, right_call
 from iapo.models.loader import LoraSettings, ModelSettings
 from iapo.settings_errors import SettingsError
+from iapo.training.alignment import alignment_loss
 
 
 @dataclasses.dataclass
 class Probe:
-    """One set of the cold start's samples, cut after their call, with the teacher's fixed attribution of each."""
+    """One set of the cold start's samples (in groups of G) with the teacher's fixed attribution of each ({} where
+    it has no call) and whether its call is right."""
 
-    trajectories: list  # every sample, in groups of G (None where it has no call)
+    trajectories: list
     teacher: list[dict[str, float]]
     right: list[float]
 
 
-def divergences(model, processor, probe: Probe, attribution, batch: int, grad: bool = False) -> list:
-    """D(student ‖ teacher) of every attributed trajectory of `probe` (None for the rest) under `model`'s current
-    weights; with `grad`, a list of tensors that keep their graph (the loss), else floats."""
-    out: list = [None] * len(probe.trajectories)
-    present = [i for i, t in enumerate(probe.trajectories) if t is not None]
-    divergence = DIVERGENCES[attribution.divergence]
-    merge = processor.image_processor.merge_size
-    for start in range(0, len(present), batch):
-        rows = present[start : start + batch]
-        chunk = [probe.trajectories[i] for i in rows]
-        components = [get_layout(attribution.layout)(t, merge, attribution) for t in chunk]
-        targets = [target_mask(t, processor.tokenizer, attribution.target) for t in chunk]
-        with torch.set_grad_enabled(grad):
-            scores, keys, active = attribution_scores(
-                model,
-                chunk,
-                components,
-                targets,
-                processor.tokenizer.pad_token_id,
-                method=attribution.method,
-                baseline=attribution.baseline,
-                differentiable=grad,
-            )
-            for row, j in enumerate(active):
-                own = [k for k, key in enumerate(keys) if key in components[j]]
-                p = normalize(scores[row, own].float())
-                q = normalize(torch.tensor([probe.teacher[rows[j]].get(keys[k], 0.0) for k in own]))
-                value = kl(p, q, attribution.kl_smoothing) if attribution.divergence == "kl" else divergence(p, q)
-                out[rows[j]] = value if grad else float(value)
-    return out
-
-
-def call_logprob(model, processor, probe: Probe, attribution) -> float:
+def call_logprob(model, processor, probe: Probe, target: str) -> float:
     """The mean log-probability of the probe's calls under `model` (teacher-forced): whether it still makes them."""
     values = []
-    for t in (t for t in probe.trajectories if t is not None):
+    for t in (through_target_turn(t, target) for t in probe.trajectories if has_target(t, target)):
         with torch.no_grad():
             logprobs = forward_logprobs(model, collate_trajectories([t], processor.tokenizer.pad_token_id))[0]
-        values.append(float(logprobs[target_mask(t, processor.tokenizer, attribution.target)].sum()))
+        values.append(float(logprobs[target_mask(t, processor.tokenizer, target)].sum()))
     return sum(values) / len(values)
 
 
@@ -109,26 +79,25 @@ def build_probe(settings, student: Path, teacher_pair: tuple, offset: int, promp
     target = settings.attribution.target
     say(f"the teacher's attribution of {sum(has_target(t, target) for t in trajectories)} calls")
     teacher = attribution_distributions(*teacher_pair, trajectories, samples, settings.attribution, reencode=True)
-    cut = [through_target_turn(t, target) if has_target(t, target) else None for t in trajectories]
     right = [float(right_call(t, samples[t.sample_index]) is True) for t in trajectories]
-    return Probe(cut, teacher, right)
+    return Probe(trajectories, teacher, right)
 
 
 def fit_epoch(model, processor, optimizer, fit: Probe, attribution, batch: int) -> float:
-    """One pass over `fit`'s attributed trajectories in random batches of `batch`, each a step of `optimizer` on
-    their mean divergence; returns the mean of the batches' divergences."""
-    present = [i for i, t in enumerate(fit.trajectories) if t is not None]
-    if not present:
-        raise SettingsError("no sample of the fit prompts calls a tool: there is no attribution to train")
-    losses, order = [], [present[i] for i in torch.randperm(len(present)).tolist()]
+    """One pass over `fit`'s samples in a random order, an optimizer step on the attribution loss
+    (`alignment.alignment_loss`, weight 1) of each `batch` of them that has one; returns the mean of the losses."""
+    loss_of = alignment_loss(model, processor, fit.trajectories, fit.teacher, attribution, weight=1.0)
+    order, losses = torch.randperm(len(fit.trajectories)).tolist(), []
     for start in range(0, len(order), batch):
-        rows = order[start : start + batch]
-        subset = Probe([fit.trajectories[i] for i in rows], [fit.teacher[i] for i in rows], [])
-        loss = torch.stack(divergences(model, processor, subset, attribution, batch, grad=True)).mean()
+        loss = loss_of(order[start : start + batch])
+        if loss is None:
+            continue
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         losses.append(float(loss.detach()))
+    if not losses:
+        raise SettingsError("no sample of the fit prompts calls a tool: there is no attribution to train")
     return sum(losses) / len(losses)
 
 
@@ -160,22 +129,22 @@ def lever(settings, student: Path, teacher: Path, out: Path, epochs: int, lr: fl
     model, processor = ModelSettings(name=str(student), lora=lora).load(device="cpu")
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
     a = settings.attribution
-    cold = divergences(model, processor, probe, a, batch)
+    cold = teacher_divergences(model, processor, probe.trajectories, probe.teacher, a)
     result = {
         "settings": {"epochs": epochs, "lr": lr, "batch": batch, "sets": sets, "variant": dataclasses.asdict(a)},
-        "fit_trajectories": sum(t is not None for t in fit.trajectories),
-        "probe_trajectories": sum(t is not None for t in probe.trajectories),
+        "fit_trajectories": sum(bool(t) for t in fit.teacher),
+        "probe_trajectories": sum(bool(t) for t in probe.teacher),
         "cold_start": summary(cold, cold, probe.right, settings.group_size)
-        | {"call_logprob": call_logprob(model, processor, probe, a)},
+        | {"call_logprob": call_logprob(model, processor, probe, a.target)},
         "epochs": [],
     }
     started = time.monotonic()
     for epoch in range(1, epochs + 1):
         fit_loss = fit_epoch(model, processor, optimizer, fit, a, batch)
-        after = divergences(model, processor, probe, a, batch)
+        after = teacher_divergences(model, processor, probe.trajectories, probe.teacher, a)
         measured = summary(cold, after, probe.right, settings.group_size)
         measured |= {"epoch": epoch, "fit_loss": fit_loss}
-        measured["call_logprob"] = call_logprob(model, processor, probe, a)
+        measured["call_logprob"] = call_logprob(model, processor, probe, a.target)
         result["epochs"].append(measured)
         say(
             f"epoch {epoch}/{epochs}: fit divergence {measured['fit_loss']:.4f}, probe {measured['divergence']:.4f} "
