@@ -9,6 +9,7 @@ import dataclasses
 
 import pytest
 import torch
+import yaml
 
 from helpers.policies import ScriptedPolicy
 from iapo.agent.rollout import SamplingSettings, rollout
@@ -105,3 +106,14 @@ def test_the_attribution_loss_needs_occlusion_and_loads_the_teacher_without_an_a
     module = IAPOModule(rewards={"accuracy": 1.0}, attribution=OCCLUSION, attribution_loss=0.5)
     assert module.uses_teacher and "attribution loss 0.5" in module.run_summary(10, "out")
     assert not IAPOModule(rewards={"accuracy": 1.0}, attribution=OCCLUSION).uses_teacher  # GRPO
+
+
+def test_an_optimisability_run_with_the_attribution_loss_trains_with_it_and_the_term_out_of_the_reward(tmp_path):
+    from iapo.experiments.demo import optimise
+
+    argv = ["--student", "tiny-student", "--teacher", "tiny-teacher", "--out", str(tmp_path), "--steps", "1"]
+    argv += ["--runs", "loss_call", "--variant", "occlusion_regions", "--probe-prompts", "0", "--loss-weight", "2"]
+    result = optimise.main(argv)
+    assert result["settings"]["loss_weight"] == 2.0 and "loss_call-s0" in result["runs"]
+    hparams = yaml.safe_load((tmp_path / "logs" / "loss_call-s0" / "hparams.yaml").read_text())
+    assert hparams["attribution_loss"] == 2.0 and hparams["rewards"]["attribution"] == 1e-9

@@ -3,7 +3,9 @@ budget from one cold start and teacher: `attribution` (the attribution reward al
 logged only), `grpo` (accuracy + format; the attribution reward at weight 1e-9, so the teacher is loaded and the
 divergence logged while the update is GRPO's: a group's reward spread from it is ~1e-11, against the 1e-6 added to
 the group std) and, on request, `attribution_format` (the attribution reward + 0.1 · format) and `attribution_call`
-(+ 0.1 · `tool_call`: a call that ran, whatever it named), the outcome still at 0; each for every seed of `--seeds`.
+(+ 0.1 · `tool_call`: a call that ran, whatever it named), the outcome still at 0, and `loss_call` / `grpo_loss`,
+the attribution *loss* in place of the term in the reward (`WITH_ATTRIBUTION_LOSS`, weight `--loss-weight`); each
+for every seed of `--seeds`.
 
 The training steps' own divergence is measured on each step's prompts, and which prompt is drawn can move it more
 than training does (docs/results.md). So the divergence is also measured on a fixed
@@ -18,11 +20,12 @@ adapter) is read back, not trained again; its probes are measured again. `python
 
     python -m iapo.experiments.demo.optimise --student DIR --teacher DIR --out DIR --steps 160 --prompts 2 \
         [--seeds 0 1]                      # one pair of runs per seed
-        [--runs attribution_call grpo]     # which runs of `REWARDS` (default attribution and grpo)
+        [--runs attribution_call grpo loss_call]  # which runs of `REWARDS` (default attribution and grpo)
         [--variant occlusion_regions]      # the attribution variant (`premise.RL_VARIANTS`; default the paper's)
         [--advantage-scale none --weight 50]  # `model.advantage_scale` (default the demo's "group") and the
                                            # attribution run's reward weight (default 1; it matters unless "group")
         [--lr 1e-3] [--kl-beta 0.1]        # the RL learning rate and the KL to the reference (default 3e-4, 0)
+        [--loss-weight 1]                  # λ_a of the runs with the attribution loss
         [--probe-prompts 32 --probe-every 40]
         [--workers 2]                      # runs at once, one process each (one per core)
         [--config OVERLAY]                 # another task overlay than configs/demo_charts.yaml (its task)
@@ -58,7 +61,13 @@ REWARDS = {
     "attribution_format": {"attribution": 1.0, "format": 0.1, "accuracy": 1e-9},
     "attribution_call": {"attribution": 1.0, "tool_call": 0.1, "accuracy": 1e-9},
     "grpo": {"accuracy": 1.0, "format": 0.1, "attribution": 1e-9},
+    "loss_call": {"tool_call": 0.1, "accuracy": 1e-9, "attribution": 1e-9},
+    "grpo_loss": {"accuracy": 1.0, "format": 0.1, "attribution": 1e-9},
 }
+WITH_ATTRIBUTION_LOSS = ("loss_call", "grpo_loss")
+"""The runs that train with the attribution loss (`RunSettings.loss_weight`; `iapo.training.alignment`) instead of
+the term in the reward: `loss_call` with the outcome at 0 (the loss and 0.1 for a call that ran), `grpo_loss` GRPO's
+rewards and the loss."""
 REPORTED = (
     "attribution/divergence",
     "kl",
@@ -77,6 +86,7 @@ class RunSettings:
     lr: float | None = None
     kl_beta: float = 0.0
     attribution_weight: float = 1.0
+    loss_weight: float = 1.0
 
 
 class AdapterAtSteps(Callback):
@@ -111,7 +121,8 @@ def train(settings, name, student, teacher, adapters: Path, logs: Path, seed: in
         teacher=ModelSettings(name=str(teacher)),
         sampling=settings.sampling,
         group_size=settings.group_size,
-        rewards=REWARDS[name] | ({"attribution": knobs.attribution_weight} if name != "grpo" else {}),
+        rewards=REWARDS[name] | ({"attribution": knobs.attribution_weight} if name.startswith("attribution") else {}),
+        attribution_loss=knobs.loss_weight if name in WITH_ATTRIBUTION_LOSS else 0.0,
         attribution=settings.attribution,
         advantage_scale=knobs.advantage_scale,
         ppo=PPOSettings(mini_batch_size=settings.rl_mini_batch, kl_beta=knobs.kl_beta),
@@ -190,7 +201,7 @@ def plot_probe(result: dict, path: Path) -> None:
     }
     figure, axes = plt.subplots(1, len(shown), figsize=(4 * len(shown), 3.4))
     colours = {"attribution": "tab:orange", "attribution_format": "tab:red", "attribution_call": "tab:green"}
-    colours["grpo"] = "tab:blue"
+    colours |= {"grpo": "tab:blue", "loss_call": "tab:purple", "grpo_loss": "tab:cyan"}
     for key, measured in result["runs"].items():
         steps = [0, *(int(step) for step in measured["probe"])]
         for ax, quantity in zip(axes, shown, strict=True):
@@ -286,6 +297,7 @@ def optimisability(
             "kl_beta": knobs.kl_beta,
             "advantage_scale": knobs.advantage_scale,
             "weight": knobs.attribution_weight,
+            "loss_weight": knobs.loss_weight,
             "probe": dataclasses.asdict(probe_settings),
         },
         "runs": {},
@@ -328,7 +340,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--runs", nargs="+", default=["attribution", "grpo"], choices=list(REWARDS))
     parser.add_argument("--variant", default=DEFAULT_VARIANT, choices=RL_VARIANTS)
     parser.add_argument("--advantage-scale", default="group", choices=sorted(ADVANTAGE_SCALES))
-    parser.add_argument("--weight", type=float, default=1.0, help="the attribution run's attribution weight")
+    parser.add_argument("--weight", type=float, default=1.0, help="the attribution runs' attribution weight")
+    parser.add_argument("--loss-weight", type=float, default=1.0, help="λ_a of the runs with the attribution loss")
     parser.add_argument("--lr", type=float)
     parser.add_argument("--kl-beta", type=float, default=0.0)
     parser.add_argument("--probe-prompts", type=int, default=32, help="0: no probe")
@@ -341,7 +354,7 @@ def main(argv: list[str] | None = None) -> dict:
         overlay_settings(args.config), rl_steps=args.steps, rl_prompts=args.prompts, rl_mini_batch=args.prompts * 4
     )
     settings = dataclasses.replace(base, attribution=variant_settings(base, args.variant))
-    knobs = RunSettings(args.advantage_scale, args.lr, args.kl_beta, args.weight)
+    knobs = RunSettings(args.advantage_scale, args.lr, args.kl_beta, args.weight, args.loss_weight)
     probe_settings = ProbeSettings(args.probe_prompts, args.probe_offset, args.probe_every)
     result = optimisability(
         settings,

@@ -26,7 +26,7 @@ from iapo.experiments.demo.compare import greedy_by_question, of_method, sampled
 from iapo.experiments.demo.curves import learning_curves, read_history, training_summary
 from iapo.experiments.demo.formatting import METHODS, STUDENT, TEACHER
 from iapo.experiments.demo.measure import replicated_premise, variant_settings
-from iapo.experiments.demo.optimise import ProbeSettings, RunSettings, optimisability
+from iapo.experiments.demo.optimise import REWARDS, ProbeSettings, RunSettings, optimisability
 from iapo.experiments.demo.premise import plain_premises
 from iapo.experiments.demo.regime import choose_candidate, choose_weight, sample_diagnostics
 from iapo.experiments.demo.report import render
@@ -134,15 +134,10 @@ def premise_stage(settings: DemoSettings, student: Path, teacher: Path) -> dict:
     return premise
 
 
-OPTIMISABILITY_RUNS = ("attribution_call", "grpo")
-"""The optimisability stage's runs: the attribution term with the outcome weight at 0 (plus 0.1 for a call that ran:
-without it a student that stops calling stays there, docs/method.md) against GRPO of the same budget."""
-
-
 def optimisability_stage(settings: DemoSettings, variant: str, student: Path, teacher: Path, workers: int) -> dict:
     """Item 4 of the premises: can the attribution term alone move the student toward the teacher? The runs of
-    `OPTIMISABILITY_RUNS` for each of `settings.optimisability_seeds`, at the RL budget with the chosen layout, and
-    their divergence on a fixed probe of training prompts (`optimise.optimisability`); cached in
+    `settings.optimisability_runs` for each of `settings.optimisability_seeds`, at the RL budget with the chosen
+    layout, and their divergence on a fixed probe of training prompts (`optimise.optimisability`); cached in
     `optimise/optimise.json`."""
     out = settings.out / "optimise"
     if (out / "optimise.json").is_file():
@@ -151,7 +146,7 @@ def optimisability_stage(settings: DemoSettings, variant: str, student: Path, te
     knobs = RunSettings(lr=settings.rl_lr, kl_beta=settings.rl_kl_beta)
     probe = ProbeSettings(settings.probe_prompts, settings.regime_prompts, settings.rl_steps // 2)
     stages.say(
-        f"optimisability: {', '.join(OPTIMISABILITY_RUNS)} for seeds {list(settings.optimisability_seeds)}, "
+        f"optimisability: {', '.join(settings.optimisability_runs)} for seeds {list(settings.optimisability_seeds)}, "
         f"{settings.rl_steps} steps each, probed on {probe.prompts} training prompts"
     )
     return optimisability(
@@ -161,7 +156,7 @@ def optimisability_stage(settings: DemoSettings, variant: str, student: Path, te
         teacher,
         out,
         list(settings.optimisability_seeds),
-        list(OPTIMISABILITY_RUNS),
+        list(settings.optimisability_runs),
         knobs,
         probe,
         workers,
@@ -364,6 +359,9 @@ def main(argv: list[str] | None = None) -> Path:
         "--optimisability-seeds", type=int, nargs="*", help="the optimisability stage's seeds; none: skip the stage"
     )
     parser.add_argument(
+        "--optimisability-runs", nargs="+", choices=sorted(REWARDS), help="its runs (default attribution_call grpo)"
+    )
+    parser.add_argument(
         "--attribution-target", help="the attribution target of every layout (default the paper's tool_call)"
     )
     parser.add_argument(
@@ -393,6 +391,7 @@ def main(argv: list[str] | None = None) -> Path:
         "call_weight": args.call_weight,
         "seeds": tuple(args.seeds) if args.seeds else None,
         "optimisability_seeds": None if args.optimisability_seeds is None else tuple(args.optimisability_seeds),
+        "optimisability_runs": tuple(args.optimisability_runs) if args.optimisability_runs else None,
     }
     if args.powered:
         settings = powered_settings(

@@ -102,8 +102,9 @@ class DemoSettings:
     budget, `iapo.experiments.demo.budget`) without reading the test split.
 
     For each of `optimisability_seeds` (none: the stage is skipped) the optimisability stage
-    (`iapo.experiments.demo.optimise`) runs the attribution term alone against GRPO at the RL budget and measures the
-    divergence to the teacher on a fixed probe of `probe_prompts` training prompts (after the regime's).
+    (`iapo.experiments.demo.optimise`) runs `optimisability_runs` (the attribution term alone and GRPO; names of
+    `optimise.REWARDS`) at the RL budget and measures the divergence to the teacher on a fixed probe of
+    `probe_prompts` training prompts (after the regime's).
 
     With `given_student` and `given_teacher` the cold start is not trained: the regime stage measures the given
     student as its one candidate, and every later stage runs as above (`powered_settings`).
@@ -153,6 +154,7 @@ class DemoSettings:
     given_student: Path | None = None
     given_teacher: Path | None = None
     optimisability_seeds: tuple[int, ...] = ()
+    optimisability_runs: tuple[str, ...] = ("attribution_call", "grpo")
     probe_prompts: int = 64
 
     def __post_init__(self) -> None:
