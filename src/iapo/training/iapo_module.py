@@ -53,7 +53,7 @@ class IAPOModule(PolicyModule):
     Args:
         student: the policy (HF id, local directory or tiny spec; `lora` makes it trainable, `nf4` is QLoRA).
         teacher: the frozen stronger model whose attribution the student is rewarded for matching; loaded only when
-            a configured reward needs attribution.
+            a configured reward (or the attribution loss) needs attribution.
         sampling: the agent's prompt (toolset), agent-loop limits and sampling parameters for training rollouts.
         group_size: G, trajectories per prompt.
         rewards: reward name -> weight (`iapo.training.rewards.REWARDS`); weight 0 drops a reward.
@@ -70,9 +70,9 @@ class IAPOModule(PolicyModule):
         max_skipped_steps: stop with one clear error after this many steps in a row whose every update was skipped
             as not finite (a run that cannot learn would otherwise never reach `max_steps`).
         max_abs_weight: stop when a trainable weight exceeds this after an optimizer step (an exploding lr).
-        attribution_loss: λ_a, the weight of the attribution loss (`iapo.training.alignment`: gradient steps on the
-            divergence through the student's own attribution, after each PPO update; occlusion only). 0, the
-            default and the paper's: the term is in the reward only.
+        attribution_loss: λ_a, the weight of the attribution loss (`iapo.training.alignment`: the divergence through
+            the student's own attribution, added to each PPO mini-batch's loss; occlusion only; loads the teacher).
+            0, the default and the paper's: the term is in the reward only.
     """
 
     def __init__(

@@ -84,20 +84,19 @@ def build_probe(settings, student: Path, teacher_pair: tuple, offset: int, promp
 
 
 def fit_epoch(model, processor, optimizer, fit: Probe, attribution, batch: int) -> float:
-    """One pass over `fit`'s samples in a random order, an optimizer step on the attribution loss
-    (`alignment.alignment_loss`, weight 1) of each `batch` of them that has one; returns the mean of the losses."""
+    """One pass over `fit`'s samples that have a call and a teacher attribution, in a random order, an optimizer step
+    on the attribution loss (`alignment.alignment_loss`, weight 1) of each `batch` of them; returns the mean loss."""
+    present = [i for i, t in enumerate(fit.trajectories) if fit.teacher[i] and has_target(t, attribution.target)]
+    if not present:
+        raise SettingsError("no sample of the fit prompts calls a tool: there is no attribution to train")
     loss_of = alignment_loss(model, processor, fit.trajectories, fit.teacher, attribution, weight=1.0)
-    order, losses = torch.randperm(len(fit.trajectories)).tolist(), []
+    order, losses = [present[i] for i in torch.randperm(len(present)).tolist()], []
     for start in range(0, len(order), batch):
         loss = loss_of(order[start : start + batch])
-        if loss is None:
-            continue
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         losses.append(float(loss.detach()))
-    if not losses:
-        raise SettingsError("no sample of the fit prompts calls a tool: there is no attribution to train")
     return sum(losses) / len(losses)
 
 
