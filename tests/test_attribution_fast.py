@@ -120,7 +120,18 @@ def test_fast_scores_equal_the_plain_scores(tiny_student, rollouts, method, step
     targets = [target_mask(t, processor.tokenizer, target) for t in trajectories]
     pad = processor.tokenizer.pad_token_id
     scores = {
-        fast: attribute(model, trajectories, components, targets, pad, method, baseline, steps, 4, fast=fast)
+        fast: attribute(
+            model,
+            trajectories,
+            components,
+            targets,
+            pad,
+            method=method,
+            baseline=baseline,
+            steps=steps,
+            chunk_size=4,
+            fast=fast,
+        )
         for fast in (False, True)
     }
     assert [bool(s) for s in scores[True]] == [bool(t.any()) for t in targets]
