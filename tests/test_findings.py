@@ -248,17 +248,12 @@ def test_optimisability_is_shown_only_when_the_term_falls_in_every_seed_and_grpo
     assert not optimisability_shown([], [])
 
 
-def optimisability_result(term: list[dict], grpo: list[dict]) -> dict:
-    runs = {}
-    for name, changes in (("attribution_call", term), ("grpo", grpo)):
+def optimisability_result(term: list[dict], grpo: list[dict], loss: list[dict] | None = None) -> dict:
+    runs, named = {}, {"attribution_call": term, "grpo": grpo} | ({"loss_call": loss} if loss else {})
+    for name, changes in named.items():
         for seed, moved in enumerate(changes):
             runs[f"{name}-s{seed}"] = {"probe": {"160": {"divergence": {"mean": 0.01, "change": moved}}}}
-    settings = {
-        "runs": ["attribution_call", "grpo"],
-        "seeds": list(range(len(term))),
-        "steps": 160,
-        "probe": {"prompts": 64, "offset": 24},
-    }
+    settings = {"runs": list(named), "seeds": list(range(len(term))), "steps": 160, "probe": {"prompts": 64}}
     return {"settings": settings, "runs": runs, "cold_start": {"divergence": 0.0115}}
 
 
@@ -266,13 +261,24 @@ def test_optimisability_sentence_gives_each_seeds_change_and_the_verdict():
     shown = optimisability_sentence(
         optimisability_result([change(-0.004, -0.007, -0.0002)] * 2, [change(0.17, 0.14, 0.20)] * 2)
     )
-    assert "cold start's 0.0115 by -0.0040 [-0.0070, -0.0002]; -0.0040" in shown
-    assert "(seeds [0, 1]: fell, fell)" in shown and "(rose, rose)" in shown and "optimisability shown" in shown
+    assert "cold start's 0.0115 after 160 steps (seeds [0, 1]): attribution_call by -0.0040 [-0.0070, -0.0002]" in shown
+    assert "(fell, fell)" in shown and "grpo by +0.1700 [+0.1400, +0.2000]; +0.1700" in shown
+    assert "Optimisability shown for attribution_call" in shown
     mixed = optimisability_result(
         [change(-0.004, -0.007, -0.0002), change(0.0056, 0.001, 0.01)], [change(0.0, -0.01, 0.01)] * 2
     )
     text = optimisability_sentence(mixed)
     assert "fell, rose" in text and "Optimisability is not shown" in text
+
+
+def test_optimisability_is_read_for_every_outcome_free_run_and_grpo_plus_the_loss_is_not_one():
+    fell, rose = change(-0.007, -0.010, -0.004), change(0.33, 0.26, 0.39)
+    result = optimisability_result([rose], [change(0.07, 0.05, 0.09)], loss=[fell])
+    result["settings"]["runs"].append("grpo_loss")
+    result["runs"]["grpo_loss-s0"] = {"probe": {"160": {"divergence": {"mean": 0.003, "change": fell}}}}
+    text = optimisability_sentence(result)
+    assert "attribution_call by +0.3300 [+0.2600, +0.3900] (rose); loss_call by -0.0070" in text
+    assert "Optimisability shown for loss_call:" in text and "grpo_loss" not in text
 
 
 def test_the_sampled_findings_read_grpos_gain_and_the_comparison_as_rl_samples():

@@ -195,32 +195,30 @@ def optimisability_shown(term: list[str], grpo: list[str]) -> bool:
 
 def optimisability_sentence(result: dict) -> str:
     """Item 4 in words: per seed, the change of the divergence to the teacher on the fixed probe, from the cold start
-    to the last probed step, of the term alone (the run of `result["settings"]["runs"]` that is not `grpo`) and of
-    GRPO, each with its paired 95% interval, and whether that shows the term can be optimised
-    (`optimisability_shown`)."""
-    seeds = result["settings"]["seeds"]
-    term_run = next(name for name in result["settings"]["runs"] if name != "grpo")
-    last = str(result["settings"]["steps"])
+    to the last probed step, of each run with the outcome weight at 0 (those of `result["settings"]["runs"]` whose
+    name does not start with `grpo`: the term as a reward, or the attribution loss) and of GRPO, each with its
+    paired 95% interval, and for which of them that shows the divergence can be optimised (`optimisability_shown`)."""
+    seeds, last = result["settings"]["seeds"], str(result["settings"]["steps"])
+    outcome_free = [name for name in result["settings"]["runs"] if not name.startswith("grpo")]
 
-    def changes(name: str) -> list[dict]:
-        return [result["runs"][f"{name}-s{seed}"]["probe"][last]["divergence"]["change"] for seed in seeds]
+    def read(name: str) -> tuple[str, list[str]]:
+        changes = [result["runs"][f"{name}-s{seed}"]["probe"][last]["divergence"]["change"] for seed in seeds]
+        words = [change_words(c) for c in changes]
+        listed = "; ".join(f"{signed(c['mean'])} [{signed(c['low'])}, {signed(c['high'])}]" for c in changes)
+        return f"{name} by {listed} ({', '.join(words)})", words
 
-    def listed(values: list[dict]) -> str:
-        return "; ".join(f"{signed(c['mean'])} [{signed(c['low'])}, {signed(c['high'])}]" for c in values)
-
-    term, grpo = changes(term_run), changes("grpo")
-    term_words, grpo_words = [change_words(c) for c in term], [change_words(c) for c in grpo]
-    shown = optimisability_shown(term_words, grpo_words)
+    grpo_text, grpo_words = read("grpo")
+    runs = {name: read(name) for name in outcome_free}
+    shown = [name for name, (_, words) in runs.items() if optimisability_shown(words, grpo_words)]
     return (
-        f"With the outcome weight at 0 ({term_run}), the divergence to the teacher on a fixed probe of "
+        f"With the outcome weight at 0, the divergence to the teacher on a fixed probe of "
         f"{result['settings']['probe']['prompts']} training prompts changed from the cold start's "
-        f"{number(result['cold_start']['divergence'], 4)} by {listed(term)} after {last} steps (seeds {seeds}: "
-        f"{', '.join(term_words)}); under GRPO of the same budget by {listed(grpo)} ({', '.join(grpo_words)}). "
+        f"{number(result['cold_start']['divergence'], 4)} after {last} steps (seeds {seeds}): "
+        f"{'; '.join(text for text, _ in runs.values())}; under GRPO of the same budget, {grpo_text}. "
         + (
-            "The term alone moves the student toward the teacher where GRPO does not: optimisability shown."
+            f"Optimisability shown for {', '.join(shown)}: its divergence fell in every seed and GRPO's in none."
             if shown
-            else "Optimisability is not shown (it needs the term's divergence to fall in every seed and GRPO's in "
-            "none)."
+            else "Optimisability is not shown (it needs a run's divergence to fall in every seed and GRPO's in none)."
         )
     )
 
