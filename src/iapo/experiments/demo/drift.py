@@ -101,8 +101,9 @@ def drift_sentence(result: dict) -> str:
         if run.get("probe", {}).get(last, {}).get("shift", {}).get("reachable_by_selection") is not None
     )
     return (
-        f"The divergence's change on the probe, split (a reward moves it only through which calls are sampled; how "
-        f"the student attributes a call follows every update unchecked): {'; '.join(parts)}. Had every call been "
+        f"The divergence's change on the probe, split (a reward moves it only through which calls are sampled, while "
+        f"how the student attributes a call follows every update; the attribution loss acts on the second): "
+        f"{'; '.join(parts)}. Had every call been "
         f"right and attributed as at the cold start, the divergence would have been {number(reachable, 4)} lower: "
         "the most that selecting calls can reach."
     )
