@@ -64,8 +64,8 @@ class StepSettings:
             raise SettingsError(f"attribution_loss must be >= 0 (0: off), got {self.attribution_loss!r}")
         if self.attribution_loss > 0 and self.attribution.method not in DIFFERENTIABLE_METHODS:
             raise SettingsError(
-                f"attribution_loss needs an attribution method whose scores have a gradient {list(DIFFERENTIABLE_METHODS)}"
-                f", got {self.attribution.method!r}"
+                "attribution_loss needs an attribution method whose scores have a gradient "
+                f"{list(DIFFERENTIABLE_METHODS)}, got {self.attribution.method!r}"
             )
 
 
