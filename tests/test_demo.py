@@ -362,3 +362,31 @@ def test_the_probe_change_is_paired_per_prompt_and_a_sample_without_a_call_has_n
     assert change["divergence_by_call"] == {"right": pytest.approx(0.2), "wrong": None}
     assert change["shift"]["total"] is None  # no wrong call attributed after: not split
     assert divergence_by_call(before) == pytest.approx({"right": 0.5, "wrong": 0.2})
+
+
+def test_the_iapo_arm_can_be_grpo_plus_the_attribution_loss_and_the_report_says_so(tmp_path, monkeypatch):
+    from iapo.experiments.demo import stages
+    from iapo.experiments.demo.settings import powered_settings
+
+    settings = powered_settings(tmp_path / "student", tmp_path / "teacher", attribution_loss=1.0, out=tmp_path)
+    assert settings.rewards("iapo", 0.0) == settings.rewards("grpo")  # λ = 0: the term is out of the reward
+    assert "attribution loss at λ_a = 1" in settings.iapo_description(0.0)
+    assert "term" not in settings.iapo_description(0.0)
+    assert "term in the reward at λ = 23" in dataclasses.replace(settings, attribution_loss=0.0).iapo_description(23)
+    with pytest.raises(ValueError, match="attribution_loss must be >= 0"):
+        dataclasses.replace(settings, attribution_loss=-1.0)
+
+    built = {}
+
+    class Built(Exception):
+        pass
+
+    def record(**kwargs):
+        built[kwargs["rewards"].get("attribution", 0.0), kwargs["attribution_loss"]] = kwargs
+        raise Built
+
+    monkeypatch.setattr(stages, "IAPOModule", record)
+    for method in ("grpo", "iapo"):
+        with pytest.raises(Built):
+            stages.reinforce(settings, method, 0, tmp_path / "student", tmp_path / "teacher", 0.0)
+    assert set(built) == {(0.0, 0.0), (0.0, 1.0)}  # GRPO never gets the loss; IAPO gets it with no term

@@ -328,7 +328,7 @@ def render(summary: dict) -> str:
         "",
         *regime_table(regime),
         "",
-        f"{summary['weight_reason']}.",
+        f"{summary['weight_reason']}. {summary['method']}.",
         "",
         *premise_section(summary),
         *optimisability_section(summary),

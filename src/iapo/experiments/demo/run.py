@@ -285,6 +285,7 @@ def run(settings: DemoSettings, workers: int = 1, until: str | None = None) -> P
         "temperature": settings.sampling.temperature,
         "regime": {k: regime[k] for k in ("candidates", "chosen", "reason")},
         "weight": weight,
+        "method": rl_settings.iapo_description(weight),
         "weight_reason": premise["weight_reason"] if premise else regime["weight_reason"],
         "cold_start_diagnostics": cold_start_diagnostics(settings, rl_settings, regime, student, teacher),
         "premise": premise,
@@ -353,6 +354,9 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--fresh", action="store_true", help="delete previous outputs in --out first")
     parser.add_argument("--workers", type=int, default=2, help="RL runs at once, one process each (one per core)")
     parser.add_argument("--attribution-weight", type=float, help="λ (default: set from the cold start)")
+    parser.add_argument(
+        "--attribution-loss", type=float, help="λ_a: IAPO adds the attribution loss (ours; default 0, off)"
+    )
     parser.add_argument("--call-weight", type=float, help="the tool_call reward's weight, both methods (default 0)")
     parser.add_argument("--seeds", type=int, nargs="+", help="the RL seeds (default the preset's)")
     parser.add_argument(
@@ -388,6 +392,7 @@ def main(argv: list[str] | None = None) -> Path:
         parser.error("--budget names a budget of the powered preset: use it with --powered")
     knobs = {
         "attribution_weight": args.attribution_weight,
+        "attribution_loss": args.attribution_loss,
         "call_weight": args.call_weight,
         "seeds": tuple(args.seeds) if args.seeds else None,
         "optimisability_seeds": None if args.optimisability_seeds is None else tuple(args.optimisability_seeds),

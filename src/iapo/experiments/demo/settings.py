@@ -97,7 +97,9 @@ class DemoSettings:
     (`premise.PRESET_VARIANTS` by default: all but the occlusion variants; the paper's always). λ
     (`attribution_weight`) is None to set it from the cold start: the outcome's within-group spread over the
     attribution term's (`iapo.experiments.demo.regime.choose_weight`). `rl_kl_beta` weighs the policy's KL to its
-    reference (the cold start) in the RL loss; `call_weight` adds the `tool_call` reward to both methods. Every
+    reference (the cold start) in the RL loss; `call_weight` adds the `tool_call` reward to both methods;
+    `attribution_loss` (λ_a, ours: `iapo.training.alignment`, needs an occlusion variant) adds the attribution loss
+    to IAPO's update, and with λ = 0 IAPO is GRPO plus that loss alone (`iapo_description`). Every
     model is evaluated on the first `test_rows` rows of `eval_split`: `test`, or `val` to choose settings (an RL
     budget, `iapo.experiments.demo.budget`) without reading the test split.
 
@@ -146,6 +148,7 @@ class DemoSettings:
     format_weight: float = 0.1
     call_weight: float = 0.0
     attribution_weight: float | None = None
+    attribution_loss: float = 0.0
     train_rows: int = 2048
     rl_rows: int = 512
     test_rows: int = 100
@@ -164,6 +167,8 @@ class DemoSettings:
             raise ValueError(f"eval_split must be one of {EVAL_SPLITS}, got {self.eval_split!r}")
         if (self.given_student is None) != (self.given_teacher is None):
             raise ValueError("a given cold start needs both given_student and given_teacher")
+        if not self.attribution_loss >= 0:
+            raise ValueError(f"attribution_loss must be >= 0 (0: off), got {self.attribution_loss!r}")
         if self.teacher_call_accuracy is not None and not 0 <= self.teacher_call_accuracy <= 1:
             raise ValueError(f"teacher_call_accuracy must be in [0, 1] or None, got {self.teacher_call_accuracy}")
         unknown = sorted(set(self.premise_variants) - set(VARIANTS))
@@ -208,7 +213,7 @@ class DemoSettings:
 
     def rewards(self, method: str, attribution_weight: float | None = None) -> dict[str, float]:
         """GRPO: accuracy and format (and, with `call_weight`, the `tool_call` reward: a call that ran); IAPO: the
-        same plus the attribution reward at λ."""
+        same plus the attribution reward at λ (none at λ = 0)."""
         weights = {"accuracy": 1.0, "format": self.format_weight}
         if self.call_weight:
             weights["tool_call"] = self.call_weight
@@ -217,7 +222,14 @@ class DemoSettings:
         weight = self.attribution_weight if attribution_weight is None else attribution_weight
         if weight is None:
             raise ValueError("IAPO needs λ: pass the weight chosen at the cold start")
-        return {**weights, "attribution": weight}
+        return {**weights, "attribution": weight} if weight else weights
+
+    def iapo_description(self, attribution_weight: float) -> str:
+        """What the IAPO arm adds to GRPO, in words (the report says it beside the results)."""
+        parts = [f"the attribution term in the reward at λ = {attribution_weight:g}"] if attribution_weight else []
+        if self.attribution_loss:
+            parts.append(f"the attribution loss at λ_a = {self.attribution_loss:g} (ours, docs/method.md)")
+        return "IAPO here is GRPO plus " + (" and ".join(parts) or "nothing (λ = 0: the two arms are the same)")
 
     def fast(self) -> DemoSettings:
         """The CI-sized run: every stage on a tiny budget (two seeds, so the paired interval is computed); its models

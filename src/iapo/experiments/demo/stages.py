@@ -262,8 +262,8 @@ def run_name(method: str, seed: int) -> str:
 
 
 def reinforce(settings, method: str, seed: int, student: Path, teacher: Path, weight: float) -> Path:
-    """GRPO or IAPO (at λ = `weight`) from the cold-started student; returns the adapter directory. Both methods use
-    the same seed, data order and budget; GRPO never loads the teacher."""
+    """GRPO or IAPO (at λ = `weight`, with `settings.attribution_loss`) from the cold-started student; returns the
+    adapter directory. Both methods use the same seed, data order and budget; GRPO never loads the teacher."""
     run = run_name(method, seed)
     adapter = settings.out / "rl" / run / "adapter"
     if (adapter / "adapter_config.json").is_file():
@@ -280,6 +280,7 @@ def reinforce(settings, method: str, seed: int, student: Path, teacher: Path, we
         group_size=settings.group_size,
         rewards=settings.rewards(method, weight),
         attribution=settings.attribution,
+        attribution_loss=settings.attribution_loss if method == "iapo" else 0.0,
         ppo=PPOSettings(mini_batch_size=settings.rl_mini_batch, kl_beta=settings.rl_kl_beta),
         lr=settings.rl_lr,
     )
