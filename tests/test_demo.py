@@ -390,3 +390,40 @@ def test_the_iapo_arm_can_be_grpo_plus_the_attribution_loss_and_the_report_says_
         with pytest.raises(Built):
             stages.reinforce(settings, method, 0, tmp_path / "student", tmp_path / "teacher", 0.0)
     assert set(built) == {(0.0, 0.0), (0.0, 1.0)}  # GRPO never gets the loss; IAPO gets it with no term
+
+
+def test_the_demos_workers_stop_when_the_demo_is_killed(tmp_path):
+    """A killed demo (`kill <pid>`, not Ctrl-C, which reaches every process) must not leave RL runs writing into its
+    output folder."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = (
+        "import os, time\n"
+        "from iapo.experiments.demo.stages import worker_pool\n"
+        "if __name__ == '__main__':\n"
+        "    pool = worker_pool(1)\n"
+        "    print(pool.submit(os.getpid).result(), flush=True)\n"
+        "    pool.submit(time.sleep, 120)\n"
+        "    time.sleep(120)\n"
+    )
+    (tmp_path / "demo_like.py").write_text(script)
+    demo = subprocess.Popen([sys.executable, str(tmp_path / "demo_like.py")], stdout=subprocess.PIPE, text=True)
+    worker = int(demo.stdout.readline())
+
+    def alive(pid: int) -> bool:
+        status = Path(f"/proc/{pid}/status")
+        try:
+            return "\nState:\tZ" not in status.read_text()
+        except FileNotFoundError:
+            return False
+
+    assert alive(worker)
+    demo.send_signal(signal.SIGKILL)
+    demo.wait()
+    deadline = time.monotonic() + 30
+    while alive(worker) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not alive(worker), "the worker outlived the demo"

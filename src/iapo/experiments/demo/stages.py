@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import json
 import os
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
@@ -41,8 +43,23 @@ def worker_pool(workers: int) -> ProcessPoolExecutor:
     one thread), since every process taking all cores makes parallel runs many times slower."""
     threads = max(1, (os.cpu_count() or 1) // workers)
     return ProcessPoolExecutor(
-        max_workers=workers, mp_context=get_context("spawn"), initializer=torch.set_num_threads, initargs=(threads,)
+        max_workers=workers, mp_context=get_context("spawn"), initializer=start_worker, initargs=(threads,)
     )
+
+
+def start_worker(threads: int, poll_s: float = 2.0) -> None:
+    """A pool worker's set-up: its torch threads, and a watch that ends it once the demo's process is gone. A worker
+    only notices a dead parent when it asks for its next task, so a killed demo would otherwise leave its RL runs
+    going on, writing into the output folder that a rerun resumes from."""
+    torch.set_num_threads(threads)
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="parent-watch").start()
 
 
 def say(message: str) -> None:
