@@ -7,28 +7,31 @@ import math
 
 import pytest
 
-from iapo.experiments.demo.findings import (
+from iapo.experiments.demo.diagnosis import (
     ALIGNED,
     RELATED,
-    by_question_sentence,
     call_rate_sentence,
-    change_words,
-    comparison_sentence,
     correlation_sentence,
     correlation_words,
     divergence_sentence,
-    gain_words,
-    grpo_gain_sentence,
+    loss_synthesis,
     mass_sentence,
     mechanism_reading,
-    optimisability_sentence,
-    optimisability_shown,
     outcome_class,
-    regime_sentence,
     rescued_sentence,
-    sampled_findings,
     synthesis,
     term_adds_ties,
+)
+from iapo.experiments.demo.findings import (
+    by_question_sentence,
+    change_words,
+    comparison_sentence,
+    gain_words,
+    grpo_gain_sentence,
+    optimisability_sentence,
+    optimisability_shown,
+    regime_sentence,
+    sampled_findings,
     tools_sentence,
 )
 
@@ -202,6 +205,31 @@ def test_mechanism_reading_names_the_runs_divergence_and_compares_ties():
     kl = " ".join(mechanism_reading(summary("kl", 0.5, 0.5, 0.0), "none"))
     assert "KL" in kl and "added a signal" not in kl and "no more ties than the format reward alone" in kl
     assert "GRPO 100.0% → 50.0% (fell)" in kl
+
+
+def test_an_arm_of_grpo_plus_the_attribution_loss_is_read_by_the_loss_not_the_term():
+    loss_arm = summary("kl", 0.6, 0.5, 0.0)
+    loss_arm["settings"]["attribution_loss"] = 2.0
+    loss_arm["weight"] = 0.0
+    del loss_arm["training"]["iapo"]["attribution/divergence"]  # the arm logs the loss, not the term's divergence
+    loss_arm["training"]["iapo"]["auxiliary_loss"] = {"first": 0.02, "last": 0.01}  # λ_a · D
+    text = " ".join(mechanism_reading(loss_arm, "hurt"))
+    assert "rank correlation" not in text and "ties" not in text  # the term is not in its reward
+    assert "KL divergence fell (threshold ±10%): 1.00e-02 → 5.00e-03" in text
+    assert "cost accuracy, and the divergence it trains fell (1.00e-02 → 5.00e-03)" in text
+    with_term = loss_arm | {"weight": 20.0}  # the term and the loss together: read by the term
+    assert "rank correlation" in " ".join(mechanism_reading(with_term, "hurt"))
+
+
+def test_the_loss_synthesis_on_each_outcome_and_each_side_of_the_threshold():
+    assert "fell (1.00e-02 → 5.00e-03); no gain is shown" in loss_synthesis("none", 0.01, 0.005)
+    assert "did not fall (0.0100 → 0.0095); one seed cannot show a gain" in loss_synthesis("one_seed", 0.01, 0.0095)
+    assert "attributed its calls more as the teacher does" in loss_synthesis("helped", 0.01, 0.005)
+    assert "do not explain it" in loss_synthesis("helped", 0.01, 0.02)
+    assert "at the expense of success" in loss_synthesis("hurt", 0.01, 0.005)
+    assert loss_synthesis("hurt", math.nan, math.nan).endswith("did not fall (– → –).")
+    with pytest.raises(ValueError):
+        loss_synthesis("no difference shown", 0.01, 0.005)
 
 
 def test_the_reports_method_paragraphs_read_the_settings():

@@ -1,13 +1,10 @@
 """The report's findings: what the numbers show, in plain words, with every threshold stated — the premises, the
-tool's use and the teacher, the regime, whether GRPO itself learned, IAPO against GRPO (paired 95% interval; greedy,
-and sampled as in RL), and why, by the mechanism diagnostics (the attribution term's rank correlation with success,
-the ties it breaks beyond the format reward's, where each side's attribution mass lies, whether the divergence moved,
-tool use).
+tool's use and the teacher, the regime, whether GRPO itself learned, optimisability, IAPO against GRPO (paired 95%
+interval; greedy, and sampled as in RL), and why, by the mechanism diagnostics (`iapo.experiments.demo.diagnosis`).
 
 Every sentence is one function of plain numbers (`tools_sentence`, `regime_sentence`, `grpo_gain_sentence`,
-`optimisability_sentence`, `comparison_sentence`, `by_question_sentence`, `sampled_findings`,
-`correlation_sentence`, `rescued_sentence`, `mass_sentence`, `divergence_sentence`, `call_rate_sentence`,
-`synthesis`), each tested on constructed numbers on both sides of every comparison it states
+`optimisability_sentence`, `comparison_sentence`, `by_question_sentence`, `sampled_findings`, and the diagnosis'
+sentences), each tested on constructed numbers on both sides of every comparison it states
 (`tests/test_findings.py`); `findings` only reads the summary and calls them.
 
     lines = findings(summary)      # summary: the dict the run writes as report.json
@@ -18,6 +15,7 @@ from __future__ import annotations
 import math
 import statistics
 
+from iapo.experiments.demo.diagnosis import VERDICTS, mechanism_reading, outcome_class
 from iapo.experiments.demo.drift import drift_sentence
 from iapo.experiments.demo.formatting import (
     GRPO,
@@ -33,19 +31,6 @@ from iapo.experiments.demo.formatting import (
 )
 from iapo.experiments.demo.premise import premise_checks, premise_verdict
 from iapo.experiments.demo.stats import mean_std
-
-DIVERGENCE_NAMES = {"kl": "KL", "jsd": "JSD", "cosine": "cosine distance"}
-"""How a sentence names the run's divergence (`AttributionSettings.divergence`)."""
-
-ALIGNED, RELATED = 0.3, 0.1
-"""Rank-correlation thresholds of the findings: at least `ALIGNED`, the attribution term ranks a group's samples
-much as success does; below `RELATED` in magnitude, it is unrelated to success."""
-
-MOVED = 0.1
-"""A divergence "fell" / "rose" when its last quarter is more than this fraction below / above its first."""
-
-MAJORITY = 0.5
-"""A side puts "most" of its attribution on a component when that component holds more than this share."""
 
 
 def findings(summary: dict) -> list[str]:
@@ -69,7 +54,9 @@ def findings(summary: dict) -> list[str]:
         + grpo_gain_sentence(summary["grpo_gain"], student[0])
         + by_question_sentence(summary.get("greedy_by_question"), "greedy"),
         *optimisable,
-        "- **IAPO vs GRPO.** " + comparison_sentence(grpo_on, iapo_on, student[0], on),
+        "- **IAPO vs GRPO.** "
+        + (f"{summary['method']}. " if "method" in summary else "")
+        + comparison_sentence(grpo_on, iapo_on, student[0], on),
         *sampled_findings(summary.get("sampled")),
         "- **Why, by the diagnostics.** " + " ".join(mechanism_reading(summary, outcome_class(on))),
     ]
@@ -238,26 +225,6 @@ def sampled_findings(sampled: dict | None) -> list[str]:
     ]
 
 
-def outcome_class(paired: dict) -> str:
-    """The paired comparison (IAPO − GRPO) as one of `one_seed`, `helped` (95% interval above 0), `hurt` (below 0)
-    or `none` (contains 0)."""
-    if paired["n"] < 2:
-        return "one_seed"
-    if paired["low"] > 0:
-        return "helped"
-    if paired["high"] < 0:
-        return "hurt"
-    return "none"
-
-
-VERDICTS = {
-    "one_seed": "one seed cannot separate them",
-    "helped": "the 95% interval lies above 0: IAPO helped",
-    "hurt": "the 95% interval lies below 0: IAPO hurt",
-    "none": "the 95% interval contains 0: no difference shown",
-}
-
-
 def verdict(paired: dict) -> str:
     return VERDICTS[outcome_class(paired)]
 
@@ -273,173 +240,3 @@ def comparison_sentence(
         f"cold start: {percent(cold_start)}%); paired difference IAPO − GRPO {100 * paired['mean']:+.1f} points"
         f"{interval}: {verdict(paired)}."
     )
-
-
-def correlation_words(rho: float) -> str:
-    if not math.isfinite(rho):
-        return "of unknown relation to success"
-    if rho >= ALIGNED:
-        return "aligned with success"
-    if rho >= RELATED:
-        return "weakly aligned with success"
-    if rho > -RELATED:
-        return "unrelated to success"
-    return "at odds with success"
-
-
-def correlation_sentence(cold: float, groups: int, run: dict) -> str:
-    """The term's within-group rank correlation with the outcome at the cold start (over `groups` groups) and over
-    IAPO's training (`run`: mean, first and last quarter), read against the thresholds (the run's mean when
-    measured, else the cold start's)."""
-    mean = run.get("mean", math.nan)
-    if not math.isfinite(cold) and not math.isfinite(mean):
-        return (
-            "No group had both varying outcomes and varying attribution terms, so the term's link to success could "
-            "not be measured."
-        )
-    return (
-        f"Within groups, the attribution term's rank correlation with the outcome is {number(cold, 2)} at the cold "
-        f"start ({groups} groups) and {number(mean, 2)} over IAPO's training (first quarter "
-        f"{number(run.get('first'), 2)}, last {number(run.get('last'), 2)}): the term is "
-        f"{correlation_words(mean if math.isfinite(mean) else cold)} (thresholds ±{RELATED:g} and {ALIGNED:g})."
-    )
-
-
-def term_adds_ties(with_term: float | None, format_only: float | None) -> bool:
-    """Whether the groups whose rewards differ despite equal outcomes are more with the term than with the format
-    reward alone (both shares of all groups, at the cold start)."""
-    return with_term is not None and format_only is not None and math.isfinite(with_term) and with_term > format_only
-
-
-def rescued_sentence(with_term: float, tied: float, format_only: float, during: float | None) -> str:
-    """Groups with equal outcomes whose total rewards differ: with the term at the cold start (of `tied`, the
-    groups with equal outcomes), with the format reward alone, and over IAPO's training; says which is larger."""
-    if term_adds_ties(with_term, format_only):
-        compared = (
-            f"{100 * (with_term - format_only):.1f} points more than the format reward alone ({percent(format_only)}%)"
-        )
-    else:
-        compared = f"no more than the format reward alone ({percent(format_only)}%): the term breaks no further ties"
-    return (
-        f"At the cold start the term makes rewards differ in {percent(with_term)}% of the groups (of {percent(tied)}% "
-        f"with equal outcomes), {compared}; over IAPO's training, {percent(during)}% of the groups."
-    )
-
-
-def mass_sentence(student: dict[str, float], teacher: dict[str, float], divergence: str, value: float) -> str:
-    """Where each side puts the attribution (its largest component, each found on its own side) and the divergence
-    at the cold start (`divergence`: the run's `AttributionSettings.divergence`)."""
-    name = DIVERGENCE_NAMES.get(divergence, divergence)
-    top_s, top_t = max(student, key=student.get), max(teacher, key=teacher.get)
-    shares = f"({percent(student[top_s], 0)}% and {percent(teacher[top_t], 0)}%)"
-    tail = f"{name} {value:.2e} at the cold start" if math.isfinite(value) else f"{name} not measured"
-    if top_s == top_t and student[top_s] > MAJORITY and teacher[top_t] > MAJORITY:
-        return (
-            f"Student and teacher both put most of the attribution on {top_s} {shares}, so the divergence ({tail}) "
-            f"is set by how they share the rest ({percent(1 - student[top_s], 0)}% and {percent(1 - teacher[top_t], 0)}%)."
-        )
-    if top_s == top_t:
-        return f"Student and teacher both put their largest share (not most) of the attribution on {top_s} {shares}; {tail}."
-    return (
-        f"The student puts its largest share of the attribution on {top_s} ({percent(student[top_s], 0)}%; the "
-        f"teacher {percent(teacher.get(top_s), 0)}%), the teacher on {top_t} ({percent(teacher[top_t], 0)}%; the "
-        f"student {percent(student.get(top_t), 0)}%); {tail}."
-    )
-
-
-def divergence_sentence(divergence: str, first: float, last: float) -> str:
-    """Whether the student–teacher divergence under IAPO fell, rose or did not move (by more than `MOVED`), first →
-    last quarter."""
-    moved = "fell" if last < (1 - MOVED) * first else "rose" if last > (1 + MOVED) * first else "did not move"
-    name = DIVERGENCE_NAMES.get(divergence, divergence)
-    return (
-        f"Under IAPO the {name} divergence {moved} (threshold ±{100 * MOVED:.0f}%): {first:.2e} → {last:.2e} "
-        "(first → last quarter)."
-    )
-
-
-def call_rate_sentence(calls: dict[str, dict]) -> str:
-    """Tool-call rate over training, first → last quarter, per method, with its direction."""
-
-    def direction(c: dict) -> str:
-        return "rose" if c["last"] > c["first"] else "fell" if c["last"] < c["first"] else "did not change"
-
-    return (
-        "Tool-call rate over training: "
-        + ", ".join(
-            f"{m.upper()} {percent(c['first'])}% → {percent(c['last'])}% ({direction(c)})" for m, c in calls.items()
-        )
-        + "."
-    )
-
-
-def mechanism_reading(summary: dict, outcome: str) -> list[str]:
-    """Sentences on whether IAPO's term could help, from the summary: correlation, ties, masses, divergence, tool
-    use, then `synthesis` (`outcome`: `outcome_class` of the paired comparison)."""
-    cold, training = summary["cold_start_diagnostics"], summary["training"]
-    iapo = training.get("iapo", {})
-    divergence = summary.get("settings", {}).get("attribution", {}).get("divergence", "kl")
-    rho = cold.get("mechanism/rank_corr_attribution_outcome", math.nan)
-    run = iapo.get("mechanism/rank_corr_attribution_outcome", {})
-    sentences = [correlation_sentence(rho, int(cold.get("mechanism/rank_corr_groups", 0)), run)]
-    format_only = chosen_candidate(summary["regime"])["mechanism/rescued_groups"]
-    with_term = cold.get("mechanism/rescued_groups", math.nan)
-    sentences.append(
-        rescued_sentence(
-            with_term,
-            cold.get("mechanism/outcome_zero_std", math.nan),
-            format_only,
-            iapo.get("mechanism/rescued_groups", {}).get("mean"),
-        )
-    )
-    masses = {
-        side: {k.rsplit("/", 1)[1]: v for k, v in cold.items() if k.startswith(f"attribution/{side}_mass/")}
-        for side in ("student", "teacher")
-    }
-    if all(masses.values()):
-        sentences.append(
-            mass_sentence(
-                masses["student"], masses["teacher"], divergence, cold.get("attribution/divergence", math.nan)
-            )
-        )
-    moved = iapo.get("attribution/divergence", {})
-    first, last = moved.get("first", math.nan), moved.get("last", math.nan)
-    if math.isfinite(first) and math.isfinite(last):
-        sentences.append(divergence_sentence(divergence, first, last))
-    calls = {m: training.get(m, {}).get("tools/call_rate", {}) for m in ("grpo", "iapo")}
-    if all(calls.values()):
-        sentences.append(call_rate_sentence(calls))
-    run_rho = run.get("mean", math.nan)
-    sentences.append(
-        synthesis(outcome, run_rho if math.isfinite(run_rho) else rho, term_adds_ties(with_term, format_only))
-    )
-    return sentences
-
-
-def synthesis(outcome: str, rho: float, adds_ties: bool) -> str:
-    """The closing sentence: the comparison's `outcome_class` read against the term's link to success (`rho`) and
-    whether it broke more ties than the format reward alone (`adds_ties`, `term_adds_ties`)."""
-    link = correlation_words(rho)
-    aligned = math.isfinite(rho) and rho >= ALIGNED
-    if outcome in ("none", "one_seed"):
-        shown_gain = "no gain is shown" if outcome == "none" else "one seed cannot show a gain"
-        if aligned:
-            return (
-                f"The term was {link}, yet {shown_gain}: the budget (or the ties it broke) was too small to move "
-                "test accuracy beyond seed noise."
-            )
-        if adds_ties:
-            return (
-                f"So the term added a signal where GRPO's outcome reward and the format reward had none, but that "
-                f"signal was {link}: it could not be expected to raise accuracy, and {shown_gain}."
-            )
-        return f"The term broke no more ties than the format reward alone and was {link}; {shown_gain}."
-    if outcome == "helped":
-        return f"The gain comes with a term that was {link}" + (
-            ", as the mechanism predicts." if aligned else ": the diagnostics do not explain it."
-        )
-    if outcome == "hurt":
-        return f"IAPO hurt while its term was {link}" + (
-            ": the diagnostics do not explain it." if aligned else ": its signal did not point to what succeeds."
-        )
-    raise ValueError(f"unknown outcome {outcome!r}; expected one of {sorted(VERDICTS)}")
