@@ -117,3 +117,34 @@ def test_an_optimisability_run_with_the_attribution_loss_trains_with_it_and_the_
     assert result["settings"]["loss_weight"] == 2.0 and "loss_call-s0" in result["runs"]
     hparams = yaml.safe_load((tmp_path / "logs" / "loss_call-s0" / "hparams.yaml").read_text())
     assert hparams["attribution_loss"] == 2.0 and hparams["rewards"]["attribution"] == 1e-9
+
+
+def test_a_step_with_the_loss_and_no_term_in_the_reward_still_logs_the_terms_diagnostics():
+    """The loss's arm computes both attributions anyway: its divergence, the term's rank correlation with success
+    and the masses are logged as under IAPO, so the arms are compared on the same diagnostics."""
+    from collections import Counter
+    from types import SimpleNamespace
+
+    from iapo.agent.trajectory import ToolStats
+    from iapo.training.step import StepRecord, rollout_metrics
+
+    trajectory = SimpleNamespace(
+        stats=ToolStats(calls=1, calls_by_tool=Counter(zoom_in=1)), turns=[1, 2], completion_length=9, final_answer="A"
+    )
+    near, far = {"question": 0.5, "image": 0.5}, {"question": 0.9, "image": 0.1}
+    teacher = [{"question": 0.5, "image": 0.5}] * 4
+    outcome = torch.tensor([1.0, 0.0, 1.0, 0.0])  # the near attributions succeed
+    record = StepRecord(
+        samples=[None] * 4,
+        trajectories=[trajectory] * 4,
+        attributions={"student": [near, far, near, far], "teacher": teacher},
+        rewards={"accuracy": outcome, "total": outcome},
+        advantages=torch.zeros(4),
+    )
+    with_loss = rollout_metrics(record, StepSettings(group_size=2, attribution=OCCLUSION, attribution_loss=1.0))
+    terms, _ = attribution_terms(record.attributions["student"], teacher, "kl", "penalty", "exclude", 2)
+    assert with_loss["attribution/divergence"] == pytest.approx(float(-terms.mean()))
+    assert with_loss["mechanism/rank_corr_attribution_outcome"] == pytest.approx(1.0)
+    assert with_loss["attribution/student_mass/question"] == pytest.approx(0.7)
+    grpo = rollout_metrics(record, StepSettings(group_size=2, attribution=OCCLUSION))
+    assert "attribution/divergence" not in grpo and "mechanism/rank_corr_attribution_outcome" not in grpo

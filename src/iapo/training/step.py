@@ -23,6 +23,7 @@ import torch
 
 from iapo.agent.rollout import HFPolicy, SamplingSettings, rollout
 from iapo.agent.trajectory import Trajectory
+from iapo.attribution.align import attribution_terms
 from iapo.attribution.methods import DIFFERENTIABLE_METHODS
 from iapo.attribution.score import AttributionSettings, attribution_distributions
 from iapo.settings_errors import SettingsError
@@ -223,9 +224,10 @@ def train_step(
 def rollout_metrics(record: StepRecord, settings: StepSettings) -> dict[str, float]:
     """TRL's names: `rewards/<name>/mean` and `/std` per reward, `reward` (mean) and `reward_std` (mean within-group
     standard deviation) of their weighted sum, `frac_reward_zero_std`, `tools/*` (`diagnostics.tool_metrics`),
-    `completion_length`; ours: `turns/mean`, `answered`, `errors/<kind>` (per trajectory); and the mechanism diagnostics (`iapo.training.diagnostics`): outcome-tied groups, groups the attribution term
-    breaks ties in, its within-group rank correlation with the outcome, divergence and attribution mass per
-    component."""
+    `completion_length`; ours: `turns/mean`, `answered`, `errors/<kind>` (per trajectory); and the mechanism
+    diagnostics (`iapo.training.diagnostics`): outcome-tied groups, groups the attribution term breaks ties in, its
+    within-group rank correlation with the outcome, divergence and attribution mass per component — also under the
+    attribution loss without the term in the reward, from the attributions the loss's step computes anyway."""
     trajectories, total, group_size = record.trajectories, record.rewards["total"], settings.group_size
     metrics: dict[str, float] = {}
     for name, values in record.rewards.items():
@@ -238,6 +240,12 @@ def rollout_metrics(record: StepRecord, settings: StepSettings) -> dict[str, flo
     metrics["reward_std"] = float(grouped.std(1).mean()) if group_size > 1 else 0.0
     metrics["frac_reward_zero_std"] = float((grouped.max(1).values == grouped.min(1).values).float().mean())
     term = record.rewards.get("attribution")
+    if term is None and settings.uses_teacher_attribution:  # the loss's arm: its term, for the diagnostics only
+        a = settings.attribution
+        student, teacher = record.attributions["student"], record.attributions["teacher"]
+        term, _ = attribution_terms(
+            student, teacher, a.divergence, a.form, a.missing_target, group_size, a.kl_smoothing
+        )
     metrics.update(
         mechanism_metrics(
             outcome=record.rewards.get("accuracy", record.rewards.get("judge", total)),
