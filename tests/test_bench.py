@@ -9,7 +9,8 @@ import json
 import pytest
 
 from helpers.run_if import RunIf
-from iapo.experiments.bench import BEFORE, main, parse_args
+from iapo.agent.rollout import SamplingSettings
+from iapo.experiments.bench import BEFORE, main, parse_args, step_settings
 from iapo.experiments.bench_variants import Variant, parse_variant
 
 
@@ -61,11 +62,16 @@ def test_variants_parse_and_the_paper_variant_is_the_configs():
     assert parse_variant("occlusion") == Variant("occlusion")
     paper = parse_variant("paper")
     assert paper.paper and paper.method == "integrated_gradients" and paper.deduplicate
-    for bad in ("integrated_gradients", "integrated_gradients:simpson:4", "integrated_gradients:riemann:0", "x"):
+    with_loss = parse_variant("occlusion:loss")
+    assert with_loss == Variant("occlusion", attribution_loss=1.0) and with_loss.label == "iapo occlusion + loss"
+    bad_variants = ("integrated_gradients", "integrated_gradients:simpson:4", "integrated_gradients:riemann:0", "x")
+    for bad in (*bad_variants, "grad_x_input:loss"):  # the loss needs scores with a graph
         with pytest.raises(ValueError, match="variant"):
             parse_variant(bad)
     args = parse_args(["--preset", "cpu"])
     assert [name for name, _ in args.workloads] == ["short", "realistic"] and args.variants[0] == parse_variant(BEFORE)
+    settings = step_settings(args, SamplingSettings(), "fast", with_loss)
+    assert settings.attribution_loss == 1.0 and settings.attribution.method == "occlusion"
 
 
 @RunIf(min_gpus=1, bitsandbytes=True)

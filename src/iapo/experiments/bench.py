@@ -199,7 +199,8 @@ def bench_rollouts(model, processor, samples, images, args, sampling: SamplingSe
 
 def step_settings(args, sampling: SamplingSettings, path: str, variant: Variant | None) -> StepSettings:
     """The step of one configuration: the paper's attribution variant (blocks, KL penalty, mean baseline, groups'
-    mean term for a trajectory without a call) with the variant's method, rule, m and deduplication."""
+    mean term for a trajectory without a call) with the variant's method, rule, m, deduplication and attribution
+    loss."""
     fast = path == "fast"
     variant = variant or Variant("grad_x_input")  # GRPO: never used
     attribution = AttributionSettings(
@@ -222,6 +223,7 @@ def step_settings(args, sampling: SamplingSettings, path: str, variant: Variant 
         sampling=replace(sampling, fast_rollout=fast),
         attribution=attribution,
         ppo=PPOSettings(mini_batch_size=args.mini_batch, log_kl=False),
+        attribution_loss=variant.attribution_loss,
     )
 
 
@@ -358,7 +360,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--variants",
         nargs="+",
-        help="IAPO attribution variants: paper, or METHOD[:RULE:M][:nodedup]; the first is "
+        help="IAPO attribution variants: paper, or METHOD[:RULE:M][:nodedup][:loss]; the first is "
         "the reference of `attribution / first`",
     )
     parser.add_argument("--ig-chunk", type=int, default=8, help="sequences per IG forward/backward")

@@ -1,5 +1,6 @@
 """The IAPO attribution variants that `python -m iapo.experiments.bench --variants` compares: `paper` (the attribution
-of `configs/iapo.yaml`) or `METHOD[:RULE:M][:nodedup]` (e.g. `integrated_gradients:riemann:16:nodedup`)."""
+of `configs/iapo.yaml`) or `METHOD[:RULE:M][:nodedup][:loss]` (e.g. `integrated_gradients:riemann:16:nodedup`;
+`occlusion:loss` adds the attribution loss at λ_a = 1 to the update, `iapo.training.alignment`)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from iapo.attribution.methods import METHODS
+from iapo.attribution.methods import DIFFERENTIABLE_METHODS, METHODS
 from iapo.attribution.quadrature import QUADRATURES
 from iapo.attribution.score import AttributionSettings
 from iapo.config_files import config_file
@@ -23,17 +24,20 @@ class Variant:
     steps: int = 1
     deduplicate: bool = True
     paper: bool = False
+    attribution_loss: float = 0.0
 
     @property
     def label(self) -> str:
+        loss = " + loss" if self.attribution_loss else ""
         if self.method != "integrated_gradients":
-            return f"iapo {self.method}"
+            return f"iapo {self.method}{loss}"
         name = f"iapo IG {self.quadrature} m={self.steps}" + ("" if self.deduplicate else " no dedup")
-        return name + (" (paper)" if self.paper else "")
+        return name + (" (paper)" if self.paper else "") + loss
 
 
 def parse_variant(spec: str, paper_config: Path | None = None) -> Variant:
-    """`paper` (the attribution of `paper_config`, default the shipped `iapo.yaml`) or `METHOD[:RULE:M][:nodedup]`."""
+    """`paper` (the attribution of `paper_config`, default the shipped `iapo.yaml`) or
+    `METHOD[:RULE:M][:nodedup][:loss]`."""
     if spec == "paper":
         config = yaml.safe_load((paper_config or config_file("iapo.yaml")).read_text())["model"]["init_args"][
             "attribution"
@@ -47,12 +51,16 @@ def parse_variant(spec: str, paper_config: Path | None = None) -> Variant:
             paper=True,
         )
     parts = spec.split(":")
+    loss = 1.0 if parts[-1] == "loss" else 0.0
+    parts = parts[:-1] if loss else parts
+    if loss and parts[0] not in DIFFERENTIABLE_METHODS:
+        raise ValueError(f"variant {spec!r}: the attribution loss needs one of {list(DIFFERENTIABLE_METHODS)}")
     deduplicate = parts[-1] != "nodedup"
     parts = parts if deduplicate else parts[:-1]
     if parts[0] not in METHODS or (parts[0] == "integrated_gradients") != (len(parts) == 3):
-        raise ValueError(f"variant {spec!r}: expected paper, METHOD or integrated_gradients:RULE:M, [:nodedup]")
+        raise ValueError(f"variant {spec!r}: expected paper, METHOD or integrated_gradients:RULE:M, [:nodedup][:loss]")
     if len(parts) == 1:
-        return Variant(parts[0], deduplicate=deduplicate)
+        return Variant(parts[0], deduplicate=deduplicate, attribution_loss=loss)
     if parts[1] not in QUADRATURES or not parts[2].isdigit() or int(parts[2]) < 1:
         raise ValueError(f"variant {spec!r}: the rule must be one of {QUADRATURES} and M an integer >= 1")
     return Variant(parts[0], parts[1], int(parts[2]), deduplicate)
