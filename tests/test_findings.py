@@ -346,3 +346,20 @@ def test_the_intervals_over_test_questions_say_on_which_side_of_zero_they_lie(ga
         by_question_sentence(None, "greedy") == ""
         and by_question_sentence({"grpo_gain": gain, "paired": None}, "x") == ""
     )
+
+
+def test_the_training_table_adds_the_policy_kl_and_the_attribution_loss_where_a_run_logged_them():
+    from iapo.experiments.demo.report import training_lines
+
+    def run(**logged: tuple[float, float]) -> dict:
+        return {key: {"first": first, "last": last} for key, (first, last) in logged.items()}
+
+    text = "\n".join(
+        training_lines({"grpo": run(kl=(4e-3, 9e-2)), "iapo": run(kl=(4e-3, 4e-2), auxiliary_loss=(8e-3, 3e-3))})
+    )
+    assert "| policy KL to its reference (the cold start) | 4.00e-03 → 9.00e-02 | 4.00e-03 → 4.00e-02 |" in text
+    assert (
+        "| attribution loss λ_a · D (each update's calls, before the update) | not computed | 8.00e-03 → 3.00e-03 |"
+        in text
+    )
+    assert "attribution loss" not in "\n".join(training_lines({"grpo": run(kl=(0.0, 0.1)), "iapo": run(kl=(0.0, 0.1))}))

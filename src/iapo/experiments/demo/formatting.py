@@ -27,6 +27,16 @@ DIAGNOSTICS = (
 """The mechanism diagnostics summarised in every report (metric key, wording); the attribution mass of every block /
 component is added from what was logged."""
 
+TRAINING_ONLY = (
+    ("kl", "policy KL to its reference (the cold start)"),
+    ("auxiliary_loss", "attribution loss λ_a · D (each update's calls, before the update)"),
+)
+"""Diagnostics a run logs over training and the cold start does not have (a row of the training table when some
+method logged it)."""
+
+SCIENTIFIC = {"kl", "auxiliary_loss"}
+"""Keys printed in scientific notation besides the divergences."""
+
 
 def percent(value: float | None, digits: int = 1) -> str:
     return "–" if value is None or not math.isfinite(value) else f"{100 * value:.{digits}f}"
@@ -48,7 +58,7 @@ def shown(key: str, value: float | None) -> str:
         return "–"
     if "rank_corr" in key:
         return f"{value:.2f}"
-    if "divergence" in key:
+    if "divergence" in key or key in SCIENTIFIC:
         return f"{value:.2e}"
     return percent(value)
 

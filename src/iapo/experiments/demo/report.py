@@ -12,6 +12,7 @@ import math
 from iapo.experiments.demo.findings import findings
 from iapo.experiments.demo.formatting import (
     DIAGNOSTICS,
+    TRAINING_ONLY,
     chosen_candidate,
     number,
     percent,
@@ -159,7 +160,8 @@ def training_lines(summary: dict) -> list[str]:
         "|---|" + "---|" * len(methods),
     ]
     mass_keys = sorted({k for m in methods for k in summary[m] if k.startswith("attribution/") and "_mass/" in k})
-    for key, wording in [*DIAGNOSTICS, *((k, k.split("/", 1)[1].replace("_", " ")) for k in mass_keys)]:
+    logged = [(k, wording) for k, wording in TRAINING_ONLY if any(k in summary[m] for m in methods)]
+    for key, wording in [*DIAGNOSTICS, *logged, *((k, k.split("/", 1)[1].replace("_", " ")) for k in mass_keys)]:
         cells = []
         for method in methods:
             entry = summary[method].get(key)
