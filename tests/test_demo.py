@@ -395,6 +395,7 @@ def test_the_iapo_arm_can_be_grpo_plus_the_attribution_loss_and_the_report_says_
 def test_the_demos_workers_stop_when_the_demo_is_killed(tmp_path):
     """A killed demo (`kill <pid>`, not Ctrl-C, which reaches every process) must not leave RL runs writing into its
     output folder."""
+    import os
     import signal
     import subprocess
     import sys
@@ -426,4 +427,7 @@ def test_the_demos_workers_stop_when_the_demo_is_killed(tmp_path):
     deadline = time.monotonic() + 30
     while alive(worker) and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert not alive(worker), "the worker outlived the demo"
+    outlived = alive(worker)
+    if outlived:  # do not leave it sleeping beside the rest of the suite
+        os.kill(worker, signal.SIGKILL)
+    assert not outlived, "the worker outlived the demo"
