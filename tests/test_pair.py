@@ -21,6 +21,7 @@ def test_the_pair_is_trained_through_both_lineages_then_on_six_bars_and_read_bac
         teacher_steps=2,
         teacher_tail_steps=1,
         six_bar_steps=1,
+        student_tail_steps=1,
         sft_batch=2,
     )
     student, teacher = build_pair(pair, workers=1)
@@ -28,11 +29,15 @@ def test_the_pair_is_trained_through_both_lineages_then_on_six_bars_and_read_bac
     assert (student / "config.json").is_file() and (teacher / "config.json").is_file()
     logs = pair.out / "logs"
     # the 6-bar runs continue the 4-bar lineages' last models, on demonstrations of the asked bar 1 in 6 / always
-    student_run, teacher_run = hparams(logs / "student"), hparams(logs / "teacher")
+    student_run, teacher_run = hparams(logs / "student-before-tail"), hparams(logs / "teacher")
     assert student_run["student"]["name"] == str(pair.out / "four-bars-student" / "sft" / "step-3")
     assert teacher_run["student"]["name"] == str(pair.out / "four-bars-teacher" / "sft" / "teacher")
     assert student_run["call_accuracy"] == 1 / 6 and teacher_run["call_accuracy"] == 1.0
     assert student_run["edit_thought"] is False and student_run["expert"] == "tool"
+    # the student's 6-bar run ends with a tail on the same demonstrations at the lower lr
+    tail = hparams(logs / "student")
+    assert tail["student"]["name"] == str(pair.out / "student-before-tail")
+    assert (tail["call_accuracy"], tail["lr"]) == (1 / 6, pair.student_tail_lr) != (1 / 6, student_run["lr"])
     assert pair.six_bars(1.0).task.n_bars == 6 and pair.student_lineage().task.n_bars == 4
     # the student lineage: a first run from the spec (25% the asked bar), then more of the same from it
     more = hparams(pair.out / "four-bars-student" / "logs" / "step-3")

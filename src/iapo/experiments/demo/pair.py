@@ -10,9 +10,11 @@ demonstration a tool call without the thought, then 600 steps each on 6 bars (`c
   then 600 steps on 6 bars always editing the asked bar (seed 5);
 - **student**: a 4-bar student on demonstrations that edit a bar drawn uniformly (25% the asked one; 600 steps,
   then 300 more from it on the same demonstrations, seed 3), then 600 steps on 6 bars, the bar again drawn
-  uniformly (1 in 6, seed 4).
+  uniformly (1 in 6, seed 4), then 200 more on them at lr 3e-4 (seed 6; a fresh optimizer, as the teacher's tail).
+  Without that tail the student's P(success | right call) was 0.74-0.87 on three sets of training prompts, around
+  premise 1's 0.8; with it 0.98-1.0, its right calls still at chance (docs/results.md, "A student that reads").
 
-3,750 SFT steps in all, the two lineages side by side with `--workers 2`; every model is saved and reused, so an
+3,950 SFT steps in all, the two lineages side by side with `--workers 2`; every model is saved and reused, so an
 interrupted build resumes at the last saved model.
 
     python -m iapo.experiments.demo.pair [--out logs/demo-pair] [--workers 2]
@@ -42,6 +44,8 @@ class PairSettings:
     teacher_steps: int = 850
     teacher_tail_steps: int = 200
     six_bar_steps: int = 600
+    student_tail_steps: int = 200
+    student_tail_lr: float = 3e-4
     sft_batch: int = 16
 
     @property
@@ -98,13 +102,19 @@ def build_teacher(pair: PairSettings) -> Path:
 
 
 def build_student(pair: PairSettings) -> Path:
-    """The student lineage (its first run, then more steps on the same demonstrations), then its 6-bar run; runs
-    in a worker process."""
+    """The student lineage (its first run, then more steps on the same demonstrations), then its 6-bar run and
+    that run's tail at a lower lr; runs in a worker process."""
     lineage = pair.student_lineage()
     first = stages.train_students(lineage)[pair.four_bar_steps]
     more = lineage.out / "sft" / f"step-{pair.four_bar_steps + pair.student_more_steps}"
     stages.train_on(lineage, more, first, pair.student_more_steps, 3, lineage.sft_call_accuracy, lineage.sft_expert)
-    return stages.train_on(pair.six_bars(1 / 6), pair.student, more, pair.six_bar_steps, 4, 1 / 6, "tool")
+    six_bars = pair.six_bars(1 / 6)
+    before_tail = stages.train_on(
+        six_bars, pair.out / "student-before-tail", more, pair.six_bar_steps, 4, 1 / 6, "tool"
+    )
+    return stages.train_on(
+        six_bars, pair.student, before_tail, pair.student_tail_steps, 6, 1 / 6, "tool", lr=pair.student_tail_lr
+    )
 
 
 def build_pair(pair: PairSettings, workers: int = 2) -> tuple[Path, Path]:
