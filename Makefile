@@ -63,7 +63,7 @@ sweep: $(STAMP) ## check SWEEP against the CLI, create the W&B sweep and print i
 demo: $(STAMP) ## the miniature: cold start, regime, GRPO vs IAPO over 5 seeds, logs/demo/report.md (charts: 1,650 SFT steps ~40 min, then premise, RL and evaluations ~20 min, about an hour on 2 cores; SETTING=zoom; FAST=1: ~4 min; ARGS=--fresh starts over)
 	$(PY) -m iapo.experiments.demo $(if $(SETTING),--setting $(SETTING)) $(if $(FAST),--fast) $(ARGS)
 
-pair: $(STAMP) ## build the 6-bar student and teacher the powered comparison starts from (3,950 SFT steps, two lineages side by side: the first 3,750 111 min on 2 cores beside other jobs, the student's 200-step tail 7 min; logs/demo-pair/student, teacher)
+pair: $(STAMP) ## build the 6-bar student and teacher the powered comparison starts from (3,950 SFT steps, two lineages side by side: the first 3,750 111 min on 2 cores beside other jobs, the student's 200-step tail 7.3 min; logs/demo-pair/student, teacher)
 	$(PY) -m iapo.experiments.demo.pair $(ARGS)
 
 budget: $(STAMP) ## GRPO's gain over the cold start at each RL budget, on validation rows (logs/demo-budget/budget.md; STUDENT= TEACHER= default to make pair's)
