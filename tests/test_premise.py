@@ -20,6 +20,7 @@ from iapo.experiments.demo.premise import (
     bootstrap_mean,
     call_outcomes,
     call_place,
+    checks_table,
     choose_variant,
     group_shares,
     per_token,
@@ -279,6 +280,43 @@ def test_the_premise_finding_says_whether_the_call_decides_success():
     both = premise_finding(measured() | {"replication": second})
     assert "0.30 (95% CI [0.10, 0.50]), and -0.10 (95% CI [-0.27, 0.08]) on the second prompt set" in both
     assert "not met: rank correlation of the blocks term" in both  # the second set's bound is below 0
+
+
+def test_the_checks_table_shows_each_premise_on_each_set_and_how_many_sets_it_held_on():
+    holds, broken = premise_checks(measured()), premise_checks(measured(**{"teacher.right_call_rate": 0.85}))
+    table = checks_table([holds, broken], ["set A", "set B"])
+    lines = table.splitlines()
+    assert lines[0] == "| premise | set A | set B | threshold | held on |" and len(lines) == 2 + len(holds)
+    assert "| teacher right-call rate | 0.950 | 0.850 ✗ | >= 0.9 | 1 of 2 |" in lines
+    assert "| student P(success | right call) | 0.900 | 0.900 | >= 0.8 | 2 of 2 |" in lines
+    assert "| groups measured | 64 | 64 | >= 64 | 2 of 2 |" in lines
+    never = premise_checks(measured(**{"student.success_given_right": math.nan}))
+    assert "| student P(success | right call) | – ✗ | >= 0.8 | 0 of 1 |" in checks_table([never], ["one"])
+    with pytest.raises(ValueError, match="one label per set"):
+        checks_table([holds], ["set A", "set B"])
+
+
+def test_premise_on_sets_measures_disjoint_sets_with_their_own_seeds_and_chooses_from_all(monkeypatch):
+    from iapo.experiments.demo import measure
+
+    lows = {(24, 10): 0.2, (88, 11): -0.05, (152, 12): 0.3}  # the second set's bound is below 0
+    calls = []
+
+    def fake_measure(settings, student, teacher, prompts, seed, offset):
+        calls.append((prompts, seed, offset))
+        result = measured()
+        result["variants"]["blocks"]["rho_success"]["low"] = lows[(offset, seed)]
+        return result | {"offset": offset, "seed": seed}
+
+    monkeypatch.setattr(measure, "measure_premise", fake_measure)
+    result = measure.premise_on_sets(None, "student", "teacher", prompts=64, sets=3, seed=10, offset=24)
+    assert calls == [(64, 10, 24), (64, 11, 88), (64, 12, 152)]
+    assert result["chosen_variant"] == "blocks" and "no layout" in result["variant_reason"]  # not above 0 on every set
+    assert [checks[5]["met"] for checks in result["checks"]] == [True, False, True]
+    assert "| prompts 88–151, seed 11 |" in result["table"].splitlines()[0]
+    assert "2 of 3" in next(line for line in result["table"].splitlines() if "rank correlation" in line)
+    with pytest.raises(ValueError, match="sets must be >= 1"):
+        measure.premise_on_sets(None, "student", "teacher", prompts=64, sets=0)
 
 
 def test_why_compares_right_and_wrong_calls_within_groups():

@@ -5,11 +5,14 @@ at the RL temperature, with no update, and returns what `premise` computes from 
 tool call decides success (`call_outcomes`), the student's group shares, and for each layout of `premise.VARIANTS`
 the within-group rank correlation of IAPO's attribution term (student vs teacher, on the student's trajectories) with
 success and with a right call, each with a bootstrap 95% interval over groups; then the variant `choose_variant`
-picks; `replicated_premise` measures two disjoint prompt sets and chooses from both (the demo's premise stage).
-Test prompts are never read here.
+picks; `replicated_premise` measures two disjoint prompt sets and chooses from both (the demo's premise stage);
+`premise_on_sets` reruns the measurement on any number of further sets and sampling seeds, and states on how many
+each premise holds. Test prompts are never read here.
 
     result = measure_premise(settings, student_path, teacher_path, prompts=64, seed=0)
     python -m iapo.experiments.demo.measure --student logs/demo/sft/step-600 --teacher logs/demo/sft/teacher --replicate
+    python -m iapo.experiments.demo.measure --config configs/demo_charts_6bars.yaml --student logs/demo-pair/student \
+        --teacher logs/demo-pair/teacher --variants blocks occlusion_regions --offset 280 --seed 10 --sets 3
 """
 
 from __future__ import annotations
@@ -32,10 +35,12 @@ from iapo.experiments.demo.premise import (
     bootstrap_mean,
     call_outcomes,
     call_place,
+    checks_table,
     choose_variant,
     group_shares,
     per_token,
     place_outcomes,
+    premise_checks,
     right_call,
     within_group_rhos,
 )
@@ -187,6 +192,30 @@ def replicated_premise(settings, student: Path, teacher: Path, prompts: int, see
     return first | {"replication": second, "chosen_variant": chosen, "variant_reason": reason}
 
 
+def premise_on_sets(
+    settings, student: Path, teacher: Path, prompts: int, sets: int, seed: int = 0, offset: int = 0
+) -> dict:
+    """`measure_premise` on `sets` disjoint sets of training prompts (set k: the `prompts` from `offset + k·prompts`,
+    sampling seed `seed + k`), the variant `choose_variant` picks from all of them, and each set's `premise_checks`
+    with that variant: whether a verdict on one or two sets survives other prompts and seeds. Returns {"sets": the
+    measurements, "chosen_variant", "variant_reason", "checks": one list per set, "table": `checks_table`}."""
+    if sets < 1:
+        raise ValueError(f"sets must be >= 1, got {sets}")
+    measured = [
+        measure_premise(settings, student, teacher, prompts, seed + k, offset + k * prompts) for k in range(sets)
+    ]
+    chosen, reason = choose_variant([m["variants"] for m in measured])
+    checks = [premise_checks(m | {"chosen_variant": chosen}) for m in measured]
+    labels = [f"prompts {m['offset']}–{m['offset'] + prompts - 1}, seed {m['seed']}" for m in measured]
+    return {
+        "sets": measured,
+        "chosen_variant": chosen,
+        "variant_reason": reason,
+        "checks": checks,
+        "table": checks_table(checks, labels),
+    }
+
+
 def call_premises(settings, model: Path, prompts: int, seed: int = 0, offset: int = 0) -> dict:
     """The call half of the premises of one model, without attribution (seconds, not minutes): `call_outcomes`,
     `group_shares` and, per `call_place`, `place_outcomes` (under `places`) of its samples on training prompts
@@ -251,9 +280,9 @@ def overlay_settings(config: Path | None):
 
 def main(argv: list[str] | None = None) -> dict:
     """`python -m iapo.experiments.demo.measure --student DIR --teacher DIR [--prompts 64] [--offset 24] [--seed 0]
-    [--replicate] [--copy] [--calls-only] [--config OVERLAY] [--variants blocks ...]`: the premise measurement of
-    any two saved models on the paper miniature's training prompts (with `--copy`, also `label_copy`), printed as
-    JSON."""
+    [--replicate | --sets K] [--copy] [--calls-only] [--config OVERLAY] [--variants blocks ...]`: the premise
+    measurement of any two saved models on the paper miniature's training prompts (with `--copy`, also `label_copy`),
+    printed as JSON; with `--sets`, also the table of each premise on each set (on stderr)."""
     import argparse
     import json
 
@@ -268,11 +297,19 @@ def main(argv: list[str] | None = None) -> dict:
         "--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS), help="the variants measured (blocks always)"
     )
     parser.add_argument("--copy", action="store_true", help="also `label_copy` of both models on the same prompts")
-    parser.add_argument("--calls-only", action="store_true", help="only `call_premises` of each model (no attribution)")
-    parser.add_argument(
+    repeat = parser.add_mutually_exclusive_group()
+    repeat.add_argument("--calls-only", action="store_true", help="only `call_premises` of each model (no attribution)")
+    repeat.add_argument(
         "--replicate", action="store_true", help="also the next --prompts prompts with seed + 1; choose from both"
     )
+    repeat.add_argument(
+        "--sets",
+        type=int,
+        help="K disjoint prompt sets (seeds seed .. seed + K - 1) and each premise's verdict on each",
+    )
     args = parser.parse_args(argv)
+    if args.sets is not None and (args.sets < 1 or args.copy):
+        parser.error("--sets needs K >= 1 and measures no label copy (--copy)")
     variants = tuple(dict.fromkeys([DEFAULT_VARIANT, *args.variants]))
     settings = dataclasses.replace(overlay_settings(args.config), premise_variants=variants)
     if args.calls_only:
@@ -281,6 +318,11 @@ def main(argv: list[str] | None = None) -> dict:
             for side, path in (("student", args.student), ("teacher", args.teacher))
         }
         print(json.dumps(result, indent=2))
+        return result
+    if args.sets is not None:
+        result = premise_on_sets(settings, args.student, args.teacher, args.prompts, args.sets, args.seed, args.offset)
+        print(json.dumps(result, indent=2))
+        print(result["table"], file=sys.stderr)
         return result
     measure = replicated_premise if args.replicate else measure_premise
     result = measure(settings, args.student, args.teacher, args.prompts, args.seed, args.offset)

@@ -8,7 +8,8 @@ when its edit names exactly the labels the question asks for, `right_call`); the
 components (`VARIANTS`; `per_token` derives "blocks averaged per token" from the summed blocks). `choose_variant`
 is the rule that picks the variant the RL runs use from these numbers alone, read on two disjoint prompt sets.
 `premise_checks` states each premise with its threshold and whether it is met; `premise_verdict` says it in one
-sentence; `plain_premises` names the measured numbers plainly for `report.json`.
+sentence; `checks_table` lays the checks of several prompt sets side by side; `plain_premises` names the measured
+numbers plainly for `report.json`.
 
     calls = [right_call(t, samples[t.sample_index]) for t in trajectories]
     table = call_outcomes(calls, outcome)
@@ -24,6 +25,7 @@ import torch
 
 from iapo.agent.trajectory import Trajectory
 from iapo.data.sample import VQASample
+from iapo.experiments.demo.formatting import number
 from iapo.training.diagnostics import average_ranks
 
 VARIANTS = {
@@ -310,6 +312,28 @@ def premise_verdict(checks: list[dict]) -> str:
         f"{len(checks) - len(unmet)} of {len(checks)} premises hold; not met: {'; '.join(unmet)}. A comparison of "
         "IAPO with GRPO here cannot show IAPO's mechanism until they do."
     )
+
+
+def checks_table(checks_per_set: Sequence[list[dict]], labels: Sequence[str]) -> str:
+    """A markdown table of `premise_checks` on several prompt sets (one list per set, headed by `labels`): a row per
+    premise with its value on each set (marked ✗ where unmet), its threshold, and on how many sets it held."""
+    if len(checks_per_set) != len(labels) or not checks_per_set:
+        raise ValueError(f"need one label per set of checks, got {len(labels)} labels for {len(checks_per_set)} sets")
+
+    def cell(check: dict) -> str:
+        value = check["value"]
+        shown = str(value) if isinstance(value, int) else number(value)
+        return shown if check["met"] else f"{shown} ✗"
+
+    lines = [
+        "| premise | " + " | ".join(labels) + " | threshold | held on |",
+        "|---|" + "---|" * len(labels) + "---|---|",
+    ]
+    for row in zip(*checks_per_set, strict=True):
+        held = sum(check["met"] for check in row)
+        cells = " | ".join(cell(check) for check in row)
+        lines.append(f"| {row[0]['name']} | {cells} | {row[0]['threshold']} | {held} of {len(row)} |")
+    return "\n".join(lines)
 
 
 def plain_premises(premise: dict) -> dict:
