@@ -4,6 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 TORCH := torch==2.14.1 torchvision==0.29.1
+CONSTRAINTS ?= constraints.txt
 CONFIG ?= configs/tiny.yaml
 TRAIN_CONFIG ?= configs/iapo.yaml configs/tiny.yaml configs/tiny_cold_start.yaml
 EVAL_CONFIG ?= configs/eval.yaml
@@ -12,19 +13,19 @@ STUDENT ?= logs/demo-pair/student
 TEACHER ?= logs/demo-pair/teacher
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test test-all lint predict tiny train data eval compare bench sweep demo pair budget powered paper
+.PHONY: help setup test test-all lint predict tiny train data eval compare bench sweep demo pair premises budget powered paper
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH)
-	$(PY) -m pip install -q -e ".[dev]" $(TORCH)
+	$(PY) -m pip install -q -e ".[dev]" $(TORCH) $(if $(CONSTRAINTS),-c $(CONSTRAINTS))
 	touch $(STAMP)
 
-setup: $(STAMP) ## create .venv with torch 2.14.1 + torchvision 0.29.1 and the package with dev extras (idempotent)
+setup: $(STAMP) ## create .venv with torch 2.14.1 + torchvision 0.29.1 and the package with dev extras, every other library at its release in constraints.txt (idempotent; CONSTRAINTS= lifts the pins)
 
 tiny: $(STAMP) ## build the offline tiny-student / tiny-teacher models into the cache
 	$(PY) -m iapo.models.tiny tiny-student tiny-teacher
@@ -63,8 +64,11 @@ sweep: $(STAMP) ## check SWEEP against the CLI, create the W&B sweep and print i
 demo: $(STAMP) ## the miniature: cold start, regime, GRPO vs IAPO over 5 seeds, logs/demo/report.md (charts: 1,650 SFT steps ~40 min, then premise, RL and evaluations ~20 min, about an hour on 2 cores; SETTING=zoom; FAST=1: ~4 min; ARGS=--fresh starts over)
 	$(PY) -m iapo.experiments.demo $(if $(SETTING),--setting $(SETTING)) $(if $(FAST),--fast) $(ARGS)
 
-pair: $(STAMP) ## build the 6-bar student and teacher the powered comparison starts from (3,950 SFT steps, two lineages side by side: the first 3,750 111 min on 2 cores beside other jobs, the student's 200-step tail 7.3 min; logs/demo-pair/student, teacher)
+pair: $(STAMP) ## build the 6-bar student and teacher the powered comparison starts from (3,950 SFT steps, the two lineages side by side: 47.9 min on 2 cores; logs/demo-pair/student, teacher)
 	$(PY) -m iapo.experiments.demo.pair $(ARGS)
+
+premises: $(STAMP) ## the premise measurement on SETS (default 3) fresh sets of 64 training prompts and sampling seeds, each premise's verdict on each set (about 8 min for 3 sets; STUDENT= TEACHER= default to make pair's)
+	$(PY) -m iapo.experiments.demo.measure --config configs/demo_charts_6bars.yaml --student $(STUDENT) --teacher $(TEACHER) --variants blocks regions occlusion_regions --offset 280 --seed 10 --sets $(or $(SETS),3) $(ARGS)
 
 budget: $(STAMP) ## GRPO's gain over the cold start at each RL budget, on validation rows (logs/demo-budget/budget.md; STUDENT= TEACHER= default to make pair's)
 	$(PY) -m iapo.experiments.demo.budget --student $(STUDENT) --teacher $(TEACHER) $(ARGS)

@@ -5,6 +5,7 @@
     make demo FAST=1             # --fast: the CI-sized run of either (a few minutes)
     make demo ARGS=--fresh       # start over (stages whose outputs exist are otherwise reused)
     make powered STUDENT=dir TEACHER=dir   # --powered: the 6-bar comparison from a given pair (docs/results.md)
+    make premises SETS=3         # measure.py --sets: the premises on fresh prompt sets and seeds, per set
 
 Offline, on CPU: tiny Qwen2.5-VL-architecture models trained from scratch on the project's synthetic sets. Stages:
 1. cold start (`stages.cold_start`): one SFT run of `tiny-student` on demonstrations that read what they edit but,
