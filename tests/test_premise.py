@@ -319,6 +319,19 @@ def test_premise_on_sets_measures_disjoint_sets_with_their_own_seeds_and_chooses
         measure.premise_on_sets(None, "student", "teacher", prompts=64, sets=0)
 
 
+def test_the_measurement_cli_samples_the_group_size_it_is_given(monkeypatch, capsys):
+    from iapo.experiments.demo import measure
+
+    sizes = []
+    monkeypatch.setattr(measure, "call_premises", lambda settings, *args: sizes.append(settings.group_size) or {})
+    measure.main(["--student", "s", "--teacher", "t", "--calls-only"])
+    measure.main(["--student", "s", "--teacher", "t", "--calls-only", "--group-size", "3"])
+    assert sizes == [4, 4, 3, 3]  # the preset's groups of 4 unless told, for the student then the teacher
+    with pytest.raises(SystemExit):
+        measure.main(["--student", "s", "--teacher", "t", "--group-size", "1"])
+    assert "--group-size needs at least 2 samples per prompt, got 1" in capsys.readouterr().err
+
+
 def test_why_compares_right_and_wrong_calls_within_groups():
     from iapo.experiments.demo.why import compare, mean_masses
 

@@ -280,9 +280,9 @@ def overlay_settings(config: Path | None):
 
 def main(argv: list[str] | None = None) -> dict:
     """`python -m iapo.experiments.demo.measure --student DIR --teacher DIR [--prompts 64] [--offset 24] [--seed 0]
-    [--replicate | --sets K] [--copy] [--calls-only] [--config OVERLAY] [--variants blocks ...]`: the premise
-    measurement of any two saved models on the paper miniature's training prompts (with `--copy`, also `label_copy`),
-    printed as JSON; with `--sets`, also the table of each premise on each set (on stderr)."""
+    [--replicate | --sets K] [--copy] [--calls-only] [--config OVERLAY] [--group-size G] [--variants blocks ...]`:
+    the premise measurement of any two saved models on the paper miniature's training prompts (with `--copy`, also
+    `label_copy`), printed as JSON; with `--sets`, also the table of each premise on each set (on stderr)."""
     import argparse
     import json
 
@@ -293,6 +293,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--offset", type=int, default=24, help="first training prompt (the regime uses 0..23)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--config", type=Path, help="another task overlay than configs/demo_charts.yaml (its task)")
+    parser.add_argument("--group-size", type=int, help="samples per prompt (default 4; the powered comparison's: 3)")
     parser.add_argument(
         "--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS), help="the variants measured (blocks always)"
     )
@@ -312,6 +313,10 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error("--sets needs K >= 1 and measures no label copy (--copy)")
     variants = tuple(dict.fromkeys([DEFAULT_VARIANT, *args.variants]))
     settings = dataclasses.replace(overlay_settings(args.config), premise_variants=variants)
+    if args.group_size is not None:
+        if args.group_size < 2:
+            parser.error(f"--group-size needs at least 2 samples per prompt, got {args.group_size}")
+        settings = dataclasses.replace(settings, group_size=args.group_size)
     if args.calls_only:
         result = {
             side: call_premises(settings, path, args.prompts, args.seed, args.offset)
