@@ -211,6 +211,29 @@ def test_an_output_folder_of_other_settings_is_refused(tmp_path):
     claim_outputs(settings)  # the same settings: its cached stages are this run's
     with pytest.raises(SystemExit, match="other settings"):
         claim_outputs(dataclasses.replace(settings, rl_steps=settings.rl_steps + 1))
+    claim_outputs(dataclasses.replace(settings, optimisability_seeds=(0, 1)))  # adds a stage, checked by its cache
+
+
+def test_the_optimisability_stage_is_reused_only_for_the_seeds_and_runs_it_ran(tmp_path, monkeypatch):
+    import importlib
+
+    demo_run = importlib.import_module("iapo.experiments.demo.run")  # the module, not the package's `run`
+    settings = dataclasses.replace(demo_settings("charts", out=tmp_path).fast(), optimisability_seeds=(0, 1))
+    ran = []
+
+    def fake_optimisability(settings, variant, student, teacher, out, seeds, runs, *rest):
+        ran.append(seeds)
+        result = {"settings": {"seeds": seeds, "runs": runs}, "runs": {}}
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "optimise.json").write_text(json.dumps(result))
+        return result
+
+    monkeypatch.setattr(demo_run, "optimisability", fake_optimisability)
+    for seeds in [(0, 1), (0, 1), (2,)]:
+        demo_run.optimisability_stage(
+            dataclasses.replace(settings, optimisability_seeds=seeds), "blocks", tmp_path, tmp_path, 1
+        )
+    assert ran == [[0, 1], [2]]  # the second call read the first's result back
 
 
 def test_the_preset_measures_every_premise_variant_but_occlusion_and_a_wrong_name_is_refused():

@@ -141,8 +141,11 @@ def optimisability_stage(settings: DemoSettings, variant: str, student: Path, te
     `optimise/optimise.json`."""
     out = settings.out / "optimise"
     if (out / "optimise.json").is_file():
-        stages.say(f"optimisability: reusing {out / 'optimise.json'}")
-        return json.loads((out / "optimise.json").read_text())
+        cached = json.loads((out / "optimise.json").read_text())
+        wanted = {"seeds": list(settings.optimisability_seeds), "runs": list(settings.optimisability_runs)}
+        if {key: cached["settings"][key] for key in wanted} == wanted:
+            stages.say(f"optimisability: reusing {out / 'optimise.json'}")
+            return cached
     knobs = RunSettings(lr=settings.rl_lr, kl_beta=settings.rl_kl_beta)
     probe = ProbeSettings(settings.probe_prompts, settings.regime_prompts, settings.rl_steps // 2)
     stages.say(
@@ -196,13 +199,21 @@ def settings_record(settings: DemoSettings) -> dict:
     return record
 
 
+SELF_CHECKED = ("optimisability_seeds", "optimisability_runs")
+"""Settings only the optimisability stage reads; its cache checks them itself, so a finished run can add that stage."""
+
+
 def claim_outputs(settings: DemoSettings) -> None:
     """Write `settings.json` in the output folder, or stop with one line if the folder holds the outputs of other
-    settings (its cached stages would be reused as if they were this run's)."""
+    settings (its cached stages would be reused as if they were this run's; `SELF_CHECKED` fields may differ)."""
     path = settings.out / "settings.json"
     record = settings_record(settings)
-    if path.is_file() and json.loads(path.read_text()) != record:
-        raise SystemExit(f"{settings.out} holds the outputs of other settings ({path}): pass --fresh or another --out")
+    if path.is_file():
+        before = {key: value for key, value in json.loads(path.read_text()).items() if key not in SELF_CHECKED}
+        if before != {key: value for key, value in record.items() if key not in SELF_CHECKED}:
+            raise SystemExit(
+                f"{settings.out} holds the outputs of other settings ({path}): pass --fresh or another --out"
+            )
     settings.out.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=2))
 
