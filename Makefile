@@ -73,7 +73,7 @@ premises: $(STAMP) ## the powered comparison's premise measurement on SETS (defa
 budget: $(STAMP) ## GRPO's gain over the cold start at each RL budget, on validation rows (logs/demo-budget/budget.md; STUDENT= TEACHER= default to make pair's)
 	$(PY) -m iapo.experiments.demo.budget --student $(STUDENT) --teacher $(TEACHER) $(ARGS)
 
-powered: $(STAMP) ## the powered comparison on 6 bars: premise, optimisability, GRPO vs IAPO over 5 seeds on 300 test rows (logs/demo-powered/report.md; with the paper's term and no optimisability stage 86.6 min on 2 cores beside other jobs; BUDGET=name from make budget; STUDENT= TEACHER= default to make pair's)
+powered: $(STAMP) ## the powered comparison on 6 bars: premise, optimisability, GRPO vs IAPO over 5 seeds on 300 test rows (logs/demo-powered/report.md; with the paper's term, groups of 3 and no optimisability stage 82.8 min on 2 cores beside other jobs, the optimisability stage 30.5 min more; BUDGET=name from make budget; STUDENT= TEACHER= default to make pair's)
 	$(PY) -m iapo.experiments.demo --powered --student $(STUDENT) --teacher $(TEACHER) $(if $(BUDGET),--budget $(BUDGET)) $(ARGS)
 
 paper: $(STAMP) ## the paper's recipe: print its stages (teacher, cold start, IAPO / GRPO, evaluations, table); RUN=1 runs them (GPU); REHEARSE=1 runs them all offline on tiny models (~3 min)
