@@ -67,7 +67,7 @@ demo: $(STAMP) ## the miniature: cold start, regime, GRPO vs IAPO over 5 seeds, 
 pair: $(STAMP) ## build the 6-bar student and teacher the powered comparison starts from (3,950 SFT steps, the two lineages side by side: 47.9 min on 2 cores; logs/demo-pair/student, teacher)
 	$(PY) -m iapo.experiments.demo.pair $(ARGS)
 
-premises: $(STAMP) ## the powered comparison's premise measurement on SETS (default 3) fresh sets of 64 training prompts × 3 samples and sampling seeds, each premise's verdict on each set (9 min for 3 sets; STUDENT= TEACHER= default to make pair's)
+premises: $(STAMP) ## the powered comparison's premise measurement on SETS (default 3) fresh sets of 64 training prompts × 3 samples and sampling seeds, each premise's verdict on each set (6.5 min for 3 sets beside another job; STUDENT= TEACHER= default to make pair's)
 	$(PY) -m iapo.experiments.demo.measure --config configs/demo_charts_6bars.yaml --group-size 3 --student $(STUDENT) --teacher $(TEACHER) --variants blocks regions occlusion_regions --offset 280 --seed 10 --sets $(or $(SETS),3) $(ARGS)
 
 budget: $(STAMP) ## GRPO's gain over the cold start at each RL budget, on validation rows (logs/demo-budget/budget.md; STUDENT= TEACHER= default to make pair's)
