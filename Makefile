@@ -9,8 +9,8 @@ CONFIG ?= configs/tiny.yaml
 TRAIN_CONFIG ?= configs/iapo.yaml configs/tiny.yaml configs/tiny_cold_start.yaml
 EVAL_CONFIG ?= configs/eval.yaml
 SWEEP ?= configs/sweep.yaml
-STUDENT ?= logs/demo-pair/student
-TEACHER ?= logs/demo-pair/teacher
+STUDENT ?= checkpoints/demo-pair/student
+TEACHER ?= checkpoints/demo-pair/teacher
 
 .DEFAULT_GOAL := help
 .PHONY: help setup test test-all lint predict tiny train data eval compare bench sweep demo pair premises budget powered paper
@@ -61,19 +61,19 @@ bench: $(STAMP) ## plain vs fast rollouts, and GRPO vs IAPO step time per attrib
 sweep: $(STAMP) ## check SWEEP against the CLI, create the W&B sweep and print its `wandb agent` line (needs `wandb login`)
 	$(PY) -m iapo.experiments.sweep $(SWEEP) $(if $(PROJECT),--project $(PROJECT)) $(if $(ENTITY),--entity $(ENTITY))
 
-demo: $(STAMP) ## the miniature: cold start, regime, GRPO vs IAPO over 5 seeds, logs/demo/report.md (charts: 1,650 SFT steps ~40 min, then premise, RL and evaluations ~20 min, about an hour on 2 cores; SETTING=zoom; FAST=1: ~4 min; ARGS=--fresh starts over)
+demo: $(STAMP) ## the showcase from the shipped 6-bar pair (checkpoints/demo-pair): premise, GRPO vs IAPO over 3 seeds on 300 test questions, logs/demo/report.md (SHOWCASE_MIN on 2 cores; SETTING=zoom; FAST=1: ~4 min; ARGS=--train-cold-start: the 4-bar preset trained from the tiny spec, about an hour; ARGS=--fresh starts over)
 	$(PY) -m iapo.experiments.demo $(if $(SETTING),--setting $(SETTING)) $(if $(FAST),--fast) $(ARGS)
 
-pair: $(STAMP) ## build the 6-bar student and teacher the powered comparison starts from (3,950 SFT steps, the two lineages side by side: 47.9 min on 2 cores; logs/demo-pair/student, teacher)
+pair: $(STAMP) ## build the 6-bar student and teacher from the tiny spec, as the shipped pair was built (3,950 SFT steps, the two lineages side by side: 47.9 min on 2 cores; logs/demo-pair/student, teacher; pass them on with STUDENT= TEACHER=)
 	$(PY) -m iapo.experiments.demo.pair $(ARGS)
 
-premises: $(STAMP) ## the powered comparison's premise measurement on SETS (default 3) fresh sets of 64 training prompts × 3 samples and sampling seeds, each premise's verdict on each set (6.5 min for 3 sets beside another job; STUDENT= TEACHER= default to make pair's)
+premises: $(STAMP) ## the powered comparison's premise measurement on SETS (default 3) fresh sets of 64 training prompts × 3 samples and sampling seeds, each premise's verdict on each set (6.5 min for 3 sets beside another job; STUDENT= TEACHER= default to the shipped pair)
 	$(PY) -m iapo.experiments.demo.measure --config configs/demo_charts_6bars.yaml --group-size 3 --student $(STUDENT) --teacher $(TEACHER) --variants blocks regions occlusion_regions --offset 280 --seed 10 --sets $(or $(SETS),3) $(ARGS)
 
-budget: $(STAMP) ## GRPO's gain over the cold start at each RL budget, on validation rows (logs/demo-budget/budget.md; STUDENT= TEACHER= default to make pair's)
+budget: $(STAMP) ## GRPO's gain over the cold start at each RL budget, on validation rows (logs/demo-budget/budget.md; STUDENT= TEACHER= default to the shipped pair)
 	$(PY) -m iapo.experiments.demo.budget --student $(STUDENT) --teacher $(TEACHER) $(ARGS)
 
-powered: $(STAMP) ## the powered comparison on 6 bars: premise, optimisability, GRPO vs IAPO over 5 seeds on 300 test rows (logs/demo-powered/report.md; with the paper's term, groups of 3 and no optimisability stage 82.8 min on 2 cores beside other jobs, the optimisability stage 30.5 min more; BUDGET=name from make budget; STUDENT= TEACHER= default to make pair's)
+powered: $(STAMP) ## the powered comparison on 6 bars: premise, optimisability, GRPO vs IAPO over 5 seeds on 300 test rows (logs/demo-powered/report.md; with the paper's term, groups of 3 and no optimisability stage 82.8 min on 2 cores beside other jobs, the optimisability stage 30.5 min more; BUDGET=name from make budget; STUDENT= TEACHER= default to the shipped pair)
 	$(PY) -m iapo.experiments.demo --powered --student $(STUDENT) --teacher $(TEACHER) $(if $(BUDGET),--budget $(BUDGET)) $(ARGS)
 
 paper: $(STAMP) ## the paper's recipe: print its stages (teacher, cold start, IAPO / GRPO, evaluations, table); RUN=1 runs them (GPU); REHEARSE=1 runs them all offline on tiny models (~3 min)

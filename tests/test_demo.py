@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from iapo.experiments.demo import GRPO, IAPO, STUDENT, TEACHER, demo_settings, main
 from iapo.experiments.demo.premise import PRESET_VARIANTS, RL_VARIANTS, VARIANTS
@@ -298,12 +299,49 @@ def test_a_given_cold_start_is_measured_as_the_one_candidate_and_nothing_is_trai
         main(["--fast", "--out", str(tmp_path / "bad"), "--student", "tiny-student", "--teacher", "/nowhere"])
 
 
-def test_the_powered_preset_needs_a_given_pair_and_sets_its_rl_budget(tmp_path, capsys):
+def test_the_command_line_picks_the_preset_and_refuses_arguments_that_do_not_go_together(capsys):
+    from iapo.experiments.demo.cli import parser, preset
+    from iapo.experiments.demo.settings import SHIPPED_PAIR
+
+    def settings_of(*argv: str):
+        return preset(parser().parse_args(argv), parser().error)
+
+    showcase = settings_of()  # make demo
+    assert (showcase.out, showcase.given_student, showcase.given_teacher) == (
+        Path("logs/demo"),
+        SHIPPED_PAIR / "student",
+        SHIPPED_PAIR / "teacher",
+    )
+    assert showcase.optimisability_seeds == () and len(showcase.seeds) >= 2 and showcase.test_rows >= 300
+    powered = settings_of("--powered", "--budget", "lr3e-4x320")  # make powered BUDGET=lr3e-4x320
+    assert (powered.out, powered.rl_steps, len(powered.seeds)) == (Path("logs/demo-powered"), 320, 5)
+    assert powered.given_student == SHIPPED_PAIR / "student" and powered.optimisability_seeds
+    given = settings_of("--student", "built/student", "--teacher", "built/teacher", "--seeds", "7", "--out", "o")
+    assert (given.given_student, given.given_teacher, given.seeds, given.out) == (
+        Path("built/student"),
+        Path("built/teacher"),
+        (7,),
+        Path("o"),
+    )
+    from_spec = settings_of("--train-cold-start")
+    assert from_spec.given_student is None and from_spec.task.n_bars == 4 and from_spec.out == Path("logs/demo-4bars")
+    assert settings_of("--fast").out == Path("logs/demo-fast") and settings_of("--fast").given_student is None
+    assert settings_of("--setting", "zoom").out == Path("logs/demo-zoom")
+    refused = {
+        ("--powered", "--fast"): "--powered starts from a given or the shipped pair",
+        ("--train-cold-start", "--student", "s", "--teacher", "t"): "--train-cold-start trains",
+        ("--budget", "base"): "--budget names a budget of the powered preset",
+        ("--student", "s"): "--student and --teacher go together",
+    }
+    for argv, message in refused.items():
+        with pytest.raises(SystemExit):
+            settings_of(*argv)
+        assert message in capsys.readouterr().err
+
+
+def test_the_powered_preset_sets_its_rl_budget(tmp_path):
     from iapo.experiments.demo.settings import powered_settings
 
-    with pytest.raises(SystemExit):
-        main(["--powered", "--out", str(tmp_path)])
-    assert "--powered needs both" in capsys.readouterr().err
     settings = powered_settings(tmp_path / "student", tmp_path / "teacher")
     assert settings.task.n_bars == 6 and settings.test_rows >= 300 and len(settings.seeds) >= 5
     assert (settings.rl_lr, settings.rl_kl_beta, settings.rl_steps, settings.updates_per_step) == (1e-3, 0.1, 160, 1)
@@ -337,7 +375,10 @@ def test_the_optimisability_runs_probe_a_fixed_prompt_set_at_each_saved_step_and
     out = tmp_path / "optimise"
     argv = ["--student", "tiny-student", "--teacher", "tiny-teacher", "--out", str(out), "--steps", "2"]
     argv += ["--runs", "attribution_format", "--probe-prompts", "2", "--probe-every", "1", "--advantage-scale", "none"]
+    argv += ["--group-size", "3"]
     result = optimise.main(argv)
+    hyper = yaml.safe_load((out / "logs" / "attribution_format-s0" / "hparams.yaml").read_text())
+    assert result["settings"]["group_size"] == hyper["group_size"] == 3 and hyper["ppo"]["mini_batch_size"] == 6
     run = result["runs"]["attribution_format-s0"]
     assert set(run["probe"]) == {"1", "2"}  # the adapter saved at step 1, and the last one
     for probed in run["probe"].values():

@@ -1,17 +1,21 @@
 """The miniature reproduction: does IAPO's mechanism work where the paper's premise holds?
 
-    make demo                    # python -m iapo.experiments.demo                  — the paper's setting (charts)
+    make demo                    # python -m iapo.experiments.demo                  — the paper's setting (charts),
+                                 #   from the 6-bar pair that ships in checkpoints/demo-pair/ (the showcase)
+    make powered BUDGET=name     # --powered: the powered comparison from the same pair (docs/results.md)
+    make demo ARGS=--train-cold-start   # the 4-bar preset, its cold start trained from the tiny spec
     make demo SETTING=zoom       # python -m iapo.experiments.demo --setting zoom   — the zoom setting
     make demo FAST=1             # --fast: the CI-sized run of either (a few minutes)
     make demo ARGS=--fresh       # start over (stages whose outputs exist are otherwise reused)
-    make powered STUDENT=dir TEACHER=dir   # --powered: the 6-bar comparison from a given pair (docs/results.md)
     make premises SETS=3         # measure.py --sets: the premises on fresh prompt sets and seeds, per set
+    make pair                    # pair.py: build a 6-bar pair from the tiny spec, as the shipped one was built
 
 Offline, on CPU: tiny Qwen2.5-VL-architecture models trained from scratch on the project's synthetic sets. Stages:
-1. cold start (`stages.cold_start`): one SFT run of `tiny-student` on demonstrations that read what they edit but,
-   in the paper's setting, edit the asked bar only a set share of the time, saved at a few candidate budgets; the
-   same run trained on with demonstrations that always edit the asked bar is the teacher (or, with `--student` /
-   `--teacher`, a given pair, nothing trained);
+1. cold start: a given pair (the shipped one, or `--student` / `--teacher`), nothing trained; or, with
+   `--train-cold-start`, `--fast` or the zoom setting, `stages.cold_start`: one SFT run of `tiny-student` on
+   demonstrations that read what they edit but, in the paper's setting, edit the asked bar only a set share of the
+   time, saved at a few candidate budgets; the same run trained on with demonstrations that always edit the asked
+   bar is the teacher;
 2. regime (`regime`): each candidate sampled on *training* prompts at the RL settings; the one whose outcome reward
    is sparsest without being hopeless is chosen — never from test results;
 3. premise (`measure`, `premise`; paper setting): the chosen student and the teacher sampled on other training
@@ -37,11 +41,12 @@ premise measurement on training prompts), `optimise.py` (the optimisability runs
 (paired t intervals), `curves.py`
 (the RL runs' logged steps: summaries and curves), `findings.py` (what the numbers show, in words), `report.py`
 (the tables of `report.md`), `formatting.py` (labels and number formats they share), `run.py` (the order of the
-stages and the command line).
+stages), `cli.py` (the command line: which preset, from which pair), `pair.py` (the shipped pair's recipe).
 """
 
+from iapo.experiments.demo.cli import main
 from iapo.experiments.demo.formatting import GRPO, IAPO, STUDENT, TEACHER
-from iapo.experiments.demo.run import main, run
+from iapo.experiments.demo.run import run
 from iapo.experiments.demo.settings import DemoSettings, demo_settings
 
 __all__ = ["GRPO", "IAPO", "STUDENT", "TEACHER", "DemoSettings", "demo_settings", "main", "run"]

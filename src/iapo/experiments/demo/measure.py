@@ -11,8 +11,8 @@ each premise holds. Test prompts are never read here.
 
     result = measure_premise(settings, student_path, teacher_path, prompts=64, seed=0)
     python -m iapo.experiments.demo.measure --student logs/demo/sft/step-600 --teacher logs/demo/sft/teacher --replicate
-    python -m iapo.experiments.demo.measure --config configs/demo_charts_6bars.yaml --student logs/demo-pair/student \
-        --teacher logs/demo-pair/teacher --variants blocks regions occlusion_regions --offset 280 --seed 10 --sets 3
+    python -m iapo.experiments.demo.measure --config configs/demo_charts_6bars.yaml --student checkpoints/demo-pair/student \
+        --teacher checkpoints/demo-pair/teacher --variants blocks regions occlusion_regions --offset 280 --seed 10 --sets 3
 """
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ adapter) is read back, not trained again; its probes are measured again. `python
         [--advantage-scale none --weight 50]  # `model.advantage_scale` (default the demo's "group") and the
                                            # attribution run's reward weight (default 1; it matters unless "group")
         [--lr 1e-3] [--kl-beta 0.1]        # the RL learning rate and the KL to the reference (default 3e-4, 0)
+        [--group-size 3]                   # samples per prompt (default 4; one update of prompts × group size)
         [--loss-weight 1]                  # λ_a of the runs with the attribution loss
         [--probe-prompts 32 --probe-every 40]
         [--workers 2]                      # runs at once, one process each (one per core)
@@ -293,6 +294,7 @@ def optimisability(
             "seeds": seeds,
             "steps": settings.rl_steps,
             "prompts": settings.rl_prompts,
+            "group_size": settings.group_size,
             "lr": knobs.lr or settings.rl_lr,
             "kl_beta": knobs.kl_beta,
             "advantage_scale": knobs.advantage_scale,
@@ -336,6 +338,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--steps", type=int, default=48)
     parser.add_argument("--prompts", type=int, default=2)
+    parser.add_argument("--group-size", type=int, help="samples per prompt (default the overlay's preset: 4)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--runs", nargs="+", default=["attribution", "grpo"], choices=list(REWARDS))
     parser.add_argument("--variant", default=DEFAULT_VARIANT, choices=RL_VARIANTS)
@@ -350,8 +353,16 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--workers", type=int, default=1, help="runs at once, one process each (one per core)")
     parser.add_argument("--config", type=Path, help="another task overlay than configs/demo_charts.yaml (its task)")
     args = parser.parse_args(argv)
+    preset = overlay_settings(args.config)
+    group_size = args.group_size or preset.group_size
+    if group_size < 2:
+        parser.error(f"--group-size must be at least 2 (a group's advantages need two samples), got {group_size}")
     base = dataclasses.replace(
-        overlay_settings(args.config), rl_steps=args.steps, rl_prompts=args.prompts, rl_mini_batch=args.prompts * 4
+        preset,
+        rl_steps=args.steps,
+        rl_prompts=args.prompts,
+        group_size=group_size,
+        rl_mini_batch=args.prompts * group_size,
     )
     settings = dataclasses.replace(base, attribution=variant_settings(base, args.variant))
     knobs = RunSettings(args.advantage_scale, args.lr, args.kl_beta, args.weight, args.loss_weight)

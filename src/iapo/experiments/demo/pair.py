@@ -18,7 +18,8 @@ demonstration a tool call without the thought, then 600 steps each on 6 bars (`c
 interrupted build resumes at the last saved model.
 
     python -m iapo.experiments.demo.pair [--out logs/demo-pair] [--workers 2]
-    make pair      # then `make budget` and `make powered BUDGET=<chosen>`, which read this pair by default
+    make pair      # then `make powered STUDENT=logs/demo-pair/student TEACHER=logs/demo-pair/teacher` (or demo,
+                   # premises, budget); without them they read the pair that ships in checkpoints/demo-pair/, built so
 """
 
 from __future__ import annotations

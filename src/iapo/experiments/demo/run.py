@@ -1,12 +1,5 @@
 """The demo from start to report: cold start → regime → premise → optimisability → evaluations → GRPO and IAPO
-over seeds → report.
-
-    python -m iapo.experiments.demo [--setting charts|zoom] [--fast] [--fresh] [--workers 2] [--out DIR]
-    python -m iapo.experiments.demo --until premise     # the premises only: cold start, regime, premise.json
-    python -m iapo.experiments.demo --student DIR --teacher DIR    # from a given pair (no cold start trained)
-    python -m iapo.experiments.demo --powered --student DIR --teacher DIR   # the 6-bar powered comparison
-        [--budget lr3e-4x320] [--seeds 0 1 2] [--attribution-target tool_call_ran] [--call-weight 0.1]
-        [--attribution-weight 20] [--optimisability-seeds]     # (no seeds: without the optimisability stage)
+over seeds → report (`run(settings)`; its command line is `cli.py`).
 
 The RL runs (one per method and seed) are independent: `--workers` of them run at once in separate processes (one
 per core; each evaluates its own model too). Every stage's output is cached under `--out`.
@@ -14,10 +7,8 @@ per core; each evaluates its own model too). Every stage's output is cached unde
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
-import shutil
 import time
 from pathlib import Path
 
@@ -26,15 +17,14 @@ from iapo.experiments.demo.compare import greedy_by_question, of_method, sampled
 from iapo.experiments.demo.curves import learning_curves, read_history, training_summary
 from iapo.experiments.demo.formatting import METHODS, STUDENT, TEACHER
 from iapo.experiments.demo.measure import replicated_premise, variant_settings
-from iapo.experiments.demo.optimise import REWARDS, ProbeSettings, RunSettings, optimisability
+from iapo.experiments.demo.optimise import ProbeSettings, RunSettings, optimisability
 from iapo.experiments.demo.premise import plain_premises
 from iapo.experiments.demo.regime import choose_candidate, choose_weight, sample_diagnostics
 from iapo.experiments.demo.report import render
-from iapo.experiments.demo.settings import RL_BUDGETS, DemoSettings, demo_settings, powered_settings
+from iapo.experiments.demo.settings import DemoSettings
 from iapo.experiments.demo.stats import paired_difference
 from iapo.models import ModelNotFoundError
 from iapo.models.loader import ModelSettings, resolve_model_path
-from iapo.settings_errors import SettingsError
 
 GIVEN = "given"
 """The name of a given cold start among the regime's candidates."""
@@ -355,81 +345,3 @@ def task_description(settings: DemoSettings) -> str:
         f"{task.n_distractors} distractors), {task.n_options} lettered options. The textures vanish at the 224-px "
         "model view; a zoom crop shows them."
     )
-
-
-def main(argv: list[str] | None = None) -> Path:
-    parser = argparse.ArgumentParser(description="IAPO vs GRPO in miniature (offline, CPU).")
-    parser.add_argument("--setting", choices=("charts", "zoom"), default="charts", help="charts: the paper's setting")
-    parser.add_argument("--fast", action="store_true", help="the CI-sized run (a few minutes)")
-    parser.add_argument("--out", type=Path, help="output folder (default logs/demo[-zoom][-fast])")
-    parser.add_argument("--fresh", action="store_true", help="delete previous outputs in --out first")
-    parser.add_argument("--workers", type=int, default=2, help="RL runs at once, one process each (one per core)")
-    parser.add_argument("--attribution-weight", type=float, help="λ (default: set from the cold start)")
-    parser.add_argument(
-        "--attribution-loss", type=float, help="λ_a: IAPO adds the attribution loss (ours; default 0, off)"
-    )
-    parser.add_argument("--call-weight", type=float, help="the tool_call reward's weight, both methods (default 0)")
-    parser.add_argument("--seeds", type=int, nargs="+", help="the RL seeds (default the preset's)")
-    parser.add_argument(
-        "--optimisability-seeds", type=int, nargs="*", help="the optimisability stage's seeds; none: skip the stage"
-    )
-    parser.add_argument(
-        "--optimisability-runs", nargs="+", choices=sorted(REWARDS), help="its runs (default attribution_call grpo)"
-    )
-    parser.add_argument(
-        "--attribution-target", help="the attribution target of every layout (default the paper's tool_call)"
-    )
-    parser.add_argument(
-        "--until", choices=("premise",), help="premise: stop after the premises are measured (before any RL or test)"
-    )
-    parser.add_argument(
-        "--powered",
-        action="store_true",
-        help="the powered comparison (`settings.powered_settings`: 6 bars, 300 test rows) from --student / --teacher",
-    )
-    parser.add_argument(
-        "--budget",
-        choices=sorted(RL_BUDGETS),
-        help="with --powered: an RL budget (`python -m iapo.experiments.demo.budget`)",
-    )
-    parser.add_argument("--student", type=Path, help="a given cold-started student (no cold start is trained)")
-    parser.add_argument("--teacher", type=Path, help="a given teacher, with --student")
-    args = parser.parse_args(argv)
-    if (args.student is None) != (args.teacher is None) or (args.powered and args.student is None):
-        parser.error("--student and --teacher go together, and --powered needs both (`make pair` builds them)")
-    if args.powered and (args.fast or args.setting != "charts"):
-        parser.error("--powered is the charts setting's full run: not with --fast or --setting zoom")
-    if args.budget and not args.powered:
-        parser.error("--budget names a budget of the powered preset: use it with --powered")
-    knobs = {
-        "attribution_weight": args.attribution_weight,
-        "attribution_loss": args.attribution_loss,
-        "call_weight": args.call_weight,
-        "seeds": tuple(args.seeds) if args.seeds else None,
-        "optimisability_seeds": None if args.optimisability_seeds is None else tuple(args.optimisability_seeds),
-        "optimisability_runs": tuple(args.optimisability_runs) if args.optimisability_runs else None,
-    }
-    if args.powered:
-        settings = powered_settings(
-            args.student, args.teacher, out=args.out, **RL_BUDGETS[args.budget or "base"], **knobs
-        )
-    else:
-        suffix = ("-zoom" if args.setting == "zoom" else "") + ("-fast" if args.fast else "")
-        settings = demo_settings(
-            args.setting,
-            out=args.out or Path("logs/demo" + suffix),
-            given_student=args.student,
-            given_teacher=args.teacher,
-        )
-        settings = settings.fast() if args.fast else settings
-        settings = dataclasses.replace(settings, **{k: v for k, v in knobs.items() if v is not None})
-    if args.attribution_target:
-        try:
-            attribution = dataclasses.replace(settings.attribution, target=args.attribution_target)
-        except SettingsError as error:
-            parser.error(str(error))
-        settings = dataclasses.replace(settings, attribution=attribution)
-    out = settings.out
-    if args.fresh:
-        shutil.rmtree(out, ignore_errors=True)
-    return run(settings, workers=args.workers, until=args.until)

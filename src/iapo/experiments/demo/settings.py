@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from importlib.resources import files
 from pathlib import Path
 
 from iapo.agent.rollout import SamplingSettings
@@ -37,6 +38,10 @@ RL_BUDGETS: dict[str, dict] = {
 """RL budgets of the powered preset, by name: the `DemoSettings` fields each changes (`base` is the preset's own).
 `python -m iapo.experiments.demo.budget` measures GRPO's gain over the cold start at each on the validation split;
 `--budget NAME` runs the demo at one."""
+
+SHIPPED_PAIR = Path(str(files("iapo") / "checkpoints" / "demo-pair"))
+"""The 6-bar student and teacher that ship with iapo, built by `make pair` (`checkpoints/demo-pair/README.md`: how,
+their SHA-256s, what they measure); `make demo` and `make powered` start from them unless given another pair."""
 
 POWERED_GROUP_SIZE = 3
 """Samples per prompt of the powered comparison. Its student names a bar at chance (1 in 6), so a group of 4 all fails
@@ -301,7 +306,9 @@ def demo_settings(setting: str = "charts", **overrides) -> DemoSettings:
     return dataclasses.replace(preset, **{k: v for k, v in overrides.items() if v is not None})
 
 
-def powered_settings(student: Path, teacher: Path, **overrides) -> DemoSettings:
+def powered_settings(
+    student: Path = SHIPPED_PAIR / "student", teacher: Path = SHIPPED_PAIR / "teacher", **overrides
+) -> DemoSettings:
     """The powered comparison (issue 18, item 5): GRPO and IAPO over 5 seeds on the 6-bar task
     (`configs/demo_charts_6bars.yaml`) from a given student and teacher, at the RL budget at which GRPO learned on
     that pair's training probe (docs/results.md, "Optimisability on the 6-bar pair": lr 1e-3 with a KL to the
@@ -328,5 +335,30 @@ def powered_settings(student: Path, teacher: Path, **overrides) -> DemoSettings:
         test_rows=300,
         premise_variants=("blocks", "blocks_per_token", "regions", "occlusion_regions"),
         optimisability_seeds=(0, 1),
+    )
+    return dataclasses.replace(preset, **{k: v for k, v in overrides.items() if v is not None})
+
+
+SHOWCASE_STEPS = 100
+"""RL steps of each showcase run: with 3 seeds, GRPO's and IAPO's runs and their evaluations take about 15 min
+of the 2 cores (at 1.5 and 2.9 s a step, the powered run's pace)."""
+
+
+def showcase_settings(
+    student: Path = SHIPPED_PAIR / "student", teacher: Path = SHIPPED_PAIR / "teacher", **overrides
+) -> DemoSettings:
+    """`make demo`: the powered comparison's stages (premise on training prompts, GRPO and IAPO from the same cold
+    start, 300 test questions, the report) on a budget that fits half an hour on 2 cores — 3 seeds of
+    `SHOWCASE_STEPS` steps at lr 3e-4, the paper's blocks beside image regions, no optimisability stage. It shows the
+    pipeline and the premises; `make powered` (5 seeds of 320 steps, the optimisability stage) is the test."""
+    preset = powered_settings(
+        student,
+        teacher,
+        out=Path("logs/demo"),
+        seeds=(0, 1, 2),
+        rl_steps=SHOWCASE_STEPS,
+        rl_lr=3e-4,
+        premise_variants=("blocks", "regions"),
+        optimisability_seeds=(),
     )
     return dataclasses.replace(preset, **{k: v for k, v in overrides.items() if v is not None})
