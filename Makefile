@@ -61,7 +61,7 @@ bench: $(STAMP) ## plain vs fast rollouts, and GRPO vs IAPO step time per attrib
 sweep: $(STAMP) ## check SWEEP against the CLI, create the W&B sweep and print its `wandb agent` line (needs `wandb login`)
 	$(PY) -m iapo.experiments.sweep $(SWEEP) $(if $(PROJECT),--project $(PROJECT)) $(if $(ENTITY),--entity $(ENTITY))
 
-demo: $(STAMP) ## the showcase from the shipped 6-bar pair (checkpoints/demo-pair): premise, GRPO vs IAPO over 3 seeds on 300 test questions, logs/demo/report.md (SHOWCASE_MIN on 2 cores; SETTING=zoom; FAST=1: ~4 min; ARGS=--train-cold-start: the 4-bar preset trained from the tiny spec, about an hour; ARGS=--fresh starts over)
+demo: $(STAMP) ## the showcase from the shipped 6-bar pair (checkpoints/demo-pair): premise, GRPO vs IAPO over 3 seeds on 300 test questions, logs/demo/report.md (18.5 min on 2 cores; SETTING=zoom; FAST=1: ~4 min; ARGS=--train-cold-start: the 4-bar preset trained from the tiny spec, about an hour; ARGS=--fresh starts over)
 	$(PY) -m iapo.experiments.demo $(if $(SETTING),--setting $(SETTING)) $(if $(FAST),--fast) $(ARGS)
 
 pair: $(STAMP) ## build the 6-bar student and teacher from the tiny spec, as the shipped pair was built (3,950 SFT steps, the two lineages side by side: 47.9 min on 2 cores; logs/demo-pair/student, teacher; pass them on with STUDENT= TEACHER=)
@@ -73,8 +73,8 @@ premises: $(STAMP) ## the powered comparison's premise measurement on SETS (defa
 budget: $(STAMP) ## GRPO's gain over the cold start at each RL budget, on validation rows (logs/demo-budget/budget.md; STUDENT= TEACHER= default to the shipped pair)
 	$(PY) -m iapo.experiments.demo.budget --student $(STUDENT) --teacher $(TEACHER) $(ARGS)
 
-powered: $(STAMP) ## the powered comparison on 6 bars: premise, optimisability, GRPO vs IAPO over 5 seeds on 300 test rows (logs/demo-powered/report.md; with the paper's term, groups of 3 and no optimisability stage 82.8 min on 2 cores beside other jobs, the optimisability stage 30.5 min more; BUDGET=name from make budget; STUDENT= TEACHER= default to the shipped pair)
-	$(PY) -m iapo.experiments.demo --powered --student $(STUDENT) --teacher $(TEACHER) $(if $(BUDGET),--budget $(BUDGET)) $(ARGS)
+powered: $(STAMP) ## the powered comparison on 6 bars as docs/results.md ran it: premise, optimisability, GRPO vs IAPO over 5 seeds on 300 test rows, the calls that ran attributed (logs/demo-powered/report.md; 82.8 min on 2 cores beside other jobs, then the optimisability stage 30.5 min; BUDGET= another of make budget's, default lr3e-4x320; STUDENT= TEACHER= default to the shipped pair)
+	$(PY) -m iapo.experiments.demo --powered --student $(STUDENT) --teacher $(TEACHER) --budget $(or $(BUDGET),lr3e-4x320) --attribution-target tool_call_ran $(ARGS)
 
 paper: $(STAMP) ## the paper's recipe: print its stages (teacher, cold start, IAPO / GRPO, evaluations, table); RUN=1 runs them (GPU); REHEARSE=1 runs them all offline on tiny models (~3 min)
 	$(PY) -m iapo.experiments.recipe $(if $(RUN),--run) $(if $(REHEARSE),--rehearse) $(ARGS)

@@ -1,8 +1,9 @@
 """The demo's command line: which preset, from which pair, into which folder; `run.run` does the rest.
 
-python -m iapo.experiments.demo                     # make demo: the showcase from the shipped 6-bar pair (~30 min)
-python -m iapo.experiments.demo --powered           # make powered: the powered comparison from the same pair
-    [--budget lr3e-4x320] [--seeds 0 1 2] [--attribution-target tool_call_ran] [--call-weight 0.1]
+python -m iapo.experiments.demo                     # make demo: the showcase from the shipped 6-bar pair (18.5 min)
+python -m iapo.experiments.demo --powered --budget lr3e-4x320 --attribution-target tool_call_ran
+                                                    # make powered: the powered comparison from the same pair
+    [--seeds 0 1 2] [--call-weight 0.1]
     [--attribution-weight 20] [--optimisability-seeds]     # (no seeds: without the optimisability stage)
 python -m iapo.experiments.demo --student DIR --teacher DIR    # either of them from another pair (`make pair`)
 python -m iapo.experiments.demo --train-cold-start  # the 4-bar preset, its cold start trained from the tiny spec

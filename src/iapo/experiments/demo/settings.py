@@ -340,8 +340,8 @@ def powered_settings(
 
 
 SHOWCASE_STEPS = 100
-"""RL steps of each showcase run: with 3 seeds, GRPO's and IAPO's runs and their evaluations take about 15 min
-of the 2 cores (at 1.5 and 2.9 s a step, the powered run's pace)."""
+"""RL steps of each showcase run. Measured (docs/results.md, "`make demo` from the shipped pair"): GRPO 1.3 s and
+IAPO 2.8 s a step, one run per core; the 6 runs and their evaluations 15.5 min, the whole demo 18.5 min."""
 
 
 def showcase_settings(
