@@ -3,9 +3,12 @@
 The task and the agent's sampling are read from the same YAML overlays the CLI uses (`configs/demo_charts.yaml`:
 `data.synthetic_charts` and `model.init_args.sampling`; `configs/demo_task.yaml`: `data.synthetic` and
 `model.init_args.sampling`), typed as the CLI types them, so a run of the CLI with the overlay trains on the same
-task. The rest (cold-start budgets, RL budget, seeds) lives in `DemoSettings`; `fast()` is the CI-sized version.
+task. The rest (cold-start budgets, RL budget, seeds) lives in `DemoSettings`; `fast()` is the CI-sized version;
+`showcase_settings` (`make demo`) and `powered_settings` (`make powered`) are the 6-bar presets from a given pair or
+the one that ships with iapo (`SHIPPED_PAIR`).
 
     settings = demo_settings("charts")            # or "zoom"; .fast() for the CI-sized run
+    settings = showcase_settings()                # make demo, from the shipped pair
 """
 
 from __future__ import annotations
