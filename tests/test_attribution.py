@@ -196,24 +196,31 @@ def test_mean_baseline_and_bad_arguments(tiny_student, attributed):
         attribute(model, trajectories, components, targets, pad, baseline="blur")
 
 
-def test_differentiable_occlusion_scores_equal_the_plain_ones_and_reach_the_lora_weights(attributed, tiny_processor):
+@pytest.mark.parametrize(
+    ("method", "options"),
+    [("occlusion", {}), ("grad_x_input", {}), ("integrated_gradients", {"steps": 2, "baseline": "mean"})],
+)
+def test_differentiable_scores_equal_the_plain_ones_and_reach_the_lora_weights(
+    attributed, tiny_processor, method, options
+):
     """A loss on the attribution itself (not a reward of sampled tokens) needs the scores' graph to the parameters:
-    occlusion keeps it on request, with the values of the plain path; the gradient methods refuse."""
+    occlusion keeps it on request, the gradient methods take their gradients with `create_graph` (second
+    derivatives, on the math attention kernel), each with the values of the plain path; attention refuses."""
     model, _ = load_model("tiny-student", lora=LoraSettings(r=4), device="cpu")
     trajectories, components, targets = attributed
     pad = tiny_processor.tokenizer.pad_token_id
-    plain, keys, active = attribution_scores(model, trajectories, components, targets, pad, method="occlusion")
+    plain, keys, active = attribution_scores(model, trajectories, components, targets, pad, method=method, **options)
     scores, same_keys, same_active = attribution_scores(
-        model, trajectories, components, targets, pad, method="occlusion", differentiable=True
+        model, trajectories, components, targets, pad, method=method, differentiable=True, **options
     )
     assert plain.grad_fn is None and scores.grad_fn is not None
     assert (same_keys, same_active) == (keys, active) and active == [0, 1, 2]  # the answerless one is not run
-    torch.testing.assert_close(scores.detach(), plain)
+    torch.testing.assert_close(scores.detach(), plain, rtol=1e-4, atol=1e-6)  # the math kernel's rounding
     scores.sum().backward()
     lora = [p for name, p in model.named_parameters() if "lora_B" in name]
     assert lora and all(p.grad is not None for p in lora) and any(p.grad.abs().sum() > 0 for p in lora)
     with pytest.raises(ValueError, match="differentiable scores need a method of"):
-        attribution_scores(model, trajectories, components, targets, pad, method="grad_x_input", differentiable=True)
+        attribution_scores(model, trajectories, components, targets, pad, method="attention", differentiable=True)
 
 
 def test_attention_needs_eager_and_gives_attention_mass(tiny_student, attributed):

@@ -65,7 +65,7 @@ def test_variants_parse_and_the_paper_variant_is_the_configs():
     with_loss = parse_variant("occlusion:loss")
     assert with_loss == Variant("occlusion", attribution_loss=1.0) and with_loss.label == "iapo occlusion + loss"
     bad_variants = ("integrated_gradients", "integrated_gradients:simpson:4", "integrated_gradients:riemann:0", "x")
-    for bad in (*bad_variants, "grad_x_input:loss"):  # the loss needs scores with a graph
+    for bad in (*bad_variants, "attention:loss"):  # the loss needs scores with a graph
         with pytest.raises(ValueError, match="variant"):
             parse_variant(bad)
     args = parse_args(["--preset", "cpu"])

@@ -71,9 +71,32 @@ def test_gradient_steps_on_the_attribution_lower_the_divergence_they_train_on(pr
     assert after[0] + after[1] < 0.5 * (before[0] + before[1])
 
 
+def test_gradient_steps_on_the_integrated_gradients_attribution_lower_the_divergence_they_train_on(
+    probe, tiny_processor
+):
+    """The loss through integrated gradients (second derivatives): its value is the reward's divergence, and
+    gradient steps on it lower it."""
+    probe, rows = probe
+    ig = dataclasses.replace(OCCLUSION, method="integrated_gradients", steps=2, baseline="mean")
+    teacher = load_model("tiny-teacher", device="cpu")
+    teacher_attribution = attribution_distributions(*teacher, probe.trajectories, rows, ig, reencode=True)
+    probe = Probe(probe.trajectories, teacher_attribution, probe.right)
+    torch.manual_seed(0)
+    model, _ = load_model("tiny-student", lora=LoraSettings(r=8, alpha=16), device="cpu")
+    before = teacher_divergences(model, tiny_processor, probe.trajectories, probe.teacher, ig)
+    student = attribution_distributions(model, tiny_processor, probe.trajectories[:2], rows, ig)
+    terms, _ = attribution_terms(student, probe.teacher[:2], "kl", "penalty", "exclude", 1)
+    assert before[:2] == pytest.approx((-terms).tolist(), rel=1e-4) and before[2] is None
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3, weight_decay=0.0)
+    for _ in range(8):
+        fit_epoch(model, tiny_processor, optimizer, probe, ig, batch=3)
+    after = teacher_divergences(model, tiny_processor, probe.trajectories, probe.teacher, ig)
+    assert after[0] + after[1] < 0.5 * (before[0] + before[1])
+
+
 def test_a_method_without_a_graph_is_refused(tmp_path):
     settings = demo_settings("charts", out=tmp_path)
-    settings = dataclasses.replace(settings, attribution=dataclasses.replace(OCCLUSION, method="grad_x_input"))
+    settings = dataclasses.replace(settings, attribution=dataclasses.replace(OCCLUSION, method="attention"))
     with pytest.raises(SettingsError, match="needs an attribution method of"):
         lever(settings, tmp_path, tmp_path, tmp_path, 1, 1e-3, 8, {"fit": (0, 1), "probe": (1, 1)})
 
@@ -98,9 +121,9 @@ def test_the_attribution_loss_in_the_ppo_update_moves_the_attribution_where_the_
     assert loss_of([2]) is None  # the answer-only sample has no call to attribute
 
 
-def test_the_attribution_loss_needs_occlusion_and_loads_the_teacher_without_an_attribution_reward():
+def test_the_attribution_loss_needs_a_method_with_a_graph_and_loads_the_teacher_without_an_attribution_reward():
     with pytest.raises(SettingsError, match="attribution_loss needs an attribution method whose scores"):
-        StepSettings(attribution=dataclasses.replace(OCCLUSION, method="grad_x_input"), attribution_loss=1.0)
+        StepSettings(attribution=dataclasses.replace(OCCLUSION, method="attention"), attribution_loss=1.0)
     with pytest.raises(SettingsError, match="attribution_loss must be >= 0"):
         StepSettings(attribution=OCCLUSION, attribution_loss=-1.0)
     module = IAPOModule(rewards={"accuracy": 1.0}, attribution=OCCLUSION, attribution_loss=0.5)

@@ -3,7 +3,7 @@
 IAPO's term enters the reward (`align.attribution_terms`): the policy gradient credits the sampled tokens and does
 not differentiate through the attribution, so it can change which calls the student makes but not how it attributes
 a call (docs/results.md, "Why RL on the term raised the divergence"). Here the student's attribution of each call is
-recomputed with its graph to the weights (`methods.attribution_scores(differentiable=True)`, occlusion only) and
+recomputed with its graph to the weights (`methods.attribution_scores(differentiable=True)`: occlusion, or a gradient method with second derivatives) and
 compared with the teacher's fixed attribution of the same trajectory, by the reward's divergence over the student's
 components — the same number `attribution_terms` gives, now with a gradient.
 
@@ -52,6 +52,11 @@ def teacher_divergences(
                 processor.tokenizer.pad_token_id,
                 method=settings.method,
                 baseline=settings.baseline,
+                steps=settings.steps,
+                chunk_size=settings.chunk_size,
+                fast=settings.fast,
+                quadrature=settings.quadrature,
+                token_scores=settings.token_scores,
                 differentiable=grad,
             )
             for row, j in enumerate(active):

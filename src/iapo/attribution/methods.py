@@ -44,9 +44,11 @@ Run the checks with `python -m pytest tests/test_attribution.py -q`.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import nullcontext
 
 import torch
 from torch import Tensor
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from iapo.agent.trajectory import Trajectory, collate_trajectories, device_inputs
 from iapo.attribution.embeddings import (
@@ -67,9 +69,10 @@ TOKEN_SCORES: dict[str, Callable[[Tensor], Tensor]] = {
     "positive": lambda tokens: tokens.clamp_min(0.0),
 }
 """How a gradient method turns a token's signed attribution into its non-negative score."""
-DIFFERENTIABLE_METHODS = ("occlusion",)
-"""The methods whose scores can keep their graph to the parameters (`attribution_scores(differentiable=True)`): the
-gradient methods' scores are themselves gradients (a loss on them would need second derivatives)."""
+DIFFERENTIABLE_METHODS = ("occlusion", "grad_x_input", "integrated_gradients")
+"""The methods whose scores can keep their graph to the parameters (`attribution_scores(differentiable=True)`).
+The gradient methods' scores are themselves gradients: theirs are taken with `create_graph`, so a loss on them
+back-propagates second derivatives through the model (the graph of every interpolation point is kept)."""
 GRADIENT_METHODS = ("grad_x_input", "integrated_gradients")
 """The methods with a signed per-token attribution (`token_scores` other than `abs` needs one of them)."""
 
@@ -165,7 +168,9 @@ def attribution_scores(
                 masks[row, k, offset:] = components[i][key]
     inputs = device_inputs(model, batch)
     device = inputs["input_ids"].device
-    with attribution_mode(model):
+    # the fused attention kernels have no second derivative: a differentiable gradient method runs the math one
+    second_order = differentiable and method in GRADIENT_METHODS
+    with attribution_mode(model), sdpa_kernel(SDPBackend.MATH) if second_order else nullcontext():
         embeddings, positions = language_model_inputs(model, inputs, distinct_images=fast)
         if positions is None:
             raise RuntimeError("the model gave its language model no position ids: attribution needs mRoPE positions")
@@ -213,6 +218,7 @@ def grad_x_input_scores(
     masks: Tensor,
     reference: Tensor | None = None,
     token_scores: str = "abs",
+    differentiable: bool = False,
 ) -> Tensor:
     """Gradient × input summed per component: [B, K] = Σ_{i in k} s(∂ objective_b / ∂ e_i · (e_i − r_i)), s the
     `TOKEN_SCORES[token_scores]` of each token (|·| by default).
@@ -222,10 +228,11 @@ def grad_x_input_scores(
         embeddings: [B, T, D], the point where the gradient is taken (detached here).
         masks: BoolTensor [B, K, T], component k of row b.
         reference: baseline [B, T, D] or broadcastable (e.g. [B, 1, D]); None for zero.
+        differentiable: take the gradient with `create_graph`, so the scores keep their graph to the parameters.
     """
     leaf = embeddings.detach().requires_grad_(True)
     with torch.enable_grad():
-        (grad,) = torch.autograd.grad(objective_fn(leaf).sum(), leaf)
+        (grad,) = torch.autograd.grad(objective_fn(leaf).sum(), leaf, create_graph=differentiable)
     delta = embeddings.detach() if reference is None else embeddings.detach() - reference
     saliency = TOKEN_SCORES[token_scores]((grad.float() * delta.float()).sum(-1))
     return torch.einsum("bt,bkt->bk", saliency, masks.float())
@@ -238,6 +245,7 @@ def integrated_gradients_tokens(
     steps: int,
     chunk_size: int,
     quadrature: str = "riemann",
+    differentiable: bool = False,
 ) -> Tensor:
     """Signed integrated-gradients attribution of each token [B, T] (summed over the embedding dim D).
 
@@ -255,6 +263,7 @@ def integrated_gradients_tokens(
         steps: m >= 1.
         chunk_size: sequences per forward/backward (>= 1).
         quadrature: a key of `quadrature.QUADRATURES`.
+        differentiable: take the gradients with `create_graph`, so the attribution keeps its graph to the parameters.
     """
     if steps < 1 or chunk_size < 1:
         raise ValueError(f"steps and chunk_size must be >= 1, got steps={steps}, chunk_size={chunk_size}")
@@ -272,8 +281,8 @@ def integrated_gradients_tokens(
         points = embeddings[chunk_rows].float() - (1 - chunk_alphas)[:, None, None] * delta[chunk_rows].float()
         leaf = points.to(embeddings.dtype).requires_grad_(True)
         with torch.enable_grad():
-            (grad,) = torch.autograd.grad(objective_fn(leaf, chunk_rows).sum(), leaf)
-        grads.index_add_(0, chunk_rows, grad.float() * weights[chunk, None, None])
+            (grad,) = torch.autograd.grad(objective_fn(leaf, chunk_rows).sum(), leaf, create_graph=differentiable)
+        grads = grads.index_add(0, chunk_rows, grad.float() * weights[chunk, None, None])
     return (grads * delta.float()).sum(-1)
 
 
@@ -287,13 +296,16 @@ def integrated_gradients_scores(
     quadrature: str = "riemann",
     gap_rows: int | None = None,
     token_scores: str = "abs",
+    differentiable: bool = False,
 ) -> tuple[Tensor, Tensor | None]:
     """Integrated gradients summed per component, [B, K] = Σ_{i in k} s(attr_bi) (`integrated_gradients_tokens`;
     s = `TOKEN_SCORES[token_scores]`, |·| by default),
     and the relative completeness gap of the first `gap_rows` rows (all by default; None when 0)
     (`quadrature.relative_completeness_gap`; the objective at e and at the baseline costs one more forward per
     measured row and end, no backward)."""
-    tokens = integrated_gradients_tokens(objective_fn, embeddings, reference, steps, chunk_size, quadrature)
+    tokens = integrated_gradients_tokens(
+        objective_fn, embeddings, reference, steps, chunk_size, quadrature, differentiable
+    )
     scores = torch.einsum("bt,bkt->bk", TOKEN_SCORES[token_scores](tokens), masks.float())
     rows = embeddings.shape[0] if gap_rows is None else min(gap_rows, embeddings.shape[0])
     if rows == 0:
@@ -374,15 +386,28 @@ def get_method(name: str) -> Method:
 
 
 @register_method("grad_x_input")
-def _grad_x_input(model, inputs, embeddings, reference, masks, targets, token_scores, **unused) -> tuple[Tensor, None]:
+def _grad_x_input(
+    model, inputs, embeddings, reference, masks, targets, token_scores, differentiable=False, **unused
+) -> tuple[Tensor, None]:
     _require_autograd("grad_x_input")
     objective = target_logprob_fn(model, inputs, targets)
-    return grad_x_input_scores(objective, embeddings, masks, reference, token_scores), None
+    return grad_x_input_scores(objective, embeddings, masks, reference, token_scores, differentiable), None
 
 
 @register_method("integrated_gradients")
 def _integrated_gradients(
-    model, inputs, embeddings, reference, masks, targets, steps, chunk_size, quadrature, gap_rows, token_scores
+    model,
+    inputs,
+    embeddings,
+    reference,
+    masks,
+    targets,
+    steps,
+    chunk_size,
+    quadrature,
+    gap_rows,
+    token_scores,
+    differentiable=False,
 ) -> tuple[Tensor, Tensor | None]:
     _require_autograd("integrated_gradients")
 
@@ -390,7 +415,7 @@ def _integrated_gradients(
         return target_logprob_fn(model, select_rows(inputs, rows), targets[rows])(points)
 
     return integrated_gradients_scores(
-        objective, embeddings, masks, reference, steps, chunk_size, quadrature, gap_rows, token_scores
+        objective, embeddings, masks, reference, steps, chunk_size, quadrature, gap_rows, token_scores, differentiable
     )
 
 

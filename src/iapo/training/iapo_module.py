@@ -71,7 +71,7 @@ class IAPOModule(PolicyModule):
             as not finite (a run that cannot learn would otherwise never reach `max_steps`).
         max_abs_weight: stop when a trainable weight exceeds this after an optimizer step (an exploding lr).
         attribution_loss: λ_a, the weight of the attribution loss (`iapo.training.alignment`: the divergence through
-            the student's own attribution, added to each PPO mini-batch's loss; occlusion only; loads the teacher).
+            the student's own attribution, added to each PPO mini-batch's loss; occlusion or a gradient method; loads the teacher).
             0, the default and the paper's: the term is in the reward only.
     """
 

@@ -116,8 +116,7 @@ def lever(settings, student: Path, teacher: Path, out: Path, epochs: int, lr: fl
     """Trains a LoRA on the fit set's divergence for `epochs`, measuring the probe before and after each."""
     if settings.attribution.method not in DIFFERENTIABLE_METHODS:
         raise SettingsError(
-            f"the lever needs an attribution method of {DIFFERENTIABLE_METHODS} (an `occlusion_` variant), "
-            f"got {settings.attribution.method!r}"
+            f"the lever needs an attribution method of {DIFFERENTIABLE_METHODS}, got {settings.attribution.method!r}"
         )
     torch.manual_seed(0)
     teacher_pair = ModelSettings(name=str(teacher)).load(device="cpu")

@@ -111,7 +111,7 @@ class DemoSettings:
     (`attribution_weight`) is None to set it from the cold start: the outcome's within-group spread over the
     attribution term's (`iapo.experiments.demo.regime.choose_weight`). `rl_kl_beta` weighs the policy's KL to its
     reference (the cold start) in the RL loss; `call_weight` adds the `tool_call` reward to both methods;
-    `attribution_loss` (λ_a, ours: `iapo.training.alignment`, needs an occlusion variant) adds the attribution loss
+    `attribution_loss` (λ_a, ours: `iapo.training.alignment`, needs a method of `DIFFERENTIABLE_METHODS`) adds the attribution loss
     to IAPO's update, and with λ = 0 IAPO is GRPO plus that loss alone (`iapo_description`). Every
     model is evaluated on the first `test_rows` rows of `eval_split`: `test`, or `val` to choose settings (an RL
     budget, `iapo.experiments.demo.budget`) without reading the test split.
