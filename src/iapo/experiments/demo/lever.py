@@ -4,8 +4,9 @@ an attribution *loss*, measured before building one into training.
 RL on the attribution term does not lower the divergence on the 6-bar pair (docs/results.md): the term is a reward of
 sampled trajectories, so it can choose which calls the student makes, not how the student attributes a call, and
 `drift.divergence_shift` finds the second part carrying the change. This measures the other lever on its own: the
-student's occlusion attribution of its own calls (`methods.attribution_scores(differentiable=True)`: each
-component's score is the drop of the call's log-probability when it is blanked, a function of the weights), trained
+student's attribution of its own calls (`methods.attribution_scores(differentiable=True)`: by occlusion each
+component's score is the drop of the call's log-probability when it is blanked, a function of the weights; by a
+gradient method the gradients are taken with `create_graph`, `--variant regions`), trained
 by gradient descent on D(student ‖ teacher) over a LoRA, the teacher's attribution of the same trajectories held
 fixed. The trajectories are the cold start's own samples, teacher-forced throughout: `fit` prompts train, `probe`
 prompts (disjoint) measure. Reported per epoch on the probe: the mean divergence (right and wrong calls apart) and
@@ -161,7 +162,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--teacher", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--config", type=Path, help="another task overlay than configs/demo_charts.yaml (its task)")
-    parser.add_argument("--variant", default="occlusion_regions", help="an `occlusion_` variant of premise.VARIANTS")
+    parser.add_argument(
+        "--variant", default="occlusion_regions", help="a variant of premise.VARIANTS whose method has a graph"
+    )
     parser.add_argument("--attribution-target", help="the attribution target (default the demo's: the paper's call)")
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--lr", type=float, default=1e-3)
