@@ -15,7 +15,8 @@ trajectory with one method:
   input (the single point is e itself, bit for bit);
 - `grad_x_input`: a_k = Σ_{i in k} |∂ log p(target) / ∂ e_i · (e_i − b_i)| (b = 0 by default), one forward and one
   backward for the whole batch. Both gradient methods use `torch.autograd.grad` w.r.t. the embeddings only, so no
-  parameter gets a `.grad`, and they work with non-reentrant gradient checkpointing, NF4 weights and LoRA;
+  parameter gets a `.grad` (with `differentiable` they keep the graph for a loss on the scores), and they work with
+non-reentrant gradient checkpointing, NF4 weights and LoRA;
 - `occlusion`: a_k = max(0, log p(target) − log p(target | e_k := b)), K+1 batched forwards, no backward;
 - `attention`: attention mass from the positions that predict target tokens to component k, averaged over target
   positions, layers and heads (eager attention only).
@@ -70,9 +71,8 @@ TOKEN_SCORES: dict[str, Callable[[Tensor], Tensor]] = {
 }
 """How a gradient method turns a token's signed attribution into its non-negative score."""
 DIFFERENTIABLE_METHODS = ("occlusion", "grad_x_input", "integrated_gradients")
-"""The methods whose scores can keep their graph to the parameters (`attribution_scores(differentiable=True)`).
-The gradient methods' scores are themselves gradients: theirs are taken with `create_graph`, so a loss on them
-back-propagates second derivatives through the model (the graph of every interpolation point is kept)."""
+"""The methods whose scores can keep their graph to the parameters (`attribution_scores(differentiable=True)`); the
+gradient methods then take their gradients with `create_graph` (a loss on them needs second derivatives)."""
 GRADIENT_METHODS = ("grad_x_input", "integrated_gradients")
 """The methods with a signed per-token attribution (`token_scores` other than `abs` needs one of them)."""
 
@@ -386,9 +386,7 @@ def get_method(name: str) -> Method:
 
 
 @register_method("grad_x_input")
-def _grad_x_input(
-    model, inputs, embeddings, reference, masks, targets, token_scores, differentiable=False, **unused
-) -> tuple[Tensor, None]:
+def _grad_x_input(model, inputs, embeddings, reference, masks, targets, token_scores, differentiable=False, **unused):
     _require_autograd("grad_x_input")
     objective = target_logprob_fn(model, inputs, targets)
     return grad_x_input_scores(objective, embeddings, masks, reference, token_scores, differentiable), None
@@ -396,27 +394,14 @@ def _grad_x_input(
 
 @register_method("integrated_gradients")
 def _integrated_gradients(
-    model,
-    inputs,
-    embeddings,
-    reference,
-    masks,
-    targets,
-    steps,
-    chunk_size,
-    quadrature,
-    gap_rows,
-    token_scores,
-    differentiable=False,
+    model, inputs, embeddings, reference, masks, targets, **options
 ) -> tuple[Tensor, Tensor | None]:
     _require_autograd("integrated_gradients")
 
     def objective(points: Tensor, rows: Tensor) -> Tensor:
         return target_logprob_fn(model, select_rows(inputs, rows), targets[rows])(points)
 
-    return integrated_gradients_scores(
-        objective, embeddings, masks, reference, steps, chunk_size, quadrature, gap_rows, token_scores, differentiable
-    )
+    return integrated_gradients_scores(objective, embeddings, masks, reference, **options)
 
 
 def _require_autograd(method: str) -> None:
