@@ -3,9 +3,10 @@
 IAPO's term enters the reward (`align.attribution_terms`): the policy gradient credits the sampled tokens and does
 not differentiate through the attribution, so it can change which calls the student makes but not how it attributes
 a call (docs/results.md, "Why RL on the term raised the divergence"). Here the student's attribution of each call is
-recomputed with its graph to the weights (`methods.attribution_scores(differentiable=True)`: occlusion, or a gradient method with second derivatives) and
-compared with the teacher's fixed attribution of the same trajectory, by the reward's divergence over the student's
-components — the same number `attribution_terms` gives, now with a gradient.
+recomputed with its graph to the weights (`methods.attribution_scores(differentiable=True)`: occlusion, or a
+gradient method with second derivatives) and compared with the teacher's fixed attribution of the same trajectory,
+by the reward's divergence over the student's components — the same number `attribution_terms` gives, now with a
+gradient.
 
     values = teacher_divergences(model, processor, trajectories, teacher, settings, grad=True)  # None: no target
     loss = torch.stack([v for v in values if v is not None]).mean()

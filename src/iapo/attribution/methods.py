@@ -15,8 +15,8 @@ trajectory with one method:
   input (the single point is e itself, bit for bit);
 - `grad_x_input`: a_k = Σ_{i in k} |∂ log p(target) / ∂ e_i · (e_i − b_i)| (b = 0 by default), one forward and one
   backward for the whole batch. Both gradient methods use `torch.autograd.grad` w.r.t. the embeddings only, so no
-  parameter gets a `.grad` (with `differentiable` they keep the graph for a loss on the scores), and they work with
-non-reentrant gradient checkpointing, NF4 weights and LoRA;
+  parameter gets a `.grad` (with `differentiable` they keep the graph for a loss on the scores), and they work
+  with non-reentrant gradient checkpointing, NF4 weights and LoRA;
 - `occlusion`: a_k = max(0, log p(target) − log p(target | e_k := b)), K+1 batched forwards, no backward;
 - `attention`: attention mass from the positions that predict target tokens to component k, averaged over target
   positions, layers and heads (eager attention only).
