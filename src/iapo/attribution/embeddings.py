@@ -157,16 +157,20 @@ def through_last_target(
 
 
 @contextmanager
-def attribution_mode(model: nn.Module) -> Iterator[None]:
-    """Eval mode (no dropout) while gradient-checkpointed layers keep checkpointing; restores every module's flag.
+def attribution_mode(model: nn.Module, checkpoint: bool = True) -> Iterator[None]:
+    """Eval mode (no dropout) while gradient-checkpointed layers keep checkpointing (unless `checkpoint` is False);
+    restores every module's flag.
 
     transformers checkpoints a layer only when the layer itself is in training mode, so those layers (not their
     submodules) get `training = True`; checkpointing then bounds the memory of the backward of `grad_x_input`.
+    Scores that keep their graph for a loss need `checkpoint=False`: the loss is back-propagated later, outside this
+    mode, where a recomputed layer would run in training mode (dropout) and on another attention kernel than its
+    forward did (torch's CheckpointError).
     """
     flags = {module: module.training for module in model.modules()}
     model.eval()
     for module in model.modules():
-        if isinstance(module, GradientCheckpointingLayer) and module.gradient_checkpointing:
+        if isinstance(module, GradientCheckpointingLayer) and module.gradient_checkpointing and checkpoint:
             module.training = True
     try:
         yield

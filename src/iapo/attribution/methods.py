@@ -169,8 +169,8 @@ def attribution_scores(
     inputs = device_inputs(model, batch)
     device = inputs["input_ids"].device
     # the fused attention kernels have no second derivative: a differentiable gradient method runs the math one
-    second_order = differentiable and method in GRADIENT_METHODS
-    with attribution_mode(model), sdpa_kernel(SDPBackend.MATH) if second_order else nullcontext():
+    kernel = sdpa_kernel(SDPBackend.MATH) if differentiable and method in GRADIENT_METHODS else nullcontext()
+    with attribution_mode(model, checkpoint=not differentiable), kernel:
         embeddings, positions = language_model_inputs(model, inputs, distinct_images=fast)
         if positions is None:
             raise RuntimeError("the model gave its language model no position ids: attribution needs mRoPE positions")
