@@ -64,14 +64,19 @@ def test_variants_parse_and_the_paper_variant_is_the_configs():
     assert paper.paper and paper.method == "integrated_gradients" and paper.deduplicate
     with_loss = parse_variant("occlusion:loss")
     assert with_loss == Variant("occlusion", attribution_loss=1.0) and with_loss.label == "iapo occlusion + loss"
+    ig_loss = parse_variant("integrated_gradients:riemann:2:loss3")
+    assert ig_loss == Variant("integrated_gradients", "riemann", 2, attribution_loss=1.0, loss_calls=3)
+    assert ig_loss.label == "iapo IG riemann m=2 + loss (3 calls)"
     bad_variants = ("integrated_gradients", "integrated_gradients:simpson:4", "integrated_gradients:riemann:0", "x")
-    for bad in (*bad_variants, "attention:loss"):  # the loss needs scores with a graph
+    for bad in (*bad_variants, "attention:loss", "occlusion:loss0", "occlusion:lossy"):  # a graph; N >= 1
         with pytest.raises(ValueError, match="variant"):
             parse_variant(bad)
     args = parse_args(["--preset", "cpu"])
     assert [name for name, _ in args.workloads] == ["short", "realistic"] and args.variants[0] == parse_variant(BEFORE)
     settings = step_settings(args, SamplingSettings(), "fast", with_loss)
     assert settings.attribution_loss == 1.0 and settings.attribution.method == "occlusion"
+    settings = step_settings(args, SamplingSettings(), "fast", ig_loss)
+    assert (settings.attribution_loss, settings.attribution_loss_calls, settings.attribution.steps) == (1.0, 3, 2)
 
 
 @RunIf(min_gpus=1, bitsandbytes=True)

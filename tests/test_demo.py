@@ -316,6 +316,8 @@ def test_the_command_line_picks_the_preset_and_refuses_arguments_that_do_not_go_
     powered = settings_of("--powered", "--budget", "lr3e-4x320")  # make powered BUDGET=lr3e-4x320
     assert (powered.out, powered.rl_steps, len(powered.seeds)) == (Path("logs/demo-powered"), 320, 5)
     assert powered.given_student == SHIPPED_PAIR / "student" and powered.optimisability_seeds
+    with_loss = settings_of("--powered", "--attribution-loss", "1", "--attribution-loss-calls", "3")
+    assert (with_loss.attribution_loss, with_loss.attribution_loss_calls) == (1.0, 3)
     given = settings_of("--student", "built/student", "--teacher", "built/teacher", "--seeds", "7", "--out", "o")
     assert (given.given_student, given.given_teacher, given.seeds, given.out) == (
         Path("built/student"),
@@ -332,6 +334,7 @@ def test_the_command_line_picks_the_preset_and_refuses_arguments_that_do_not_go_
         ("--train-cold-start", "--student", "s", "--teacher", "t"): "--train-cold-start trains",
         ("--budget", "base"): "--budget names a budget of the powered preset",
         ("--student", "s"): "--student and --teacher go together",
+        ("--attribution-loss-calls", "3"): "give --attribution-loss too",
     }
     for argv, message in refused.items():
         with pytest.raises(SystemExit):
@@ -439,6 +442,10 @@ def test_the_iapo_arm_can_be_grpo_plus_the_attribution_loss_and_the_report_says_
     assert "term in the reward at λ = 23" in dataclasses.replace(settings, attribution_loss=0.0).iapo_description(23)
     with pytest.raises(ValueError, match="attribution_loss must be >= 0"):
         dataclasses.replace(settings, attribution_loss=-1.0)
+    with pytest.raises(ValueError, match="attribution_loss_calls must be >= 1"):
+        dataclasses.replace(settings, attribution_loss_calls=0)
+    settings = dataclasses.replace(settings, attribution_loss_calls=3)
+    assert "attribution loss at λ_a = 1 over 3 calls a mini-batch" in settings.iapo_description(0.0)
 
     built = {}
 
@@ -454,6 +461,7 @@ def test_the_iapo_arm_can_be_grpo_plus_the_attribution_loss_and_the_report_says_
         with pytest.raises(Built):
             stages.reinforce(settings, method, 0, tmp_path / "student", tmp_path / "teacher", 0.0)
     assert set(built) == {(0.0, 0.0), (0.0, 1.0)}  # GRPO never gets the loss; IAPO gets it with no term
+    assert built[0.0, 1.0]["attribution_loss_calls"] == 3
 
 
 def test_the_demos_workers_stop_when_the_demo_is_killed(tmp_path):

@@ -121,6 +121,68 @@ def test_the_attribution_loss_in_the_ppo_update_moves_the_attribution_where_the_
     assert loss_of([2]) is None  # the answer-only sample has no call to attribute
 
 
+def test_the_attribution_loss_over_fewer_calls_takes_one_drawn_at_random_each_time(probe, tiny_processor):
+    """With `max_calls` the loss is the mean over that many of the calls, drawn anew each time: every draw is one
+    call's divergence, the draws reach every call, and the trajectory without a call is never drawn."""
+    probe, _ = probe
+    model, _ = load_model("tiny-student", lora=LoraSettings(r=8, alpha=16), device="cpu")
+    divergences = teacher_divergences(model, tiny_processor, probe.trajectories, probe.teacher, OCCLUSION)
+    one = alignment_loss(model, tiny_processor, probe.trajectories, probe.teacher, OCCLUSION, 1.0, max_calls=1)
+    torch.manual_seed(0)
+    drawn = [float(one([0, 1, 2]).detach()) for _ in range(12)]
+    which = [[value == pytest.approx(d, rel=1e-4) for d in divergences[:2]] for value in drawn]
+    assert all(any(row) for row in which)  # each draw is one call's divergence
+    assert all(any(row[k] for row in which) for k in range(2))  # and each call is drawn
+    every = alignment_loss(model, tiny_processor, probe.trajectories, probe.teacher, OCCLUSION, 1.0, max_calls=2)
+    assert float(every([0, 1, 2]).detach()) == pytest.approx((divergences[0] + divergences[1]) / 2, rel=1e-4)
+    with pytest.raises(ValueError, match="max_calls must be >= 1"):
+        alignment_loss(model, tiny_processor, probe.trajectories, probe.teacher, OCCLUSION, 1.0, max_calls=0)
+
+
+@pytest.mark.parametrize("method", ["integrated_gradients", "occlusion"])
+def test_a_training_step_with_the_attribution_loss_runs_on_a_gradient_checkpointed_student(method, tiny_processor):
+    """As the paper's config loads the student (non-reentrant gradient checkpointing): the update back-propagates the
+    loss after the attribution's forward, where a recomputed layer would run in training mode (LoRA dropout) and on
+    another attention kernel (torch's CheckpointError), so a differentiable attribution does not checkpoint; the
+    loss reaches the LoRA weights."""
+    from unittest import mock
+
+    from iapo.training.rewards import build_rewards
+    from iapo.training.step import train_step
+
+    rows = build_split("test", 2, seed=0)
+    torch.manual_seed(0)
+    model, processor = load_model("tiny-student", lora=LoraSettings(r=8, alpha=16), gradient_checkpointing=True)
+    teacher = load_model("tiny-teacher", device="cpu")
+    attribution = dataclasses.replace(OCCLUSION, method=method, steps=2, baseline="mean")
+    settings = StepSettings(
+        group_size=2,
+        sampling=SamplingSettings(max_turns=2, max_new_tokens=128),
+        attribution=attribution,
+        ppo=PPOSettings(mini_batch_size=4, log_kl=False),
+        attribution_loss=1.0,
+    )
+    lora = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+
+    def scripted(model, processor, sampling):
+        return ScriptedPolicy(processor.tokenizer, [[s[0] for s in SCRIPTS[:2]] * 2, [s[1] for s in SCRIPTS[:2]] * 2])
+
+    with mock.patch("iapo.training.step.HFPolicy", scripted):
+        record = train_step(
+            model,
+            processor,
+            optimizer,
+            rows,
+            [load_image(r.image) for r in rows],
+            settings,
+            build_rewards({"accuracy": 1.0}),
+            teacher=lambda: teacher,
+        )
+    assert record.metrics["auxiliary_loss"] > 0 and record.metrics["optimizer_steps"] == 1
+    assert max(float((p.detach() - lora[n]).abs().max()) for n, p in model.named_parameters() if n in lora) > 0
+
+
 def test_the_attribution_loss_needs_a_method_with_a_graph_and_loads_the_teacher_without_an_attribution_reward():
     with pytest.raises(SettingsError, match="attribution_loss needs an attribution method whose scores"):
         StepSettings(attribution=dataclasses.replace(OCCLUSION, method="attention"), attribution_loss=1.0)
@@ -128,6 +190,10 @@ def test_the_attribution_loss_needs_a_method_with_a_graph_and_loads_the_teacher_
         StepSettings(attribution=OCCLUSION, attribution_loss=-1.0)
     module = IAPOModule(rewards={"accuracy": 1.0}, attribution=OCCLUSION, attribution_loss=0.5)
     assert module.uses_teacher and "attribution loss 0.5" in module.run_summary(10, "out")
+    fewer = IAPOModule(rewards={"accuracy": 1.0}, attribution=OCCLUSION, attribution_loss=0.5, attribution_loss_calls=2)
+    assert "attribution loss 0.5 over 2 calls a mini-batch" in fewer.run_summary(10, "out")
+    with pytest.raises(SettingsError, match="attribution_loss_calls must be >= 1"):
+        StepSettings(attribution=OCCLUSION, attribution_loss=1.0, attribution_loss_calls=0)
     assert not IAPOModule(rewards={"accuracy": 1.0}, attribution=OCCLUSION).uses_teacher  # GRPO
 
 

@@ -12,8 +12,9 @@ two tables from one process, on the same models and prompts:
    paths gave the same tokens (same seed).
 2. **Training step** (`iapo.training.step.train_step`, what `IAPOModule.training_step` runs) at the first count:
    GRPO, and IAPO for each attribution variant (`--variants`: `paper` is the variant of `configs/iapo.yaml`; others
-   are `METHOD[:RULE:M][:nodedup]`, e.g. `integrated_gradients:riemann:16:nodedup`, the integrated gradients before
-   quadrature rules and deduplication) — seconds and peak GPU memory per stage, IAPO's step time over GRPO's, the
+   are `METHOD[:RULE:M][:nodedup][:loss[N]]`, e.g. `integrated_gradients:riemann:16:nodedup`, the integrated
+   gradients before quadrature rules and deduplication, or `integrated_gradients:riemann:2:loss3`, the attribution
+   loss over 3 calls a mini-batch) — seconds and peak GPU memory per stage, IAPO's step time over GRPO's, the
    attribution's share of the step and its cost over the first variant's, distinct attributions per trajectory with
    a target, and the median completeness gaps (`attribution/completeness_gap/*`).
 
@@ -224,6 +225,7 @@ def step_settings(args, sampling: SamplingSettings, path: str, variant: Variant 
         attribution=attribution,
         ppo=PPOSettings(mini_batch_size=args.mini_batch, log_kl=False),
         attribution_loss=variant.attribution_loss,
+        attribution_loss_calls=variant.loss_calls,
     )
 
 
@@ -360,7 +362,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--variants",
         nargs="+",
-        help="IAPO attribution variants: paper, or METHOD[:RULE:M][:nodedup][:loss]; the first is "
+        help="IAPO attribution variants: paper, or METHOD[:RULE:M][:nodedup][:loss[N]]; the first is "
         "the reference of `attribution / first`",
     )
     parser.add_argument("--ig-chunk", type=int, default=8, help="sequences per IG forward/backward")

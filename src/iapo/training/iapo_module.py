@@ -73,6 +73,8 @@ class IAPOModule(PolicyModule):
         attribution_loss: λ_a, the weight of the attribution loss (`iapo.training.alignment`: the divergence through
             the student's own attribution, added to each PPO mini-batch's loss; occlusion or a gradient method; loads the teacher).
             0, the default and the paper's: the term is in the reward only.
+        attribution_loss_calls: the attribution loss over at most this many of a mini-batch's calls, drawn at random
+            (null, the default: every call); its second-order backward is most of a step's cost and memory.
     """
 
     def __init__(
@@ -95,6 +97,7 @@ class IAPOModule(PolicyModule):
         max_skipped_steps: int = 3,
         max_abs_weight: float = DEFAULT_MAX_ABS_WEIGHT,
         attribution_loss: float = 0.0,
+        attribution_loss_calls: int | None = None,
     ) -> None:
         super().__init__()
         self.step_settings = StepSettings(
@@ -105,6 +108,7 @@ class IAPOModule(PolicyModule):
             advantage_scale=advantage_scale,
             max_abs_weight=max_abs_weight,
             attribution_loss=attribution_loss,
+            attribution_loss_calls=attribution_loss_calls,
         )
         self.nonfinite_guard = NonFiniteGuard(max_skipped_steps)
         self.configured_rewards = build_rewards(
@@ -141,7 +145,9 @@ class IAPOModule(PolicyModule):
             a = self.attribution
             rewards += f" ({a.method} of the {a.target} over {a.layout}, {a.divergence}, {a.form})"
             if self.step_settings.attribution_loss > 0:
+                calls = self.step_settings.attribution_loss_calls
                 rewards += f"; attribution loss {self.step_settings.attribution_loss:g}"
+                rewards += f" over {calls} calls a mini-batch" if calls else ""
             models += f", teacher {describe_model(self.teacher_settings.name)}"
         else:
             models += " (no teacher)"

@@ -49,6 +49,7 @@ class StepSettings:
     advantage_scale: str = "group"
     max_abs_weight: float = DEFAULT_MAX_ABS_WEIGHT
     attribution_loss: float = 0.0
+    attribution_loss_calls: int | None = None
 
     @property
     def uses_teacher_attribution(self) -> bool:
@@ -63,6 +64,10 @@ class StepSettings:
             raise SettingsError(f"group_size must be >= 1, got {self.group_size}")
         if not self.attribution_loss >= 0:
             raise SettingsError(f"attribution_loss must be >= 0 (0: off), got {self.attribution_loss!r}")
+        if self.attribution_loss_calls is not None and self.attribution_loss_calls < 1:
+            raise SettingsError(
+                f"attribution_loss_calls must be >= 1 (null: every call), got {self.attribution_loss_calls!r}"
+            )
         if self.attribution_loss > 0 and self.attribution.method not in DIFFERENTIABLE_METHODS:
             raise SettingsError(
                 "attribution_loss needs an attribution method whose scores have a gradient "
@@ -203,7 +208,13 @@ def train_step(
     if settings.attribution_loss > 0:
         teacher_view = record.attributions["teacher"]
         auxiliary = alignment_loss(
-            policy_model, processor, record.trajectories, teacher_view, settings.attribution, settings.attribution_loss
+            policy_model,
+            processor,
+            record.trajectories,
+            teacher_view,
+            settings.attribution,
+            settings.attribution_loss,
+            settings.attribution_loss_calls,
         )
     with timed(record.timings, "update"):
         stats = policy_update(

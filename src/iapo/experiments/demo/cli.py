@@ -62,6 +62,11 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--attribution-loss", type=float, help="λ_a: IAPO adds the attribution loss (ours; default 0, off)"
     )
+    parser.add_argument(
+        "--attribution-loss-calls",
+        type=int,
+        help="the loss over that many of a mini-batch's calls at random (default all)",
+    )
     parser.add_argument("--call-weight", type=float, help="the tool_call reward's weight, both methods (default 0)")
     parser.add_argument("--seeds", type=int, nargs="+", help="the RL seeds (default the preset's)")
     parser.add_argument(
@@ -92,10 +97,13 @@ def preset(args: argparse.Namespace, error) -> DemoSettings:
         error("--train-cold-start trains the charts preset's own cold start: not with --setting zoom or --student")
     if args.budget and not args.powered:
         error("--budget names a budget of the powered preset: use it with --powered")
+    if args.attribution_loss_calls is not None and not args.attribution_loss:
+        error("--attribution-loss-calls says how many calls the attribution loss takes: give --attribution-loss too")
     knobs = {
         "out": args.out,
         "attribution_weight": args.attribution_weight,
         "attribution_loss": args.attribution_loss,
+        "attribution_loss_calls": args.attribution_loss_calls,
         "call_weight": args.call_weight,
         "seeds": tuple(args.seeds) if args.seeds else None,
         "optimisability_seeds": None if args.optimisability_seeds is None else tuple(args.optimisability_seeds),

@@ -27,6 +27,7 @@ adapter) is read back, not trained again; its probes are measured again. `python
         [--lr 1e-3] [--kl-beta 0.1]        # the RL learning rate and the KL to the reference (default 3e-4, 0)
         [--group-size 3]                   # samples per prompt (default 4; one update of prompts × group size)
         [--loss-weight 1]                  # λ_a of the runs with the attribution loss
+        [--loss-calls 3]                   # their loss over that many of a step's calls, drawn at random (default all)
         [--probe-prompts 32 --probe-every 40]
         [--workers 2]                      # runs at once, one process each (one per core)
         [--config OVERLAY]                 # another task overlay than configs/demo_charts.yaml (its task)
@@ -124,6 +125,7 @@ def train(settings, name, student, teacher, adapters: Path, logs: Path, seed: in
         group_size=settings.group_size,
         rewards=REWARDS[name] | ({"attribution": knobs.attribution_weight} if name.startswith("attribution") else {}),
         attribution_loss=knobs.loss_weight if name in WITH_ATTRIBUTION_LOSS else 0.0,
+        attribution_loss_calls=settings.attribution_loss_calls,
         attribution=settings.attribution,
         advantage_scale=knobs.advantage_scale,
         ppo=PPOSettings(mini_batch_size=settings.rl_mini_batch, kl_beta=knobs.kl_beta),
@@ -300,6 +302,7 @@ def optimisability(
             "advantage_scale": knobs.advantage_scale,
             "weight": knobs.attribution_weight,
             "loss_weight": knobs.loss_weight,
+            "loss_calls": settings.attribution_loss_calls,
             "probe": dataclasses.asdict(probe_settings),
         },
         "runs": {},
@@ -345,6 +348,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--advantage-scale", default="group", choices=sorted(ADVANTAGE_SCALES))
     parser.add_argument("--weight", type=float, default=1.0, help="the attribution runs' attribution weight")
     parser.add_argument("--loss-weight", type=float, default=1.0, help="λ_a of the runs with the attribution loss")
+    parser.add_argument(
+        "--loss-calls", type=int, help="their loss over that many of a step's calls at random (default all)"
+    )
     parser.add_argument("--lr", type=float)
     parser.add_argument("--kl-beta", type=float, default=0.0)
     parser.add_argument("--probe-prompts", type=int, default=32, help="0: no probe")
@@ -363,6 +369,7 @@ def main(argv: list[str] | None = None) -> dict:
         rl_prompts=args.prompts,
         group_size=group_size,
         rl_mini_batch=args.prompts * group_size,
+        attribution_loss_calls=args.loss_calls,
     )
     settings = dataclasses.replace(base, attribution=variant_settings(base, args.variant))
     knobs = RunSettings(args.advantage_scale, args.lr, args.kl_beta, args.weight, args.loss_weight)

@@ -112,7 +112,8 @@ class DemoSettings:
     attribution term's (`iapo.experiments.demo.regime.choose_weight`). `rl_kl_beta` weighs the policy's KL to its
     reference (the cold start) in the RL loss; `call_weight` adds the `tool_call` reward to both methods;
     `attribution_loss` (λ_a, ours: `iapo.training.alignment`, needs a method of `DIFFERENTIABLE_METHODS`) adds the attribution loss
-    to IAPO's update, and with λ = 0 IAPO is GRPO plus that loss alone (`iapo_description`). Every
+    to IAPO's update, and with λ = 0 IAPO is GRPO plus that loss alone (`iapo_description`);
+    `attribution_loss_calls` takes it over that many of a mini-batch's calls drawn at random (None: all). Every
     model is evaluated on the first `test_rows` rows of `eval_split`: `test`, or `val` to choose settings (an RL
     budget, `iapo.experiments.demo.budget`) without reading the test split.
 
@@ -162,6 +163,7 @@ class DemoSettings:
     call_weight: float = 0.0
     attribution_weight: float | None = None
     attribution_loss: float = 0.0
+    attribution_loss_calls: int | None = None
     train_rows: int = 2048
     rl_rows: int = 512
     test_rows: int = 100
@@ -182,6 +184,8 @@ class DemoSettings:
             raise ValueError("a given cold start needs both given_student and given_teacher")
         if not self.attribution_loss >= 0:
             raise ValueError(f"attribution_loss must be >= 0 (0: off), got {self.attribution_loss!r}")
+        if self.attribution_loss_calls is not None and self.attribution_loss_calls < 1:
+            raise ValueError(f"attribution_loss_calls must be >= 1 (None: all), got {self.attribution_loss_calls!r}")
         if self.teacher_call_accuracy is not None and not 0 <= self.teacher_call_accuracy <= 1:
             raise ValueError(f"teacher_call_accuracy must be in [0, 1] or None, got {self.teacher_call_accuracy}")
         unknown = sorted(set(self.premise_variants) - set(VARIANTS))
@@ -241,7 +245,8 @@ class DemoSettings:
         """What the IAPO arm adds to GRPO, in words (the report says it beside the results)."""
         parts = [f"the attribution term in the reward at λ = {attribution_weight:g}"] if attribution_weight else []
         if self.attribution_loss:
-            parts.append(f"the attribution loss at λ_a = {self.attribution_loss:g} (ours, docs/method.md)")
+            calls = f" over {self.attribution_loss_calls} calls a mini-batch" if self.attribution_loss_calls else ""
+            parts.append(f"the attribution loss at λ_a = {self.attribution_loss:g}{calls} (ours, docs/method.md)")
         return "IAPO here is GRPO plus " + (" and ".join(parts) or "nothing (λ = 0: the two arms are the same)")
 
     def fast(self) -> DemoSettings:
