@@ -195,11 +195,14 @@ SELF_CHECKED = ("optimisability_seeds", "optimisability_runs")
 
 def claim_outputs(settings: DemoSettings) -> None:
     """Write `settings.json` in the output folder, or stop with one line if the folder holds the outputs of other
-    settings (its cached stages would be reused as if they were this run's; `SELF_CHECKED` fields may differ)."""
+    settings (its cached stages would be reused as if they were this run's; `SELF_CHECKED` fields may differ, and a
+    field newer than the folder counts as its default there)."""
     path = settings.out / "settings.json"
     record = settings_record(settings)
     if path.is_file():
-        before = {key: value for key, value in json.loads(path.read_text()).items() if key not in SELF_CHECKED}
+        defaults = {f.name: f.default for f in dataclasses.fields(settings) if f.default is not dataclasses.MISSING}
+        before = json.loads(json.dumps(defaults, default=str)) | json.loads(path.read_text())
+        before = {key: value for key, value in before.items() if key not in SELF_CHECKED and key in record}
         if before != {key: value for key, value in record.items() if key not in SELF_CHECKED}:
             raise SystemExit(
                 f"{settings.out} holds the outputs of other settings ({path}): pass --fresh or another --out"

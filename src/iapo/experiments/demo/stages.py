@@ -298,7 +298,7 @@ def reinforce(settings, method: str, seed: int, student: Path, teacher: Path, we
         rewards=settings.rewards(method, weight),
         attribution=settings.attribution,
         attribution_loss=settings.attribution_loss if method == "iapo" else 0.0,
-        attribution_loss_calls=settings.attribution_loss_calls,
+        attribution_loss_calls=settings.attribution_loss_calls if method == "iapo" else None,
         ppo=PPOSettings(mini_batch_size=settings.rl_mini_batch, kl_beta=settings.rl_kl_beta),
         lr=settings.rl_lr,
     )
