@@ -30,7 +30,8 @@ class Variant:
 
     @property
     def label(self) -> str:
-        loss = (" + loss" + (f" ({self.loss_calls} calls)" if self.loss_calls else "")) if self.attribution_loss else ""
+        calls = f" ({self.loss_calls} call{'s' if self.loss_calls > 1 else ''})" if self.loss_calls else ""
+        loss = f" + loss{calls}" if self.attribution_loss else ""
         if self.method != "integrated_gradients":
             return f"iapo {self.method}{loss}"
         name = f"iapo IG {self.quadrature} m={self.steps}" + ("" if self.deduplicate else " no dedup")
