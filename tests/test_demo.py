@@ -383,15 +383,17 @@ def test_the_optimisability_runs_probe_a_fixed_prompt_set_at_each_saved_step_and
 
     out = tmp_path / "optimise"
     argv = ["--student", "tiny-student", "--teacher", "tiny-teacher", "--out", str(out), "--steps", "2"]
-    argv += ["--runs", "attribution_format", "--probe-prompts", "2", "--probe-every", "1", "--advantage-scale", "none"]
-    argv += ["--group-size", "3"]
+    argv += ["--runs", "attribution_format", "grpo", "--probe-prompts", "2", "--probe-every", "1"]
+    argv += ["--group-size", "3", "--advantage-scale", "none"]
     result = optimise.main(argv)
     hyper = yaml.safe_load((out / "logs" / "attribution_format-s0" / "hparams.yaml").read_text())
     assert result["settings"]["group_size"] == hyper["group_size"] == 3 and hyper["ppo"]["mini_batch_size"] == 6
     run = result["runs"]["attribution_format-s0"]
     assert set(run["probe"]) == {"1", "2"}  # the adapter saved at step 1, and the last one
-    for probed in run["probe"].values():
-        assert set(probed) == {*optimise.PROBED, "divergence_by_call", "shift", "rho_success"}
+    for step, probed in run["probe"].items():
+        assert set(probed) == {*optimise.PROBED, "divergence_by_call", "shift", "rho_success", "beyond_grpo"}
+        # against GRPO of the same seed at the same step; GRPO's own probe is not read against itself
+        assert "beyond_grpo" not in result["runs"]["grpo-s0"]["probe"][step]
         if probed["call"]["mean"] == 0:  # no call, nothing attributed: no divergence rather than 0
             assert probed["divergence"]["mean"] is None and probed["divergence"]["change"]["n"] == 0
         else:
@@ -400,7 +402,7 @@ def test_the_optimisability_runs_probe_a_fixed_prompt_set_at_each_saved_step_and
         assert 0 <= probed["right_call"]["mean"] <= 1
     assert set(result["cold_start"]) == {*optimise.PROBED, "divergence_by_call", "rho_success"}
     assert run["training"]["kl"]["steps"] == 2
-    assert json.loads((out / "optimise.json").read_text())["runs"].keys() == {"attribution_format-s0"}
+    assert json.loads((out / "optimise.json").read_text())["runs"].keys() == {"attribution_format-s0", "grpo-s0"}
     assert (out / "optimise.png").stat().st_size > 0
     metrics = out / "logs" / "attribution_format-s0" / "metrics.csv"
     written = metrics.stat().st_mtime_ns
@@ -435,6 +437,17 @@ def test_the_probe_change_is_paired_per_prompt_and_a_sample_without_a_call_has_n
     assert change["divergence_by_call"] == {"right": pytest.approx(0.2), "wrong": None}
     assert change["shift"]["total"] is None  # no wrong call attributed after: not split
     assert divergence_by_call(before) == pytest.approx({"right": 0.5, "wrong": 0.2})
+
+
+def test_a_run_is_read_against_grpo_of_the_same_seed_per_probe_prompt():
+    from iapo.experiments.demo.optimise import beyond_grpo
+
+    run = {"divergence": [0.1, 0.3, None, None, 0.2, 0.2]}  # three prompts of two samples
+    grpo = {"divergence": [0.5, 0.5, 0.4, 0.4, None, 0.6]}
+    against = beyond_grpo(run, grpo, group_size=2)
+    assert against["n"] == 2  # the second prompt has no attributed sample after the run: not paired
+    assert against["mean"] == pytest.approx(((0.2 - 0.5) + (0.2 - 0.6)) / 2)
+    assert against["high"] < 0
 
 
 def test_the_iapo_arm_can_be_grpo_plus_the_attribution_loss_and_the_report_says_so(tmp_path, monkeypatch):

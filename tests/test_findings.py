@@ -28,6 +28,7 @@ from iapo.experiments.demo.findings import (
     comparison_sentence,
     gain_words,
     grpo_gain_sentence,
+    optimisability_beyond_grpo_shown,
     optimisability_sentence,
     optimisability_shown,
     regime_sentence,
@@ -307,6 +308,23 @@ def test_optimisability_is_read_for_every_outcome_free_run_and_grpo_plus_the_los
     text = optimisability_sentence(result)
     assert "attribution_call by +0.3300 [+0.2600, +0.3900] (rose); loss_call by -0.0070" in text
     assert "Optimisability shown for loss_call:" in text and "grpo_loss" not in text
+
+
+def test_optimisability_is_also_read_against_grpo_of_the_same_seed_where_the_probe_has_it():
+    below, across = change(-0.38, -0.45, -0.31), change(-0.02, -0.08, 0.04)
+    result = optimisability_result([change(0.01, -0.02, 0.04)] * 2, [change(-0.2, -0.3, -0.1)] * 2, loss=[below] * 2)
+    assert "Against GRPO" not in optimisability_sentence(result)  # an older result without the paired reading
+    for seed, against in enumerate([below, below]):
+        result["runs"][f"loss_call-s{seed}"]["probe"]["160"]["beyond_grpo"] = against
+        result["runs"][f"attribution_call-s{seed}"]["probe"]["160"]["beyond_grpo"] = across
+    text = optimisability_sentence(result)
+    assert "Optimisability is not shown" in text  # GRPO's own divergence fell: the first reading is unchanged
+    assert "attribution_call -0.0200 [-0.0800, +0.0400], -0.0200" in text
+    assert "loss_call -0.3800 [-0.4500, -0.3100], -0.3800 [-0.4500, -0.3100]" in text
+    assert "optimisability shown against GRPO for loss_call: below GRPO's divergence in every seed." in text
+    result["runs"]["loss_call-s1"]["probe"]["160"]["beyond_grpo"] = across
+    assert "optimisability not shown against GRPO" in optimisability_sentence(result)
+    assert optimisability_beyond_grpo_shown([below, below]) and not optimisability_beyond_grpo_shown([])
 
 
 def test_the_sampled_findings_read_grpos_gain_and_the_comparison_as_rl_samples():

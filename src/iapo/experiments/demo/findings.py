@@ -3,8 +3,8 @@ tool's use and the teacher, the regime, whether GRPO itself learned, optimisabil
 interval; greedy, and sampled as in RL), and why, by the mechanism diagnostics (`iapo.experiments.demo.diagnosis`).
 
 Every sentence is one function of plain numbers (`tools_sentence`, `regime_sentence`, `grpo_gain_sentence`,
-`optimisability_sentence`, `comparison_sentence`, `by_question_sentence`, `sampled_findings`, and the diagnosis'
-sentences), each tested on constructed numbers on both sides of every comparison it states
+`optimisability_sentence` with `beyond_grpo_sentence`, `comparison_sentence`, `by_question_sentence`,
+`sampled_findings`, and the diagnosis' sentences), each tested on constructed numbers on both sides of every comparison it states
 (`tests/test_findings.py`); `findings` only reads the summary and calls them.
 
     lines = findings(summary)      # summary: the dict the run writes as report.json
@@ -27,7 +27,7 @@ from iapo.experiments.demo.formatting import (
     number,
     percent,
     points,
-    signed,
+    signed_interval,
 )
 from iapo.experiments.demo.premise import premise_checks, premise_verdict
 from iapo.experiments.demo.stats import mean_std
@@ -180,6 +180,37 @@ def optimisability_shown(term: list[str], grpo: list[str]) -> bool:
     return bool(term) and all(w == "fell" for w in term) and not any(w == "fell" for w in grpo)
 
 
+def optimisability_beyond_grpo_shown(changes: list[dict]) -> bool:
+    """Item 4 read against GRPO of the same seed: shown when, in every seed, the run's divergence at the last probe
+    lies below GRPO's (each a paired `optimise.beyond_grpo` interval, its upper bound below 0). Unlike
+    `optimisability_shown` it lets GRPO move the divergence, as it does either way, and asks the run to go further."""
+    return bool(changes) and all(change_words(change) == "fell" for change in changes)
+
+
+def beyond_grpo_sentence(result: dict) -> str:
+    """The runs with the outcome at 0 against GRPO of the same seed at the last probe (`optimise.beyond_grpo`, where
+    the result has it), and for which that shows optimisability (`optimisability_beyond_grpo_shown`)."""
+    seeds, last = result["settings"]["seeds"], str(result["settings"]["steps"])
+    read = {}
+    for name in result["settings"]["runs"]:
+        changes = [result["runs"][f"{name}-s{seed}"]["probe"][last].get("beyond_grpo") for seed in seeds]
+        if not name.startswith("grpo") and all(changes):
+            read[name] = changes
+    if not read:
+        return ""
+    listed = "; ".join(f"{name} {', '.join(map(signed_interval, changes))}" for name, changes in read.items())
+    shown = [name for name, changes in read.items() if optimisability_beyond_grpo_shown(changes)]
+    verdict = (
+        f"shown against GRPO for {', '.join(shown)}: below GRPO's divergence in every seed."
+        if shown
+        else "not shown against GRPO (it needs the run below GRPO's divergence in every seed)."
+    )
+    return (
+        f" Against GRPO of the same seed (the divergence after the run minus after GRPO, paired per probe prompt, "
+        f"95% bootstrap): {listed}; optimisability {verdict}"
+    )
+
+
 def optimisability_sentence(result: dict) -> str:
     """Item 4 in words: per seed, the change of the divergence to the teacher on the fixed probe, from the cold start
     to the last probed step, of each run with the outcome weight at 0 (those of `result["settings"]["runs"]` whose
@@ -191,7 +222,7 @@ def optimisability_sentence(result: dict) -> str:
     def read(name: str) -> tuple[str, list[str]]:
         changes = [result["runs"][f"{name}-s{seed}"]["probe"][last]["divergence"]["change"] for seed in seeds]
         words = [change_words(c) for c in changes]
-        listed = "; ".join(f"{signed(c['mean'])} [{signed(c['low'])}, {signed(c['high'])}]" for c in changes)
+        listed = "; ".join(map(signed_interval, changes))
         return f"{name} by {listed} ({', '.join(words)})", words
 
     grpo_text, grpo_words = read("grpo")
@@ -207,6 +238,7 @@ def optimisability_sentence(result: dict) -> str:
             if shown
             else "Optimisability is not shown (it needs a run's divergence to fall in every seed and GRPO's in none)."
         )
+        + beyond_grpo_sentence(result)
     )
 
 

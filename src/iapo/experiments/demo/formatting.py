@@ -51,6 +51,11 @@ def signed(value: float | None, digits: int = 4) -> str:
     return "–" if value is None or not math.isfinite(value) else f"{value:+.{digits}f}"
 
 
+def signed_interval(change: dict) -> str:
+    """A paired change with its 95% interval: "-0.5900 [-0.6900, -0.4900]"."""
+    return f"{signed(change['mean'])} [{signed(change['low'])}, {signed(change['high'])}]"
+
+
 def shown(key: str, value: float | None) -> str:
     """A diagnostic as the report prints it: a correlation with 2 decimals, a divergence in scientific notation
     (KL of block masses is often ~1e-4), anything else (shares, rates) in percent."""

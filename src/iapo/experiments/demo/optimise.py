@@ -13,9 +13,9 @@ than training does (docs/results.md). So the divergence is also measured on a fi
 adapter saved every `--probe-every` steps and at the end; the change from the cold start is a paired bootstrap over
 the probe's prompts (per prompt: the mean over its G samples). Prints JSON (per run the first → last quarter means of
 the training steps' divergence, policy KL to its reference, sampled accuracy and the term's within-group rank
-correlation with the outcome; the probe at each saved step and its change; a probed sample without a call has no
-divergence), writes it to `OUT/optimise.json` and plots the probe to `OUT/optimise.png`. A finished run (its `last/`
-adapter) is read back, not trained again; its probes are measured again. `python -m iapo.experiments.demo --powered`
+correlation with the outcome; the probe at each saved step and its change, and for a run with the outcome at 0 its
+divergence against GRPO's of the same seed, `beyond_grpo`; a probed sample without a call has no divergence), writes
+it to `OUT/optimise.json` and plots the probe to `OUT/optimise.png`. A finished run (its `last/` adapter) is read back, not trained again; its probes are measured again. `python -m iapo.experiments.demo --powered`
 (`make powered`) runs this as its optimisability stage (`run.optimisability_stage`).
 
     python -m iapo.experiments.demo.optimise --student DIR --teacher DIR --out DIR --steps 160 --prompts 2 \
@@ -184,6 +184,17 @@ def probe_change(before: dict, after: dict, group_size: int, seed: int = 0) -> d
     }
 
 
+def beyond_grpo(after: dict, grpo_after: dict, group_size: int, seed: int = 0) -> dict:
+    """The divergence after a run minus after GRPO of the same seed at the same step, paired per probe prompt (a
+    bootstrap 95% interval over the prompts with an attributed sample in both): how much further toward the teacher
+    the run took the student than GRPO's own drift did. GRPO moves the divergence too, either way (docs/results.md),
+    so this is item 4 read against it rather than against the cold start alone."""
+    pairs = zip(
+        per_prompt(after["divergence"], group_size), per_prompt(grpo_after["divergence"], group_size), strict=True
+    )
+    return bootstrap_mean([run - grpo for run, grpo in pairs if run is not None and grpo is not None], seed=seed)
+
+
 def divergence_by_call(probed: dict) -> dict[str, float | None]:
     """The mean divergence of the probe's right calls and of its wrong ones (None where there are none): the
     divergence a student whose every call were right would have, against what its wrong calls cost."""
@@ -316,11 +327,17 @@ def optimisability(
         result["cold_start"] = {key: mean(cold[key]) for key in PROBED}
         result["cold_start"]["divergence_by_call"] = divergence_by_call(cold)
         result["cold_start"]["rho_success"] = term_rank_correlation(cold, settings.group_size)
+    probed = {
+        f"{name}-s{seed}": run_measured["probed"] for (name, seed), run_measured in zip(tasks, measured, strict=True)
+    }
     for (name, seed), run_measured in zip(tasks, measured, strict=True):
         entry = {"training": run_measured["training"]}
         if probe_settings.prompts:
+            grpo = probed.get(f"grpo-s{seed}") if not name.startswith("grpo") else None
             entry["probe"] = {
-                step: probe_change(cold, after, settings.group_size) for step, after in run_measured["probed"].items()
+                step: probe_change(cold, after, settings.group_size)
+                | ({"beyond_grpo": beyond_grpo(after, grpo[step], settings.group_size)} if grpo else {})
+                for step, after in run_measured["probed"].items()
             }
         result["runs"][f"{name}-s{seed}"] = entry
     if probe_settings.prompts:

@@ -20,6 +20,7 @@ from iapo.experiments.demo.formatting import (
     points,
     shown,
     signed,
+    signed_interval,
 )
 from iapo.experiments.demo.premise import premise_checks
 
@@ -261,16 +262,17 @@ def optimisability_section(summary: dict) -> list[str]:
         f"{number(cold['divergence'], 4)}, tool-call rate {number(cold['call'], 3)}, right calls "
         f"{number(cold['right_call'], 3)}, success {number(cold['success'], 3)}.",
         "",
-        "| run | step | divergence (change [95% CI]) | of it: which calls / how attributed | tool-call rate | right calls "
-        "| sampled success | ρ(term, success) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| run | step | divergence (change [95% CI]) | minus GRPO's of the seed | of it: which calls / how attributed "
+        "| tool-call rate | right calls | sampled success | ρ(term, success) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, run in result["runs"].items():
         for step, probe in run["probe"].items():
             shift, rho = probe.get("shift") or {}, probe.get("rho_success") or {}
+            against_grpo = signed_interval(probe["beyond_grpo"]) if probe.get("beyond_grpo") else "—"
             lines.append(
-                f"| {name} | {step} | {probed(probe['divergence'])} | {signed(shift.get('which_calls'))} / "
-                f"{signed(shift.get('how_attributed'))} | {probed(probe['call'])} | {probed(probe['right_call'])} | "
+                f"| {name} | {step} | {probed(probe['divergence'])} | {against_grpo} | "
+                f"{signed(shift.get('which_calls'))} / {signed(shift.get('how_attributed'))} | {probed(probe['call'])} | {probed(probe['right_call'])} | "
                 f"{probed(probe['success'])} | {number(rho.get('mean'), 2)} |"
             )
     return [*lines, "", "![optimisability](optimise/optimise.png)", ""]
