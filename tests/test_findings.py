@@ -150,6 +150,8 @@ def test_call_rate_sentence_gives_each_methods_direction():
     text = call_rate_sentence({"grpo": {"first": 0.5, "last": 0.0}, "iapo": {"first": 0.4, "last": 0.6}})
     assert "GRPO 50.0% → 0.0% (fell)" in text and "IAPO 40.0% → 60.0% (rose)" in text
     assert "(did not change)" in call_rate_sentence({"grpo": {"first": 1.0, "last": 1.0}})
+    # a change below the printed precision is not called a fall: "100.0% → 100.0% (fell)" read as a contradiction
+    assert "100.0% → 100.0% (did not change)" in call_rate_sentence({"iapo": {"first": 0.99998, "last": 0.99996}})
 
 
 @pytest.mark.parametrize("outcome", ["none", "one_seed"])

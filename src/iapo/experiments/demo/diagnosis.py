@@ -134,10 +134,14 @@ def divergence_sentence(divergence: str, first: float, last: float) -> str:
 
 
 def call_rate_sentence(calls: dict[str, dict]) -> str:
-    """Tool-call rate over training, first → last quarter, per method, with its direction."""
+    """Tool-call rate over training, first → last quarter, per method, with its direction at the printed precision
+    (99.97% → 99.96% is "100.0% → 100.0%", which did not change as far as the sentence can show)."""
 
     def direction(c: dict) -> str:
-        return "rose" if c["last"] > c["first"] else "fell" if c["last"] < c["first"] else "did not change"
+        first, last = percent(c["first"]), percent(c["last"])
+        if first == last:
+            return "did not change"
+        return "rose" if c["last"] > c["first"] else "fell"
 
     return (
         "Tool-call rate over training: "
