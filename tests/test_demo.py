@@ -121,6 +121,7 @@ def test_fast_paper_demo_reports_results_paired_differences_and_mechanism_diagno
         "## Mechanism over training",
     ):
         assert heading in text
+    assert "Wall time of the invocation that wrote this report:" in text  # a resumed run counts what it ran only
     grpo = [r["accuracy"] for r in rows[(GRPO, True)]]  # GRPO against the cold start, per seed
     assert data["grpo_gain"]["differences"] == pytest.approx([a - rows[(STUDENT, True)][0]["accuracy"] for a in grpo])
     assert "**GRPO against the cold start.**" in text

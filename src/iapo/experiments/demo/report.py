@@ -365,5 +365,8 @@ def render(summary: dict) -> str:
     ]
     for name, files in summary["pictures"].items():
         lines += [f"**{name}**", "", *(f"![{name}]({f})" for f in files), ""]
-    lines += [f"Wall time: {summary['minutes']:.1f} min."]
+    lines += [
+        f"Wall time of the invocation that wrote this report: {summary['minutes']:.1f} min (a rerun into the same "
+        "folder reads back the stages already done, so it counts only what it ran)."
+    ]
     return "\n".join(lines) + "\n"
