@@ -4,8 +4,8 @@ interval; greedy, and sampled as in RL), and why, by the mechanism diagnostics (
 
 Every sentence is one function of plain numbers (`tools_sentence`, `regime_sentence`, `grpo_gain_sentence`,
 `optimisability_sentence` with `beyond_grpo_sentence`, `comparison_sentence`, `by_question_sentence`,
-`sampled_findings`, and the diagnosis' sentences), each tested on constructed numbers on both sides of every comparison it states
-(`tests/test_findings.py`); `findings` only reads the summary and calls them.
+`sampled_findings`, and the diagnosis' sentences), each tested on constructed numbers on both sides of every
+comparison it states (`tests/test_findings.py`); `findings` only reads the summary and calls them.
 
     lines = findings(summary)      # summary: the dict the run writes as report.json
 """

@@ -15,8 +15,9 @@ the probe's prompts (per prompt: the mean over its G samples). Prints JSON (per 
 the training steps' divergence, policy KL to its reference, sampled accuracy and the term's within-group rank
 correlation with the outcome; the probe at each saved step and its change, and for a run with the outcome at 0 its
 divergence against GRPO's of the same seed, `beyond_grpo`; a probed sample without a call has no divergence), writes
-it to `OUT/optimise.json` and plots the probe to `OUT/optimise.png`. A finished run (its `last/` adapter) is read back, not trained again; its probes are measured again. `python -m iapo.experiments.demo --powered`
-(`make powered`) runs this as its optimisability stage (`run.optimisability_stage`).
+it to `OUT/optimise.json` and plots the probe to `OUT/optimise.png`. A finished run (its `last/` adapter) is read
+back, not trained again; its probes are measured again. `python -m iapo.experiments.demo --powered` (`make powered`)
+runs this as its optimisability stage (`run.optimisability_stage`).
 
     python -m iapo.experiments.demo.optimise --student DIR --teacher DIR --out DIR --steps 160 --prompts 2 \
         [--seeds 0 1]                      # one pair of runs per seed
