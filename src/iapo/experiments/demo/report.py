@@ -272,8 +272,9 @@ def optimisability_section(summary: dict) -> list[str]:
             against_grpo = signed_interval(probe["beyond_grpo"]) if probe.get("beyond_grpo") else "—"
             lines.append(
                 f"| {name} | {step} | {probed(probe['divergence'])} | {against_grpo} | "
-                f"{signed(shift.get('which_calls'))} / {signed(shift.get('how_attributed'))} | {probed(probe['call'])} | {probed(probe['right_call'])} | "
-                f"{probed(probe['success'])} | {number(rho.get('mean'), 2)} |"
+                f"{signed(shift.get('which_calls'))} / {signed(shift.get('how_attributed'))} | "
+                f"{probed(probe['call'])} | {probed(probe['right_call'])} | {probed(probe['success'])} | "
+                f"{number(rho.get('mean'), 2)} |"
             )
     return [*lines, "", "![optimisability](optimise/optimise.png)", ""]
 
