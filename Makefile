@@ -31,7 +31,7 @@ tiny: $(STAMP) ## build the offline tiny-student / tiny-teacher models into the 
 	$(PY) -m iapo.models.tiny tiny-student tiny-teacher
 
 TEST_WORKERS ?= 2
-test: $(STAMP) ## fast test suite (no `slow` tests), TEST_WORKERS=2 processes of one torch thread each (7.3 min on 2 cores)
+test: $(STAMP) ## fast test suite (no `slow` tests), TEST_WORKERS=2 processes of one torch thread each (7.3–7.6 min on 2 cores)
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n $(TEST_WORKERS)
 
 test-all: $(STAMP) ## every test, `slow` included
